@@ -1,0 +1,1 @@
+"""Thin workflows over the strategies, the scheduler and the replica actors."""

@@ -1,0 +1,54 @@
+"""Config loading and validation: bad values fail at start, naming the key."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from ttsearch.config import CONF_DIR, ConfigError, load_config
+
+
+def test_shipped_configs_load():
+    for path in sorted(CONF_DIR.glob("*.yaml")):
+        cfg = load_config(path)
+        assert cfg.strategies and cfg.budgets, path
+
+
+def test_overrides_apply_on_top_of_the_file():
+    cfg = load_config(CONF_DIR / "main.yaml", ["data.limit=3", "budgets=[4,8]", "verifier.kind=oracle"])
+    assert cfg.data.limit == 3 and cfg.budgets == [4, 8] and cfg.verifier.kind == "oracle"
+    assert cfg.strategies[1].name == "beam" and cfg.strategies[1].beam_width == 2
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key"),
+    [
+        (["data.limt=3"], "data.limt"),
+        (["nonsense=1"], "nonsense"),
+        (["generator.replicas=two"], "generator.replicas"),
+        (["budgets=[4,0]"], "budgets[1]"),
+        (["strategies=[{name: sorcery}]"], "strategies[0].name"),
+        (["strategies=[{name: best_of_n, selections: [vibes]}]"], "strategies[0].selections"),
+        (["strategies=[{name: best_of_n, aggregation: mean}]"], "strategies[0].aggregation"),
+        (["strategies=[{name: beam, beam_width: 3}]", "budgets=[4]"], "strategies[0].beam_width"),
+        (["strategies=[{name: beam, lookahead: 2, beam_width: 2}]"], "strategies[0].lookahead"),
+        (["strategies=[{name: beam, beam_width: 2, colour: red}]"], "colour"),
+        (["verifier.kind=astrology"], "verifier.kind"),
+    ],
+)
+def test_bad_values_fail_naming_the_key(overrides, key):
+    with pytest.raises(ConfigError, match=re.escape(f"'{key}")):
+        load_config(None, overrides)
+
+
+def test_missing_config_file_is_named(tmp_path):
+    with pytest.raises(ConfigError, match="nope.yaml"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_unknown_key_in_a_file_names_the_file_and_key(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("search:\n  max_stepz: 3\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml.*'search\.max_stepz'"):
+        load_config(path)

@@ -1,0 +1,115 @@
+"""The ready queue against scripted backends: batching across problems, routing, isolation."""
+
+from __future__ import annotations
+
+import asyncio
+
+from ttsearch.config import SearchConfig, StrategySpec
+from ttsearch.requests import Generate, Prompt, Request, Score
+from ttsearch.scheduler import JobOutcome, ReplicaPool, Scheduler
+from ttsearch.strategies import SearchContext, start
+from tests.fakes import ScriptedBackend, length_scorer, step_generator
+
+SEARCH = SearchConfig(system_prompt="sys", max_steps=4)
+
+
+def jobs(n: int, spec: StrategySpec, budget: int = 4):
+    for i in range(n):
+        ctx = SearchContext(uid=f"p{i}", question=f"question {i}", search=SEARCH, seed=0)
+        yield f"p{i}", start(ctx, budget, spec)
+
+
+def run_all(scheduler: Scheduler, job_iter) -> list[JobOutcome]:
+    async def collect():
+        return [outcome async for outcome in scheduler.run(job_iter)]
+
+    return asyncio.run(collect())
+
+
+def pools(generators, verifiers, max_batch=1024, max_outstanding=4096):
+    return {
+        "generator": ReplicaPool(generators, max_outstanding=max_outstanding, max_batch=max_batch),
+        "verifier": ReplicaPool(verifiers, max_outstanding=max_outstanding, max_batch=max_batch),
+    }
+
+
+def test_requests_of_different_problems_share_one_generator_call():
+    generator, verifier = ScriptedBackend(step_generator()), ScriptedBackend(length_scorer)
+    scheduler = Scheduler(pools([generator], [verifier]), max_in_flight=8)
+    outcomes = run_all(scheduler, jobs(5, StrategySpec(name="beam", beam_width=2)))
+    assert sorted(o.key for o in outcomes) == [f"p{i}" for i in range(5)]
+    first = generator.batches[0]
+    assert len(first) == 5 and len({r.prompt.user for r in first}) == 5, "one call carries all 5 problems' first step"
+    assert all(o.error is None and o.candidates for o in outcomes)
+    assert scheduler.stats.max_batch["generator"] == 5
+
+
+def test_results_match_running_each_problem_alone():
+    spec = StrategySpec(name="lookahead", beam_width=2, lookahead=1)
+    together = run_all(Scheduler(pools([ScriptedBackend(step_generator())], [ScriptedBackend(length_scorer)]), 16), jobs(6, spec))
+    alone = run_all(Scheduler(pools([ScriptedBackend(step_generator())], [ScriptedBackend(length_scorer)]), 1), jobs(6, spec))
+    by_key = {o.key: o for o in alone}
+    for outcome in together:
+        assert outcome.candidates == by_key[outcome.key].candidates
+        assert outcome.usage == by_key[outcome.key].usage
+
+
+def test_max_in_flight_bounds_problems_and_batches_are_capped():
+    generator, verifier = ScriptedBackend(step_generator()), ScriptedBackend(length_scorer)
+    scheduler = Scheduler(pools([generator], [verifier], max_batch=8), max_in_flight=3)
+    outcomes = run_all(scheduler, jobs(10, StrategySpec(name="best_of_n")))
+    assert len(outcomes) == 10
+    assert all(len({r.prompt.user for r in batch}) <= 3 for batch in generator.batches)
+    assert all(sum(r.n for r in batch) <= 8 for batch in generator.batches)
+
+
+def test_least_loaded_dispatch_spreads_over_replicas():
+    generators = [ScriptedBackend(step_generator()) for _ in range(2)]
+    verifiers = [ScriptedBackend(length_scorer) for _ in range(2)]
+    scheduler = Scheduler(pools(generators, verifiers, max_batch=4), max_in_flight=8)
+    run_all(scheduler, jobs(8, StrategySpec(name="best_of_n")))
+    assert all(g.batches for g in generators) and all(v.batches for v in verifiers)
+
+
+def test_usage_counts_every_sample_and_token():
+    generator, verifier = ScriptedBackend(step_generator()), ScriptedBackend(length_scorer)
+    [outcome] = run_all(Scheduler(pools([generator], [verifier]), 4), jobs(1, StrategySpec(name="beam", beam_width=2)))
+    samples = sum(r.n for batch in generator.batches for r in batch)
+    scored = sum(len(batch) for batch in verifier.batches)
+    assert outcome.usage.samples == samples
+    assert outcome.usage.generated_tokens == 5 * samples  # the fake gives 5 tokens per completion
+    assert outcome.usage.prompt_tokens == 10 * sum(len(b) for b in generator.batches)
+    assert outcome.usage.scored_solutions == scored and outcome.usage.verifier_tokens == 3 * scored
+
+
+def test_a_failing_problem_or_replica_call_does_not_take_the_others_down():
+    def broken_strategy():
+        yield [Generate(prompt=Prompt(system="", user="broken"), n=1, temperature=0, max_tokens=1, stop=("\n\n",))]
+        raise ValueError("strategy bug")
+
+    def fail_on_p2(request: Request) -> bool:
+        return isinstance(request, Score) and request.question == "question 2"
+
+    generator, verifier = ScriptedBackend(step_generator()), ScriptedBackend(length_scorer, fail_when=fail_on_p2)
+    all_jobs = [*jobs(4, StrategySpec(name="best_of_n")), ("broken", broken_strategy())]
+    outcomes = {o.key: o for o in run_all(Scheduler(pools([generator], [verifier], max_batch=4), 1), all_jobs)}
+    assert "strategy bug" in outcomes["broken"].error
+    assert "verifier replica 0 failed" in outcomes["p2"].error
+    assert {k for k, o in outcomes.items() if o.error is None} == {"p0", "p1", "p3"}
+
+
+def test_unknown_target_and_empty_request_lists_fail_the_job_only():
+    def empty():
+        yield []
+
+    outcomes = run_all(Scheduler({"generator": ReplicaPool([ScriptedBackend(step_generator())], 8, 8)}, 2),
+                       [("empty", empty()), *jobs(1, StrategySpec(name="best_of_n"))])
+    errors = {o.key: o.error for o in outcomes}
+    assert "empty list" in errors["empty"]
+    assert "no replicas serve target 'verifier'" in errors["p0"]
+
+
+def test_no_jobs_ends_immediately():
+    assert run_all(Scheduler(pools([ScriptedBackend(step_generator())], [ScriptedBackend(length_scorer)]), 4), []) == []
+
+

@@ -1,0 +1,1 @@
+"""ttsearch: compute-optimal test-time search for LLM math reasoning, on Ray."""

@@ -1,0 +1,168 @@
+"""Structured configuration: YAML in conf/ merged onto these dataclasses, then dot-list overrides.
+
+OmegaConf's structured mode rejects unknown keys and wrongly-typed values by name; `validate`
+adds the checks a type cannot express (known strategy names, positive budgets, ...), so a bad
+sweep fails before any engine starts.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+CONF_DIR = PROJECT_ROOT / "conf"
+
+EMBEDDED_MODEL = "embedded"
+STRATEGIES = ("best_of_n", "beam", "lookahead")
+SELECTIONS = ("naive", "weighted", "majority")
+AGGREGATIONS = ("last", "min", "prod")
+VERIFIERS = ("lm_judge", "qwen_prm", "math_shepherd", "oracle", "majority")
+
+
+class ConfigError(ValueError):
+    """A configuration problem, named by its key."""
+
+
+def default_cache_dir() -> str:
+    return os.environ.get("TTSEARCH_CACHE", str(Path.home() / ".cache" / "ttsearch"))
+
+
+@dataclass
+class GeneratorConfig:
+    model: str = EMBEDDED_MODEL  # "embedded", a Hugging Face id or a local checkpoint path
+    replicas: int = 1
+    num_gpus: float = 0.0
+    num_cpus: float = 1.0
+    dtype: str = "bfloat16"
+    max_model_len: int = 2048
+    max_num_seqs: int = 256
+    enforce_eager: bool = True  # CPU: skips graph capture, engine starts in ~30 s
+    enable_prefix_caching: bool = True
+    gpu_memory_utilization: float = 0.85  # GPU: fraction of device memory for weights + KV cache
+    cpu_kv_cache_gib: float = 2.0  # CPU: RAM reserved for the KV cache (VLLM_CPU_KVCACHE_SPACE)
+    tensor_parallel_size: int = 1
+    seed: int = 0
+
+
+@dataclass
+class VerifierConfig:
+    kind: str = "lm_judge"  # one of VERIFIERS
+    model: str = EMBEDDED_MODEL
+    replicas: int = 1
+    num_gpus: float = 0.0
+    num_cpus: float = 1.0
+    dtype: str = "float32"
+    max_batch_tokens: int = 8192  # padded tokens per forward pass
+    max_input_tokens: int = 2048  # longer inputs are truncated from the left of the solution
+    torch_threads: int = 1
+
+
+@dataclass
+class SearchConfig:
+    """How solutions are sampled; shared by every strategy."""
+
+    system_prompt: str = ""
+    step_delimiter: str = "\n\n"
+    temperature: float = 0.8
+    max_steps: int = 8
+    max_step_tokens: int = 96
+    max_solution_tokens: int = 512
+
+
+@dataclass
+class StrategySpec:
+    name: str = "best_of_n"  # one of STRATEGIES
+    selections: list[str] = field(default_factory=lambda: ["weighted"])
+    aggregation: str = "last"  # how a solution's step scores become one score
+    beam_width: int = 4  # M: beam search keeps N/M beams and expands each M times
+    lookahead: int = 0  # k: rollout steps at temperature 0 (lookahead only)
+
+
+@dataclass
+class DataConfig:
+    path: str = str(PROJECT_ROOT / "data" / "math500.jsonl")
+    limit: int | None = None  # first `limit` problems (after `offset`)
+    offset: int = 0
+    shards: int = 1  # Ray Data blocks; each is one driver loop against the shared replicas
+    shard_num_cpus: float = 0.5  # logical CPUs a shard task reserves (it mostly waits on replicas)
+
+
+@dataclass
+class SchedulerConfig:
+    max_in_flight: int = 64  # problems being searched at once, per shard
+    max_batch_sequences: int = 256  # sequences per generator call
+    max_batch_scores: int = 64  # solutions per verifier call
+    max_outstanding_per_replica: int = 512  # sequences queued on one replica before we hold back
+
+
+@dataclass
+class SweepConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+    verifier: VerifierConfig = field(default_factory=VerifierConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    strategies: list[StrategySpec] = field(default_factory=lambda: [StrategySpec()])
+    budgets: list[int] = field(default_factory=lambda: [4])
+    seeds: list[int] = field(default_factory=lambda: [0])
+    output_dir: str = "runs/sweep"
+    cache_dir: str = field(default_factory=default_cache_dir)
+    ray_address: str | None = None
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> SweepConfig:
+    """Merge defaults ← YAML file ← `key=value` overrides, then validate."""
+    schema = OmegaConf.structured(SweepConfig)
+    try:
+        layers: list[DictConfig] = [schema]
+        if path is not None:
+            path = Path(path)
+            if not path.is_file():
+                raise ConfigError(f"config file not found: {path}")
+            layers.append(OmegaConf.load(path))
+        layers.append(OmegaConf.from_dotlist(list(overrides)))
+        merged = OmegaConf.merge(*layers)
+    except OmegaConfBaseException as exc:
+        where = f" in {path}" if path is not None else ""
+        raise ConfigError(f"bad config{where}: key '{exc.full_key}': {exc.msg.splitlines()[0]}") from None
+    cfg: SweepConfig = OmegaConf.to_object(merged)  # type: ignore[assignment]
+    validate(cfg)
+    return cfg
+
+
+def _require(condition: bool, key: str, message: str) -> None:
+    if not condition:
+        raise ConfigError(f"bad config: key '{key}': {message}")
+
+
+def validate(cfg: SweepConfig) -> None:
+    _require(bool(cfg.budgets), "budgets", "at least one budget is needed")
+    for i, budget in enumerate(cfg.budgets):
+        _require(budget > 0, f"budgets[{i}]", f"a budget must be > 0, got {budget}")
+    _require(bool(cfg.strategies), "strategies", "at least one strategy is needed")
+    for i, spec in enumerate(cfg.strategies):
+        key = f"strategies[{i}]"
+        _require(spec.name in STRATEGIES, f"{key}.name", f"unknown strategy '{spec.name}', expected one of {STRATEGIES}")
+        _require(bool(spec.selections), f"{key}.selections", "at least one selection mode is needed")
+        for mode in spec.selections:
+            _require(mode in SELECTIONS, f"{key}.selections", f"unknown selection '{mode}', expected one of {SELECTIONS}")
+        _require(spec.aggregation in AGGREGATIONS, f"{key}.aggregation", f"unknown aggregation '{spec.aggregation}', expected one of {AGGREGATIONS}")
+        if spec.name in ("beam", "lookahead"):
+            _require(spec.beam_width > 0, f"{key}.beam_width", "must be > 0")
+            for budget in cfg.budgets:
+                _require(budget % spec.beam_width == 0 and budget >= spec.beam_width, f"{key}.beam_width",
+                         f"budget {budget} is not a positive multiple of beam width {spec.beam_width}")
+        _require(spec.lookahead >= 0, f"{key}.lookahead", "must be >= 0")
+        _require(spec.name == "lookahead" or spec.lookahead == 0, f"{key}.lookahead", "only the lookahead strategy rolls out")
+    _require(cfg.verifier.kind in VERIFIERS, "verifier.kind", f"unknown verifier '{cfg.verifier.kind}', expected one of {VERIFIERS}")
+    for name in ("generator", "verifier"):
+        _require(getattr(cfg, name).replicas > 0, f"{name}.replicas", "must be > 0")
+    _require(cfg.data.shards > 0, "data.shards", "must be > 0")
+    _require(cfg.data.limit is None or cfg.data.limit > 0, "data.limit", "must be > 0")
+    _require(cfg.scheduler.max_in_flight > 0, "scheduler.max_in_flight", "must be > 0")
+    _require(cfg.search.max_steps > 0, "search.max_steps", "must be > 0")

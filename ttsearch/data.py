@@ -1,0 +1,68 @@
+"""Problem sets: MATH-500-style rows from JSON Lines or Parquet, checked before any compute."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+
+REQUIRED_FIELDS = ("problem", "answer")
+
+
+class DataError(ValueError):
+    """A problem file that cannot be used, named by file and line (or row)."""
+
+
+def load_problems(path: str | Path, limit: int | None = None, offset: int = 0) -> list[dict[str, Any]]:
+    """Rows with unique_id, problem, answer, subject, level (int, 0 when unknown)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"dataset not found: {path}")
+    if path.suffix == ".parquet":
+        records = enumerate(pq.read_table(path).to_pylist(), start=1)
+        where = "row"
+    else:
+        records = _read_jsonl(path)
+        where = "line"
+    rows = [_normalise(record, path, where, number) for number, record in records]
+    if not rows:
+        raise DataError(f"dataset is empty: {path}")
+    seen: dict[str, int] = {}
+    for number, row in enumerate(rows, start=1):
+        if row["unique_id"] in seen:
+            raise DataError(f"{path}: duplicate unique_id '{row['unique_id']}' in rows {seen[row['unique_id']]} and {number}")
+        seen[row["unique_id"]] = number
+    end = None if limit is None else offset + limit
+    return rows[offset:end]
+
+
+def _read_jsonl(path: Path):
+    with path.open(encoding="utf-8") as lines:
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
+            if not isinstance(record, dict):
+                raise DataError(f"{path}:{number}: expected a JSON object, got {type(record).__name__}")
+            yield number, record
+
+
+def _normalise(record: dict[str, Any], path: Path, where: str, number: int) -> dict[str, Any]:
+    for name in REQUIRED_FIELDS:
+        value = record.get(name)
+        if not isinstance(value, str) or not value.strip():
+            raise DataError(f"{path}: {where} {number}: missing or empty field '{name}'")
+    level = re.search(r"\d+", str(record.get("level") or ""))
+    return {
+        "unique_id": str(record.get("unique_id") or f"{path.name}:{number}"),
+        "problem": record["problem"],
+        "answer": record["answer"],
+        "subject": str(record.get("subject") or ""),
+        "level": int(level.group()) if level else 0,
+    }

@@ -1,0 +1,81 @@
+"""The messages strategies exchange with the scheduler.
+
+Strategies only build these values and read the results; the scheduler decides how they are
+batched and which replica serves them. Keeping them plain frozen dataclasses means they pickle
+cheaply across Ray and compare by value in tests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """A chat prompt; the generator applies its own chat template, then appends the prefix.
+
+    The prefix is the assistant's partial solution so far: identical prompts with growing prefixes
+    are what lets vLLM's prefix cache reuse the KV blocks shared between beams.
+    """
+
+    system: str
+    user: str
+    assistant_prefix: str = ""
+
+
+@dataclass(frozen=True)
+class Generate:
+    """Sample `n` continuations of `prompt`."""
+
+    target: ClassVar[str] = "generator"
+
+    prompt: Prompt
+    n: int
+    temperature: float
+    max_tokens: int
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One sampled continuation; the matched stop string is not part of `text`."""
+
+    text: str
+    num_tokens: int
+    finish_reason: str  # "stop" (EOS or a stop string) or "length"
+    stop_reason: str | None = None  # the stop string that ended it; None for EOS or length
+
+    @property
+    def ended_solution(self) -> bool:
+        """True when the model itself ended the answer (EOS), not a step delimiter or the cap."""
+        return self.finish_reason == "stop" and self.stop_reason is None
+
+
+@dataclass(frozen=True)
+class GenerateResult:
+    completions: tuple[Completion, ...]
+    prompt_tokens: int
+    cached_prompt_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class Score:
+    """Score every step of a (partial) solution to `question`."""
+
+    target: ClassVar[str] = "verifier"
+
+    question: str
+    steps: tuple[str, ...]
+    reference: str | None = None  # ground-truth answer: read only by the oracle verifier
+
+
+@dataclass(frozen=True)
+class ScoreResult:
+    step_scores: tuple[float, ...]  # one score in [0, 1] per step
+    tokens: int = 0  # tokens the verifier processed
+
+
+Request = Generate | Score
+Result = GenerateResult | ScoreResult

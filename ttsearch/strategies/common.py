@@ -1,0 +1,78 @@
+"""What every strategy shares: the per-problem context and the candidate solutions it returns.
+
+A strategy is a generator function: it yields a non-empty list of requests (`Generate`/`Score`),
+receives the list of their results in the same order, and finally returns its candidates. It never
+calls a model, Ray or the clock, so the scheduler can interleave thousands of them and tests can
+drive one with scripted results.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Generator
+from dataclasses import dataclass
+
+from ttsearch.config import SearchConfig
+from ttsearch.grading import extract_boxed
+from ttsearch.requests import Generate, Prompt, Request, Result, Score
+
+StrategyRun = Generator[list[Request], list[Result], list["Candidate"]]
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A (possibly unfinished) solution: its steps and the verifier's score of each step."""
+
+    steps: tuple[str, ...]
+    step_scores: tuple[float, ...] = ()
+    finished: bool = False  # the model ended it (EOS) rather than the search running out of steps
+    delimiter: str = "\n\n"
+
+    @property
+    def text(self) -> str:
+        return self.delimiter.join(self.steps)
+
+    @property
+    def answer(self) -> str | None:
+        return extract_boxed(self.text)
+
+
+@dataclass(frozen=True)
+class SearchContext:
+    """One problem as a strategy sees it, plus the sampling settings shared by all strategies."""
+
+    uid: str
+    question: str
+    search: SearchConfig
+    seed: int
+    reference: str | None = None  # ground truth, forwarded only so the oracle verifier can grade
+
+    def prompt(self, steps: tuple[str, ...]) -> Prompt:
+        """Same system/user text for every call of a problem, so the prefix cache can hit."""
+        prefix = "".join(step + self.search.step_delimiter for step in steps)
+        return Prompt(system=self.search.system_prompt, user=self.question, assistant_prefix=prefix)
+
+    def request_seed(self, *path: int) -> int:
+        """A sampling seed that depends only on (problem, sweep seed, position in the search)."""
+        key = "|".join([self.uid, str(self.seed), *map(str, path)])
+        return zlib.crc32(key.encode())
+
+    def expand(self, steps: tuple[str, ...], n: int, *path: int) -> Generate:
+        """Sample `n` next steps after `steps`."""
+        return Generate(
+            prompt=self.prompt(steps),
+            n=n,
+            temperature=self.search.temperature,
+            max_tokens=self.search.max_step_tokens,
+            stop=(self.search.step_delimiter,),
+            seed=self.request_seed(*path),
+        )
+
+    def score(self, steps: tuple[str, ...]) -> Score:
+        return Score(question=self.question, steps=steps, reference=self.reference)
+
+    def split_steps(self, text: str) -> tuple[str, ...]:
+        return tuple(step for step in text.split(self.search.step_delimiter) if step.strip())
+
+    def candidate(self, steps: tuple[str, ...], scores: tuple[float, ...], finished: bool) -> Candidate:
+        return Candidate(steps=steps, step_scores=scores, finished=finished, delimiter=self.search.step_delimiter)

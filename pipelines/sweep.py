@@ -19,8 +19,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from omegaconf import OmegaConf
 
-from ttsearch.backends import MODEL_FREE_VERIFIERS, replica_pools
-from ttsearch.config import StrategySpec, SweepConfig
+from ttsearch.backends import replica_pools
+from ttsearch.config import MODEL_FREE_VERIFIERS, StrategySpec, SweepConfig
 from ttsearch.data import load_problems
 from ttsearch.grading import Grader
 from ttsearch.scheduler import JobOutcome, Scheduler
@@ -139,7 +139,7 @@ def start_ray(cfg: SweepConfig) -> None:
         return
     hosted_verifiers = 0 if cfg.verifier.kind in MODEL_FREE_VERIFIERS else cfg.verifier.replicas
     wanted = (cfg.generator.replicas * cfg.generator.num_cpus + hosted_verifiers * cfg.verifier.num_cpus
-              + cfg.data.shards * cfg.data.shard_num_cpus)
+              + cfg.data.shards * cfg.data.shard_num_cpus + 1)  # +1: Ray Data's write tasks
     ray.init(num_cpus=max(os.cpu_count() or 1, math.ceil(wanted)))
 
 
@@ -152,11 +152,11 @@ def start_replicas(cfg: SweepConfig) -> tuple[list[Any], list[Any]]:
     return generators, verifiers
 
 
-def run_sweep(cfg: SweepConfig) -> pa.Table:
-    """Check inputs, start replicas, search every shard, write Parquet, return the results."""
+def run_sweep(cfg: SweepConfig, replicas: tuple[list[Any], list[Any]] | None = None) -> pa.Table:
+    """Check inputs, start replicas (unless given), search every shard, write Parquet, return the results."""
     import ray
 
-    problems = load_problems(cfg.data.path, cfg.data.limit, cfg.data.offset)
+    problems = load_problems(cfg.data.path, cfg.data.limit, cfg.data.offset, cfg.data.levels)
     out_dir = Path(cfg.output_dir)
     results_dir = out_dir / "results"
     if results_dir.exists() and any(results_dir.iterdir()):
@@ -165,7 +165,7 @@ def run_sweep(cfg: SweepConfig) -> pa.Table:
     OmegaConf.save(OmegaConf.structured(cfg), out_dir / "config.yaml")
 
     start_ray(cfg)
-    generators, verifiers = start_replicas(cfg)
+    generators, verifiers = replicas or start_replicas(cfg)
     shards = min(cfg.data.shards, len(problems))
     dataset = ray.data.from_items(problems, override_num_blocks=shards).map_batches(
         search_shard,
@@ -179,9 +179,16 @@ def run_sweep(cfg: SweepConfig) -> pa.Table:
 
 
 def summary(table: pa.Table) -> str:
-    """Accuracy (%) per strategy × budget, averaged over problems and seeds."""
-    frame = table.select(["strategy_label", "budget", "correct"]).to_pandas()
-    pivot = frame.pivot_table(index="strategy_label", columns="budget", values="correct", aggfunc="mean") * 100
-    pivot.columns = [f"N={budget}" for budget in pivot.columns]
-    pivot.index.name = "accuracy %"
-    return pivot.round(1).to_string()
+    """Accuracy and coverage (%) per strategy × budget, averaged over problems and seeds.
+
+    Coverage is the share of cells where any candidate was right: what an oracle verifier would get.
+    """
+    frame = table.select(["strategy_label", "budget", "correct", "candidate_correct"]).to_pandas()
+    frame["covered"] = frame["candidate_correct"].map(any)
+    parts = []
+    for column, title in (("correct", "accuracy %"), ("covered", "coverage % (pass@N)")):
+        pivot = frame.pivot_table(index="strategy_label", columns="budget", values=column, aggfunc="mean") * 100
+        pivot.columns = [f"N={budget}" for budget in pivot.columns]
+        pivot.index.name = title
+        parts.append(pivot.round(1).to_string())
+    return "\n\n".join(parts)

@@ -25,6 +25,11 @@ def test_limit_and_offset():
     assert [r["unique_id"] for r in rows] == [r["unique_id"] for r in load_problems(DataConfig().path)[10:13]]
 
 
+def test_level_filter_applies_before_limit():
+    rows = load_problems(DataConfig().path, limit=5, levels=[1, 2])
+    assert len(rows) == 5 and {r["level"] for r in rows} <= {1, 2}
+
+
 def test_parquet_and_jsonl_give_the_same_rows(tmp_path):
     rows = load_problems(DataConfig().path, limit=5)
     path = tmp_path / "p.parquet"

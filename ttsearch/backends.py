@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import zlib
 from collections.abc import AsyncIterator
 from typing import Any
 
-from ttsearch.config import SchedulerConfig
-from ttsearch.grading import Grader, extract_boxed
+from ttsearch.config import MODEL_FREE_VERIFIERS, SchedulerConfig
+from ttsearch.grading import Grader, extract_answer
 from ttsearch.requests import Request, Result, Score, ScoreResult
 from ttsearch.scheduler import Backend, ReplicaPool
-
-MODEL_FREE_VERIFIERS = ("oracle", "majority")
 
 
 class ActorBackend:
@@ -32,7 +31,8 @@ class ActorBackend:
 
 class ModelFreeVerifier:
     """`majority` scores every step 1 (weighted selection becomes a vote); `oracle` scores every
-    step of a solution 1 if its final answer is right (ground truth, for coverage curves)."""
+    step of a solution 1 if its final answer is right (ground truth, for coverage curves); `hash`
+    maps each step prefix's text to [0, 1) (a free, deterministic stand-in for benchmarks)."""
 
     def __init__(self, kind: str, grader: Grader | None = None):
         if kind not in MODEL_FREE_VERIFIERS:
@@ -43,11 +43,24 @@ class ModelFreeVerifier:
     async def submit(self, batch: list[Request]) -> AsyncIterator[tuple[int, Result]]:
         scores = [1.0] * len(batch)
         if self.kind == "oracle":
-            pairs = [(extract_boxed("\n\n".join(_steps(r))), _reference(r)) for r in batch]
+            pairs = [(extract_answer("\n\n".join(_steps(r))), _reference(r)) for r in batch]
             grader = self.grader or Grader()
             scores = [float(ok) for ok in await asyncio.to_thread(grader.grade_many, pairs)]
         for index, (request, score) in enumerate(zip(batch, scores, strict=True)):
-            yield index, ScoreResult(step_scores=(score,) * len(_steps(request)))
+            steps = _steps(request)
+            if self.kind == "hash":
+                yield index, ScoreResult(step_scores=_hash_scores(request.question, steps))
+            else:
+                yield index, ScoreResult(step_scores=(score,) * len(steps))
+
+
+def _hash_scores(question: str, steps: tuple[str, ...]) -> tuple[float, ...]:
+    state = zlib.crc32(question.encode())
+    scores = []
+    for step in steps:
+        state = zlib.crc32(step.encode(), state)
+        scores.append(state / 2**32)
+    return tuple(scores)
 
 
 def _steps(request: Request) -> tuple[str, ...]:

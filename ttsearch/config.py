@@ -21,7 +21,10 @@ EMBEDDED_MODEL = "embedded"
 STRATEGIES = ("best_of_n", "beam", "lookahead")
 SELECTIONS = ("naive", "weighted", "majority")
 AGGREGATIONS = ("last", "min", "prod")
-VERIFIERS = ("lm_judge", "qwen_prm", "math_shepherd", "oracle", "majority")
+# Scored in the driver, no replica hosts them. `hash` is a benchmark device, not a verifier: a
+# zero-cost deterministic score that lets the benchmark measure scheduling alone.
+MODEL_FREE_VERIFIERS = ("oracle", "majority", "hash")
+VERIFIERS = ("lm_judge", "qwen_prm", "math_shepherd", *MODEL_FREE_VERIFIERS)
 
 
 class ConfigError(ValueError):
@@ -57,7 +60,7 @@ class VerifierConfig:
     num_gpus: float = 0.0
     num_cpus: float = 1.0
     dtype: str = "float32"
-    max_batch_tokens: int = 8192  # padded tokens per forward pass
+    max_batch_tokens: int = 2048  # padded tokens per forward pass (CPU is fastest at 1-2k)
     max_input_tokens: int = 2048  # longer inputs are truncated from the left of the solution
     torch_threads: int = 1
 
@@ -86,10 +89,11 @@ class StrategySpec:
 @dataclass
 class DataConfig:
     path: str = str(PROJECT_ROOT / "data" / "math500.jsonl")
-    limit: int | None = None  # first `limit` problems (after `offset`)
+    levels: list[int] = field(default_factory=list)  # keep only these MATH levels (1-5); empty keeps all
+    limit: int | None = None  # first `limit` problems (after `offset`, after the level filter)
     offset: int = 0
     shards: int = 1  # Ray Data blocks; each is one driver loop against the shared replicas
-    shard_num_cpus: float = 0.5  # logical CPUs a shard task reserves (it mostly waits on replicas)
+    shard_num_cpus: float = 0.25  # logical CPUs a shard task reserves (it mostly waits on replicas)
 
 
 @dataclass
@@ -163,6 +167,7 @@ def validate(cfg: SweepConfig) -> None:
     for name in ("generator", "verifier"):
         _require(getattr(cfg, name).replicas > 0, f"{name}.replicas", "must be > 0")
     _require(cfg.data.shards > 0, "data.shards", "must be > 0")
+    _require(all(1 <= level <= 5 for level in cfg.data.levels), "data.levels", "MATH levels are 1 to 5")
     _require(cfg.data.limit is None or cfg.data.limit > 0, "data.limit", "must be > 0")
     _require(cfg.scheduler.max_in_flight > 0, "scheduler.max_in_flight", "must be > 0")
     _require(cfg.search.max_steps > 0, "search.max_steps", "must be > 0")

@@ -13,7 +13,7 @@ from collections.abc import Generator
 from dataclasses import dataclass
 
 from ttsearch.config import SearchConfig
-from ttsearch.grading import extract_boxed
+from ttsearch.grading import extract_answer
 from ttsearch.requests import Generate, Prompt, Request, Result, Score
 
 StrategyRun = Generator[list[Request], list[Result], list["Candidate"]]
@@ -34,7 +34,7 @@ class Candidate:
 
     @property
     def answer(self) -> str | None:
-        return extract_boxed(self.text)
+        return extract_answer(self.text)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,1 @@
+"""Ray actors that host the engines: generator (vLLM) and verifier (PRM) replicas."""

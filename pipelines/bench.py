@@ -1,0 +1,195 @@
+"""Throughput benchmark: the ready queue against the offline ceiling and a synchronous baseline.
+
+All measurements share one generator engine, in one run:
+- offline ceiling: every generation request the ready-queue search made, replayed as ONE batch
+  (same prompts, n, stop strings, seeds, hence the same token mix) with no dependencies between them;
+- ready queue: the search with all problems in flight (this project's scheduler);
+- synchronous: one problem at a time with a barrier per step (huggingface/search-and-learn's
+  behaviour), run on the first `sync_problems` problems; rates are per token, so a subset is fair.
+Efficiency = ready-queue tok/s ÷ offline tok/s; speed-up = ready-queue tok/s ÷ synchronous tok/s.
+The prefix cache is reset before every measurement so none inherits another's cached blocks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from ttsearch.backends import ActorBackend, replica_pools
+from ttsearch.config import MODEL_FREE_VERIFIERS, StrategySpec, SweepConfig
+from ttsearch.data import load_problems
+from ttsearch.grading import Grader
+from ttsearch.requests import Generate, Request, Result
+from ttsearch.scheduler import Scheduler, Usage
+from ttsearch.strategies import SearchContext, start
+
+
+@dataclass
+class Measurement:
+    strategy: str
+    verifier: str
+    mode: str  # offline | ready_queue | synchronous
+    problems: int
+    wall_s: float
+    generated_tokens: int
+    prompt_tokens: int
+    cached_prompt_tokens: int
+    driver_busy_s: float = 0.0
+    verifier_busy_s: float = 0.0
+    max_generator_batch: int = 0
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.generated_tokens / self.wall_s
+
+    @property
+    def problems_per_min(self) -> float:
+        return 60 * self.problems / self.wall_s
+
+    @property
+    def prefix_hit_rate(self) -> float:
+        return self.cached_prompt_tokens / max(self.prompt_tokens, 1)
+
+
+class RecordingBackend:
+    """Passes requests through and keeps every one it served, for the offline replay."""
+
+    def __init__(self, inner: Any):
+        self.inner = inner
+        self.requests: list[Request] = []
+
+    async def submit(self, batch: list[Request]) -> AsyncIterator[tuple[int, Result]]:
+        self.requests.extend(batch)
+        async for item in self.inner.submit(batch):
+            yield item
+
+
+async def _verifier_busy(verifiers: list[Any]) -> float:
+    stats = await asyncio.gather(*(v.stats.remote() for v in verifiers))
+    return sum(s["busy_s"] for s in stats)
+
+
+async def measure_search(problems: list[dict[str, Any]], cfg: SweepConfig, spec: StrategySpec, budget: int,
+                         generators: list[Any], verifiers: list[Any], max_in_flight: int, mode: str,
+                         grader: Grader) -> tuple[Measurement, list[Request]]:
+    pools = replica_pools(generators, verifiers, cfg.verifier.kind, cfg.scheduler, grader)
+    recorders = [RecordingBackend(b) for b in pools["generator"].backends]
+    pools["generator"].backends = recorders
+    scheduler = Scheduler(pools, max_in_flight)
+    jobs = ((p["unique_id"], start(SearchContext(uid=p["unique_id"], question=p["problem"], search=cfg.search,
+                                                 seed=0, reference=p["answer"]), budget, spec)) for p in problems)
+    await asyncio.gather(*(g.reset_prefix_cache.remote() for g in generators))
+    busy_before = await _verifier_busy(verifiers)
+    began = time.perf_counter()
+    usage = Usage()
+    async for outcome in scheduler.run(jobs):
+        if outcome.error:
+            raise RuntimeError(f"benchmark problem {outcome.key} failed: {outcome.error}")
+        for name, value in asdict(outcome.usage).items():
+            setattr(usage, name, getattr(usage, name) + value)
+    wall = time.perf_counter() - began
+    measurement = Measurement(
+        strategy=spec.name, verifier=cfg.verifier.kind, mode=mode, problems=len(problems), wall_s=wall,
+        generated_tokens=usage.generated_tokens, prompt_tokens=usage.prompt_tokens,
+        cached_prompt_tokens=usage.cached_prompt_tokens, driver_busy_s=scheduler.stats.driver_busy_s,
+        verifier_busy_s=await _verifier_busy(verifiers) - busy_before,
+        max_generator_batch=scheduler.stats.max_batch.get("generator", 0),
+    )
+    return measurement, [r for rec in recorders for r in rec.requests]
+
+
+async def measure_offline(requests: list[Request], generators: list[Any], strategy: str) -> Measurement:
+    """The same generation requests as one batch per replica: the engine's best case for this mix."""
+    await asyncio.gather(*(g.reset_prefix_cache.remote() for g in generators))
+    shares = [requests[i :: len(generators)] for i in range(len(generators))]
+    usage = Usage()
+
+    async def drain(generator: Any, share: list[Request]) -> None:
+        async for index, result in ActorBackend(generator, "generate").submit(share):
+            usage.add(share[index], result)
+
+    began = time.perf_counter()
+    await asyncio.gather(*(drain(g, share) for g, share in zip(generators, shares, strict=True) if share))
+    wall = time.perf_counter() - began
+    return Measurement(strategy=strategy, verifier="-", mode="offline", problems=0, wall_s=wall,
+                       generated_tokens=usage.generated_tokens, prompt_tokens=usage.prompt_tokens,
+                       cached_prompt_tokens=usage.cached_prompt_tokens)
+
+
+async def measure_batch_curve(generator: Any, question: str, sizes: list[int], max_tokens: int) -> list[dict]:
+    """Generated tok/s of the bare engine at several batch sizes: why batching pays, and how much."""
+    from ttsearch.requests import Prompt
+
+    curve = []
+    for size in sizes:
+        request = Generate(prompt=Prompt(system="", user=question), n=size, temperature=1.0, max_tokens=max_tokens,
+                           seed=size)
+        usage = Usage()
+        began = time.perf_counter()
+        async for index, result in ActorBackend(generator, "generate").submit([request]):
+            usage.add(request, result)
+        wall = time.perf_counter() - began
+        curve.append({"batch": size, "tokens_per_s": round(usage.generated_tokens / wall, 1)})
+    return curve
+
+
+async def run_benchmark(cfg: SweepConfig, generators: list[Any], verifiers_by_kind: dict[str, list[Any]],
+                        sync_problems: int, curve_sizes: list[int]) -> dict[str, Any]:
+    problems = load_problems(cfg.data.path, cfg.data.limit, cfg.data.offset)
+    budget = cfg.budgets[0]
+    rows: list[dict[str, Any]] = []
+    with Grader() as grader:
+        for kind, verifiers in verifiers_by_kind.items():
+            kind_cfg = replace(cfg, verifier=replace(cfg.verifier, kind=kind))
+            for spec in cfg.strategies:
+                ready, requests = await measure_search(problems, kind_cfg, spec, budget, generators, verifiers,
+                                                       cfg.scheduler.max_in_flight, "ready_queue", grader)
+                sync, _ = await measure_search(problems[:sync_problems], kind_cfg, spec, budget, generators,
+                                               verifiers, 1, "synchronous", grader)
+                offline = await measure_offline([r for r in requests if isinstance(r, Generate)], generators,
+                                                spec.name)
+                for m in (offline, ready, sync):
+                    rows.append(_row(m, offline, sync))
+    curve = await measure_batch_curve(generators[0], problems[0]["problem"], curve_sizes, cfg.search.max_step_tokens)
+    return {"budget": budget, "rows": rows, "batch_curve": curve}
+
+
+def _row(m: Measurement, offline: Measurement, sync: Measurement) -> dict[str, Any]:
+    row = {
+        "strategy": m.strategy, "verifier": m.verifier, "mode": m.mode, "problems": m.problems,
+        "wall_s": round(m.wall_s, 1), "gen_tokens": m.generated_tokens, "tok_per_s": round(m.tokens_per_s, 1),
+        "problems_per_min": round(m.problems_per_min, 2) if m.problems else None,
+        "efficiency": round(m.tokens_per_s / offline.tokens_per_s, 3),
+        "speedup_vs_sync": round(m.tokens_per_s / sync.tokens_per_s, 2),
+        "prefix_hit": round(m.prefix_hit_rate, 3),
+        "sched_overhead": round(m.driver_busy_s / m.wall_s, 4),
+        "verifier_busy": round(m.verifier_busy_s / m.wall_s, 3),
+        "max_gen_batch": m.max_generator_batch,
+    }
+    return row
+
+
+def format_report(report: dict[str, Any]) -> str:
+    import pandas as pd
+
+    table = pd.DataFrame(report["rows"]).to_string(index=False)
+    curve = "  ".join(f"{p['batch']}: {p['tokens_per_s']}" for p in report["batch_curve"])
+    return f"{table}\n\nengine tok/s by batch size (bare generation): {curve}"
+
+
+def write_json(report: dict[str, Any], path: str | Path) -> None:
+    Path(path).write_text(json.dumps(report, indent=2))
+
+
+def verifier_kinds(cfg: SweepConfig, extra: list[str]) -> list[str]:
+    kinds = [cfg.verifier.kind, *[k for k in extra if k != cfg.verifier.kind]]
+    return kinds
+
+
+def hosted(kind: str) -> bool:
+    return kind not in MODEL_FREE_VERIFIERS

@@ -74,15 +74,34 @@ async def _verifier_busy(verifiers: list[Any]) -> float:
     return sum(s["busy_s"] for s in stats)
 
 
-async def measure_search(problems: list[dict[str, Any]], cfg: SweepConfig, spec: StrategySpec, budget: int,
-                         generators: list[Any], verifiers: list[Any], max_in_flight: int, mode: str,
-                         grader: Grader) -> tuple[Measurement, list[Request]]:
+async def measure_search(
+    problems: list[dict[str, Any]],
+    cfg: SweepConfig,
+    spec: StrategySpec,
+    budget: int,
+    generators: list[Any],
+    verifiers: list[Any],
+    max_in_flight: int,
+    mode: str,
+    grader: Grader,
+) -> tuple[Measurement, list[Request]]:
     pools = replica_pools(generators, verifiers, cfg.verifier.kind, cfg.scheduler, grader)
     recorders = [RecordingBackend(b) for b in pools["generator"].backends]
     pools["generator"].backends = recorders
     scheduler = Scheduler(pools, max_in_flight)
-    jobs = ((p["unique_id"], start(SearchContext(uid=p["unique_id"], question=p["problem"], search=cfg.search,
-                                                 seed=0, reference=p["answer"]), budget, spec)) for p in problems)
+    jobs = (
+        (
+            p["unique_id"],
+            start(
+                SearchContext(
+                    uid=p["unique_id"], question=p["problem"], search=cfg.search, seed=0, reference=p["answer"]
+                ),
+                budget,
+                spec,
+            ),
+        )
+        for p in problems
+    )
     await asyncio.gather(*(g.reset_prefix_cache.remote() for g in generators))
     busy_before = await _verifier_busy(verifiers)
     began = time.perf_counter()
@@ -94,9 +113,15 @@ async def measure_search(problems: list[dict[str, Any]], cfg: SweepConfig, spec:
             setattr(usage, name, getattr(usage, name) + value)
     wall = time.perf_counter() - began
     measurement = Measurement(
-        strategy=spec.name, verifier=cfg.verifier.kind, mode=mode, problems=len(problems), wall_s=wall,
-        generated_tokens=usage.generated_tokens, prompt_tokens=usage.prompt_tokens,
-        cached_prompt_tokens=usage.cached_prompt_tokens, driver_busy_s=scheduler.stats.driver_busy_s,
+        strategy=spec.name,
+        verifier=cfg.verifier.kind,
+        mode=mode,
+        problems=len(problems),
+        wall_s=wall,
+        generated_tokens=usage.generated_tokens,
+        prompt_tokens=usage.prompt_tokens,
+        cached_prompt_tokens=usage.cached_prompt_tokens,
+        driver_busy_s=scheduler.stats.driver_busy_s,
         verifier_busy_s=await _verifier_busy(verifiers) - busy_before,
         max_generator_batch=scheduler.stats.max_batch.get("generator", 0),
     )
@@ -116,9 +141,16 @@ async def measure_offline(requests: list[Request], generators: list[Any], strate
     began = time.perf_counter()
     await asyncio.gather(*(drain(g, share) for g, share in zip(generators, shares, strict=True) if share))
     wall = time.perf_counter() - began
-    return Measurement(strategy=strategy, verifier="-", mode="offline", problems=0, wall_s=wall,
-                       generated_tokens=usage.generated_tokens, prompt_tokens=usage.prompt_tokens,
-                       cached_prompt_tokens=usage.cached_prompt_tokens)
+    return Measurement(
+        strategy=strategy,
+        verifier="-",
+        mode="offline",
+        problems=0,
+        wall_s=wall,
+        generated_tokens=usage.generated_tokens,
+        prompt_tokens=usage.prompt_tokens,
+        cached_prompt_tokens=usage.cached_prompt_tokens,
+    )
 
 
 async def measure_batch_curve(generator: Any, question: str, sizes: list[int], max_tokens: int) -> list[dict]:
@@ -127,19 +159,25 @@ async def measure_batch_curve(generator: Any, question: str, sizes: list[int], m
 
     curve = []
     for size in sizes:
-        request = Generate(prompt=Prompt(system="", user=question), n=size, temperature=1.0, max_tokens=max_tokens,
-                           seed=size)
+        request = Generate(
+            prompt=Prompt(system="", user=question), n=size, temperature=1.0, max_tokens=max_tokens, seed=size
+        )
         usage = Usage()
         began = time.perf_counter()
-        async for index, result in ActorBackend(generator, "generate").submit([request]):
+        async for _, result in ActorBackend(generator, "generate").submit([request]):
             usage.add(request, result)
         wall = time.perf_counter() - began
         curve.append({"batch": size, "tokens_per_s": round(usage.generated_tokens / wall, 1)})
     return curve
 
 
-async def run_benchmark(cfg: SweepConfig, generators: list[Any], verifiers_by_kind: dict[str, list[Any]],
-                        sync_problems: int, curve_sizes: list[int]) -> dict[str, Any]:
+async def run_benchmark(
+    cfg: SweepConfig,
+    generators: list[Any],
+    verifiers_by_kind: dict[str, list[Any]],
+    sync_problems: int,
+    curve_sizes: list[int],
+) -> dict[str, Any]:
     problems = load_problems(cfg.data.path, cfg.data.limit, cfg.data.offset)
     budget = cfg.budgets[0]
     rows: list[dict[str, Any]] = []
@@ -147,12 +185,21 @@ async def run_benchmark(cfg: SweepConfig, generators: list[Any], verifiers_by_ki
         for kind, verifiers in verifiers_by_kind.items():
             kind_cfg = replace(cfg, verifier=replace(cfg.verifier, kind=kind))
             for spec in cfg.strategies:
-                ready, requests = await measure_search(problems, kind_cfg, spec, budget, generators, verifiers,
-                                                       cfg.scheduler.max_in_flight, "ready_queue", grader)
-                sync, _ = await measure_search(problems[:sync_problems], kind_cfg, spec, budget, generators,
-                                               verifiers, 1, "synchronous", grader)
-                offline = await measure_offline([r for r in requests if isinstance(r, Generate)], generators,
-                                                spec.name)
+                ready, requests = await measure_search(
+                    problems,
+                    kind_cfg,
+                    spec,
+                    budget,
+                    generators,
+                    verifiers,
+                    cfg.scheduler.max_in_flight,
+                    "ready_queue",
+                    grader,
+                )
+                sync, _ = await measure_search(
+                    problems[:sync_problems], kind_cfg, spec, budget, generators, verifiers, 1, "synchronous", grader
+                )
+                offline = await measure_offline([r for r in requests if isinstance(r, Generate)], generators, spec.name)
                 for m in (offline, ready, sync):
                     rows.append(_row(m, offline, sync))
     curve = await measure_batch_curve(generators[0], problems[0]["problem"], curve_sizes, cfg.search.max_step_tokens)
@@ -161,8 +208,13 @@ async def run_benchmark(cfg: SweepConfig, generators: list[Any], verifiers_by_ki
 
 def _row(m: Measurement, offline: Measurement, sync: Measurement) -> dict[str, Any]:
     row = {
-        "strategy": m.strategy, "verifier": m.verifier, "mode": m.mode, "problems": m.problems,
-        "wall_s": round(m.wall_s, 1), "gen_tokens": m.generated_tokens, "tok_per_s": round(m.tokens_per_s, 1),
+        "strategy": m.strategy,
+        "verifier": m.verifier,
+        "mode": m.mode,
+        "problems": m.problems,
+        "wall_s": round(m.wall_s, 1),
+        "gen_tokens": m.generated_tokens,
+        "tok_per_s": round(m.tokens_per_s, 1),
         "problems_per_min": round(m.problems_per_min, 2) if m.problems else None,
         "efficiency": round(m.tokens_per_s / offline.tokens_per_s, 3),
         "speedup_vs_sync": round(m.tokens_per_s / sync.tokens_per_s, 2),

@@ -58,6 +58,10 @@ RESULT_SCHEMA = pa.schema(
 )
 
 
+# A killed or crashed replica must take its vLLM engine processes with it (they hold RAM / GPU memory).
+RAY_ENV = {"RAY_kill_child_processes_on_worker_exit_with_raylet_subreaper": "1"}
+
+
 def strategy_label(spec: StrategySpec, selection: str) -> str:
     """A readable name for one strategy configuration, e.g. `beam(M=4)/weighted`."""
     params = {"beam": f"(M={spec.beam_width})", "lookahead": f"(M={spec.beam_width},k={spec.lookahead})"}
@@ -70,8 +74,13 @@ def shard_jobs(problems: list[dict[str, Any]], cfg: SweepConfig) -> Iterator[tup
         for spec in cfg.strategies:
             for budget in cfg.budgets:
                 for seed in cfg.seeds:
-                    ctx = SearchContext(uid=problem["unique_id"], question=problem["problem"], search=cfg.search,
-                                        seed=seed, reference=problem["answer"])
+                    ctx = SearchContext(
+                        uid=problem["unique_id"],
+                        question=problem["problem"],
+                        search=cfg.search,
+                        seed=seed,
+                        reference=problem["answer"],
+                    )
                     yield (problem, spec, budget, seed), start(ctx, budget, spec)
 
 
@@ -84,34 +93,52 @@ def outcome_rows(outcome: JobOutcome, grader: Grader) -> list[dict[str, Any]]:
     scores = [aggregate(c.step_scores, spec.aggregation) for c in candidates]
     usage = outcome.usage
     base = {
-        "unique_id": problem["unique_id"], "level": problem["level"], "subject": problem["subject"],
-        "strategy": spec.name, "aggregation": spec.aggregation, "beam_width": spec.beam_width,
-        "lookahead": spec.lookahead, "budget": budget, "seed": seed, "reference": problem["answer"],
-        "samples": usage.samples, "generated_tokens": usage.generated_tokens, "prompt_tokens": usage.prompt_tokens,
-        "cached_prompt_tokens": usage.cached_prompt_tokens, "verifier_tokens": usage.verifier_tokens,
-        "wall_s": outcome.wall_s, "candidate_answers": answers, "candidate_scores": scores,
-        "candidate_correct": correct, "error": outcome.error,
+        "unique_id": problem["unique_id"],
+        "level": problem["level"],
+        "subject": problem["subject"],
+        "strategy": spec.name,
+        "aggregation": spec.aggregation,
+        "beam_width": spec.beam_width,
+        "lookahead": spec.lookahead,
+        "budget": budget,
+        "seed": seed,
+        "reference": problem["answer"],
+        "samples": usage.samples,
+        "generated_tokens": usage.generated_tokens,
+        "prompt_tokens": usage.prompt_tokens,
+        "cached_prompt_tokens": usage.cached_prompt_tokens,
+        "verifier_tokens": usage.verifier_tokens,
+        "wall_s": outcome.wall_s,
+        "candidate_answers": answers,
+        "candidate_scores": scores,
+        "candidate_correct": correct,
+        "error": outcome.error,
     }
     rows = []
     for selection in spec.selections:
         chosen = select(candidates, selection, spec.aggregation)
         index = candidates.index(chosen) if chosen is not None else None
-        rows.append(base | {
-            "strategy_label": strategy_label(spec, selection),
-            "selection": selection,
-            "answer": None if index is None else answers[index],
-            "correct": False if index is None else correct[index],
-            "score": None if index is None else scores[index],
-        })
+        rows.append(
+            base
+            | {
+                "strategy_label": strategy_label(spec, selection),
+                "selection": selection,
+                "answer": None if index is None else answers[index],
+                "correct": False if index is None else correct[index],
+                "score": None if index is None else scores[index],
+            }
+        )
     return rows
 
 
-async def search_problems(problems: list[dict[str, Any]], cfg: SweepConfig, generators: list[Any],
-                          verifiers: list[Any]) -> list[dict[str, Any]]:
+async def search_problems(
+    problems: list[dict[str, Any]], cfg: SweepConfig, generators: list[Any], verifiers: list[Any]
+) -> list[dict[str, Any]]:
     """Run every cell of `problems` through one scheduler; grading runs beside it in a thread."""
     with Grader() as grader, ThreadPoolExecutor(max_workers=1, thread_name_prefix="grading") as grading:
-        scheduler = Scheduler(replica_pools(generators, verifiers, cfg.verifier.kind, cfg.scheduler, grader),
-                              cfg.scheduler.max_in_flight)
+        scheduler = Scheduler(
+            replica_pools(generators, verifiers, cfg.verifier.kind, cfg.scheduler, grader), cfg.scheduler.max_in_flight
+        )
         graded: list[Future] = []
         async for outcome in scheduler.run(shard_jobs(problems, cfg)):
             graded.append(grading.submit(outcome_rows, outcome, grader))
@@ -134,12 +161,17 @@ def start_ray(cfg: SweepConfig) -> None:
 
     if ray.is_initialized():
         return
+    os.environ.update(RAY_ENV)
     if cfg.ray_address:
         ray.init(address=cfg.ray_address)
         return
     hosted_verifiers = 0 if cfg.verifier.kind in MODEL_FREE_VERIFIERS else cfg.verifier.replicas
-    wanted = (cfg.generator.replicas * cfg.generator.num_cpus + hosted_verifiers * cfg.verifier.num_cpus
-              + cfg.data.shards * cfg.data.shard_num_cpus + 1)  # +1: Ray Data's write tasks
+    wanted = (
+        cfg.generator.replicas * cfg.generator.num_cpus
+        + hosted_verifiers * cfg.verifier.num_cpus
+        + cfg.data.shards * cfg.data.shard_num_cpus
+        + 1
+    )  # +1: Ray Data's write tasks
     ray.init(num_cpus=max(os.cpu_count() or 1, math.ceil(wanted)))
 
 
@@ -148,7 +180,9 @@ def start_replicas(cfg: SweepConfig) -> tuple[list[Any], list[Any]]:
     from actors.verifier import create_verifier_replicas
 
     generators = create_generator_replicas(cfg.generator, cfg.cache_dir)
-    verifiers = [] if cfg.verifier.kind in MODEL_FREE_VERIFIERS else create_verifier_replicas(cfg.verifier, cfg.cache_dir)
+    verifiers = (
+        [] if cfg.verifier.kind in MODEL_FREE_VERIFIERS else create_verifier_replicas(cfg.verifier, cfg.cache_dir)
+    )
     return generators, verifiers
 
 

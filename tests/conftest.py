@@ -24,6 +24,9 @@ def cache_dir() -> str:
 def ray_session():
     import ray
 
+    from pipelines.sweep import RAY_ENV
+
+    os.environ.update(RAY_ENV)
     ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()

@@ -62,6 +62,8 @@ def test_invalid_json_and_missing_file_and_duplicates(tmp_path):
         load_problems(path)
     with pytest.raises(DataError, match="dataset not found"):
         load_problems(tmp_path / "missing.jsonl")
-    write_jsonl(path, [{"problem": "a", "answer": "1", "unique_id": "x"}, {"problem": "b", "answer": "2", "unique_id": "x"}])
+    write_jsonl(
+        path, [{"problem": "a", "answer": "1", "unique_id": "x"}, {"problem": "b", "answer": "2", "unique_id": "x"}]
+    )
     with pytest.raises(DataError, match="duplicate unique_id 'x'"):
         load_problems(path)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
+from tests.fakes import ScriptedBackend, length_scorer, step_generator
 from ttsearch.config import SearchConfig, StrategySpec
 from ttsearch.requests import Generate, Prompt, Request, Score
 from ttsearch.scheduler import JobOutcome, ReplicaPool, Scheduler
 from ttsearch.strategies import SearchContext, start
-from tests.fakes import ScriptedBackend, length_scorer, step_generator
 
 SEARCH = SearchConfig(system_prompt="sys", max_steps=4)
 
@@ -46,8 +46,12 @@ def test_requests_of_different_problems_share_one_generator_call():
 
 def test_results_match_running_each_problem_alone():
     spec = StrategySpec(name="lookahead", beam_width=2, lookahead=1)
-    together = run_all(Scheduler(pools([ScriptedBackend(step_generator())], [ScriptedBackend(length_scorer)]), 16), jobs(6, spec))
-    alone = run_all(Scheduler(pools([ScriptedBackend(step_generator())], [ScriptedBackend(length_scorer)]), 1), jobs(6, spec))
+    together = run_all(
+        Scheduler(pools([ScriptedBackend(step_generator())], [ScriptedBackend(length_scorer)]), 16), jobs(6, spec)
+    )
+    alone = run_all(
+        Scheduler(pools([ScriptedBackend(step_generator())], [ScriptedBackend(length_scorer)]), 1), jobs(6, spec)
+    )
     by_key = {o.key: o for o in alone}
     for outcome in together:
         assert outcome.candidates == by_key[outcome.key].candidates
@@ -102,8 +106,10 @@ def test_unknown_target_and_empty_request_lists_fail_the_job_only():
     def empty():
         yield []
 
-    outcomes = run_all(Scheduler({"generator": ReplicaPool([ScriptedBackend(step_generator())], 8, 8)}, 2),
-                       [("empty", empty()), *jobs(1, StrategySpec(name="best_of_n"))])
+    outcomes = run_all(
+        Scheduler({"generator": ReplicaPool([ScriptedBackend(step_generator())], 8, 8)}, 2),
+        [("empty", empty()), *jobs(1, StrategySpec(name="best_of_n"))],
+    )
     errors = {o.key: o.error for o in outcomes}
     assert "empty list" in errors["empty"]
     assert "no replicas serve target 'verifier'" in errors["p0"]
@@ -111,5 +117,3 @@ def test_unknown_target_and_empty_request_lists_fail_the_job_only():
 
 def test_no_jobs_ends_immediately():
     assert run_all(Scheduler(pools([ScriptedBackend(step_generator())], [ScriptedBackend(length_scorer)]), 4), []) == []
-
-

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from tests.fakes import completions, drive, length_scorer, step_generator
 from ttsearch.config import SearchConfig, StrategySpec
 from ttsearch.requests import Generate, GenerateResult, Request, Result, Score, ScoreResult
 from ttsearch.selection import aggregate, select
 from ttsearch.strategies import Candidate, SearchContext, start
-from tests.fakes import completions, drive, length_scorer, step_generator
 
 SEARCH = SearchConfig(system_prompt="sys", max_steps=4)
 
@@ -44,7 +44,9 @@ def test_weighted_picks_the_answer_with_the_largest_summed_score():
 
 
 def test_majority_ignores_scores_and_breaks_ties_by_first_seen():
-    cands = [Candidate(steps=(f"\\boxed{{{a}}}",), step_scores=(s,)) for a, s in [(1, 0.1), (2, 0.9), (2, 0.0), (1, 0.0)]]
+    cands = [
+        Candidate(steps=(f"\\boxed{{{a}}}",), step_scores=(s,)) for a, s in [(1, 0.1), (2, 0.9), (2, 0.0), (1, 0.0)]
+    ]
     assert select(cands, "majority", "last").answer == "1"
 
 
@@ -53,7 +55,10 @@ def test_aggregations():
     assert aggregate((0.5, 0.2, 0.8), "min") == 0.2
     assert abs(aggregate((0.5, 0.2, 0.8), "prod") - 0.08) < 1e-12
     assert aggregate((), "min") == 0.0
-    cands = [Candidate(steps=("\\boxed{1}",), step_scores=(0.9, 0.1)), Candidate(steps=("\\boxed{2}",), step_scores=(0.5, 0.5))]
+    cands = [
+        Candidate(steps=("\\boxed{1}",), step_scores=(0.9, 0.1)),
+        Candidate(steps=("\\boxed{2}",), step_scores=(0.5, 0.5)),
+    ]
     assert select(cands, "naive", "last").answer == "2"
     assert select(cands, "naive", "min").answer == "2"
     assert select(cands, "weighted", "last").answer == "2"
@@ -68,7 +73,10 @@ def test_beam_search_keeps_the_top_n_over_m_beams_and_expands_each_m_times():
             depth = request.prompt.assistant_prefix.count("\n\n")
             if depth == 0:
                 return completions("s0", "s1", "s2", "s3")
-            return completions(*(f"end of {request.prompt.assistant_prefix.strip()} \\boxed{{{i}}}" for i in range(request.n)), eos=True)
+            return completions(
+                *(f"end of {request.prompt.assistant_prefix.strip()} \\boxed{{{i}}}" for i in range(request.n)),
+                eos=True,
+            )
         assert isinstance(request, Score)
         return ScoreResult(step_scores=tuple(first_scores.get(s, 0.5) for s in request.steps))
 
@@ -138,8 +146,14 @@ def test_request_seeds_are_reproducible_and_distinct_per_problem_and_seed():
 
 
 def test_step_generator_fake_runs_every_strategy_to_completion():
-    for spec in [StrategySpec(name="best_of_n"), StrategySpec(name="beam", beam_width=2),
-                 StrategySpec(name="lookahead", beam_width=2, lookahead=1)]:
-        respond = step_generator()
-        candidates, _ = drive(start(context(), 4, spec), lambda r: respond(r) if isinstance(r, Generate) else length_scorer(r))
+    for spec in [
+        StrategySpec(name="best_of_n"),
+        StrategySpec(name="beam", beam_width=2),
+        StrategySpec(name="lookahead", beam_width=2, lookahead=1),
+    ]:
+        generate = step_generator()
+        candidates, _ = drive(
+            start(context(), 4, spec),
+            lambda r, generate=generate: generate(r) if isinstance(r, Generate) else length_scorer(r),
+        )
         assert candidates and all(c.answer in ("0", "1") for c in candidates), spec.name

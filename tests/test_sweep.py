@@ -21,7 +21,9 @@ TINY = [
 
 
 @pytest.mark.integration
-def test_tiny_sweep_runs_every_strategy_through_real_replicas(tmp_path, cache_dir, generator_replicas, lm_judge_replicas):
+def test_tiny_sweep_runs_every_strategy_through_real_replicas(
+    tmp_path, cache_dir, generator_replicas, lm_judge_replicas
+):
     cfg = load_config(None, [*TINY, f"output_dir={tmp_path / 'run'}", f"cache_dir={cache_dir}"])
     table = run_sweep(cfg, replicas=(generator_replicas, lm_judge_replicas))
     rows = table.to_pylist()
@@ -29,7 +31,10 @@ def test_tiny_sweep_runs_every_strategy_through_real_replicas(tmp_path, cache_di
     keys = {(r["unique_id"], r["strategy_label"], r["budget"], r["seed"]) for r in rows}
     assert len(keys) == len(rows), "one row per (problem, strategy, budget, seed)"
     assert {r["strategy_label"] for r in rows} == {
-        "best_of_n/naive", "best_of_n/weighted", "best_of_n/majority", "beam(M=2)/weighted",
+        "best_of_n/naive",
+        "best_of_n/weighted",
+        "best_of_n/majority",
+        "beam(M=2)/weighted",
         "lookahead(M=2,k=1)/weighted",
     }
     for row in rows:

@@ -90,6 +90,7 @@ def replica_pools(
             max_outstanding=cfg.max_outstanding_per_replica,
             max_batch=cfg.max_batch_sequences,
         ),
-        "verifier": ReplicaPool(verifier_backends, max_outstanding=cfg.max_outstanding_per_replica,
-                                max_batch=cfg.max_batch_scores),
+        "verifier": ReplicaPool(
+            verifier_backends, max_outstanding=cfg.max_outstanding_per_replica, max_batch=cfg.max_batch_scores
+        ),
     }

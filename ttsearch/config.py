@@ -151,19 +151,36 @@ def validate(cfg: SweepConfig) -> None:
     _require(bool(cfg.strategies), "strategies", "at least one strategy is needed")
     for i, spec in enumerate(cfg.strategies):
         key = f"strategies[{i}]"
-        _require(spec.name in STRATEGIES, f"{key}.name", f"unknown strategy '{spec.name}', expected one of {STRATEGIES}")
+        _require(
+            spec.name in STRATEGIES, f"{key}.name", f"unknown strategy '{spec.name}', expected one of {STRATEGIES}"
+        )
         _require(bool(spec.selections), f"{key}.selections", "at least one selection mode is needed")
         for mode in spec.selections:
-            _require(mode in SELECTIONS, f"{key}.selections", f"unknown selection '{mode}', expected one of {SELECTIONS}")
-        _require(spec.aggregation in AGGREGATIONS, f"{key}.aggregation", f"unknown aggregation '{spec.aggregation}', expected one of {AGGREGATIONS}")
+            _require(
+                mode in SELECTIONS, f"{key}.selections", f"unknown selection '{mode}', expected one of {SELECTIONS}"
+            )
+        _require(
+            spec.aggregation in AGGREGATIONS,
+            f"{key}.aggregation",
+            f"unknown aggregation '{spec.aggregation}', expected one of {AGGREGATIONS}",
+        )
         if spec.name in ("beam", "lookahead"):
             _require(spec.beam_width > 0, f"{key}.beam_width", "must be > 0")
             for budget in cfg.budgets:
-                _require(budget % spec.beam_width == 0 and budget >= spec.beam_width, f"{key}.beam_width",
-                         f"budget {budget} is not a positive multiple of beam width {spec.beam_width}")
+                _require(
+                    budget % spec.beam_width == 0 and budget >= spec.beam_width,
+                    f"{key}.beam_width",
+                    f"budget {budget} is not a positive multiple of beam width {spec.beam_width}",
+                )
         _require(spec.lookahead >= 0, f"{key}.lookahead", "must be >= 0")
-        _require(spec.name == "lookahead" or spec.lookahead == 0, f"{key}.lookahead", "only the lookahead strategy rolls out")
-    _require(cfg.verifier.kind in VERIFIERS, "verifier.kind", f"unknown verifier '{cfg.verifier.kind}', expected one of {VERIFIERS}")
+        _require(
+            spec.name == "lookahead" or spec.lookahead == 0, f"{key}.lookahead", "only the lookahead strategy rolls out"
+        )
+    _require(
+        cfg.verifier.kind in VERIFIERS,
+        "verifier.kind",
+        f"unknown verifier '{cfg.verifier.kind}', expected one of {VERIFIERS}",
+    )
     for name in ("generator", "verifier"):
         _require(getattr(cfg, name).replicas > 0, f"{name}.replicas", "must be > 0")
     _require(cfg.data.shards > 0, "data.shards", "must be > 0")

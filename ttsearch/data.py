@@ -16,8 +16,9 @@ class DataError(ValueError):
     """A problem file that cannot be used, named by file and line (or row)."""
 
 
-def load_problems(path: str | Path, limit: int | None = None, offset: int = 0,
-                  levels: list[int] | None = None) -> list[dict[str, Any]]:
+def load_problems(
+    path: str | Path, limit: int | None = None, offset: int = 0, levels: list[int] | None = None
+) -> list[dict[str, Any]]:
     """Rows with unique_id, problem, answer, subject, level (int, 0 when unknown)."""
     path = Path(path)
     if not path.is_file():
@@ -34,7 +35,9 @@ def load_problems(path: str | Path, limit: int | None = None, offset: int = 0,
     seen: dict[str, int] = {}
     for number, row in enumerate(rows, start=1):
         if row["unique_id"] in seen:
-            raise DataError(f"{path}: duplicate unique_id '{row['unique_id']}' in rows {seen[row['unique_id']]} and {number}")
+            raise DataError(
+                f"{path}: duplicate unique_id '{row['unique_id']}' in rows {seen[row['unique_id']]} and {number}"
+            )
         seen[row["unique_id"]] = number
     if levels:
         rows = [row for row in rows if row["level"] in levels]

@@ -75,9 +75,7 @@ def extract_answer(text: str) -> str | None:
     if boxed is not None:
         return boxed
     tail = text[-2000:]  # a stated final answer sits at the end; bounds the regex work on huge outputs
-    stated = None
-    for stated in _STATED_ANSWER.finditer(tail):
-        pass
+    stated = next(reversed(list(_STATED_ANSWER.finditer(tail))), None)
     if stated is None:
         return None
     if stated.group("math") is not None:

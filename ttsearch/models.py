@@ -61,9 +61,10 @@ def prepare_embedded_model(cache_dir: str) -> Path:
         for stale in target.parent.glob(f".{EMBEDDED_NAME}.tmp-*"):  # left by a killed run
             shutil.rmtree(stale, ignore_errors=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{EMBEDDED_NAME}.tmp-", dir=target.parent))
-        tmp.chmod(0o755)  # mkdtemp makes it private; the cache may be shared
         try:
             _convert_gguf(embedded_gguf_path(), tmp)
+            for path in (tmp, *tmp.iterdir()):  # mkdtemp and safetensors make them private; others may share the cache
+                path.chmod(0o755 if path.is_dir() else 0o644)
             os.rename(tmp, target)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)

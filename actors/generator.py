@@ -160,6 +160,10 @@ class VLLMGenerator:
     def stats(self) -> dict[str, int]:
         return {**self._totals, "parameters": self.parameters}
 
+    async def reset_prefix_cache(self) -> bool:
+        """Drop cached KV blocks, so a benchmark phase does not inherit another's cache hits."""
+        return await self.engine.reset_prefix_cache()
+
     def shutdown(self) -> None:
         self.engine.shutdown()
         # AsyncLLM.__del__ shuts down again; at interpreter exit that fails on torn-down globals.
@@ -182,6 +186,9 @@ class GeneratorReplica:
 
     async def stats(self) -> dict[str, int]:
         return self._generator.stats()
+
+    async def reset_prefix_cache(self) -> bool:
+        return await self._generator.reset_prefix_cache()
 
     async def shutdown(self) -> None:
         self._generator.shutdown()

@@ -171,39 +171,52 @@ async def measure_batch_curve(generator: Any, question: str, sizes: list[int], m
     return curve
 
 
-async def run_benchmark(
-    cfg: SweepConfig,
-    generators: list[Any],
-    verifiers_by_kind: dict[str, list[Any]],
-    sync_problems: int,
-    curve_sizes: list[int],
-) -> dict[str, Any]:
-    problems = load_problems(cfg.data.path, cfg.data.limit, cfg.data.offset)
+async def run_benchmark(cfg: SweepConfig, generators: list[Any], verifiers_by_kind: dict[str, list[Any]]) -> dict:
+    """Every case of `benchmark_cases`, then the bare engine's batch-size curve."""
+    problems = load_problems(cfg.data.path, cfg.data.limit, cfg.data.offset, cfg.data.levels)
     budget = cfg.budgets[0]
     rows: list[dict[str, Any]] = []
     with Grader() as grader:
-        for kind, verifiers in verifiers_by_kind.items():
-            kind_cfg = replace(cfg, verifier=replace(cfg.verifier, kind=kind))
-            for spec in cfg.strategies:
-                ready, requests = await measure_search(
-                    problems,
-                    kind_cfg,
-                    spec,
-                    budget,
-                    generators,
-                    verifiers,
-                    cfg.scheduler.max_in_flight,
-                    "ready_queue",
-                    grader,
-                )
-                sync, _ = await measure_search(
-                    problems[:sync_problems], kind_cfg, spec, budget, generators, verifiers, 1, "synchronous", grader
-                )
-                offline = await measure_offline([r for r in requests if isinstance(r, Generate)], generators, spec.name)
-                for m in (offline, ready, sync):
-                    rows.append(_row(m, offline, sync))
-    curve = await measure_batch_curve(generators[0], problems[0]["problem"], curve_sizes, cfg.search.max_step_tokens)
-    return {"budget": budget, "rows": rows, "batch_curve": curve}
+        for spec, kind in benchmark_cases(cfg):
+            case_cfg = replace(cfg, verifier=replace(cfg.verifier, kind=kind))
+            verifiers = verifiers_by_kind[kind]
+            ready, requests = await measure_search(
+                problems,
+                case_cfg,
+                spec,
+                budget,
+                generators,
+                verifiers,
+                cfg.scheduler.max_in_flight,
+                "ready_queue",
+                grader,
+            )
+            sync, _ = await measure_search(
+                problems[: cfg.bench.sync_problems],
+                case_cfg,
+                spec,
+                budget,
+                generators,
+                verifiers,
+                1,
+                "synchronous",
+                grader,
+            )
+            offline = await measure_offline([r for r in requests if isinstance(r, Generate)], generators, spec.name)
+            rows.extend(_row(m, offline, sync) for m in (offline, ready, sync))
+    curve = await measure_batch_curve(
+        generators[0], problems[0]["problem"], cfg.bench.batch_curve, cfg.search.max_step_tokens
+    )
+    return {"budget": budget, "generator_replicas": len(generators), "rows": rows, "batch_curve": curve}
+
+
+def benchmark_cases(cfg: SweepConfig) -> list[tuple[StrategySpec, str]]:
+    """(strategy, verifier kind): every strategy with the configured verifier (scheduling alone when
+    it is `hash`), then the chosen strategies again with the real verifier."""
+    cases = [(spec, cfg.verifier.kind) for spec in cfg.strategies]
+    if cfg.bench.real_verifier != cfg.verifier.kind:
+        cases += [(s, cfg.bench.real_verifier) for s in cfg.strategies if s.name in cfg.bench.real_verifier_strategies]
+    return cases
 
 
 def _row(m: Measurement, offline: Measurement, sync: Measurement) -> dict[str, Any]:
@@ -238,10 +251,19 @@ def write_json(report: dict[str, Any], path: str | Path) -> None:
     Path(path).write_text(json.dumps(report, indent=2))
 
 
-def verifier_kinds(cfg: SweepConfig, extra: list[str]) -> list[str]:
-    kinds = [cfg.verifier.kind, *[k for k in extra if k != cfg.verifier.kind]]
-    return kinds
+def run_bench(cfg: SweepConfig) -> dict[str, Any]:
+    """Start Ray and the replicas the cases need, run the benchmark, return the report."""
+    from actors.verifier import create_verifier_replicas
+    from pipelines.sweep import start_ray, start_replicas
 
-
-def hosted(kind: str) -> bool:
-    return kind not in MODEL_FREE_VERIFIERS
+    extra = {kind for _, kind in benchmark_cases(cfg)} - {cfg.verifier.kind} - set(MODEL_FREE_VERIFIERS)
+    start_ray(cfg, extra_cpus=len(extra) * cfg.verifier.replicas * cfg.verifier.num_cpus)
+    generators, configured = start_replicas(cfg)
+    verifiers_by_kind = {cfg.verifier.kind: configured}
+    for _, kind in benchmark_cases(cfg):
+        if kind not in verifiers_by_kind:
+            hosted = kind not in MODEL_FREE_VERIFIERS
+            verifiers_by_kind[kind] = (
+                create_verifier_replicas(replace(cfg.verifier, kind=kind), cfg.cache_dir) if hosted else []
+            )
+    return asyncio.run(run_benchmark(cfg, generators, verifiers_by_kind))

@@ -178,8 +178,8 @@ def _mean_se(row: pd.Series) -> str:
     return f"{row['mean']:.1f}" if pd.isna(row["se"]) else f"{row['mean']:.1f} ± {row['se']:.1f}"
 
 
-def _bin_table(frame: pd.DataFrame, bins: pd.Series) -> tuple[pd.DataFrame, dict[int, str], bool]:
-    """Per bin: pass@1 range and question count; the subplot titles repeating them; whether ties straddle bins."""
+def _bin_table(frame: pd.DataFrame, bins: pd.Series) -> tuple[pd.DataFrame, dict[int, str]]:
+    """Per bin: pass@1 range and question count, and the subplot titles that repeat them."""
     stats = oracle_pass_at_1(frame).groupby(bins).agg(["min", "max", "mean", "size"])
     table = pd.DataFrame({
         "pass@1 range": [f"{lo:.3f} – {hi:.3f}" for lo, hi in zip(stats["min"], stats["max"], strict=True)],
@@ -190,15 +190,15 @@ def _bin_table(frame: pd.DataFrame, bins: pd.Series) -> tuple[pd.DataFrame, dict
     titles = {b: f"bin {b}{' (easiest)' if b == first else ' (hardest)' if b == last else ''}\n"
                  f"pass@1 {stats.at[b, 'min']:.2f}–{stats.at[b, 'max']:.2f}, {stats.at[b, 'size']} q."
               for b in stats.index}
-    ties_split = bool((stats["min"].to_numpy()[:-1] <= stats["max"].to_numpy()[1:]).any())
-    return table, titles, ties_split
+    return table, titles
 
 
-def _how_to_read(frame: pd.DataFrame, accuracy: pd.DataFrame, bins: pd.Series, ties_split: bool) -> str:
+def _how_to_read(frame: pd.DataFrame, accuracy: pd.DataFrame, coverage: pd.DataFrame, bins: pd.Series) -> str:
     """A paragraph of caveats that depend on this run's data, so the reader does not over-read the plots."""
     seeds, problems = frame["seed"].nunique(), frame["unique_id"].nunique()
     spread = f"across {seeds} seeds" if seeds > 1 else "across problems (one seed)"
-    notes = [f"Each point averages {problems} problems × {seeds} seed{'s' if seeds > 1 else ''}; bars are ±1 standard error {spread}. "
+    notes = [f"Each point averages {problems} problems × {seeds} seed{'s' if seeds > 1 else ''}; bars are ±1 "
+             f"standard error {spread}. "
              "Coverage (pass@N) is the share of (problem, seed) whose candidates include a right answer: what a "
              "perfect verifier would score on the same samples, so the gap between coverage and accuracy is what "
              "better selection could recover. Budget N counts generator samples per problem; lookahead also spends "
@@ -208,10 +208,18 @@ def _how_to_read(frame: pd.DataFrame, accuracy: pd.DataFrame, bins: pd.Series, t
         notes.append(f"Accuracy is near zero everywhere (best {best:.1f} %), as expected for a tiny generator such as "
                      "the embedded 135M model: the meaningful signals are coverage and the relative order of "
                      "strategies, and differences within the error bars are noise.")
+        if coverage["mean"].max() < NEAR_ZERO_ACCURACY:
+            notes.append(f"Coverage is near zero too (best {coverage['mean'].max():.1f} %): this run shows that the "
+                         "machinery works, not which strategy is better; more samples or an easier set would.")
     if problems < 10 * N_BINS and not bins.empty:
         notes.append(f"With {problems} problems a difficulty bin holds about {problems // N_BINS}: per-bin curves "
                      "are noisy.")
-    if ties_split:
+    pass1 = oracle_pass_at_1(frame)
+    ranges = pass1.groupby(bins).agg(["min", "max"])
+    if pass1.nunique() == 1:
+        notes.append(f"Every question has the same pass@1 ({pass1.iloc[0]:.3f}), so the difficulty bins carry no "
+                     "difficulty information: they are an arbitrary equal-size split (by MATH level, then id hash).")
+    elif (ranges["min"].to_numpy()[:-1] <= ranges["max"].to_numpy()[1:]).any():
         notes.append("Some questions with equal pass@1 fall in different bins (see the bins' ranges): bins are equal-"
                      "size rank quantiles, ties split by MATH level then by a hash of the id.")
     errors = int(frame["error"].notna().sum())
@@ -249,18 +257,19 @@ def build_report(run_dir: str | Path) -> Path:
     out = run_dir / "report"
     out.mkdir(exist_ok=True)
     accuracy = _curves(frame, "correct", "strategy_label")
+    coverage = _curves(cells, "covered", "search")
     bins = difficulty_bins(frame)
-    bin_table, bin_titles, ties_split = _bin_table(frame, bins) if not bins.empty else (None, {}, False)
+    bin_table, bin_titles = _bin_table(frame, bins) if not bins.empty else (None, {})
 
     def plot(name: str, title: str, data: pd.DataFrame, **kwargs) -> str:
         _plot(out / name, title, data, **kwargs)
         return f"![{title}]({name})"
 
     acc = {"value": "correct", "label": "strategy_label", "ylabel": "accuracy %"}
-    config = "([config](../config.yaml))" if (run_dir / "config.yaml").exists() else ""
+    config = " (sweep [config](../config.yaml))" if (run_dir / "config.yaml").exists() else ""
     md = [f"# Sweep report: {run_dir.name}", "",
-          f"Built from the Parquet in `{run_dir / 'results'}` {config}; nothing was re-run.", "",
-          "## How to read this", "", _how_to_read(frame, accuracy, bins, ties_split), ""]
+          f"Built from the Parquet in `{run_dir / 'results'}`{config}; nothing was re-run.", "",
+          "## How to read this", "", _how_to_read(frame, accuracy, coverage, bins), ""]
 
     md += ["## Accuracy vs budget", "",
            plot("accuracy_vs_budget.png", "Accuracy vs test-time budget", frame, **acc), "",
@@ -270,7 +279,7 @@ def build_report(run_dir: str | Path) -> Path:
            plot("coverage_vs_budget.png", "Coverage: any candidate correct (pass@N)", cells, value="covered",
                 label="search", ylabel="coverage %"), "",
            "For best-of-N the candidates are all N samples; for beam and lookahead they are the final beams.", "",
-           _by_budget(_curves(cells, "covered", "search"), "coverage % (± s.e.)", _mean_se), ""]
+           _by_budget(coverage, "coverage % (± s.e.)", _mean_se), ""]
 
     md += ["## By difficulty (oracle pass@1 bins)", ""]
     if bin_table is None:
@@ -283,7 +292,8 @@ def build_report(run_dir: str | Path) -> Path:
                "(all budgets and seeds, each sample once); bin 1 is the easiest.", "",
                _markdown_table(bin_table), ""]
 
-    levels = {lvl: f"MATH level {lvl}" if lvl else "level unknown" for lvl in sorted(frame["level"].unique())}
+    per_level = frame.groupby("level")["unique_id"].nunique()
+    levels = {lvl: f"{f'MATH level {lvl}' if lvl else 'level unknown'} ({n} q.)" for lvl, n in per_level.items()}
     md += ["## By MATH level", "", plot("accuracy_by_level.png", "Accuracy vs budget per MATH level", frame,
                                         facets=("level", levels), **acc), ""]
 

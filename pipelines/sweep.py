@@ -151,7 +151,7 @@ def search_shard(batch: pa.Table, *, cfg: SweepConfig, generators: list[Any], ve
     return pa.Table.from_pylist(rows, schema=RESULT_SCHEMA)
 
 
-def start_ray(cfg: SweepConfig) -> None:
+def start_ray(cfg: SweepConfig, extra_cpus: float = 0.0) -> None:
     """Join `ray_address`, or start a local instance with enough logical CPUs for every actor.
 
     Replicas and shard tasks mostly wait on each other, so on a small machine the logical CPUs are

@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from ttsearch.config import ConfigError, load_config
+from ttsearch.config import CONF_DIR, ConfigError, load_config
 from ttsearch.data import DataError
 
 
@@ -19,6 +19,22 @@ def _sweep(args: argparse.Namespace) -> None:
     print(summary(table))
 
 
+def _bench(args: argparse.Namespace) -> None:
+    from pipelines.bench import format_report, run_bench, write_json
+
+    report = run_bench(load_config(args.config, args.overrides))
+    print(format_report(report))
+    if args.json:
+        write_json(report, args.json)
+        print(f"\nwritten to {args.json}")
+
+
+def _report(args: argparse.Namespace) -> None:
+    from pipelines.report import build_report
+
+    print(f"report written to {build_report(args.run_dir)}")
+
+
 def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no model hub here; real clusters may unset it
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -28,10 +44,18 @@ def main(argv: list[str] | None = None) -> None:
     sweep.add_argument("--config", help="YAML config (defaults apply where it is silent)")
     sweep.add_argument("overrides", nargs="*", help="key=value overrides, e.g. data.limit=8 budgets=[4,16]")
     sweep.set_defaults(handler=_sweep)
+    bench = commands.add_parser("bench", help="throughput: ready queue vs offline ceiling vs synchronous search")
+    bench.add_argument("--config", default=str(CONF_DIR / "bench.yaml"), help="YAML config (default conf/bench.yaml)")
+    bench.add_argument("--json", help="also write the report as JSON here")
+    bench.add_argument("overrides", nargs="*", help="key=value overrides")
+    bench.set_defaults(handler=_bench)
+    report = commands.add_parser("report", help="Markdown report with plots, from a sweep's Parquet only")
+    report.add_argument("run_dir", help="the sweep's output_dir")
+    report.set_defaults(handler=_report)
     args = parser.parse_args(argv)
     try:
         args.handler(args)
-    except (ConfigError, DataError, FileExistsError) as exc:
+    except (ConfigError, DataError, FileExistsError, FileNotFoundError, ValueError) as exc:
         print(f"ttsearch: error: {exc}", file=sys.stderr)
         sys.exit(2)
 

@@ -105,6 +105,16 @@ class SchedulerConfig:
 
 
 @dataclass
+class BenchConfig:
+    """`ttsearch bench` only: what to compare besides the ready-queue search itself."""
+
+    sync_problems: int = 8  # the synchronous baseline runs on this many of the problems
+    real_verifier: str = "lm_judge"  # measured again with this hosted verifier ...
+    real_verifier_strategies: list[str] = field(default_factory=lambda: ["beam"])  # ... for these strategies
+    batch_curve: list[int] = field(default_factory=lambda: [1, 16, 64, 256])  # bare engine tok/s at these batches
+
+
+@dataclass
 class SweepConfig:
     data: DataConfig = field(default_factory=DataConfig)
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
@@ -112,6 +122,7 @@ class SweepConfig:
     search: SearchConfig = field(default_factory=SearchConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     strategies: list[StrategySpec] = field(default_factory=lambda: [StrategySpec()])
+    bench: BenchConfig = field(default_factory=BenchConfig)
     budgets: list[int] = field(default_factory=lambda: [4])
     seeds: list[int] = field(default_factory=lambda: [0])
     output_dir: str = "runs/sweep"

@@ -1,0 +1,200 @@
+"""The report from synthetic sweep Parquet: files, hand-computed numbers, difficulty bins, errors."""
+
+from __future__ import annotations
+
+import re
+import statistics
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipelines.report import REQUIRED_COLUMNS, build_report, difficulty_bins, load_results, oracle_pass_at_1
+from pipelines.sweep import RESULT_SCHEMA
+
+QUESTIONS = [f"q{i:02d}" for i in range(20)]
+BUDGETS = [1, 2, 4, 8]
+SEEDS = [0, 1]
+BEST_OF_N_SELECTIONS = ("naive", "weighted", "majority")
+# Question i has 30 best-of-N candidates (2 seeds × (1+2+4+8)); 30 - 3i//2 of them are right: distinct, q00 easiest.
+RIGHT = {uid: 30 - 3 * i // 2 for i, uid in enumerate(QUESTIONS)}
+
+
+def result_row(uid: str, strategy: str, label: str, budget: int, seed: int, flags: list[bool], correct: bool,
+               selection: str = "weighted", **extra) -> dict:
+    """A row with every column the sweep writes; `flags` are the candidates' correctness."""
+    level = 1 + QUESTIONS.index(uid) // 4 if uid in QUESTIONS else 0
+    return {
+        "unique_id": uid, "level": level, "subject": "Algebra", "strategy": strategy, "strategy_label": label,
+        "selection": selection, "aggregation": "last", "beam_width": 2, "lookahead": 0, "budget": budget,
+        "seed": seed, "answer": "1" if correct else "2", "reference": "1", "correct": correct, "score": 0.5,
+        "samples": budget, "generated_tokens": 100 * budget if strategy == "best_of_n" else 150 * budget,
+        "prompt_tokens": 50, "cached_prompt_tokens": 40, "verifier_tokens": 80 * budget, "wall_s": 0.1 * budget,
+        "candidate_answers": ["1" if flag else "2" for flag in flags], "candidate_scores": [0.5] * len(flags),
+        "candidate_correct": flags, "error": None,
+    } | extra
+
+
+def best_of_n_rows(uid: str) -> list[dict]:
+    """Candidate j of the question's 30 is right iff (7j mod 30) < RIGHT[uid]: pass@1 is RIGHT/30 exactly."""
+    rows, j = [], 0
+    for seed in SEEDS:
+        for budget in BUDGETS:
+            flags = [(7 * (j + c)) % 30 < RIGHT[uid] for c in range(budget)]
+            j += budget
+            picks = {"naive": flags[0], "weighted": 2 * sum(flags) >= budget, "majority": 2 * sum(flags) > budget}
+            rows += [result_row(uid, "best_of_n", f"best_of_n/{sel}", budget, seed, flags, picks[sel], selection=sel)
+                     for sel in BEST_OF_N_SELECTIONS]
+    return rows
+
+
+def beam_rows(uid: str) -> list[dict]:
+    rows = []
+    for seed in SEEDS:
+        for budget in BUDGETS:
+            right = RIGHT[uid] > 15 + seed + budget
+            rows.append(result_row(uid, "beam", "beam(M=2)/weighted", budget, seed, [right, False], right))
+    return rows
+
+
+def write_results(run_dir: Path, rows: list[dict], schema: pa.Schema = RESULT_SCHEMA, files: int = 2) -> None:
+    """Several Parquet files, as Ray Data writes one per block."""
+    (run_dir / "results").mkdir(parents=True)
+    for part in range(files):
+        pq.write_table(pa.Table.from_pylist(rows[part::files], schema=schema), run_dir / "results" / f"{part}.parquet")
+
+
+def sweep_rows() -> list[dict]:
+    rows = [row for uid in QUESTIONS for row in best_of_n_rows(uid) + beam_rows(uid)]
+    failed = next(r for r in rows if r["strategy"] == "beam" and r["unique_id"] == "q05" and r["budget"] == 8)
+    failed.update(correct=False, answer=None, candidate_answers=[], candidate_scores=[], candidate_correct=[],
+                  error="Traceback (most recent call last):\n  ...\nRuntimeError: replica died")
+    return rows
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory) -> tuple[Path, list[dict], str]:
+    run_dir = tmp_path_factory.mktemp("run")
+    rows = sweep_rows()
+    write_results(run_dir, rows)
+    return run_dir, rows, build_report(run_dir).read_text()
+
+
+def table_row(markdown: str, section: str, label: str) -> list[str]:
+    """The cells of `label`'s row in the first table after heading `section`."""
+    body = markdown.split(f"## {section}\n", 1)[1]
+    line = next(line for line in body.splitlines() if line.startswith(f"| {label} |"))
+    return [cell.strip() for cell in line.strip("|").split("|")][1:]
+
+
+def mean_and_se(values_per_seed: dict[int, list[bool]]) -> tuple[float, float]:
+    """Mean over all problems and seeds; standard error of the per-seed means (%)."""
+    every = [v for values in values_per_seed.values() for v in values]
+    per_seed = [100 * sum(values) / len(values) for values in values_per_seed.values()]
+    return 100 * sum(every) / len(every), statistics.stdev(per_seed) / len(per_seed) ** 0.5
+
+
+def test_report_writes_every_plot_and_references_it(sweep):
+    run_dir, _, markdown = sweep
+    pngs = sorted(p.name for p in (run_dir / "report").glob("*.png"))
+    assert pngs == ["accuracy_by_difficulty.png", "accuracy_by_level.png", "accuracy_vs_budget.png",
+                    "accuracy_vs_tokens.png", "coverage_vs_budget.png"]
+    for name in pngs:
+        data = (run_dir / "report" / name).read_bytes()
+        assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 5000, name
+        assert f"]({name})" in markdown
+    assert "## How to read this" in markdown
+
+
+def test_accuracy_table_equals_hand_computed_means(sweep):
+    _, rows, markdown = sweep
+    for label in ("best_of_n/naive", "best_of_n/weighted", "beam(M=2)/weighted"):
+        cells = table_row(markdown, "Accuracy vs budget", label)
+        for budget, cell in zip(BUDGETS, cells, strict=True):
+            per_seed = {seed: [r["correct"] for r in rows if r["strategy_label"] == label and r["budget"] == budget
+                               and r["seed"] == seed] for seed in SEEDS}
+            mean, se = mean_and_se(per_seed)
+            assert cell == f"{mean:.1f} ± {se:.1f}", (label, budget)
+
+
+def test_coverage_counts_each_search_job_once(sweep):
+    _, rows, markdown = sweep
+    cells = table_row(markdown, "Coverage (pass@N, oracle verifier)", "best_of_n")
+    for budget, cell in zip(BUDGETS, cells, strict=True):
+        per_seed = {seed: [any(r["candidate_correct"]) for r in rows if r["strategy_label"] == "best_of_n/naive"
+                           and r["budget"] == budget and r["seed"] == seed] for seed in SEEDS}
+        mean, se = mean_and_se(per_seed)
+        assert cell == f"{mean:.1f} ± {se:.1f}", budget
+
+
+def test_costs_and_errors_are_reported(sweep):
+    _, _, markdown = sweep
+    assert table_row(markdown, "Compute", "best_of_n") == ["100", "200", "400", "800"]
+    assert "| rows with an error | 1 |" in markdown
+    assert "| RuntimeError: replica died | 1 |" in markdown
+    assert "1 rows failed and count as wrong" in markdown
+
+
+def test_difficulty_bins_follow_planted_pass_at_1(sweep):
+    run_dir, _, markdown = sweep
+    frame = load_results(run_dir)
+    pass1 = oracle_pass_at_1(frame)
+    assert pass1.to_dict() == pytest.approx({uid: right / 30 for uid, right in RIGHT.items()})
+    bins = difficulty_bins(frame)
+    assert bins.value_counts().sort_index().to_dict() == {1: 4, 2: 4, 3: 4, 4: 4, 5: 4}
+    assert all(bins[uid] == 1 for uid in QUESTIONS[:4]) and all(bins[uid] == 5 for uid in QUESTIONS[-4:])
+    assert bins.equals(difficulty_bins(pq.read_table(run_dir / "results")))
+    assert "| 1 | 0.867 – 1.000 | 0.933 | 4 |" in markdown  # 30, 29, 27, 26 of 30 right
+
+
+def test_pass_at_1_counts_samples_shared_by_selections_once():
+    # q: budget 1 has one right candidate under three selections, budget 2 two wrong ones under one selection.
+    rows = [result_row("q", "best_of_n", f"best_of_n/{sel}", 1, 0, [True], True, selection=sel)
+            for sel in BEST_OF_N_SELECTIONS]
+    rows += [result_row("q", "best_of_n", "best_of_n/naive", 2, 0, [False, False], False, selection="naive"),
+             result_row("q", "beam", "beam(M=2)/weighted", 2, 0, [True, True], True)]  # not a best-of-N sample
+    frame = pa.Table.from_pylist(rows, schema=RESULT_SCHEMA)
+    assert oracle_pass_at_1(frame)["q"] == pytest.approx(1 / 3)
+
+
+def test_ties_at_zero_still_make_equal_bins():
+    rows = [row for uid in QUESTIONS for row in best_of_n_rows(uid)]
+    for row in rows:
+        row["candidate_correct"] = [False] * len(row["candidate_correct"])
+    bins = difficulty_bins(pa.Table.from_pylist(rows, schema=RESULT_SCHEMA))
+    assert bins.value_counts().to_dict() == {b: 4 for b in range(1, 6)}
+    assert all(bins[uid] == 5 for uid in QUESTIONS[-4:])  # ties go to the harder bin by MATH level
+
+
+def test_without_best_of_n_the_difficulty_plot_is_skipped_and_flops_are_plotted(tmp_path):
+    rows = [row | {"total_flops": 1e9 * row["budget"]} for uid in QUESTIONS[:6] for row in beam_rows(uid)]
+    write_results(tmp_path, rows, RESULT_SCHEMA.append(pa.field("total_flops", pa.float64())), files=1)
+    markdown = build_report(tmp_path).read_text()
+    report = tmp_path / "report"
+    assert not (report / "accuracy_by_difficulty.png").exists()
+    assert "No best-of-N candidates in this run" in markdown
+    assert (report / "accuracy_vs_flops.png").stat().st_size > 5000 and "](accuracy_vs_flops.png)" in markdown
+    assert "| mean FLOPs per problem |" in markdown
+
+
+def test_missing_run_dir_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match=re.escape(str(tmp_path / "nope"))):
+        build_report(tmp_path / "nope")
+
+
+@pytest.mark.parametrize("make_results_dir", [False, True])
+def test_run_without_parquet_names_the_results_dir(tmp_path, make_results_dir):
+    if make_results_dir:
+        (tmp_path / "results").mkdir()
+    with pytest.raises(FileNotFoundError, match=re.escape(f"no Parquet files in {tmp_path / 'results'}")):
+        load_results(tmp_path)
+
+
+def test_parquet_missing_columns_names_them_and_the_dir(tmp_path):
+    rows = best_of_n_rows("q00")
+    keep = [c for c in REQUIRED_COLUMNS if c not in ("candidate_correct", "wall_s")]
+    write_results(tmp_path, [{c: r[c] for c in keep} for r in rows], pa.schema([RESULT_SCHEMA.field(c) for c in keep]))
+    with pytest.raises(ValueError, match="wall_s, candidate_correct") as error:
+        build_report(tmp_path)
+    assert str(tmp_path / "results") in str(error.value)

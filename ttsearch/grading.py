@@ -13,6 +13,7 @@ This module stays cheap to import: math-verify and sympy are imported only insid
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import multiprocessing
 import re
@@ -349,7 +350,8 @@ class Grader:
         if worker.job is not None:
             if not worker.process.is_alive():  # died while idle, e.g. killed from outside
                 self._replace(worker)
-            worker.conn.send(jobs[worker.job])
+            with contextlib.suppress(OSError):  # it died just now: its pipe then reads as EOF in `_receive`
+                worker.conn.send(jobs[worker.job])
             startup = 0.0 if worker.ready else self.start_timeout_s
             worker.deadline = time.monotonic() + self.item_timeout_s + startup
 

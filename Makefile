@@ -25,6 +25,7 @@ model: $(STAMP)
 
 run: model
 	$(BIN)/ttsearch sweep --config conf/main.yaml
+	$(BIN)/ttsearch report runs/main
 
 test: model
 	$(BIN)/pytest -q -rs

@@ -1,24 +1,35 @@
 """Budget sweep: every (strategy, budget, seed) cell on every problem, results as Parquet.
 
-Ray Data splits the problems into `data.shards` blocks; each block is one Ray task running its own
-ready-queue scheduler against the shared generator and verifier replica actors, so shards on
-different nodes all feed the same replica pools and vLLM batches their requests together.
+The problems are cut into `data.shards` fixed shards; Ray Data spreads the shards over the nodes,
+each shard is one task running its own ready-queue scheduler against the shared generator and
+verifier replica actors (so shards on different nodes feed the same replica pools and vLLM batches
+their requests together), and writes its rows as one Parquet file when it finishes. A re-run of the
+same sweep into the same `output_dir` only computes the shards whose file is missing; the sweep's
+fingerprint in `sweep.json` stops a different sweep from mixing its rows into the directory.
+`output_dir` may be a local path (shared by all nodes on a cluster) or a pyarrow filesystem URI
+(`s3://`, `gs://`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import math
 import os
+import uuid
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from omegaconf import OmegaConf
 
+from pipelines.metrics import ProgressCounter, SweepMetrics, run_with_progress
 from ttsearch.backends import replica_pools
 from ttsearch.config import MODEL_FREE_VERIFIERS, StrategySpec, SweepConfig
 from ttsearch.data import load_problems
@@ -49,13 +60,19 @@ RESULT_SCHEMA = pa.schema(
         ("prompt_tokens", pa.int64()),
         ("cached_prompt_tokens", pa.int64()),
         ("verifier_tokens", pa.int64()),
+        ("generator_flops", pa.float64()),
+        ("verifier_flops", pa.float64()),
+        ("total_flops", pa.float64()),
         ("wall_s", pa.float64()),
         ("candidate_answers", pa.list_(pa.string())),
         ("candidate_scores", pa.list_(pa.float64())),
         ("candidate_correct", pa.list_(pa.bool_())),
         ("error", pa.string()),
+        ("shard", pa.int32()),
+        ("node_id", pa.string()),
     ]
 )
+MANIFEST = "sweep.json"
 
 
 # A killed or crashed replica must take its vLLM engine processes with it (they hold RAM / GPU memory).
@@ -84,14 +101,30 @@ def shard_jobs(problems: list[dict[str, Any]], cfg: SweepConfig) -> Iterator[tup
                     yield (problem, spec, budget, seed), start(ctx, budget, spec)
 
 
-def outcome_rows(outcome: JobOutcome, grader: Grader) -> list[dict[str, Any]]:
-    """One row per selection mode of the cell; every candidate is graded for coverage."""
+@dataclass(frozen=True)
+class ModelSizes:
+    """Parameter counts read from the hosted models, for FLOPs ≈ 2 × parameters × tokens."""
+
+    generator: int
+    verifier: int  # 0 for a model-free verifier
+
+
+def outcome_rows(outcome: JobOutcome, grader: Grader, sizes: ModelSizes) -> list[dict[str, Any]]:
+    """One row per selection mode of the cell; every candidate is graded for coverage.
+
+    Generator FLOPs count the tokens the engine computed: generated tokens plus prompt tokens that
+    were not served from the prefix cache.
+    """
     problem, spec, budget, seed = outcome.key
     candidates = outcome.candidates or []
     answers = [c.answer for c in candidates]
     correct = grader.grade_many([(answer, problem["answer"]) for answer in answers])
     scores = [aggregate(c.step_scores, spec.aggregation) for c in candidates]
     usage = outcome.usage
+    generator_flops = (
+        2.0 * sizes.generator * (usage.generated_tokens + usage.prompt_tokens - usage.cached_prompt_tokens)
+    )
+    verifier_flops = 2.0 * sizes.verifier * usage.verifier_tokens
     base = {
         "unique_id": problem["unique_id"],
         "level": problem["level"],
@@ -108,6 +141,9 @@ def outcome_rows(outcome: JobOutcome, grader: Grader) -> list[dict[str, Any]]:
         "prompt_tokens": usage.prompt_tokens,
         "cached_prompt_tokens": usage.cached_prompt_tokens,
         "verifier_tokens": usage.verifier_tokens,
+        "generator_flops": generator_flops,
+        "verifier_flops": verifier_flops,
+        "total_flops": generator_flops + verifier_flops,
         "wall_s": outcome.wall_s,
         "candidate_answers": answers,
         "candidate_scores": scores,
@@ -131,28 +167,131 @@ def outcome_rows(outcome: JobOutcome, grader: Grader) -> list[dict[str, Any]]:
     return rows
 
 
+@dataclass(frozen=True)
+class ShardContext:
+    """What every shard task needs besides its problems (pickled once into the Ray Data stage)."""
+
+    cfg: SweepConfig
+    generators: list[Any]
+    verifiers: list[Any]
+    sizes: ModelSizes
+    results_dir: str
+    num_shards: int
+    progress: Any = None  # a ProgressCounter actor, or None
+
+
 async def search_problems(
-    problems: list[dict[str, Any]], cfg: SweepConfig, generators: list[Any], verifiers: list[Any]
+    problems: list[dict[str, Any]], ctx: ShardContext, metrics: SweepMetrics | None = None
 ) -> list[dict[str, Any]]:
     """Run every cell of `problems` through one scheduler; grading runs beside it in a thread."""
+    cfg = ctx.cfg
     with Grader() as grader, ThreadPoolExecutor(max_workers=1, thread_name_prefix="grading") as grading:
-        scheduler = Scheduler(
-            replica_pools(generators, verifiers, cfg.verifier.kind, cfg.scheduler, grader), cfg.scheduler.max_in_flight
-        )
+        pools = replica_pools(ctx.generators, ctx.verifiers, cfg.verifier.kind, cfg.scheduler, grader)
+        on_dispatch = metrics.on_dispatch if metrics else None
+        scheduler = Scheduler(pools, cfg.scheduler.max_in_flight, on_dispatch=on_dispatch)
         graded: list[Future] = []
         async for outcome in scheduler.run(shard_jobs(problems, cfg)):
-            graded.append(grading.submit(outcome_rows, outcome, grader))
-        return [row for future in graded for row in await asyncio.wrap_future(future)]
+            graded.append(grading.submit(outcome_rows, outcome, grader, ctx.sizes))
+            if metrics:
+                metrics.on_outcome(outcome.key[1].name, outcome)
+            if ctx.progress is not None:
+                ctx.progress.add.remote(1)
+        rows = [row for future in graded for row in await asyncio.wrap_future(future)]
+    if metrics:
+        metrics.on_rows(rows)
+    return rows
 
 
-def search_shard(batch: pa.Table, *, cfg: SweepConfig, generators: list[Any], verifiers: list[Any]) -> pa.Table:
-    """Ray Data `map_batches` function: one block of problems in, its result rows out."""
-    rows = asyncio.run(search_problems(batch.to_pylist(), cfg, generators, verifiers))
-    return pa.Table.from_pylist(rows, schema=RESULT_SCHEMA)
+def search_shard(batch: pa.Table, *, ctx: ShardContext) -> pa.Table:
+    """Ray Data `map_batches` function over shard descriptors: search each shard's problems, write
+    its Parquet file atomically, return one summary row per shard saying where it ran."""
+    import ray
+
+    node_id = ray.get_runtime_context().get_node_id()
+    summaries = []
+    for shard, problems in zip(batch.column("shard").to_pylist(), batch.column("problems").to_pylist(), strict=True):
+        rows = asyncio.run(search_problems(problems, ctx, SweepMetrics(shard)))
+        table = pa.Table.from_pylist([row | {"shard": shard, "node_id": node_id} for row in rows], schema=RESULT_SCHEMA)
+        write_shard(ctx.results_dir, shard, ctx.num_shards, table)
+        summaries.append({"shard": shard, "rows": table.num_rows, "node_id": node_id})
+    return pa.Table.from_pylist(summaries)
+
+
+def shard_file(index: int, total: int) -> str:
+    return f"shard-{index:05d}-of-{total:05d}.parquet"
+
+
+def write_shard(results_dir: str, index: int, total: int, table: pa.Table) -> None:
+    """Write to a temporary name, then rename: a killed task never leaves a file that looks finished."""
+    fs, root = pafs.FileSystem.from_uri(results_dir)
+    final = f"{root}/{shard_file(index, total)}"
+    partial = f"{root}/.{shard_file(index, total)}.{uuid.uuid4().hex}.partial"
+    pq.write_table(table, partial, filesystem=fs)
+    fs.move(partial, final)
+
+
+def plan_shards(problems: list[dict[str, Any]], shards: int) -> list[list[dict[str, Any]]]:
+    """Contiguous, deterministic shards: the same sweep always cuts the same way, so it can resume."""
+    shards = min(shards, len(problems))
+    size, extra = divmod(len(problems), shards)
+    bounds = [i * size + min(i, extra) for i in range(shards + 1)]
+    return [problems[bounds[i] : bounds[i + 1]] for i in range(shards)]
+
+
+def sweep_fingerprint(cfg: SweepConfig, problems: list[dict[str, Any]]) -> dict[str, Any]:
+    """Everything that decides which rows a sweep produces and what they mean."""
+    plain = OmegaConf.to_container(OmegaConf.structured(cfg))
+    ids = hashlib.sha256("\n".join(p["unique_id"] for p in problems).encode()).hexdigest()
+    return {
+        "problems": ids,
+        "num_problems": len(problems),
+        "shards": min(cfg.data.shards, len(problems)),
+        "generator_model": cfg.generator.model,
+        "verifier": {"kind": cfg.verifier.kind, "model": cfg.verifier.model, "dtype": cfg.verifier.dtype},
+        **{key: plain[key] for key in ("search", "strategies", "budgets", "seeds")},
+    }
+
+
+def output_path(output_dir: str) -> str:
+    """A filesystem URI as given, a local path made absolute (shard tasks may run elsewhere)."""
+    return output_dir if "://" in output_dir else str(Path(output_dir).resolve())
+
+
+def prepare_output(cfg: SweepConfig, problems: list[dict[str, Any]]) -> tuple[str, list[int]]:
+    """Claim `output_dir` for this sweep (or check it is this sweep's) and list the unfinished shards.
+
+    Fails before any compute, and without touching anything, if the directory holds another sweep.
+    """
+    root = output_path(cfg.output_dir)
+    fs, path = pafs.FileSystem.from_uri(root)
+    fingerprint = sweep_fingerprint(cfg, problems)
+    manifest = f"{path}/{MANIFEST}"
+    results = f"{path}/results"
+    if fs.get_file_info(manifest).type == pafs.FileType.File:
+        with fs.open_input_stream(manifest) as stream:
+            saved = json.loads(stream.read())
+        changed = sorted(key for key in fingerprint.keys() | saved.keys() if fingerprint.get(key) != saved.get(key))
+        if changed:
+            raise FileExistsError(
+                f"{root} holds results of a different sweep (it differs in: {', '.join(changed)}); "
+                "choose another output_dir"
+            )
+    elif fs.get_file_info(results).type != pafs.FileType.NotFound:
+        raise FileExistsError(f"{results} exists but {root} has no {MANIFEST}: not a sweep of ours, refusing to mix")
+    else:
+        fs.create_dir(results, recursive=True)
+        with fs.open_output_stream(manifest) as stream:
+            stream.write(json.dumps(fingerprint, indent=2).encode())
+        with fs.open_output_stream(f"{path}/config.yaml") as stream:
+            stream.write(OmegaConf.to_yaml(OmegaConf.structured(cfg)).encode())
+    total = fingerprint["shards"]
+    done = {info.base_name for info in fs.get_file_info(pafs.FileSelector(results))}
+    return f"{root}/results", [i for i in range(total) if shard_file(i, total) not in done]
 
 
 def start_ray(cfg: SweepConfig, extra_cpus: float = 0.0) -> None:
-    """Join `ray_address`, or start a local instance with enough logical CPUs for every actor.
+    """Join the cluster (`ray_address`, or RAY_ADDRESS as set by `ray job submit`), or start a local
+    instance with enough logical CPUs for every actor.
 
     Replicas and shard tasks mostly wait on each other, so on a small machine the logical CPUs are
     oversubscribed on purpose rather than leaving a shard task unschedulable.
@@ -162,16 +301,18 @@ def start_ray(cfg: SweepConfig, extra_cpus: float = 0.0) -> None:
     if ray.is_initialized():
         return
     os.environ.update(RAY_ENV)
-    if cfg.ray_address:
-        ray.init(address=cfg.ray_address)
+    address = cfg.ray_address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address)
         return
     hosted_verifiers = 0 if cfg.verifier.kind in MODEL_FREE_VERIFIERS else cfg.verifier.replicas
     wanted = (
         cfg.generator.replicas * cfg.generator.num_cpus
         + hosted_verifiers * cfg.verifier.num_cpus
         + cfg.data.shards * cfg.data.shard_num_cpus
-        + 1
-    )  # +1: Ray Data's write tasks
+        + extra_cpus
+        + 1  # Ray Data's own tasks
+    )
     ray.init(num_cpus=max(os.cpu_count() or 1, math.ceil(wanted)))
 
 
@@ -180,36 +321,51 @@ def start_replicas(cfg: SweepConfig) -> tuple[list[Any], list[Any]]:
     from actors.verifier import create_verifier_replicas
 
     generators = create_generator_replicas(cfg.generator, cfg.cache_dir)
-    verifiers = (
-        [] if cfg.verifier.kind in MODEL_FREE_VERIFIERS else create_verifier_replicas(cfg.verifier, cfg.cache_dir)
-    )
+    hosted = cfg.verifier.kind not in MODEL_FREE_VERIFIERS
+    verifiers = create_verifier_replicas(cfg.verifier, cfg.cache_dir) if hosted else []
     return generators, verifiers
 
 
+def model_sizes(generators: list[Any], verifiers: list[Any]) -> ModelSizes:
+    import ray
+
+    generator = ray.get(generators[0].stats.remote())["parameters"]
+    verifier = ray.get(verifiers[0].stats.remote())["num_parameters"] if verifiers else 0
+    return ModelSizes(generator=int(generator), verifier=int(verifier))
+
+
 def run_sweep(cfg: SweepConfig, replicas: tuple[list[Any], list[Any]] | None = None) -> pa.Table:
-    """Check inputs, start replicas (unless given), search every shard, write Parquet, return the results."""
+    """Check inputs, start replicas (unless given), search the unfinished shards, return all rows."""
     import ray
 
     problems = load_problems(cfg.data.path, cfg.data.limit, cfg.data.offset, cfg.data.levels)
-    out_dir = Path(cfg.output_dir)
-    results_dir = out_dir / "results"
-    if results_dir.exists() and any(results_dir.iterdir()):
-        raise FileExistsError(f"{results_dir} already holds results: choose another output_dir or remove it")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(OmegaConf.structured(cfg), out_dir / "config.yaml")
+    results_dir, pending = prepare_output(cfg, problems)
+    shards = plan_shards(problems, cfg.data.shards)
+    cells = len(cfg.strategies) * len(cfg.budgets) * len(cfg.seeds)
+    if pending:
+        start_ray(cfg)
+        generators, verifiers = replicas or start_replicas(cfg)
+        progress = ProgressCounter.remote()
+        ctx = ShardContext(
+            cfg, generators, verifiers, model_sizes(generators, verifiers), results_dir, len(shards), progress
+        )
+        descriptors = [{"shard": i, "problems": shards[i]} for i in pending]
+        dataset = ray.data.from_items(descriptors, override_num_blocks=len(descriptors)).map_batches(
+            search_shard,
+            batch_size=1,
+            batch_format="pyarrow",
+            fn_kwargs={"ctx": ctx},
+            num_cpus=cfg.data.shard_num_cpus,
+            scheduling_strategy="SPREAD",
+        )
+        finished = sum(len(shards[i]) for i in range(len(shards)) if i not in pending) * cells
+        run_with_progress(dataset.take_all, progress, len(problems) * cells, finished, "searches")
+    return read_results(results_dir)
 
-    start_ray(cfg)
-    generators, verifiers = replicas or start_replicas(cfg)
-    shards = min(cfg.data.shards, len(problems))
-    dataset = ray.data.from_items(problems, override_num_blocks=shards).map_batches(
-        search_shard,
-        batch_size=None,
-        batch_format="pyarrow",
-        fn_kwargs={"cfg": cfg, "generators": generators, "verifiers": verifiers},
-        num_cpus=cfg.data.shard_num_cpus,
-    )
-    dataset.write_parquet(str(results_dir))
-    return pq.read_table(results_dir, schema=RESULT_SCHEMA)
+
+def read_results(results_dir: str) -> pa.Table:
+    fs, path = pafs.FileSystem.from_uri(results_dir)
+    return pq.read_table(path, filesystem=fs, schema=RESULT_SCHEMA)
 
 
 def summary(table: pa.Table) -> str:

@@ -1,11 +1,14 @@
-"""Shared fixtures: one Ray instance and one engine of each kind for the whole test session.
+"""Shared fixtures: one Ray cluster and one set of replicas for the whole test session.
 
-Starting vLLM costs ~30 s and `ray.init` ~3 s on these machines, so integration tests share them.
+Starting vLLM costs ~30 s and a Ray node a few seconds on these machines, so integration tests
+share them. The session's Ray cluster has two nodes (`ray.cluster_utils.Cluster`, both on this
+machine) and a dashboard, so multi-node scheduling and `ray job submit` are tested for real.
 """
 
 from __future__ import annotations
 
 import os
+import socket
 
 import pytest
 
@@ -15,32 +18,62 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 @pytest.fixture(scope="session")
 def cache_dir() -> str:
     return default_cache_dir()
 
 
 @pytest.fixture(scope="session")
-def ray_session():
+def ray_cluster():
     import ray
+    from ray.cluster_utils import Cluster
 
     from pipelines.sweep import RAY_ENV
 
     os.environ.update(RAY_ENV)
-    ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False)
-    yield ray
+    dashboard_port = free_port()
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={
+            "num_cpus": 6,
+            "include_dashboard": True,
+            "dashboard_host": "127.0.0.1",
+            "dashboard_port": dashboard_port,
+            "metrics_export_port": free_port(),
+        },
+    )
+    cluster.add_node(num_cpus=6, metrics_export_port=free_port())
+    cluster.wait_for_nodes()
+    ray.init(address=cluster.address, log_to_driver=False)
+    cluster.dashboard_url = f"http://127.0.0.1:{dashboard_port}"
+    yield cluster
     ray.shutdown()
+    cluster.shutdown()
+
+
+@pytest.fixture(scope="session")
+def ray_session(ray_cluster):
+    import ray
+
+    return ray
 
 
 @pytest.fixture(scope="session")
 def generator_replicas(ray_session, cache_dir):
+    """Two vLLM replicas (small KV caches): tests that want one use `[0]`."""
     from actors.generator import create_generator_replicas
 
-    return create_generator_replicas(GeneratorConfig(cpu_kv_cache_gib=1.0, max_model_len=2048), cache_dir)
+    return create_generator_replicas(GeneratorConfig(replicas=2, cpu_kv_cache_gib=1.0), cache_dir)
 
 
 @pytest.fixture(scope="session")
 def lm_judge_replicas(ray_session, cache_dir):
     from actors.verifier import create_verifier_replicas
 
-    return create_verifier_replicas(VerifierConfig(kind="lm_judge"), cache_dir)
+    return create_verifier_replicas(VerifierConfig(kind="lm_judge", replicas=2), cache_dir)

@@ -117,3 +117,13 @@ def test_unknown_target_and_empty_request_lists_fail_the_job_only():
 
 def test_no_jobs_ends_immediately():
     assert run_all(Scheduler(pools([ScriptedBackend(step_generator())], [ScriptedBackend(length_scorer)]), 4), []) == []
+
+
+def test_dispatch_observer_sees_every_call():
+    seen: list[tuple[str, int, int]] = []
+    generator, verifier = ScriptedBackend(step_generator()), ScriptedBackend(length_scorer)
+    scheduler = Scheduler(pools([generator], [verifier], max_batch=4), 8, on_dispatch=lambda *call: seen.append(call))
+    run_all(scheduler, jobs(6, StrategySpec(name="best_of_n")))
+    assert [c for c in seen if c[0] == "generator"] and [c for c in seen if c[0] == "verifier"]
+    assert len(seen) == len(generator.batches) + len(verifier.batches)
+    assert seen[0] == ("generator", 1, 5), "a batch of 4 sequences holds one n=4 request; 5 wait"

@@ -1,12 +1,22 @@
-"""End to end: a real (tiny) sweep through Ray Data shards, real Ray actors, real vLLM, real PRM."""
+"""End to end on the session's 2-node Ray cluster: Ray Data shards, real replicas, real vLLM."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pyarrow.parquet as pq
 import pytest
 
-from pipelines.sweep import run_sweep, summary
+from pipelines.sweep import read_results, run_sweep, summary
 from ttsearch.config import load_config
 
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[1]
 TINY = [
     "data.limit=2",
     "data.shards=2",
@@ -18,18 +28,39 @@ TINY = [
     "strategies=[{name: best_of_n, selections: [naive, weighted, majority]},"
     " {name: beam, beam_width: 2}, {name: lookahead, beam_width: 2, lookahead: 1}]",
 ]
+# One problem per shard, model-free verifier: cheap enough to run several times.
+SHARDED = [
+    "data.limit=4",
+    "data.shards=4",
+    "budgets=[2]",
+    "seeds=[0]",
+    "verifier.kind=majority",
+    "search.max_solution_tokens=32",
+    "strategies=[{name: best_of_n, selections: [majority]}]",
+]
 
 
-@pytest.mark.integration
-def test_tiny_sweep_runs_every_strategy_through_real_replicas(
-    tmp_path, cache_dir, generator_replicas, lm_judge_replicas
+def row_keys(table) -> list[tuple]:
+    return sorted((r["unique_id"], r["strategy_label"], r["budget"], r["seed"]) for r in table.to_pylist())
+
+
+def scrape_metrics(ray) -> str:
+    text = []
+    for node in ray.nodes():
+        url = f"http://{node['NodeManagerAddress']}:{node['MetricsExportPort']}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            text.append(response.read().decode())
+    return "\n".join(text)
+
+
+def test_tiny_sweep_runs_every_strategy_on_two_nodes(
+    tmp_path, cache_dir, ray_session, generator_replicas, lm_judge_replicas
 ):
     cfg = load_config(None, [*TINY, f"output_dir={tmp_path / 'run'}", f"cache_dir={cache_dir}"])
     table = run_sweep(cfg, replicas=(generator_replicas, lm_judge_replicas))
     rows = table.to_pylist()
     assert len(rows) == 2 * (3 + 1 + 1)
-    keys = {(r["unique_id"], r["strategy_label"], r["budget"], r["seed"]) for r in rows}
-    assert len(keys) == len(rows), "one row per (problem, strategy, budget, seed)"
+    assert len(set(row_keys(table))) == len(rows), "one row per (problem, strategy, budget, seed)"
     assert {r["strategy_label"] for r in rows} == {
         "best_of_n/naive",
         "best_of_n/weighted",
@@ -37,15 +68,118 @@ def test_tiny_sweep_runs_every_strategy_through_real_replicas(
         "beam(M=2)/weighted",
         "lookahead(M=2,k=1)/weighted",
     }
+    assert len({r["node_id"] for r in rows}) == 2, "the two shards ran on both nodes"
+    assert sorted({r["shard"] for r in rows}) == [0, 1]
     for row in rows:
         assert row["error"] is None, row["error"]
         assert row["generated_tokens"] > 0 and row["prompt_tokens"] > 0 and row["verifier_tokens"] > 0
-        assert row["samples"] >= 2 and len(row["candidate_scores"]) >= 1
-        assert all(0.0 <= s <= 1.0 for s in row["candidate_scores"])
+        assert row["generator_flops"] > 2 * 100e6 * row["generated_tokens"], "135M parameters × 2 × tokens"
+        assert row["total_flops"] == pytest.approx(row["generator_flops"] + row["verifier_flops"])
+        assert row["samples"] >= 2 and all(0.0 <= s <= 1.0 for s in row["candidate_scores"])
     lookahead = [r for r in rows if r["strategy"] == "lookahead"]
     beam = [r for r in rows if r["strategy"] == "beam"]
     assert sum(r["samples"] for r in lookahead) > sum(r["samples"] for r in beam), "rollouts cost samples"
     assert "best_of_n/weighted" in summary(table)
 
-    with pytest.raises(FileExistsError, match="already holds results"):
-        run_sweep(cfg, replicas=(generator_replicas, lm_judge_replicas))
+    deadline = time.time() + 60  # Ray's metrics agents export every few seconds
+    while "ray_ttsearch_searches_done" not in (text := scrape_metrics(ray_session)) and time.time() < deadline:
+        time.sleep(2)
+    for name in ("searches_done", "generated_tokens", "queue_depth", "batch_size", "verifier_calls", "graded"):
+        assert f"ray_ttsearch_{name}" in text, name
+    assert 'strategy="lookahead"' in text
+
+
+def test_rerun_resumes_and_refuses_a_different_sweep(tmp_path, cache_dir, generator_replicas):
+    out = tmp_path / "run"
+    cfg = load_config(None, [*SHARDED, f"output_dir={out}", f"cache_dir={cache_dir}"])
+    first = run_sweep(cfg, replicas=(generator_replicas, []))
+    files = sorted((out / "results").glob("shard-*.parquet"))
+    assert len(files) == 4 and first.num_rows == 4
+    stamps = {f.name: f.stat().st_mtime_ns for f in files}
+
+    files[2].unlink()  # as if that shard had been killed before writing
+    again = run_sweep(cfg, replicas=(generator_replicas, []))
+    assert row_keys(again) == row_keys(first)
+    for f in sorted((out / "results").glob("shard-*.parquet")):
+        assert (f.stat().st_mtime_ns == stamps[f.name]) == (f.name != files[2].name), "only the missing shard ran"
+
+    other = load_config(None, [*SHARDED, "budgets=[4]", f"output_dir={out}", f"cache_dir={cache_dir}"])
+    with pytest.raises(FileExistsError, match="different sweep.*budgets"):
+        run_sweep(other, replicas=(generator_replicas, []))
+    assert row_keys(read_results(str(out / "results"))) == row_keys(first), "nothing overwritten"
+
+
+def test_ray_job_submit_and_a_killed_sweep_resumes_to_the_same_rows(
+    tmp_path, cache_dir, ray_cluster, generator_replicas
+):
+    """`ray job submit --working-dir .` runs a sweep on the cluster; stopping it halfway and
+    re-running the same sweep ends with exactly the rows of an uninterrupted run."""
+    out = tmp_path / "killed"
+    # Shards run one at a time in the job (each reserves 4 of the cluster's CPUs) so a stop lands mid-sweep.
+    args = [
+        *SHARDED,
+        "data.shard_num_cpus=4",
+        f"output_dir={out}",
+        f"cache_dir={cache_dir}",
+        "generator.cpu_kv_cache_gib=0.5",
+    ]
+    submit = [
+        sys.executable,
+        "-m",
+        "ray.scripts.scripts",
+        "job",
+        "submit",
+        "--address",
+        ray_cluster.dashboard_url,
+        "--working-dir",
+        str(REPO),
+        "--runtime-env-json",
+        '{"excludes": [".venv", "runs", ".git"]}',
+        "--no-wait",
+        "--",
+        sys.executable,
+        "-m",
+        "ttsearch.cli",
+        "sweep",
+        *args,
+    ]
+    listing = subprocess.run(submit, capture_output=True, text=True, timeout=120, check=True).stdout
+    job_id = next(word for word in listing.split() if word.startswith("raysubmit_"))
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    client = JobSubmissionClient(ray_cluster.dashboard_url)
+    deadline = time.time() + 420
+    while not list((out / "results").glob("shard-*.parquet")):
+        status = client.get_job_status(job_id)
+        assert status not in (JobStatus.FAILED, JobStatus.STOPPED), client.get_job_logs(job_id)[-3000:]
+        assert time.time() < deadline, "the job wrote no shard in time"
+        time.sleep(0.5)
+    client.stop_job(job_id)
+    while not client.get_job_status(job_id).is_terminal():
+        time.sleep(0.5)
+    done_before = len(list((out / "results").glob("shard-*.parquet")))
+    assert 1 <= done_before < 4, "the stop landed mid-sweep"
+
+    cfg = load_config(None, [*SHARDED, f"output_dir={out}", f"cache_dir={cache_dir}"])
+    resumed = run_sweep(cfg, replicas=(generator_replicas, []))
+    full = run_sweep(
+        load_config(None, [*SHARDED, f"output_dir={tmp_path / 'full'}", f"cache_dir={cache_dir}"]),
+        replicas=(generator_replicas, []),
+    )
+    assert row_keys(resumed) == row_keys(full) and len(set(row_keys(resumed))) == 4
+    assert pq.read_table(out / "results").num_rows == 4
+
+
+def test_bad_input_fails_before_any_compute(tmp_path, capsys):
+    from ttsearch.cli import main
+
+    for overrides, message in [
+        (["data.path=/nonexistent.jsonl"], "dataset not found"),
+        (["strategies=[{name: alchemy}]"], "unknown strategy"),
+        (["budgets=[0]"], "a budget must be > 0"),
+    ]:
+        with pytest.raises(SystemExit) as exit_info:
+            main(["sweep", f"output_dir={tmp_path / 'x'}", *overrides])
+        assert exit_info.value.code == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "x").exists(), "nothing written"

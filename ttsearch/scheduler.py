@@ -18,7 +18,7 @@ import asyncio
 import time
 import traceback
 from collections import deque
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -112,10 +112,15 @@ class _Item:
     request: Request
 
 
+DispatchObserver = Callable[[str, int, int], None]
+"""Called as (target, requests in the call, requests still queued) for every replica call."""
+
+
 class Scheduler:
-    def __init__(self, pools: dict[str, ReplicaPool], max_in_flight: int):
+    def __init__(self, pools: dict[str, ReplicaPool], max_in_flight: int, on_dispatch: DispatchObserver | None = None):
         self.pools = pools
         self.max_in_flight = max_in_flight
+        self.on_dispatch = on_dispatch
         self.stats = SchedulerStats()
         self._queues: dict[str, deque[_Item]] = {target: deque() for target in pools}
         self._calls: set[asyncio.Task] = set()
@@ -208,6 +213,8 @@ class Scheduler:
                         batch.append(queue.popleft())
                     pool.load[replica] += weight
                     self._record_call(target, len(batch))
+                    if self.on_dispatch is not None:
+                        self.on_dispatch(target, len(batch), len(queue))
                     task = asyncio.create_task(self._call(target, replica, batch, weight))
                     self._calls.add(task)
                     task.add_done_callback(self._calls.discard)

@@ -25,7 +25,7 @@ REQUIRED_COLUMNS = (
     "candidate_correct", "error",
 )
 # One search job: rows that differ only in `selection` were picked from the same candidates.
-CELL_KEYS = ["unique_id", "strategy", "aggregation", "beam_width", "lookahead", "budget", "seed"]
+CELL_KEYS = ["unique_id", "strategy_config", "budget", "seed"]
 N_BINS = 5
 NEAR_ZERO_ACCURACY = 10.0  # % below which absolute accuracy says little and coverage/order are the signal
 ERRORS_LISTED = 5
@@ -70,6 +70,8 @@ def _frame(table_or_frame: pa.Table | pd.DataFrame) -> pd.DataFrame:
 
 def _cells(frame: pd.DataFrame) -> pd.DataFrame:
     """One row per search job, so that candidates shared by several selections count once."""
+    if "strategy_config" not in frame:  # written before the column existed: the label minus its selection
+        frame = frame.assign(strategy_config=frame["strategy_label"].str.replace(r"/[^/]+", "", n=1, regex=True))
     return frame.drop_duplicates(subset=CELL_KEYS)
 
 

@@ -44,6 +44,7 @@ RESULT_SCHEMA = pa.schema(
         ("level", pa.int32()),
         ("subject", pa.string()),
         ("strategy", pa.string()),
+        ("strategy_config", pa.string()),
         ("strategy_label", pa.string()),
         ("selection", pa.string()),
         ("aggregation", pa.string()),
@@ -79,11 +80,21 @@ MANIFEST = "sweep.json"
 RAY_ENV = {"RAY_kill_child_processes_on_worker_exit_with_raylet_subreaper": "1"}
 
 
-def strategy_label(spec: StrategySpec, selection: str) -> str:
-    """A readable name for one strategy configuration, e.g. `beam(M=4)/weighted`."""
-    params = {"beam": f"(M={spec.beam_width})", "lookahead": f"(M={spec.beam_width},k={spec.lookahead})"}
+def strategy_config(spec: StrategySpec) -> str:
+    """One strategy configuration (its hyper-parameters), e.g. `beam(M=4)` or `best_of_n/min`."""
+    params = {
+        "beam": f"(M={spec.beam_width})",
+        "lookahead": f"(M={spec.beam_width},k={spec.lookahead})",
+        "revisions": f"(T={spec.revision_length},w={spec.revision_window})",
+    }
     aggregation = "" if spec.aggregation == "last" else f"/{spec.aggregation}"
-    return f"{spec.name}{params.get(spec.name, '')}/{selection}{aggregation}"
+    return f"{spec.name}{params.get(spec.name, '')}{aggregation}"
+
+
+def strategy_label(spec: StrategySpec, selection: str) -> str:
+    """Configuration plus final selection, e.g. `beam(M=4)/weighted`: one curve in the report."""
+    config, _, aggregation = strategy_config(spec).partition("/")
+    return f"{config}/{selection}" + (f"/{aggregation}" if aggregation else "")
 
 
 def shard_jobs(problems: list[dict[str, Any]], cfg: SweepConfig) -> Iterator[tuple[Any, StrategyRun]]:
@@ -130,6 +141,7 @@ def outcome_rows(outcome: JobOutcome, grader: Grader, sizes: ModelSizes) -> list
         "level": problem["level"],
         "subject": problem["subject"],
         "strategy": spec.name,
+        "strategy_config": strategy_config(spec),
         "aggregation": spec.aggregation,
         "beam_width": spec.beam_width,
         "lookahead": spec.lookahead,

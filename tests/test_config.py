@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
+from omegaconf import OmegaConf
 
 from ttsearch.config import CONF_DIR, ConfigError, load_config
 
@@ -35,6 +36,13 @@ def test_overrides_apply_on_top_of_the_file():
         (["strategies=[{name: beam, lookahead: 2, beam_width: 2}]"], "strategies[0].lookahead"),
         (["strategies=[{name: beam, beam_width: 2, colour: red}]"], "colour"),
         (["verifier.kind=astrology"], "verifier.kind"),
+        (["strategies=[{name: revisions, revision_length: 3}]", "budgets=[4]"], "strategies[0].revision_length"),
+        (["strategies=[{name: revisions, revision_length: 2, revision_window: 0}]"], "strategies[0].revision_window"),
+        (["strategies=[{name: revisions, revision_length: 2}]"], "search.revision_prompt.attempt_format"),
+        (
+            ["strategies=[{name: revisions, revision_length: 2}]", "search.revision_prompt.attempt_format='{attempt'"],
+            "search.revision_prompt.attempt_format",
+        ),
     ],
 )
 def test_bad_values_fail_naming_the_key(overrides, key):
@@ -52,3 +60,13 @@ def test_unknown_key_in_a_file_names_the_file_and_key(tmp_path):
     path.write_text("search:\n  max_stepz: 3\n")
     with pytest.raises(ConfigError, match=r"bad\.yaml.*'search\.max_stepz'"):
         load_config(path)
+
+
+def test_revision_prompt_snippet_merges_into_a_sweep_config(tmp_path):
+    snippet = OmegaConf.load(CONF_DIR / "revision_prompt.yaml")
+    strategy = OmegaConf.create({"strategies": [{"name": "revisions", "revision_length": 2}]})
+    path = tmp_path / "revisions.yaml"
+    OmegaConf.save(OmegaConf.merge(OmegaConf.load(CONF_DIR / "main.yaml"), snippet, strategy), path)
+    cfg = load_config(path)
+    assert cfg.search.revision_prompt.attempt_format == snippet.search.revision_prompt.attempt_format
+    assert cfg.strategies[0].revision_length == 2 and cfg.strategies[0].revision_window == 4

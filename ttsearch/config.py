@@ -18,7 +18,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = PROJECT_ROOT / "conf"
 
 EMBEDDED_MODEL = "embedded"
-STRATEGIES = ("best_of_n", "beam", "lookahead")
+STRATEGIES = ("best_of_n", "beam", "lookahead", "revisions")
 SELECTIONS = ("naive", "weighted", "majority")
 AGGREGATIONS = ("last", "min", "prod")
 # Scored in the driver, no replica hosts them. `hash` is a benchmark device, not a verifier: a
@@ -66,6 +66,15 @@ class VerifierConfig:
 
 
 @dataclass
+class RevisionPromptConfig:
+    """How the `revisions` strategy shows a chain's earlier attempts; text in conf/revision_prompt.yaml."""
+
+    system_suffix: str = ""  # appended to system_prompt from a chain's second attempt on
+    attempt_format: str = ""  # one shown attempt: str.format template with {number} and {attempt}
+    instruction: str = ""  # plain text after the shown attempts
+
+
+@dataclass
 class SearchConfig:
     """How solutions are sampled; shared by every strategy."""
 
@@ -75,6 +84,7 @@ class SearchConfig:
     max_steps: int = 8
     max_step_tokens: int = 96
     max_solution_tokens: int = 512
+    revision_prompt: RevisionPromptConfig = field(default_factory=RevisionPromptConfig)
 
 
 @dataclass
@@ -84,6 +94,8 @@ class StrategySpec:
     aggregation: str = "last"  # how a solution's step scores become one score
     beam_width: int = 4  # M: beam search keeps N/M beams and expands each M times
     lookahead: int = 0  # k: rollout steps at temperature 0 (lookahead only)
+    revision_length: int = 4  # T: attempts per chain; budget N runs N/T chains in parallel (revisions only)
+    revision_window: int = 4  # earlier attempts of its chain a revision sees, most recent last (revisions only)
 
 
 @dataclass
@@ -183,10 +195,21 @@ def validate(cfg: SweepConfig) -> None:
                     f"{key}.beam_width",
                     f"budget {budget} is not a positive multiple of beam width {spec.beam_width}",
                 )
+        if spec.name == "revisions":
+            _require(spec.revision_length > 0, f"{key}.revision_length", "must be > 0")
+            _require(spec.revision_window > 0, f"{key}.revision_window", "must be > 0")
+            for budget in cfg.budgets:
+                _require(
+                    budget % spec.revision_length == 0 and budget >= spec.revision_length,
+                    f"{key}.revision_length",
+                    f"budget {budget} is not a positive multiple of revision length {spec.revision_length}",
+                )
         _require(spec.lookahead >= 0, f"{key}.lookahead", "must be >= 0")
         _require(
             spec.name == "lookahead" or spec.lookahead == 0, f"{key}.lookahead", "only the lookahead strategy rolls out"
         )
+    if any(spec.name == "revisions" for spec in cfg.strategies):
+        _validate_revision_prompt(cfg.search.revision_prompt)
     _require(
         cfg.verifier.kind in VERIFIERS,
         "verifier.kind",
@@ -199,3 +222,22 @@ def validate(cfg: SweepConfig) -> None:
     _require(cfg.data.limit is None or cfg.data.limit > 0, "data.limit", "must be > 0")
     _require(cfg.scheduler.max_in_flight > 0, "scheduler.max_in_flight", "must be > 0")
     _require(cfg.search.max_steps > 0, "search.max_steps", "must be > 0")
+
+
+def _validate_revision_prompt(prompt: RevisionPromptConfig) -> None:
+    key = "search.revision_prompt"
+    try:
+        shows_attempt = "\0" in prompt.attempt_format.format(number=1, attempt="\0")
+    except (KeyError, IndexError, ValueError):
+        shows_attempt = False
+    _require(
+        shows_attempt,
+        f"{key}.attempt_format",
+        "must be a str.format template showing {attempt} (fields: {number}, {attempt}; write literal braces as "
+        "{{ }}); merge conf/revision_prompt.yaml for the defaults",
+    )
+    _require(
+        bool(prompt.instruction),
+        f"{key}.instruction",
+        "needed by the revisions strategy; see conf/revision_prompt.yaml",
+    )

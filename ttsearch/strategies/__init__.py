@@ -8,11 +8,13 @@ from ttsearch.config import StrategySpec
 from ttsearch.strategies.beam import beam_search
 from ttsearch.strategies.best_of_n import best_of_n
 from ttsearch.strategies.common import Candidate, SearchContext, StrategyRun
+from ttsearch.strategies.revisions import revisions
 
 STRATEGY_FUNCTIONS: dict[str, Callable[[SearchContext, int, StrategySpec], StrategyRun]] = {
     "best_of_n": best_of_n,
     "beam": beam_search,
     "lookahead": beam_search,  # beam search whose steps are valued after a k-step rollout
+    "revisions": revisions,  # N/T chains of T sequential attempts; selection across all attempts
 }
 
 

@@ -3,21 +3,12 @@
 from __future__ import annotations
 
 from ttsearch.config import StrategySpec
-from ttsearch.requests import Generate
 from ttsearch.strategies.common import SearchContext, StrategyRun
 
 
 def best_of_n(ctx: SearchContext, budget: int, spec: StrategySpec) -> StrategyRun:
     """One request with n=budget (one shared prompt, so the prompt is prefilled once)."""
-    [sampled] = yield [
-        Generate(
-            prompt=ctx.prompt(()),
-            n=budget,
-            temperature=ctx.search.temperature,
-            max_tokens=ctx.search.max_solution_tokens,
-            seed=ctx.request_seed(0),
-        )
-    ]
+    [sampled] = yield [ctx.solve(ctx.prompt(()), budget, 0)]
     solutions = [(ctx.split_steps(c.text), c.ended_solution) for c in sampled.completions]
     scored = yield [ctx.score(steps) for steps, _ in solutions]
     return [

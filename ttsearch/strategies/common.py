@@ -68,6 +68,16 @@ class SearchContext:
             seed=self.request_seed(*path),
         )
 
+    def solve(self, prompt: Prompt, n: int, *path: int) -> Generate:
+        """Sample `n` whole solutions to `prompt` (no step stop string)."""
+        return Generate(
+            prompt=prompt,
+            n=n,
+            temperature=self.search.temperature,
+            max_tokens=self.search.max_solution_tokens,
+            seed=self.request_seed(*path),
+        )
+
     def score(self, steps: tuple[str, ...]) -> Score:
         return Score(question=self.question, steps=steps, reference=self.reference)
 

@@ -70,3 +70,14 @@ def test_revision_prompt_snippet_merges_into_a_sweep_config(tmp_path):
     cfg = load_config(path)
     assert cfg.search.revision_prompt.attempt_format == snippet.search.revision_prompt.attempt_format
     assert cfg.strategies[0].revision_length == 2 and cfg.strategies[0].revision_window == 4
+
+
+def test_config_files_layer_in_order_and_errors_name_the_file(tmp_path):
+    extra = tmp_path / "extra.yaml"
+    extra.write_text("budgets: [8]\ndata:\n  limit: 2\n")
+    cfg = load_config([CONF_DIR / "main.yaml", CONF_DIR / "revision_prompt.yaml", extra], ["data.limit=3"])
+    assert cfg.budgets == [8] and cfg.data.limit == 3 and cfg.search.revision_prompt.instruction
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("budgets: [4\n")
+    with pytest.raises(ConfigError, match="broken.yaml"):
+        load_config([CONF_DIR / "main.yaml", broken])

@@ -22,7 +22,7 @@ def _sweep(args: argparse.Namespace) -> None:
 def _bench(args: argparse.Namespace) -> None:
     from pipelines.bench import format_report, run_bench, write_json
 
-    report = run_bench(load_config(args.config, args.overrides))
+    report = run_bench(load_config(args.config or [CONF_DIR / "bench.yaml"], args.overrides))
     print(format_report(report))
     if args.json:
         write_json(report, args.json)
@@ -41,11 +41,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="ttsearch", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     sweep = commands.add_parser("sweep", help="run strategies × budgets × seeds over a problem set")
-    sweep.add_argument("--config", help="YAML config (defaults apply where it is silent)")
+    sweep.add_argument("--config", action="append", help="YAML config; repeat to layer files (later ones win)")
     sweep.add_argument("overrides", nargs="*", help="key=value overrides, e.g. data.limit=8 budgets=[4,16]")
     sweep.set_defaults(handler=_sweep)
     bench = commands.add_parser("bench", help="throughput: ready queue vs offline ceiling vs synchronous search")
-    bench.add_argument("--config", default=str(CONF_DIR / "bench.yaml"), help="YAML config (default conf/bench.yaml)")
+    bench.add_argument("--config", action="append", help="YAML config, repeatable (default conf/bench.yaml)")
     bench.add_argument("--json", help="also write the report as JSON here")
     bench.add_argument("overrides", nargs="*", help="key=value overrides")
     bench.set_defaults(handler=_bench)

@@ -8,6 +8,7 @@ sweep fails before any engine starts.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -142,24 +143,37 @@ class SweepConfig:
     ray_address: str | None = None
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> SweepConfig:
-    """Merge defaults ← YAML file ← `key=value` overrides, then validate."""
-    schema = OmegaConf.structured(SweepConfig)
-    try:
-        layers: list[DictConfig] = [schema]
-        if path is not None:
-            path = Path(path)
-            if not path.is_file():
-                raise ConfigError(f"config file not found: {path}")
-            layers.append(OmegaConf.load(path))
-        layers.append(OmegaConf.from_dotlist(list(overrides)))
-        merged = OmegaConf.merge(*layers)
-    except OmegaConfBaseException as exc:
-        where = f" in {path}" if path is not None else ""
-        raise ConfigError(f"bad config{where}: key '{exc.full_key}': {exc.msg.splitlines()[0]}") from None
+def load_config(
+    paths: str | Path | Sequence[str | Path] | None = None, overrides: Sequence[str] = ()
+) -> SweepConfig:
+    """Merge defaults ← each YAML file in order ← `key=value` overrides, then validate.
+
+    Each layer is merged onto the schema on its own, so an error names the file that caused it.
+    """
+    if paths is None:
+        paths = []
+    elif isinstance(paths, str | Path):
+        paths = [paths]
+    merged: DictConfig = OmegaConf.structured(SweepConfig)
+    layers = [(f" in {path}", _load_yaml(Path(path))) for path in paths]
+    layers.append(("", OmegaConf.from_dotlist(list(overrides))))
+    for where, layer in layers:
+        try:
+            merged = OmegaConf.merge(merged, layer)
+        except OmegaConfBaseException as exc:
+            raise ConfigError(f"bad config{where}: key '{exc.full_key}': {exc.msg.splitlines()[0]}") from None
     cfg: SweepConfig = OmegaConf.to_object(merged)  # type: ignore[assignment]
     validate(cfg)
     return cfg
+
+
+def _load_yaml(path: Path) -> DictConfig:
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        return OmegaConf.load(path)  # type: ignore[return-value]
+    except Exception as exc:  # a YAML syntax error, with its line
+        raise ConfigError(f"bad config in {path}: {exc}") from None
 
 
 def _require(condition: bool, key: str, message: str) -> None:

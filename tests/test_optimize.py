@@ -1,0 +1,296 @@
+"""Compute-optimal analysis on synthetic sweeps with planted answers: difficulty, CV, efficiency, FLOPs-matching."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipelines.optimize import (
+    PolicyResult,
+    build_optimize_report,
+    compute_optimal,
+    cost_to_reach,
+    efficiency,
+    estimate_difficulty,
+    fit_policy,
+    flops_matched,
+    flops_multiplier,
+    generator_parameters,
+    load_policy,
+    save_policy,
+)
+from pipelines.report import difficulty_bins
+from pipelines.sweep import RESULT_SCHEMA
+
+QUESTIONS = [f"q{i:02d}" for i in range(20)]
+PLANTED_BINS = pd.Series({uid: 1 + i // 4 for i, uid in enumerate(QUESTIONS)}, name="bin")
+BUDGETS = [4, 16]
+SEEDS = [0, 1]
+BEST_OF_N, BEAM, REVISIONS = "best_of_n/weighted", "beam(M=4)/weighted", "revisions(T=4)/weighted"
+# Per label and bin: how many of the 2 seeds are right. Revisions wins the easy bins, best-of-N the middle,
+# beam only the two hardest.
+PLANTED = {
+    REVISIONS: {1: 2, 2: 2, 3: 1, 4: 0, 5: 0},
+    BEST_OF_N: {1: 1, 2: 1, 3: 2, 4: 1, 5: 1},
+    BEAM: {1: 0, 2: 0, 3: 0, 4: 2, 5: 2},
+}
+WINNER = {1: REVISIONS, 2: REVISIONS, 3: BEST_OF_N, 4: BEAM, 5: BEAM}
+SMALL_PARAMS, LARGE_PARAMS = 1e8, 1.4e9
+
+
+def row(uid: str, label: str, budget: int, seed: int, correct: bool, flags: list[bool] | None = None,
+        scores: list[float] | None = None, flops_per_token: float = 2 * SMALL_PARAMS, tokens: int | None = None,
+        level: int = 1) -> dict:
+    """A result row with every column the sweep writes; FLOPs = 2 × parameters × computed tokens, as sweep.py."""
+    strategy = label.split("(")[0].split("/")[0]
+    flags = [correct] * budget if flags is None else flags
+    generated = 100 * budget if tokens is None else tokens
+    generator_flops = flops_per_token * (generated + 50 - 40)
+    return {
+        "unique_id": uid, "level": level, "subject": "Algebra", "strategy": strategy, "strategy_label": label,
+        "selection": label.split("/")[-1], "aggregation": "last", "beam_width": 4, "lookahead": 0, "budget": budget,
+        "seed": seed, "answer": "1" if correct else "2", "reference": "1", "correct": correct, "score": 0.5,
+        "samples": budget, "generated_tokens": generated, "prompt_tokens": 50, "cached_prompt_tokens": 40,
+        "verifier_tokens": 80 * budget, "generator_flops": generator_flops, "verifier_flops": 1e6 * budget,
+        "total_flops": generator_flops + 1e6 * budget, "wall_s": 0.1,
+        "candidate_answers": ["1" if f else "2" for f in flags],
+        "candidate_scores": [0.9 if f else 0.1 for f in flags] if scores is None else scores,
+        "candidate_correct": flags, "error": None,
+    }
+
+
+def frame_of(rows: list[dict]) -> pd.DataFrame:
+    """As the report reads it back from Parquet (list columns become arrays)."""
+    return pa.Table.from_pylist(rows, schema=RESULT_SCHEMA).to_pandas()
+
+
+def planted_rows() -> list[dict]:
+    """The planted sweep. Best-of-N candidates make difficulty estimable: in a bin-b question the first 4
+    candidates of its largest cell hold 5 − b right ones (pass@1 (5 − b)/4), so estimated bins = planted bins.
+    Beam costs more (tokens, FLOPs) than the others so that FLOPs differ by strategy."""
+    rows = []
+    for uid, b in PLANTED_BINS.items():
+        level = QUESTIONS.index(uid) // 4 + 1
+        for budget in BUDGETS:
+            for seed in SEEDS:
+                first = [j < 5 - b for j in range(4)]
+                flags = (first * (budget // 4))[:budget]
+                for label, right in PLANTED.items():
+                    correct = seed < right[b]
+                    candidates = flags if label == BEST_OF_N else None
+                    tokens = 300 * budget if label == BEAM else None
+                    rows.append(row(uid, label, budget, seed, correct, candidates, tokens=tokens, level=level))
+    return rows
+
+
+@pytest.fixture(scope="module")
+def planted() -> pd.DataFrame:
+    return frame_of(planted_rows())
+
+
+def test_planted_winners_are_chosen_per_bin_in_both_folds(planted):
+    result = compute_optimal(planted, PLANTED_BINS)
+    assert sorted(result.choices["fold"].unique()) == [0, 1]
+    assert len(result.choices) == 2 * len(BUDGETS) * 5
+    for _, choice in result.choices.iterrows():
+        assert choice["strategy_label"] == WINNER[choice["bin"]], choice.to_dict()
+    beam_bins = result.choices.loc[result.choices["strategy_label"] == BEAM].groupby("fold")["bin"].unique()
+    assert all(sorted(bins) == [4, 5] for bins in beam_bins) and len(beam_bins) == 2
+    assert result.accuracy.to_dict() == {4: 1.0, 16: 1.0}  # every held-out question gets its bin's winner
+    # Folds are stratified: each bin's 4 questions split 2 / 2, and every question is scored once per budget.
+    per_fold = result.per_question[result.per_question["budget"] == 4].groupby(["bin", "fold"]).size()
+    assert set(per_fold) == {2}
+    assert fit_policy(planted, PLANTED_BINS) == {(budget, b): WINNER[b] for budget in BUDGETS for b in range(1, 6)}
+
+
+def test_cross_validated_accuracy_equals_hand_computation():
+    # Bin 1: a is right only under X, b only under Y, so whichever question trains, the other is scored wrong.
+    # Bin 2: X is right on both (and cheaper, so it wins c's X/Y tie); both are scored right. CV: (0+0+1+1)/4.
+    table = {"a": (True, False), "b": (False, True), "c": (True, True), "d": (True, False)}
+    rows = [row(uid, label, 1, 0, right, flops_per_token=cost)
+            for uid, flags in table.items() for label, right, cost in zip(("X", "Y"), flags, (1.0, 2.0), strict=True)]
+    bins = pd.Series({"a": 1, "b": 1, "c": 2, "d": 2})
+    result = compute_optimal(frame_of(rows), bins, seed=3)
+    assert result.accuracy.to_dict() == {1: 0.5}
+    scored = result.per_question.set_index("unique_id")
+    assert scored.loc["a", "strategy_label"] == "Y" and scored.loc["b", "strategy_label"] == "X"
+    assert scored.loc[["c", "d"], "strategy_label"].tolist() == ["X", "X"]
+    assert set(scored["fold"]) == {0, 1} and scored.loc["a", "fold"] != scored.loc["b", "fold"]
+    # On all questions bin 1 is a 1/2 vs 1/2 tie, broken by FLOPs: X. In-sample that would score 3/4.
+    assert fit_policy(frame_of(rows), bins) == {(1, 1): "X", (1, 2): "X"}
+
+
+def test_ties_break_on_flops_then_label_order():
+    rows = [row(uid, label, 2, 0, True, flops_per_token=cost)
+            for uid in ("a", "b") for label, cost in (("zeta", 1.0), ("beta", 5.0), ("alpha", 5.0))]
+    assert fit_policy(frame_of(rows), pd.Series({"a": 1, "b": 1})) == {(2, 1): "zeta"}
+    rows = [r for r in rows if r["strategy_label"] != "zeta"]
+    assert fit_policy(frame_of(rows), pd.Series({"a": 1, "b": 1})) == {(2, 1): "alpha"}
+
+
+def test_efficiency_counts_the_estimation_cost():
+    baseline = pd.DataFrame({"accuracy": [0.1, 0.3, 0.5, 0.6], "total_flops": [1e9, 4e9, 16e9, 64e9]},
+                            index=[1, 4, 16, 64])
+    optimal = pd.DataFrame({"accuracy": [0.5], "total_flops": [2e9]}, index=[4])
+    table = efficiency(optimal, baseline, estimation_samples=4, estimation_flops=2e9)
+    got = table.loc[4]
+    assert (got["baseline_budget"], got["bound"], got["k"]) == (16, "=", 4)
+    assert got["budget_with_estimation"] == 8 and got["k_with_estimation"] == 2  # 16 / (4 + 4)
+    assert (got["baseline_flops"], got["k_flops"], got["k_flops_with_estimation"]) == (16e9, 8, 4)
+
+
+def test_cost_to_reach_interpolates_on_log2_and_reports_bounds():
+    budgets, accuracy = [1, 4, 16, 64], [0.1, 0.3, 0.5, 0.6]
+    assert cost_to_reach(budgets, accuracy, 0.4) == (pytest.approx(8.0), "=")  # halfway between 4 and 16 in log2
+    assert cost_to_reach(budgets, accuracy, 0.7) == (64, ">")
+    assert cost_to_reach(budgets, accuracy, 0.05) == (1, "<=")
+    assert math.isnan(cost_to_reach([1, math.nan], [0.1, 0.2], 0.15)[0])  # no FLOPs recorded
+
+
+def test_flops_multiplier_arithmetic():
+    assert flops_multiplier(1, 14, 1.0) == pytest.approx(53)  # 14 + 3·1·13
+    assert flops_multiplier(1, 14, 0.16) == pytest.approx(14 + 39 / 0.16)  # 257.75: inference-light, many samples
+    assert flops_multiplier(1, 14, 22) == pytest.approx(14 + 39 / 22)  # inference-heavy: barely more than M
+    assert flops_multiplier(2e9, 2e9, 0.5) == pytest.approx(1)  # same model: no extra budget
+    with pytest.raises(ValueError, match="must be positive"):
+        flops_multiplier(1, 14, 0)
+
+
+def test_flops_matched_uses_the_largest_swept_budget_within_the_match():
+    # Small model: every question wrong at 16, q0/q1 right at 64, all right at 256. Large: q2/q3 right.
+    correct = {16: [0, 0, 0, 0], 64: [1, 1, 0, 0], 256: [1, 1, 1, 1]}
+    per_question = pd.DataFrame([{"unique_id": f"q{i}", "budget": budget, "fold": i % 2, "bin": 1 + i // 2,
+                                  "strategy_label": "X", "correct": float(values[i]), "total_flops": 1.0}
+                                 for budget, values in correct.items() for i in range(4)])
+    result = PolicyResult(pd.DataFrame(), per_question, per_question.groupby("budget")["correct"].mean())
+    large = pd.DataFrame({"unique_id": ["q0", "q1", "q2", "q3", "other"], "correct": [False, False, True, True, True]})
+    table = flops_matched(result, large, 1, 14, r_values=(1.0, 39 / 50, 0.16, 22)).set_index(["R", "bin"])
+    assert table.loc[(1.0, "all"), "matched_budget"] == pytest.approx(53)
+    assert table.loc[(1.0, "all"), "used_budget"] == 16
+    assert table.xs(1.0)["winner"].to_dict() == {1: "tie", 2: "large", "all": "large"}
+    assert table.loc[(39 / 50, "all"), "used_budget"] == 64  # 14 + 39·50/39 = 64 exactly
+    assert table.xs(39 / 50)["winner"].to_dict() == {1: "small", 2: "large", "all": "tie"}
+    assert table.loc[(0.16, "all"), "used_budget"] == 256 and table.loc[(0.16, "all"), "beyond_sweep"]
+    assert table.xs(0.16)["winner"].to_dict() == {1: "small", 2: "tie", "all": "small"}
+    assert math.isnan(table.loc[(22, "all"), "used_budget"]) and table.loc[(22, "all"), "winner"] == "unknown"
+    assert table.loc[(1.0, "all"), "questions"] == 4  # "other" is not in the small model's results
+    with pytest.raises(ValueError, match="share no questions"):
+        flops_matched(result, large.assign(unique_id=["x1", "x2", "x3", "x4", "x5"]), 1, 14)
+
+
+def score_rows() -> list[dict]:
+    """10 questions; only the first 4 candidates of the largest, lowest-seed best-of-N cell rank them by i.
+
+    The rest of that cell, the other seed's cell and the smaller cell are all ranked the other way round.
+    """
+    rows = []
+    for i in range(10):
+        good = 0.9 - 0.05 * i
+        for budget, seed, scores in ((8, 0, [good] * 4 + [1 - good] * 4), (8, 1, [1 - good] * 8),
+                                     (4, 0, [1 - good] * 4)):
+            flags = [j < 10 - i for j in range(budget)] if (budget, seed) == (8, 0) else [i % 2 == 0] * budget
+            rows.append(row(f"p{i}", BEST_OF_N, budget, seed, True, flags, scores))
+    return rows
+
+
+def test_predicted_bins_follow_the_mean_score_of_the_first_k_samples():
+    difficulty = estimate_difficulty(frame_of(score_rows()), "predicted", estimation_samples=4)
+    assert difficulty.estimation_samples == 4
+    assert difficulty.score.to_dict() == pytest.approx({f"p{i}": 0.9 - 0.05 * i for i in range(10)})
+    assert difficulty.bins.to_dict() == {f"p{i}": 1 + i // 2 for i in range(10)}  # higher score = easier
+    thresholds = difficulty.thresholds()
+    assert list(thresholds) == sorted(thresholds, reverse=True) and len(thresholds) == 4
+    assert thresholds[0] == pytest.approx((0.85 + 0.8) / 2)
+
+
+def test_estimation_cost_is_the_cell_cost_scaled_to_k_samples():
+    frame = frame_of(score_rows())
+    cost = estimate_difficulty(frame, "oracle", estimation_samples=4).cost
+    cell = frame[(frame["unique_id"] == "p0") & (frame["budget"] == 8) & (frame["seed"] == 0)].iloc[0]
+    assert cost.loc["p0", "samples"] == 4
+    assert cost.loc["p0", "generated_tokens"] == cell["generated_tokens"] / 2
+    assert cost.loc["p0", "total_flops"] == pytest.approx(cell["total_flops"] / 2)
+    assert set(cost.index) == {f"p{i}" for i in range(10)}
+    assert estimate_difficulty(frame, "oracle").estimation_samples == 4  # default: the smallest best-of-N budget
+
+
+def test_oracle_difficulty_uses_the_first_k_candidates_and_the_reports_bins():
+    frame = frame_of(score_rows())
+    difficulty = estimate_difficulty(frame, "oracle", estimation_samples=8)
+    assert difficulty.score.to_dict() == pytest.approx({f"p{i}": min(8, 10 - i) / 8 for i in range(10)})
+    cell = frame[(frame["budget"] == 8) & (frame["seed"] == 0)]
+    assert difficulty.bins.equals(difficulty_bins(cell))  # one cell per question, all samples: the report's bins
+
+
+def test_missing_data_errors_are_clear(planted):
+    with pytest.raises(ValueError, match="no best_of_n rows"):
+        estimate_difficulty(planted[planted["strategy"] != "best_of_n"])
+    with pytest.raises(ValueError, match="estimation_samples=32 exceeds every best-of-N cell"):
+        estimate_difficulty(planted, estimation_samples=32)
+    with pytest.raises(ValueError, match="unknown difficulty kind"):
+        estimate_difficulty(planted, "psychic")
+    with pytest.raises(ValueError, match=r"budgets \[8\] were not swept"):
+        compute_optimal(planted, PLANTED_BINS, budgets=[4, 8])
+    with pytest.raises(ValueError, match="questions in every bin"):
+        compute_optimal(planted, PLANTED_BINS.iloc[:9])  # bin 3 would hold one question
+    with pytest.raises(ValueError, match="no result rows for the binned questions"):
+        compute_optimal(planted, pd.Series({"elsewhere": 1}))
+    with pytest.raises(ValueError, match="no generator FLOPs"):
+        generator_parameters(planted.assign(generator_flops=float("nan")))
+
+
+def test_policy_round_trips_with_its_difficulty_rule(planted, tmp_path):
+    difficulty = estimate_difficulty(planted, "predicted", estimation_samples=4)
+    choices = fit_policy(planted, difficulty.bins)
+    policy = load_policy(save_policy(choices, difficulty, tmp_path / "policy.json"))
+    assert policy.choices == choices and policy.difficulty == "predicted" and policy.estimation_samples == 4
+    easy, hard = difficulty.score["q00"], difficulty.score["q19"]
+    assert (policy.bin_of(easy), policy.bin_of(hard)) == (1, 5)
+    assert (policy.strategy(16, easy), policy.strategy(16, hard)) == (REVISIONS, BEAM)
+    with pytest.raises(KeyError, match="fitted budgets: \\[4, 16\\]"):
+        policy.strategy(8, easy)
+    (tmp_path / "old.json").write_text(json.dumps({"version": 0}))
+    with pytest.raises(ValueError, match="policy version"):
+        load_policy(tmp_path / "old.json")
+
+
+def write_run(run_dir: Path, rows: list[dict]) -> Path:
+    (run_dir / "results").mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(rows, schema=RESULT_SCHEMA), run_dir / "results" / "0.parquet")
+    return run_dir
+
+
+def test_report_writes_markdown_plots_and_a_deployable_policy(tmp_path):
+    run = write_run(tmp_path / "small", planted_rows())
+    # The larger model: one sample per question, right on the three easiest bins.
+    larger = [row(uid, BEST_OF_N, 1, 0, b <= 3, flops_per_token=2 * LARGE_PARAMS) for uid, b in PLANTED_BINS.items()]
+    path = build_optimize_report(run, write_run(tmp_path / "large", larger), estimation_samples=4)
+    markdown = path.read_text()
+    assert path == run / "report" / "compute_optimal.md"
+    for name in ("compute_optimal_vs_budget.png", "efficiency.png", "efficiency_flops.png"):
+        data = (run / "report" / name).read_bytes()
+        assert data.startswith(b"\x89PNG") and len(data) > 5000 and f"]({name})" in markdown
+    assert "| compute-optimal (oracle) | 100.0 | 100.0 |" in markdown
+    assert "| compute-optimal (predicted) | 100.0 | 100.0 |" in markdown
+    assert "| best_of_n/weighted | 60.0 | 60.0 |" in markdown  # 8 of 20 at 1/2, 4 at 1, 8 at 1/2
+    assert "| N=4 | 100.0 | > 16 | > 4 | > 2 |" in markdown  # best-of-N never reaches 100 %; 16 / (4 + 4)
+    assert "M = 14.00" in markdown and "## FLOPs-matched" in markdown
+    assert "agree with the oracle bins on 100 %" in markdown
+    # Bins from 4 samples sort the questions by their pass@1 over all samples: (5 − b) / 4 in bin b.
+    assert "| 1 | 1.000 | 1.000 |" in markdown and "| 5 | 0.000 | 0.000 |" in markdown
+    assert "| samples | 4 |" in markdown and "| generated_tokens | 400 |" in markdown  # 1600 tokens × 4/16
+    policy = load_policy(run / "policy.json")
+    assert policy.choices == {(budget, b): WINNER[b] for budget in BUDGETS for b in range(1, 6)}
+
+
+def test_report_needs_weighted_best_of_n(tmp_path):
+    rows = [r | {"strategy_label": "best_of_n/naive"} if r["strategy_label"] == BEST_OF_N else r
+            for r in planted_rows()]
+    with pytest.raises(ValueError, match="no best_of_n/weighted rows"):
+        build_optimize_report(write_run(tmp_path, rows))

@@ -24,8 +24,9 @@ model: $(STAMP)
 	$(BIN)/python -m ttsearch.models
 
 run: model
-	$(BIN)/ttsearch sweep --config conf/main.yaml
+	$(BIN)/ttsearch sweep --config conf/main.yaml --config conf/revision_prompt.yaml
 	$(BIN)/ttsearch report runs/main
+	$(BIN)/ttsearch optimize runs/main
 
 test: model
 	$(BIN)/pytest -q -rs

@@ -11,13 +11,14 @@ from ttsearch.config import CONF_DIR, ConfigError, load_config
 
 
 def test_shipped_configs_load():
-    for path in sorted(CONF_DIR.glob("*.yaml")):
-        cfg = load_config(path)
+    for path in sorted(CONF_DIR.glob("*.yaml")):  # the revision prompt is layered on, as the Makefile does
+        cfg = load_config([path, CONF_DIR / "revision_prompt.yaml"])
         assert cfg.strategies and cfg.budgets, path
 
 
 def test_overrides_apply_on_top_of_the_file():
-    cfg = load_config(CONF_DIR / "main.yaml", ["data.limit=3", "budgets=[4,8]", "verifier.kind=oracle"])
+    cfg = load_config([CONF_DIR / "main.yaml", CONF_DIR / "revision_prompt.yaml"],
+                      ["data.limit=3", "budgets=[4,8]", "verifier.kind=oracle"])
     assert cfg.data.limit == 3 and cfg.budgets == [4, 8] and cfg.verifier.kind == "oracle"
     assert cfg.strategies[1].name == "beam" and cfg.strategies[1].beam_width == 2
 

@@ -35,6 +35,29 @@ def _report(args: argparse.Namespace) -> None:
     print(f"report written to {build_report(args.run_dir)}")
 
 
+def _optimize(args: argparse.Namespace) -> None:
+    from pipelines.optimize import R_VALUES, build_optimize_report
+
+    r_values = args.r or R_VALUES
+    path = build_optimize_report(args.run_dir, args.larger, args.estimation_samples, r_values)
+    print(f"compute-optimal report written to {path}")
+
+
+def _solve(args: argparse.Namespace) -> None:
+    from pipelines.solve import run_solve
+
+    solution = run_solve(args.run_dir, args.question, args.budget, args.overrides)
+    print(f"answer: {solution.answer}")
+    print(f"difficulty: bin {solution.difficulty_bin} (predicted score {solution.difficulty_score:.3f}, "
+          f"{solution.estimation.samples} samples)")
+    print(f"strategy: {solution.strategy_label} at budget {solution.search_budget}")
+    spent = solution.estimation.samples + solution.search.samples
+    tokens = solution.estimation.generated_tokens + solution.search.generated_tokens
+    print(f"compute: {spent} samples, {tokens} generated tokens, "
+          f"{solution.estimation.verifier_tokens + solution.search.verifier_tokens} verifier tokens, "
+          f"{solution.flops:.3g} FLOPs (difficulty estimation included)")
+
+
 def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no model hub here; real clusters may unset it
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -52,6 +75,18 @@ def main(argv: list[str] | None = None) -> None:
     report = commands.add_parser("report", help="Markdown report with plots, from a sweep's Parquet only")
     report.add_argument("run_dir", help="the sweep's output_dir")
     report.set_defaults(handler=_report)
+    optimize = commands.add_parser("optimize", help="compute-optimal policy (2-fold CV) and its efficiency")
+    optimize.add_argument("run_dir", help="the sweep's output_dir")
+    optimize.add_argument("--larger", help="a larger model's sweep output_dir, for the FLOPs-matched comparison")
+    optimize.add_argument("--estimation-samples", type=int, help="samples spent estimating difficulty (k)")
+    optimize.add_argument("--r", type=float, action="append", help="D_inference/D_pretrain ratios (repeatable)")
+    optimize.set_defaults(handler=_optimize)
+    solve = commands.add_parser("solve", help="answer one question with a sweep's compute-optimal policy")
+    solve.add_argument("run_dir", help="a sweep's output_dir holding policy.json (from `ttsearch optimize`)")
+    solve.add_argument("question")
+    solve.add_argument("--budget", type=int, required=True, help="total samples, difficulty estimation included")
+    solve.add_argument("overrides", nargs="*", help="key=value overrides of the sweep's config")
+    solve.set_defaults(handler=_solve)
     args = parser.parse_args(argv)
     try:
         args.handler(args)

@@ -1,0 +1,114 @@
+"""`ttsearch solve`: answer one question online with the compute-optimal policy of a past sweep.
+
+Part of the budget (the policy's k samples of best-of-N) estimates the question's difficulty
+without ground truth — the mean verifier score of the sampled solutions, binned with the sweep's
+thresholds — then the strategy the policy chose for that bin runs with what is left of the budget
+(the largest fitted budget that fits). Both parts are counted in the compute it reports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from pipelines.optimize import POLICY_FILE, Policy, load_policy
+from pipelines.sweep import ModelSizes, model_sizes, start_ray, start_replicas, strategy_label
+from ttsearch.backends import replica_pools
+from ttsearch.config import StrategySpec, SweepConfig, load_config
+from ttsearch.grading import Grader
+from ttsearch.scheduler import JobOutcome, Scheduler, Usage
+from ttsearch.selection import aggregate, select
+from ttsearch.strategies import SearchContext, start
+
+
+@dataclass
+class Solution:
+    answer: str | None
+    strategy_label: str
+    difficulty_bin: int
+    difficulty_score: float
+    search_budget: int
+    estimation: Usage
+    search: Usage
+    flops: float
+
+
+def policy_plan(policy: Policy, budget: int, score: float) -> tuple[int, str]:
+    """The fitted budget to spend after estimation, and the label the policy chose there."""
+    left = budget - policy.estimation_samples
+    fitted = sorted({b for b, _ in policy.choices if b <= left})
+    if not fitted:
+        smallest = min(b for b, _ in policy.choices)
+        raise ValueError(
+            f"budget {budget} leaves {left} after {policy.estimation_samples} estimation samples; "
+            f"the policy's smallest budget is {smallest}: ask for at least {smallest + policy.estimation_samples}"
+        )
+    return fitted[-1], policy.strategy(fitted[-1], score)
+
+
+def spec_for(label: str, cfg: SweepConfig) -> tuple[StrategySpec, str]:
+    """The sweep's strategy configuration and selection mode behind a policy label."""
+    for spec in cfg.strategies:
+        for selection in spec.selections:
+            if strategy_label(spec, selection) == label:
+                return spec, selection
+    raise ValueError(f"the policy chose '{label}', which the sweep's config.yaml does not define")
+
+
+async def _one(scheduler: Scheduler, ctx: SearchContext, budget: int, spec: StrategySpec) -> JobOutcome:
+    [outcome] = [o async for o in scheduler.run([("q", start(ctx, budget, spec))])]
+    if outcome.error:
+        raise RuntimeError(f"search failed: {outcome.error}")
+    return outcome
+
+
+async def solve_question(
+    question: str,
+    budget: int,
+    cfg: SweepConfig,
+    policy: Policy,
+    generators: list[Any],
+    verifiers: list[Any],
+    sizes: ModelSizes,
+    seed: int = 0,
+) -> Solution:
+    with Grader() as grader:
+        scheduler = Scheduler(replica_pools(generators, verifiers, cfg.verifier.kind, cfg.scheduler, grader), 1)
+        ctx = SearchContext(uid=question, question=question, search=cfg.search, seed=seed)
+        estimation = await _one(scheduler, ctx, policy.estimation_samples, StrategySpec(name="best_of_n"))
+        scores = [aggregate(c.step_scores, "last") for c in estimation.candidates or []]
+        score = sum(scores) / len(scores) if scores else 0.0
+        search_budget, label = policy_plan(policy, budget, score)
+        spec, selection = spec_for(label, cfg)
+        searched = await _one(scheduler, replace(ctx, seed=seed + 1), search_budget, spec)
+    chosen = select(searched.candidates or [], selection, spec.aggregation)
+    flops = 0.0
+    for usage in (estimation.usage, searched.usage):
+        computed = usage.generated_tokens + usage.prompt_tokens - usage.cached_prompt_tokens
+        flops += 2.0 * (sizes.generator * computed + sizes.verifier * usage.verifier_tokens)
+    return Solution(
+        chosen.answer if chosen else None,
+        label,
+        policy.bin_of(score),
+        score,
+        search_budget,
+        estimation.usage,
+        searched.usage,
+        flops,
+    )
+
+
+def run_solve(run_dir: str, question: str, budget: int, overrides: list[str]) -> Solution:
+    """Replicas and search settings come from the sweep that fitted the policy (its config.yaml)."""
+    run = Path(run_dir)
+    policy_path = run / POLICY_FILE
+    if not policy_path.is_file():
+        raise FileNotFoundError(f"no {POLICY_FILE} in {run}: run `ttsearch optimize {run}` first")
+    cfg = load_config(run / "config.yaml", overrides)
+    policy = load_policy(policy_path)
+    start_ray(cfg)
+    generators, verifiers = start_replicas(cfg)
+    sizes = model_sizes(generators, verifiers)
+    return asyncio.run(solve_question(question, budget, cfg, policy, generators, verifiers, sizes))

@@ -1,0 +1,78 @@
+"""The online compute-optimal solve: planning from a policy, and one real question end to end."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from pipelines.optimize import POLICY_VERSION, load_policy
+from pipelines.solve import policy_plan, solve_question, spec_for
+from pipelines.sweep import model_sizes
+from ttsearch.config import load_config
+
+STRATEGIES = "strategies=[{name: best_of_n, selections: [majority, weighted]}, {name: beam, beam_width: 2}]"
+
+
+def write_policy(path, estimation_samples=2, thresholds=(0.7, 0.5, 0.3, 0.1)):
+    choices = [
+        {"budget": b, "bin": k, "strategy_label": "beam(M=2)/weighted" if k >= 4 else "best_of_n/majority"}
+        for b in (2, 4)
+        for k in range(1, 6)
+    ]
+    path.write_text(
+        json.dumps(
+            {
+                "version": POLICY_VERSION,
+                "difficulty": {
+                    "kind": "predicted",
+                    "estimation_samples": estimation_samples,
+                    "n_bins": 5,
+                    "thresholds": list(thresholds),
+                },
+                "choices": choices,
+            }
+        )
+    )
+    return load_policy(path)
+
+
+def test_plan_spends_the_rest_of_the_budget_on_the_bins_strategy(tmp_path):
+    policy = write_policy(tmp_path / "policy.json")
+    assert policy_plan(policy, 6, 0.9) == (4, "best_of_n/majority"), "6 - 2 estimation samples leaves 4"
+    assert policy_plan(policy, 5, 0.05) == (2, "beam(M=2)/weighted"), "3 left: the largest fitted budget ≤ 3"
+    with pytest.raises(ValueError, match="ask for at least 4"):
+        policy_plan(policy, 3, 0.5)
+
+
+def test_labels_map_back_to_the_sweeps_strategy_configuration():
+    cfg = load_config(None, [STRATEGIES, "budgets=[2,4]"])
+    spec, selection = spec_for("beam(M=2)/weighted", cfg)
+    assert spec.name == "beam" and spec.beam_width == 2 and selection == "weighted"
+    with pytest.raises(ValueError, match="does not define"):
+        spec_for("lookahead(M=2,k=1)/weighted", cfg)
+
+
+@pytest.mark.integration
+def test_solve_one_question_counts_estimation_and_search(tmp_path, cache_dir, generator_replicas, lm_judge_replicas):
+    cfg = load_config(
+        None,
+        [
+            STRATEGIES,
+            "budgets=[2,4]",
+            "search.max_steps=2",
+            "search.max_step_tokens=24",
+            "search.max_solution_tokens=48",
+            f"cache_dir={cache_dir}",
+        ],
+    )
+    policy = write_policy(tmp_path / "policy.json")
+    sizes = model_sizes(generator_replicas, lm_judge_replicas)
+    solution = asyncio.run(
+        solve_question("What is 3 + 4?", 6, cfg, policy, generator_replicas, lm_judge_replicas, sizes)
+    )
+    assert solution.estimation.samples == 2 and solution.search_budget == 4
+    assert solution.strategy_label in ("best_of_n/majority", "beam(M=2)/weighted")
+    assert solution.difficulty_bin == policy.bin_of(solution.difficulty_score)
+    assert solution.search.samples >= 4 and solution.flops > 2 * sizes.generator * solution.search.generated_tokens

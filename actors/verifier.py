@@ -18,14 +18,16 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import ray
-import torch
 
 from ttsearch.config import MODEL_FREE_VERIFIERS, VerifierConfig
 from ttsearch.requests import Score, ScoreResult
+
+if TYPE_CHECKING:  # torch loads only where a model runs: drivers that merely create replicas stay light
+    import torch
 
 
 @dataclass(frozen=True)
@@ -114,6 +116,8 @@ class StepAdapter(ABC):
 
     def step_probs(self, logits: torch.Tensor) -> torch.Tensor:
         """[k, C] logits at tag tokens -> [k] probabilities that the step is good."""
+        import torch
+
         logits = logits.float()
         good = torch.logsumexp(logits[:, self.good_ids], dim=-1)
         bad = torch.logsumexp(logits[:, self.bad_ids], dim=-1)
@@ -266,6 +270,8 @@ class PRMScorer:
     """Hosts one PRM (model + tokenizer + adapter) and scores batches of `Score` requests; no Ray here."""
 
     def __init__(self, cfg: VerifierConfig, model: Any, tokenizer: Any, **adapter_options: Any) -> None:
+        import torch
+
         torch.set_num_threads(cfg.torch_threads)
         self.cfg = cfg
         self.adapter = make_adapter(cfg.kind, tokenizer, **adapter_options)
@@ -277,6 +283,7 @@ class PRMScorer:
     @classmethod
     def load(cls, cfg: VerifierConfig, cache_dir: str, **adapter_options: Any) -> PRMScorer:
         """Load the checkpoint `cfg.model` names ("embedded", a local directory or a Hugging Face id)."""
+        import torch
         from transformers import AutoConfig, AutoTokenizer
 
         from ttsearch.models import resolve_model
@@ -322,6 +329,8 @@ class PRMScorer:
             yield self._forward(micro)
 
     def _forward(self, micro: list[Encoded]) -> list[tuple[int, ScoreResult]]:
+        import torch
+
         width = max(len(e.input_ids) for e in micro)
         input_ids = torch.full((len(micro), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(micro), width), dtype=torch.long)

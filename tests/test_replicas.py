@@ -63,11 +63,23 @@ def test_two_verifier_replicas_score_exactly_like_one(lm_judge_replicas):
 
 
 def test_two_generator_replicas_sample_the_same_text_for_the_same_seed(generator_replicas):
-    request = Generate(
-        prompt=Prompt(system="", user="Count to five."), n=3, temperature=0.8, max_tokens=24, seed=1234, stop=("\n\n",)
-    )
+    """Seeded single samples match across replicas. (On CPU, vLLM's numerics depend on batch composition and
+    prefix-cache state, so this is as far as "identical content" goes: see README, Throughput benchmark.)"""
+    batch = [
+        Generate(
+            prompt=Prompt(system="", user="Count to five."),
+            n=1,
+            temperature=0.8,
+            max_tokens=24,
+            seed=seed,
+            stop=("\n\n",),
+        )
+        for seed in (11, 12, 13)
+    ]
     backends = [ActorBackend(handle, "generate") for handle in generator_replicas]
-    for backend in backends:  # warm: prefix-cache state changes CPU numerics slightly
-        collect(backend, [request])
-    first, second = (collect(backend, [request])[0] for backend in backends)
-    assert [c.text for c in first.completions] == [c.text for c in second.completions]
+    texts = []
+    for backend in backends:
+        for request in batch:  # one at a time, after a warm-up: the same conditions on both replicas
+            collect(backend, [request])
+        texts.append([collect(backend, [request])[0].completions[0].text for request in batch])
+    assert texts[0] == texts[1]

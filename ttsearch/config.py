@@ -201,23 +201,15 @@ def validate(cfg: SweepConfig) -> None:
             f"{key}.aggregation",
             f"unknown aggregation '{spec.aggregation}', expected one of {AGGREGATIONS}",
         )
-        if spec.name in ("beam", "lookahead"):
-            _require(spec.beam_width > 0, f"{key}.beam_width", "must be > 0")
+        divisor = {"beam": "beam_width", "lookahead": "beam_width", "revisions": "revision_length"}.get(spec.name)
+        if divisor is not None:  # the budget must split into whole beams / whole revision chains
+            size = getattr(spec, divisor)
+            _require(size > 0, f"{key}.{divisor}", "must be > 0")
             for budget in cfg.budgets:
-                _require(
-                    budget % spec.beam_width == 0 and budget >= spec.beam_width,
-                    f"{key}.beam_width",
-                    f"budget {budget} is not a positive multiple of beam width {spec.beam_width}",
-                )
+                _require(budget % size == 0 and budget >= size, f"{key}.{divisor}",
+                         f"budget {budget} is not a positive multiple of {divisor} {size}")
         if spec.name == "revisions":
-            _require(spec.revision_length > 0, f"{key}.revision_length", "must be > 0")
             _require(spec.revision_window > 0, f"{key}.revision_window", "must be > 0")
-            for budget in cfg.budgets:
-                _require(
-                    budget % spec.revision_length == 0 and budget >= spec.revision_length,
-                    f"{key}.revision_length",
-                    f"budget {budget} is not a positive multiple of revision length {spec.revision_length}",
-                )
         _require(spec.lookahead >= 0, f"{key}.lookahead", "must be >= 0")
         _require(
             spec.name == "lookahead" or spec.lookahead == 0, f"{key}.lookahead", "only the lookahead strategy rolls out"

@@ -368,11 +368,16 @@ def run_sweep(cfg: SweepConfig, replicas: tuple[list[Any], list[Any]] | None = N
             batch_format="pyarrow",
             fn_kwargs={"ctx": ctx},
             num_cpus=cfg.data.shard_num_cpus,
-            scheduling_strategy="SPREAD",
+            ray_remote_args_fn=_spread,
         )
         finished = sum(len(shards[i]) for i in range(len(shards)) if i not in pending) * cells
         run_with_progress(dataset.take_all, progress, len(problems) * cells, finished, "searches")
     return read_results(results_dir)
+
+
+def _spread() -> dict[str, str]:
+    """Shard tasks go to different nodes where they can, so the whole cluster drives the replicas."""
+    return {"scheduling_strategy": "SPREAD"}
 
 
 def read_results(results_dir: str) -> pa.Table:

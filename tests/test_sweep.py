@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines.sweep import read_results, run_sweep, summary
-from ttsearch.config import load_config
+from ttsearch.config import CONF_DIR, load_config
 
 pytestmark = pytest.mark.integration
 
@@ -26,7 +26,8 @@ TINY = [
     "search.max_step_tokens=24",
     "search.max_solution_tokens=48",
     "strategies=[{name: best_of_n, selections: [naive, weighted, majority]},"
-    " {name: beam, beam_width: 2}, {name: lookahead, beam_width: 2, lookahead: 1}]",
+    " {name: beam, beam_width: 2}, {name: lookahead, beam_width: 2, lookahead: 1},"
+    " {name: revisions, revision_length: 2, revision_window: 1}]",
 ]
 # One problem per shard, model-free verifier: cheap enough to run several times.
 SHARDED = [
@@ -56,10 +57,12 @@ def scrape_metrics(ray) -> str:
 def test_tiny_sweep_runs_every_strategy_on_two_nodes(
     tmp_path, cache_dir, ray_session, generator_replicas, lm_judge_replicas
 ):
-    cfg = load_config(None, [*TINY, f"output_dir={tmp_path / 'run'}", f"cache_dir={cache_dir}"])
+    cfg = load_config(
+        CONF_DIR / "revision_prompt.yaml", [*TINY, f"output_dir={tmp_path / 'run'}", f"cache_dir={cache_dir}"]
+    )
     table = run_sweep(cfg, replicas=(generator_replicas, lm_judge_replicas))
     rows = table.to_pylist()
-    assert len(rows) == 2 * (3 + 1 + 1)
+    assert len(rows) == 2 * (3 + 1 + 1 + 1)
     assert len(set(row_keys(table))) == len(rows), "one row per (problem, strategy, budget, seed)"
     assert {r["strategy_label"] for r in rows} == {
         "best_of_n/naive",
@@ -67,7 +70,10 @@ def test_tiny_sweep_runs_every_strategy_on_two_nodes(
         "best_of_n/majority",
         "beam(M=2)/weighted",
         "lookahead(M=2,k=1)/weighted",
+        "revisions(T=2,w=1)/weighted",
     }
+    revisions = [r for r in rows if r["strategy"] == "revisions"]
+    assert all(r["samples"] == 2 and len(r["candidate_scores"]) == 2 for r in revisions), "every attempt is a candidate"
     assert len({r["node_id"] for r in rows}) == 2, "the two shards ran on both nodes"
     assert sorted({r["shard"] for r in rows}) == [0, 1]
     for row in rows:

@@ -298,6 +298,7 @@ class Grader:
     def _run(self, jobs: list[tuple[str, str]]) -> list[bool]:
         verdicts = [False] * len(jobs)
         pending = iter(range(len(jobs)))
+        self._retried: set[int] = set()
         try:
             while len(self._workers) < self.num_workers:
                 self._workers.append(self._spawn())
@@ -329,12 +330,20 @@ class Grader:
         try:
             message = worker.conn.recv()
         except (EOFError, OSError):
-            if not worker.ready:
-                worker.process.join(timeout=5)
-                code = worker.process.exitcode
-                raise RuntimeError(f"grading worker failed to start (exit code {code}); see its stderr") from None
-            logger.warning("grading worker died; graded wrong: %.200r", jobs[worker.job])
+            # Killed from outside, out of memory, or (seen with Ray's child-process subreaper in the parent)
+            # killed right after it started: one more try on a fresh worker before giving up.
+            job, started = worker.job, worker.ready
+            worker.process.join(timeout=5)
+            code = worker.process.exitcode
             self._replace(worker)
+            if job not in self._retried:
+                self._retried.add(job)
+                logger.warning("grading worker died (exit code %s); retrying once: %.200r", code, jobs[job])
+                self._send(worker, jobs, job)
+                return
+            if not started:
+                raise RuntimeError(f"grading worker failed to start twice (exit code {code}); see its stderr") from None
+            logger.warning("grading worker died twice on one item; graded wrong: %.200r", jobs[job])
             self._dispatch(worker, jobs, pending)
             return
         if message == _READY:
@@ -346,14 +355,20 @@ class Grader:
         self._dispatch(worker, jobs, pending)
 
     def _dispatch(self, worker: _Worker, jobs: list[tuple[str, str]], pending: Iterator[int]) -> None:
-        worker.job = next(pending, None)
-        if worker.job is not None:
-            if not worker.process.is_alive():  # died while idle, e.g. killed from outside
-                self._replace(worker)
-            with contextlib.suppress(OSError):  # it died just now: its pipe then reads as EOF in `_receive`
-                worker.conn.send(jobs[worker.job])
-            startup = 0.0 if worker.ready else self.start_timeout_s
-            worker.deadline = time.monotonic() + self.item_timeout_s + startup
+        job = next(pending, None)
+        if job is None:
+            worker.job = None
+            return
+        if not worker.process.is_alive():  # died while idle, e.g. killed from outside
+            self._replace(worker)
+        self._send(worker, jobs, job)
+
+    def _send(self, worker: _Worker, jobs: list[tuple[str, str]], job: int) -> None:
+        worker.job = job
+        with contextlib.suppress(OSError):  # it died just now: its pipe then reads as EOF in `_receive`
+            worker.conn.send(jobs[job])
+        startup = 0.0 if worker.ready else self.start_timeout_s
+        worker.deadline = time.monotonic() + self.item_timeout_s + startup
 
     def _spawn(self) -> _Worker:
         parent_conn, child_conn = self._context.Pipe()

@@ -24,7 +24,7 @@ from ttsearch.backends import ActorBackend, replica_pools
 from ttsearch.config import MODEL_FREE_VERIFIERS, StrategySpec, SweepConfig
 from ttsearch.data import load_problems
 from ttsearch.grading import Grader
-from ttsearch.requests import Generate, Request, Result
+from ttsearch.requests import Generate, Prompt, Request, Result
 from ttsearch.scheduler import Scheduler, Usage
 from ttsearch.strategies import SearchContext, start
 
@@ -155,8 +155,6 @@ async def measure_offline(requests: list[Request], generators: list[Any], strate
 
 async def measure_batch_curve(generator: Any, question: str, sizes: list[int], max_tokens: int) -> list[dict]:
     """Generated tok/s of the bare engine at several batch sizes: why batching pays, and how much."""
-    from ttsearch.requests import Prompt
-
     curve = []
     for size in sizes:
         request = Generate(
@@ -220,7 +218,7 @@ def benchmark_cases(cfg: SweepConfig) -> list[tuple[StrategySpec, str]]:
 
 
 def _row(m: Measurement, offline: Measurement, sync: Measurement) -> dict[str, Any]:
-    row = {
+    return {
         "strategy": m.strategy,
         "verifier": m.verifier,
         "mode": m.mode,
@@ -236,7 +234,6 @@ def _row(m: Measurement, offline: Measurement, sync: Measurement) -> dict[str, A
         "verifier_busy": round(m.verifier_busy_s / m.wall_s, 3),
         "max_gen_batch": m.max_generator_batch,
     }
-    return row
 
 
 def format_report(report: dict[str, Any]) -> str:

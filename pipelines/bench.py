@@ -16,17 +16,17 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from pipelines.sweep import shard_jobs, start_ray, start_replicas
 from ttsearch.backends import ActorBackend, replica_pools
 from ttsearch.config import MODEL_FREE_VERIFIERS, StrategySpec, SweepConfig
 from ttsearch.data import load_problems
 from ttsearch.grading import Grader
 from ttsearch.requests import Generate, Prompt, Request, Result
 from ttsearch.scheduler import Scheduler, Usage
-from ttsearch.strategies import SearchContext, start
 
 
 @dataclass
@@ -89,28 +89,15 @@ async def measure_search(
     recorders = [RecordingBackend(b) for b in pools["generator"].backends]
     pools["generator"].backends = recorders
     scheduler = Scheduler(pools, max_in_flight)
-    jobs = (
-        (
-            p["unique_id"],
-            start(
-                SearchContext(
-                    uid=p["unique_id"], question=p["problem"], search=cfg.search, seed=0, reference=p["answer"]
-                ),
-                budget,
-                spec,
-            ),
-        )
-        for p in problems
-    )
+    jobs = shard_jobs(problems, replace(cfg, strategies=[spec], budgets=[budget], seeds=[0]))
     await asyncio.gather(*(g.reset_prefix_cache.remote() for g in generators))
     busy_before = await _verifier_busy(verifiers)
     began = time.perf_counter()
     usage = Usage()
     async for outcome in scheduler.run(jobs):
         if outcome.error:
-            raise RuntimeError(f"benchmark problem {outcome.key} failed: {outcome.error}")
-        for name, value in asdict(outcome.usage).items():
-            setattr(usage, name, getattr(usage, name) + value)
+            raise RuntimeError(f"benchmark problem {outcome.key[0]['unique_id']} failed: {outcome.error}")
+        usage.merge(outcome.usage)
     wall = time.perf_counter() - began
     measurement = Measurement(
         strategy=spec.name,
@@ -251,7 +238,6 @@ def write_json(report: dict[str, Any], path: str | Path) -> None:
 def run_bench(cfg: SweepConfig) -> dict[str, Any]:
     """Start Ray and the replicas the cases need, run the benchmark, return the report."""
     from actors.verifier import create_verifier_replicas
-    from pipelines.sweep import start_ray, start_replicas
 
     extra = {kind for _, kind in benchmark_cases(cfg)} - {cfg.verifier.kind} - set(MODEL_FREE_VERIFIERS)
     start_ray(cfg, extra_cpus=len(extra) * cfg.verifier.replicas * cfg.verifier.num_cpus)

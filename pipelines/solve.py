@@ -84,10 +84,7 @@ async def solve_question(
         spec, selection = spec_for(label, cfg)
         searched = await _one(scheduler, replace(ctx, seed=seed + 1), search_budget, spec)
     chosen = select(searched.candidates or [], selection, spec.aggregation)
-    flops = 0.0
-    for usage in (estimation.usage, searched.usage):
-        computed = usage.generated_tokens + usage.prompt_tokens - usage.cached_prompt_tokens
-        flops += 2.0 * (sizes.generator * computed + sizes.verifier * usage.verifier_tokens)
+    flops = sum(sum(sizes.flops(usage)) for usage in (estimation.usage, searched.usage))
     return Solution(
         chosen.answer if chosen else None,
         label,

@@ -34,7 +34,7 @@ from ttsearch.backends import replica_pools
 from ttsearch.config import MODEL_FREE_VERIFIERS, StrategySpec, SweepConfig
 from ttsearch.data import load_problems
 from ttsearch.grading import Grader
-from ttsearch.scheduler import JobOutcome, Scheduler
+from ttsearch.scheduler import JobOutcome, Scheduler, Usage
 from ttsearch.selection import aggregate, select
 from ttsearch.strategies import SearchContext, StrategyRun, start
 
@@ -119,23 +119,22 @@ class ModelSizes:
     generator: int
     verifier: int  # 0 for a model-free verifier
 
+    def flops(self, usage: Usage) -> tuple[float, float]:
+        """(generator, verifier) FLOPs: the generator computed its generated tokens plus the prompt tokens
+        that were not served from the prefix cache."""
+        computed = usage.generated_tokens + usage.prompt_tokens - usage.cached_prompt_tokens
+        return 2.0 * self.generator * computed, 2.0 * self.verifier * usage.verifier_tokens
+
 
 def outcome_rows(outcome: JobOutcome, grader: Grader, sizes: ModelSizes) -> list[dict[str, Any]]:
-    """One row per selection mode of the cell; every candidate is graded for coverage.
-
-    Generator FLOPs count the tokens the engine computed: generated tokens plus prompt tokens that
-    were not served from the prefix cache.
-    """
+    """One row per selection mode of the cell; every candidate is graded for coverage."""
     problem, spec, budget, seed = outcome.key
     candidates = outcome.candidates or []
     answers = [c.answer for c in candidates]
     correct = grader.grade_many([(answer, problem["answer"]) for answer in answers])
     scores = [aggregate(c.step_scores, spec.aggregation) for c in candidates]
     usage = outcome.usage
-    generator_flops = (
-        2.0 * sizes.generator * (usage.generated_tokens + usage.prompt_tokens - usage.cached_prompt_tokens)
-    )
-    verifier_flops = 2.0 * sizes.verifier * usage.verifier_tokens
+    generator_flops, verifier_flops = sizes.flops(usage)
     base = {
         "unique_id": problem["unique_id"],
         "level": problem["level"],

@@ -15,10 +15,11 @@ Ray or models.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import traceback
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -42,6 +43,10 @@ class Usage:
     samples: int = 0  # sequences sampled (the paper's "generations")
     verifier_tokens: int = 0
     scored_solutions: int = 0
+
+    def merge(self, other: Usage) -> None:
+        for name, value in vars(other).items():
+            setattr(self, name, getattr(self, name) + value)
 
     def add(self, request: Request, result: Result) -> None:
         if isinstance(result, GenerateResult):
@@ -243,18 +248,11 @@ class Scheduler:
         stats.requests[target] = stats.requests.get(target, 0) + size
         stats.max_batch[target] = max(stats.max_batch.get(target, 0), size)
 
-    def _busy(self) -> _BusyTimer:
-        return _BusyTimer(self.stats)
-
-
-class _BusyTimer:
-    """Adds the time spent inside the block to the driver's busy time (for the overhead figure)."""
-
-    def __init__(self, stats: SchedulerStats):
-        self.stats = stats
-
-    def __enter__(self) -> None:
-        self.start = time.perf_counter()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stats.driver_busy_s += time.perf_counter() - self.start
+    @contextlib.contextmanager
+    def _busy(self) -> Iterator[None]:
+        """Adds the time spent inside the block to the driver's busy time (the overhead figure)."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.stats.driver_busy_s += time.perf_counter() - start

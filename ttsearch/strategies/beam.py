@@ -9,8 +9,10 @@ discarded.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from ttsearch.config import StrategySpec
-from ttsearch.requests import Generate, Result
+from ttsearch.requests import Completion, Result
 from ttsearch.strategies.common import Candidate, SearchContext, StrategyRun
 
 
@@ -41,15 +43,21 @@ def beam_search(ctx: SearchContext, budget: int, spec: StrategySpec) -> Strategy
     return finished
 
 
+def _step(completion: Completion) -> tuple[str, bool]:
+    """A sampled step's text, and whether the solution ended there (EOS, or nothing left to say)."""
+    step = completion.text.strip("\n")
+    return step, completion.ended_solution or not step.strip()
+
+
 def _children(beams: list[Candidate], expansions: list[Result]) -> tuple[list[tuple[str, ...]], list[bool]]:
-    """Each beam extended by each of its sampled steps; a child has ended on EOS or an empty step."""
+    """Each beam extended by each of its sampled steps, and whether that child has ended."""
     children: list[tuple[str, ...]] = []
     ended: list[bool] = []
     for beam, result in zip(beams, expansions, strict=True):
         for completion in result.completions:
-            step = completion.text.strip("\n")
+            step, done = _step(completion)
             children.append(beam.steps + ((step,) if step.strip() else ()))
-            ended.append(completion.ended_solution or not step.strip())
+            ended.append(done)
     return children, ended
 
 
@@ -60,23 +68,13 @@ def _rollouts(ctx: SearchContext, children: list[tuple[str, ...]], ended: list[b
     for _ in range(k):
         if not live:
             break
-        results = yield [
-            Generate(
-                prompt=ctx.prompt(children[i] + rollouts[i]),
-                n=1,
-                temperature=0.0,
-                max_tokens=ctx.search.max_step_tokens,
-                stop=(ctx.search.step_delimiter,),
-            )
-            for i in live
-        ]
+        results = yield [replace(ctx.expand(children[i] + rollouts[i], 1), temperature=0.0, seed=None) for i in live]
         still_live = []
         for i, result in zip(live, results, strict=True):
-            completion = result.completions[0]
-            step = completion.text.strip("\n")
+            step, done = _step(result.completions[0])
             if step.strip():
                 rollouts[i] += (step,)
-            if not (completion.ended_solution or not step.strip()):
+            if not done:
                 still_live.append(i)
         live = still_live
     return rollouts

@@ -16,6 +16,8 @@ from ttsearch.config import GeneratorConfig, VerifierConfig, default_cache_dir
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# No usage reporting from test clusters (Ray Data's collector also polls a Prometheus that isn't there).
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 
 def free_port() -> int:
@@ -48,7 +50,10 @@ def ray_cluster():
             "metrics_export_port": free_port(),
         },
     )
-    cluster.add_node(num_cpus=6, metrics_export_port=free_port())
+    # Both nodes live in one session directory here, unlike on a real cluster. Each node's runtime-env
+    # agent unpacks a job's working_dir by deleting and re-extracting it, so a shared directory would
+    # let the second node pull the files from under a `ray job` driver running on the first.
+    cluster.add_node(num_cpus=6, metrics_export_port=free_port(), runtime_env_dir_name="runtime_resources_node2")
     cluster.wait_for_nodes()
     ray.init(address=cluster.address, log_to_driver=False)
     cluster.dashboard_url = f"http://127.0.0.1:{dashboard_port}"

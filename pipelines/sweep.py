@@ -82,10 +82,11 @@ RAY_ENV = {"RAY_kill_child_processes_on_worker_exit_with_raylet_subreaper": "1"}
 
 def strategy_config(spec: StrategySpec) -> str:
     """One strategy configuration (its hyper-parameters), e.g. `beam(M=4)` or `best_of_n/min`."""
+    revision_split = f"P={spec.revision_chains}" if spec.revision_chains else f"T={spec.revision_length}"
     params = {
         "beam": f"(M={spec.beam_width})",
         "lookahead": f"(M={spec.beam_width},k={spec.lookahead})",
-        "revisions": f"(T={spec.revision_length},w={spec.revision_window})",
+        "revisions": f"({revision_split},w={spec.revision_window})",
     }
     aggregation = "" if spec.aggregation == "last" else f"/{spec.aggregation}"
     return f"{spec.name}{params.get(spec.name, '')}{aggregation}"

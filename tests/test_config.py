@@ -39,6 +39,8 @@ def test_overrides_apply_on_top_of_the_file():
         (["verifier.kind=astrology"], "verifier.kind"),
         (["strategies=[{name: revisions, revision_length: 3}]", "budgets=[4]"], "strategies[0].revision_length"),
         (["strategies=[{name: revisions, revision_length: 2, revision_window: 0}]"], "strategies[0].revision_window"),
+        (["strategies=[{name: revisions, revision_chains: 3}]", "budgets=[2,4]"], "strategies[0].revision_chains"),
+        (["strategies=[{name: revisions, revision_chains: -1}]"], "strategies[0].revision_chains"),
         (["strategies=[{name: revisions, revision_length: 2}]"], "search.revision_prompt.attempt_format"),
         (
             ["strategies=[{name: revisions, revision_length: 2}]", "search.revision_prompt.attempt_format='{attempt'"],

@@ -162,6 +162,23 @@ def test_start_runs_revisions_from_the_config():
     assert via_start == direct
 
 
+def test_fixed_chain_count_keeps_the_split_across_budgets():
+    """`revision_chains: P` runs P chains of N/P attempts at every budget N; P=1 is fully sequential."""
+    from dataclasses import replace
+
+    from pipelines.sweep import strategy_label
+    from ttsearch.config import RevisionPromptConfig
+
+    search = replace(SEARCH, revision_prompt=RevisionPromptConfig(**vars(TEMPLATES)))
+    ctx = SearchContext(uid="p0", question=QUESTION, search=search, seed=0)
+    for chains, budget in [(1, 2), (1, 8), (2, 8)]:
+        spec = StrategySpec(name="revisions", revision_length=4, revision_chains=chains, revision_window=2)
+        _, batches = drive(start(ctx, budget, spec), numbered_attempts())
+        assert [len(r) for r in generate_rounds(batches)] == [chains] * (budget // chains), (chains, budget)
+    assert strategy_label(spec, "majority") == "revisions(P=2,w=2)/majority", "the label names what was held fixed"
+    assert strategy_label(replace(spec, revision_chains=0), "majority") == "revisions(T=4,w=2)/majority"
+
+
 def test_shipped_revision_prompt_renders_attempts_verbatim():
     templates = OmegaConf.load(CONF_DIR / "revision_prompt.yaml").search.revision_prompt
     assert set(templates) == {"system_suffix", "attempt_format", "instruction"}

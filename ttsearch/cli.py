@@ -58,9 +58,7 @@ def _solve(args: argparse.Namespace) -> None:
           f"{solution.flops:.3g} FLOPs (difficulty estimation included)")
 
 
-def main(argv: list[str] | None = None) -> None:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no model hub here; real clusters may unset it
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ttsearch", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     sweep = commands.add_parser("sweep", help="run strategies × budgets × seeds over a problem set")
@@ -87,7 +85,13 @@ def main(argv: list[str] | None = None) -> None:
     solve.add_argument("--budget", type=int, required=True, help="total samples, difficulty estimation included")
     solve.add_argument("overrides", nargs="*", help="key=value overrides of the sweep's config")
     solve.set_defaults(handler=_solve)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no model hub here; real clusters may unset it
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    args = build_parser().parse_args(argv)
     try:
         args.handler(args)
     except (ConfigError, DataError, FileExistsError, FileNotFoundError, ValueError) as exc:

@@ -96,6 +96,9 @@ class StrategySpec:
     beam_width: int = 4  # M: beam search keeps N/M beams and expands each M times
     lookahead: int = 0  # k: rollout steps at temperature 0 (lookahead only)
     revision_length: int = 4  # T: attempts per chain; budget N runs N/T chains in parallel (revisions only)
+    # P > 0 fixes the number of parallel chains instead (T = N/P, overriding revision_length), so one sweep
+    # holds the same sequential:parallel split at every budget; P=1 is fully sequential (revisions only).
+    revision_chains: int = 0
     revision_window: int = 4  # earlier attempts of its chain a revision sees, most recent last (revisions only)
 
 
@@ -201,7 +204,7 @@ def validate(cfg: SweepConfig) -> None:
             f"{key}.aggregation",
             f"unknown aggregation '{spec.aggregation}', expected one of {AGGREGATIONS}",
         )
-        divisor = {"beam": "beam_width", "lookahead": "beam_width", "revisions": "revision_length"}.get(spec.name)
+        divisor = {"beam": "beam_width", "lookahead": "beam_width", "revisions": revision_divisor(spec)}.get(spec.name)
         if divisor is not None:  # the budget must split into whole beams / whole revision chains
             size = getattr(spec, divisor)
             _require(size > 0, f"{key}.{divisor}", "must be > 0")
@@ -210,6 +213,7 @@ def validate(cfg: SweepConfig) -> None:
                          f"budget {budget} is not a positive multiple of {divisor} {size}")
         if spec.name == "revisions":
             _require(spec.revision_window > 0, f"{key}.revision_window", "must be > 0")
+            _require(spec.revision_chains >= 0, f"{key}.revision_chains", "must be >= 0 (0: use revision_length)")
         _require(spec.lookahead >= 0, f"{key}.lookahead", "must be >= 0")
         _require(
             spec.name == "lookahead" or spec.lookahead == 0, f"{key}.lookahead", "only the lookahead strategy rolls out"
@@ -228,6 +232,16 @@ def validate(cfg: SweepConfig) -> None:
     _require(cfg.data.limit is None or cfg.data.limit > 0, "data.limit", "must be > 0")
     _require(cfg.scheduler.max_in_flight > 0, "scheduler.max_in_flight", "must be > 0")
     _require(cfg.search.max_steps > 0, "search.max_steps", "must be > 0")
+
+
+def revision_divisor(spec: StrategySpec) -> str:
+    """The field that splits a revisions budget: a fixed chain count P if set, else the chain length T."""
+    return "revision_chains" if spec.revision_chains > 0 else "revision_length"
+
+
+def revision_length(spec: StrategySpec, budget: int) -> int:
+    """T, attempts per chain, at this budget."""
+    return budget // spec.revision_chains if spec.revision_chains > 0 else spec.revision_length
 
 
 def _validate_revision_prompt(prompt: RevisionPromptConfig) -> None:

@@ -1,10 +1,11 @@
 """Sequential revisions (Snell et al. §6): the model sees its earlier attempts and writes a new one.
 
 Budget N, revision length T: N/T independent chains of T attempts each (T=N: one fully sequential
-chain; T=1: best-of-N). Attempt 1 of a chain is sampled from the plain prompt; attempt t+1 from a
-prompt showing the chain's last `window` attempts, oldest first, and an instruction to revise. The
-chains advance in lockstep, so each round is one list of N/T requests that the scheduler batches
-with every other problem's.
+chain; T=1: best-of-N). T is set directly, or as N/P for a fixed number P of parallel chains, which
+keeps the paper's sequential:parallel split the same across budgets. Attempt 1 of a chain is sampled
+from the plain prompt; attempt t+1 from a prompt showing the chain's last `window` attempts, oldest
+first, and an instruction to revise. The chains advance in lockstep, so each round is one list of
+N/T requests that the scheduler batches with every other problem's.
 
 Every attempt of every chain is a candidate, so the final pick (naive, weighted, majority) runs
 across all N attempts, as in the paper. Attempts do not depend on scores, so all N are scored in
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from ttsearch.config import StrategySpec
+from ttsearch.config import StrategySpec, revision_length
 from ttsearch.requests import Prompt
 from ttsearch.strategies.common import Candidate, SearchContext, StrategyRun
 
@@ -32,7 +33,8 @@ class RevisionPrompt(Protocol):
 
 def revisions(ctx: SearchContext, budget: int, spec: StrategySpec) -> StrategyRun:
     """Registry entry: T and the window from the strategy spec, the templates from the search config."""
-    return revision_chains(ctx, budget, spec.revision_length, spec.revision_window, ctx.search.revision_prompt)
+    length = revision_length(spec, budget)
+    return revision_chains(ctx, budget, length, spec.revision_window, ctx.search.revision_prompt)
 
 
 def revision_chains(

@@ -1,0 +1,57 @@
+"""The sweep commands that the README, the Makefile and the deploy files hand to a user are valid.
+
+Each is parsed by the real CLI parser and its config files and overrides are loaded and validated,
+as `ttsearch sweep` does before any compute; a `$ ` transcript must print exactly what it shows.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+from ttsearch.cli import build_parser, main
+from ttsearch.config import load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+SOURCES = ["README.md", "Makefile", "cluster.yaml", "deploy/README.md", "deploy/gcp.yaml", "deploy/kuberay-rayjob.yaml"]
+COMMAND = re.compile(r"^(?P<prompt>\$ )?.*?ttsearch sweep (?P<args>[^`#\n]*)(?:\n(?P<output>.*))?", re.MULTILINE)
+
+
+def documented_sweeps() -> list[tuple[str, list[str], str | None]]:
+    """(where, argv after `sweep`, the transcript's printed line or None), lines joined at a trailing `\\`."""
+    found = []
+    for source in SOURCES:
+        text = re.sub(r"\\\n#?\s*", " ", (ROOT / source).read_text())
+        for match in COMMAND.finditer(text):
+            args = match["args"].strip()
+            if args.startswith("--config conf/main.yaml ["):  # the syntax summary, not a command
+                continue
+            output = match["output"] if match["prompt"] else None
+            found.append((f"{source}: ttsearch sweep {args}", shlex.split(args), output))
+    return found
+
+
+SWEEPS = documented_sweeps()
+
+
+def test_the_docs_give_the_commands_this_test_expects():
+    assert len(SWEEPS) >= 8, [where for where, *_ in SWEEPS]
+    assert sum(output is not None for *_, output in SWEEPS) == 1, "the README's error transcript"
+
+
+@pytest.mark.parametrize(("where", "argv", "output"), SWEEPS, ids=[where for where, *_ in SWEEPS])
+def test_documented_sweep_command_is_valid(
+    where: str, argv: list[str], output: str | None, monkeypatch, capsys
+) -> None:
+    monkeypatch.chdir(ROOT)
+    if output is not None:  # a transcript: the error it shows is the one the CLI prints, before any compute
+        with pytest.raises(SystemExit):
+            main(["sweep", *argv])
+        assert capsys.readouterr().err.strip() == output.strip()
+        return
+    args = build_parser().parse_args(["sweep", *argv])
+    cfg = load_config(args.config, args.overrides)
+    assert cfg.strategies and cfg.budgets, where

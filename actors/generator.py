@@ -12,6 +12,7 @@ import asyncio
 import itertools
 import os
 from collections.abc import AsyncIterator
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import ray
@@ -19,7 +20,7 @@ from ray.actor import ActorHandle
 
 from ttsearch.config import GeneratorConfig
 from ttsearch.models import resolve_model
-from ttsearch.requests import Completion, Generate, GenerateResult
+from ttsearch.requests import Completion, Generate, GenerateResult, Prompt
 
 GIB = 1 << 30
 
@@ -75,6 +76,31 @@ def count_parameters(hf_config: Any) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def chat_prompt_ids(tokenizer: Any, prompt: Prompt) -> list[int]:
+    """Chat-template the prompt and append the assistant's partial solution."""
+    messages = [{"role": "system", "content": prompt.system}] if prompt.system else []
+    messages.append({"role": "user", "content": prompt.user})
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    # The template already holds its special tokens; adding BOS again would change the prefix.
+    return tokenizer.encode(text + prompt.assistant_prefix, add_special_tokens=False)
+
+
+@dataclass
+class GeneratorTotals:
+    """Cumulative counts a replica reports in `stats()`."""
+
+    requests: int = 0
+    prompt_tokens: int = 0
+    cached_prompt_tokens: int = 0
+    generated_tokens: int = 0
+
+    def add(self, result: GenerateResult, generated_tokens: int) -> None:
+        self.requests += 1
+        self.prompt_tokens += result.prompt_tokens
+        self.cached_prompt_tokens += result.cached_prompt_tokens
+        self.generated_tokens += generated_tokens
+
+
 class VLLMGenerator:
     """One vLLM engine serving `Generate` requests; keeps cumulative token counts."""
 
@@ -88,16 +114,7 @@ class VLLMGenerator:
         self.tokenizer = self.engine.get_tokenizer()
         self.parameters = count_parameters(self.engine.model_config.hf_config)
         self._ids = itertools.count()
-        self._totals = {"requests": 0, "prompt_tokens": 0, "cached_prompt_tokens": 0, "generated_tokens": 0}
-
-    def prompt_token_ids(self, request: Generate) -> list[int]:
-        """Chat-template the prompt and append the assistant's partial solution."""
-        prompt = request.prompt
-        messages = [{"role": "system", "content": prompt.system}] if prompt.system else []
-        messages.append({"role": "user", "content": prompt.user})
-        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        # The template already holds its special tokens; adding BOS again would change the prefix.
-        return self.tokenizer.encode(text + prompt.assistant_prefix, add_special_tokens=False)
+        self.totals = GeneratorTotals()
 
     async def generate(self, request: Generate) -> GenerateResult:
         from vllm import SamplingParams
@@ -115,7 +132,8 @@ class VLLMGenerator:
             output_kind=RequestOutputKind.FINAL_ONLY,
         )
         final = None
-        stream = self.engine.generate(tokens_input(self.prompt_token_ids(request)), params, f"gen-{next(self._ids)}")
+        prompt_ids = chat_prompt_ids(self.tokenizer, request.prompt)
+        stream = self.engine.generate(tokens_input(prompt_ids), params, f"gen-{next(self._ids)}")
         async for output in stream:
             final = output
         assert final is not None and final.finished, "vLLM ended a request without a final output"
@@ -137,10 +155,7 @@ class VLLMGenerator:
             prompt_tokens=len(final.prompt_token_ids or ()),
             cached_prompt_tokens=final.num_cached_tokens or 0,
         )
-        self._totals["requests"] += 1
-        self._totals["prompt_tokens"] += result.prompt_tokens
-        self._totals["cached_prompt_tokens"] += result.cached_prompt_tokens
-        self._totals["generated_tokens"] += generated_tokens
+        self.totals.add(result, generated_tokens)
         return result
 
     async def generate_batch(self, batch: list[Generate]) -> AsyncIterator[tuple[int, GenerateResult]]:
@@ -157,9 +172,6 @@ class VLLMGenerator:
             for task in tasks:
                 task.cancel()
 
-    def stats(self) -> dict[str, int]:
-        return {**self._totals, "parameters": self.parameters}
-
     async def reset_prefix_cache(self) -> bool:
         """Drop cached KV blocks, so a benchmark phase does not inherit another's cache hits."""
         return await self.engine.reset_prefix_cache()
@@ -171,10 +183,16 @@ class VLLMGenerator:
 
 
 class GeneratorReplica:
-    """Ray actor hosting one `VLLMGenerator`; `generate` streams results back as an ObjectRefGenerator."""
+    """Ray actor hosting one generator engine (`generator.backend`); `generate` streams results back as an
+    ObjectRefGenerator."""
 
     def __init__(self, cfg: GeneratorConfig, cache_dir: str) -> None:
-        self._generator = VLLMGenerator(cfg, cache_dir)
+        if cfg.backend == "transformers":
+            from actors.transformers_generator import TransformersGenerator
+
+            self._generator = TransformersGenerator(cfg, cache_dir)
+        else:
+            self._generator = VLLMGenerator(cfg, cache_dir)
 
     async def ready(self) -> bool:
         """Returns once the constructor, i.e. the engine start, has finished."""
@@ -185,7 +203,7 @@ class GeneratorReplica:
             yield item
 
     async def stats(self) -> dict[str, int]:
-        return self._generator.stats()
+        return {**asdict(self._generator.totals), "parameters": self._generator.parameters}
 
     async def reset_prefix_cache(self) -> bool:
         return await self._generator.reset_prefix_cache()
@@ -216,7 +234,12 @@ def create_generator_replicas(cfg: GeneratorConfig, cache_dir: str) -> list[Acto
         "num_cpus": cfg.num_cpus,
         "max_concurrency": 4096,  # every in-flight batch call holds one slot while it streams
     }
-    split_cores = cfg.num_gpus == 0 and cfg.replicas > 1 and "VLLM_CPU_OMP_THREADS_BIND" not in os.environ
+    split_cores = (
+        cfg.backend == "vllm"
+        and cfg.num_gpus == 0
+        and cfg.replicas > 1
+        and "VLLM_CPU_OMP_THREADS_BIND" not in os.environ
+    )
     binds = cpu_core_binds(cfg.replicas) if split_cores else [None] * cfg.replicas
     replicas = [
         actor_cls.options(

@@ -37,6 +37,7 @@ def test_overrides_apply_on_top_of_the_file():
         (["strategies=[{name: beam, lookahead: 2, beam_width: 2}]"], "strategies[0].lookahead"),
         (["strategies=[{name: beam, beam_width: 2, colour: red}]"], "colour"),
         (["verifier.kind=astrology"], "verifier.kind"),
+        (["generator.backend=llama.cpp"], "generator.backend"),
         (["strategies=[{name: revisions, revision_length: 3}]", "budgets=[4]"], "strategies[0].revision_length"),
         (["strategies=[{name: revisions, revision_length: 2, revision_window: 0}]"], "strategies[0].revision_window"),
         (["strategies=[{name: revisions, revision_chains: 3}]", "budgets=[2,4]"], "strategies[0].revision_chains"),

@@ -25,6 +25,7 @@ AGGREGATIONS = ("last", "min", "prod")
 # Scored in the driver, no replica hosts them. `hash` is a benchmark device, not a verifier: a
 # zero-cost deterministic score that lets the benchmark measure scheduling alone.
 MODEL_FREE_VERIFIERS = ("oracle", "majority", "hash")
+GENERATOR_BACKENDS = ("vllm", "transformers")
 VERIFIERS = ("lm_judge", "qwen_prm", "math_shepherd", *MODEL_FREE_VERIFIERS)
 
 
@@ -39,6 +40,7 @@ def default_cache_dir() -> str:
 @dataclass
 class GeneratorConfig:
     model: str = EMBEDDED_MODEL  # "embedded", a Hugging Face id or a local checkpoint path
+    backend: str = "vllm"  # one of GENERATOR_BACKENDS; "transformers" where vLLM is not installed
     replicas: int = 1
     num_gpus: float = 0.0
     num_cpus: float = 1.0
@@ -224,6 +226,11 @@ def validate(cfg: SweepConfig) -> None:
         cfg.verifier.kind in VERIFIERS,
         "verifier.kind",
         f"unknown verifier '{cfg.verifier.kind}', expected one of {VERIFIERS}",
+    )
+    _require(
+        cfg.generator.backend in GENERATOR_BACKENDS,
+        "generator.backend",
+        f"unknown generator backend '{cfg.generator.backend}', expected one of {GENERATOR_BACKENDS}",
     )
     for name in ("generator", "verifier"):
         _require(getattr(cfg, name).replicas > 0, f"{name}.replicas", "must be > 0")

@@ -1,0 +1,144 @@
+"""A generator engine on Hugging Face transformers, for machines without vLLM.
+
+It serves the same `Generate` requests with the same results as `VLLMGenerator` (stop strings cut
+from the text, EOS counted as a generated token, `finish_reason` / `stop_reason` alike), so the
+scheduler and strategies cannot tell them apart. What it lacks is vLLM's speed: no continuous
+batching and no prefix cache. Requests of a batch that share sampling settings run as one padded
+`generate` call, up to `max_num_seqs` sequences, and each call's results stream back as it ends.
+
+Sampling is seeded per call from the seeds of the requests in it, so a batch is reproducible as a
+whole; vLLM's per-request seeds also keep a request's samples independent of its batch-mates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import zlib
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from typing import Any
+
+from actors.generator import GeneratorTotals, chat_prompt_ids
+from ttsearch.config import GeneratorConfig
+from ttsearch.models import resolve_model
+from ttsearch.requests import Completion, Generate, GenerateResult
+
+
+def finish(
+    token_ids: Sequence[int], end_ids: set[int], stop: Sequence[str], decode: Callable[[Sequence[int]], str]
+) -> Completion:
+    """One generated row as vLLM reports it.
+
+    `generate` pads a row that ended early with the pad id, which is often the EOS id, so an end id
+    right after a stop string is padding: the stop string is looked for before the first end id.
+    """
+    ended_at = next((i for i, token in enumerate(token_ids) if token in end_ids), None)
+    kept = token_ids if ended_at is None else token_ids[:ended_at]
+    text = decode(kept)
+    hits = [(text.find(s), s) for s in stop if s in text]
+    if hits:
+        position, matched = min(hits)
+        # Tokens up to the one that completes the stop string: where vLLM would have stopped.
+        needed = bisect.bisect_left(range(len(kept) + 1), position + len(matched), key=lambda k: len(decode(kept[:k])))
+        return Completion(text=text[:position], num_tokens=needed, finish_reason="stop", stop_reason=matched)
+    if ended_at is not None:  # EOS is a generated token, as in vLLM's counts
+        return Completion(text=text, num_tokens=ended_at + 1, finish_reason="stop")
+    return Completion(text=text, num_tokens=len(kept), finish_reason="length")
+
+
+def calls(batch: Sequence[Generate], max_sequences: int) -> Iterator[list[int]]:
+    """Indices of `batch` per `generate` call: same sampling settings, at most `max_sequences` rows
+    (a request asking for more rows than that gets a call of its own)."""
+    groups: dict[tuple, list[int]] = {}
+    for index, request in enumerate(batch):
+        groups.setdefault((request.temperature, request.max_tokens, request.stop), []).append(index)
+    for indices in groups.values():
+        call: list[int] = []
+        rows = 0
+        for index in indices:
+            n = batch[index].n
+            if call and rows + n > max_sequences:
+                yield call
+                call, rows = [], 0
+            call.append(index)
+            rows += n
+        yield call
+
+
+class TransformersGenerator:
+    """One transformers causal LM serving `Generate` requests; keeps cumulative token counts."""
+
+    def __init__(self, cfg: GeneratorConfig, cache_dir: str) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        path = resolve_model(cfg.model, cache_dir)
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if self.device.type == "cpu":
+            torch.set_num_threads(max(1, int(cfg.num_cpus)))
+        self.tokenizer = AutoTokenizer.from_pretrained(path, padding_side="left")
+        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, cfg.dtype)).to(self.device)
+        self.model.eval()
+        eos = self.model.generation_config.eos_token_id
+        self.end_ids = {eos} if isinstance(eos, int) else set(eos or [self.tokenizer.eos_token_id])
+        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else min(self.end_ids)
+        self.parameters = sum(p.numel() for p in self.model.parameters())  # tied weights counted once
+        self.max_sequences = cfg.max_num_seqs
+        self.seed = cfg.seed
+        self.totals = GeneratorTotals()
+        self._lock = asyncio.Lock()  # one `generate` at a time: concurrent calls would only split the cores
+
+    def run_call(self, requests: Sequence[Generate]) -> list[GenerateResult]:
+        """One padded `generate` over every sample of `requests` (which share their sampling settings)."""
+        import torch
+
+        first = requests[0]
+        greedy = first.temperature == 0
+        prompts = [chat_prompt_ids(self.tokenizer, request.prompt) for request in requests]
+        rows = [ids for ids, request in zip(prompts, requests, strict=True) for _ in range(1 if greedy else request.n)]
+        width = max(map(len, rows))
+        input_ids = torch.tensor([[self.pad_id] * (width - len(r)) + r for r in rows], device=self.device)
+        attention_mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=self.device)
+        sampling: dict[str, Any] = {"do_sample": False} if greedy else {"do_sample": True}
+        sampling["temperature"] = None if greedy else first.temperature
+        seeds = ",".join(str(self.seed if r.seed is None else r.seed) for r in requests)
+        torch.manual_seed(zlib.crc32(seeds.encode()))
+        with torch.inference_mode():
+            output = self.model.generate(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                max_new_tokens=first.max_tokens,
+                stop_strings=list(first.stop) or None,
+                tokenizer=self.tokenizer,
+                pad_token_id=self.pad_id,
+                **sampling,
+            )
+        generated = output[:, width:].tolist()
+
+        def decode(ids: Sequence[int]) -> str:
+            return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+        results, row = [], 0
+        for ids, request in zip(prompts, requests, strict=True):
+            samples = 1 if greedy else request.n
+            completions = tuple(finish(generated[row + i], self.end_ids, first.stop, decode) for i in range(samples))
+            row += samples
+            result = GenerateResult(completions=completions * (request.n if greedy else 1), prompt_tokens=len(ids))
+            self.totals.add(result, sum(c.num_tokens for c in completions))
+            results.append(result)
+        return results
+
+    async def generate_batch(self, batch: list[Generate]) -> AsyncIterator[tuple[int, GenerateResult]]:
+        """Run the batch call by call (off the event loop) and yield `(index, result)` as each call ends."""
+        for indices in calls(batch, self.max_sequences):
+            async with self._lock:
+                results = await asyncio.to_thread(self.run_call, [batch[i] for i in indices])
+            for index, result in zip(indices, results, strict=True):
+                yield index, result
+
+    async def reset_prefix_cache(self) -> bool:
+        """Nothing to drop: this engine keeps no KV cache between calls."""
+        return True
+
+    def shutdown(self) -> None:
+        del self.model

@@ -1,0 +1,142 @@
+"""The transformers generator backend: vLLM's result semantics without vLLM.
+
+Unit tests pin the post-processing (stop strings, EOS, padding) and the call planning; the rest runs
+the embedded model, in-process and as a Ray replica, and checks it against the vLLM replica.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from actors.transformers_generator import TransformersGenerator, calls, finish
+from pipelines.sweep import run_sweep
+from ttsearch.config import GeneratorConfig, load_config
+from ttsearch.requests import Completion, Generate, GenerateResult, Prompt
+
+VOCAB = {0: "</s>", 1: "a", 2: "b", 3: "\n\n", 4: "c\n\nd", 5: "x##"}
+STEP = ("\n\n",)
+ENDINGS = {("stop", "\n\n"), ("stop", None), ("length", None)}  # a step delimiter, EOS, the token cap
+QUESTION = Prompt(system="Solve step by step, separating steps with a blank line.", user="What is 2+3?")
+
+
+def decode(ids) -> str:
+    return "".join(VOCAB[i] for i in ids if i != 0)
+
+
+@pytest.mark.parametrize(
+    ("tokens", "stop", "expected"),
+    [
+        ([1, 2, 3, 0, 0], STEP, Completion("ab", 3, "stop", "\n\n")),  # end ids after a stop string are padding
+        ([1, 2, 0, 0], STEP, Completion("ab", 3, "stop")),  # EOS ends the answer and is counted
+        ([1, 2, 1], STEP, Completion("aba", 3, "length")),
+        ([1, 4, 0], STEP, Completion("ac", 2, "stop", "\n\n")),  # a stop string inside a token cuts the text there
+        ([1, 5, 3], ("\n\n", "##"), Completion("ax", 2, "stop", "##")),  # the earliest stop string wins
+        ([0], STEP, Completion("", 1, "stop")),
+    ],
+)
+def test_finish_reports_rows_as_vllm_does(tokens, stop, expected):
+    assert finish(tokens, {0}, stop, decode) == expected
+
+
+def ask(n: int = 1, temperature: float = 0.8, max_tokens: int = 24, stop=STEP, seed: int | None = 0) -> Generate:
+    return Generate(QUESTION, n=n, temperature=temperature, max_tokens=max_tokens, stop=stop, seed=seed)
+
+
+def test_calls_group_sampling_settings_and_cap_the_rows():
+    batch = [ask(n=2), ask(n=2, max_tokens=8), ask(n=2), ask(n=1), ask(n=6), ask(n=2, temperature=0)]
+    assert list(calls(batch, max_sequences=4)) == [[0, 2], [3], [4], [1], [5]]
+
+
+@pytest.fixture(scope="module")
+def engine(cache_dir) -> TransformersGenerator:
+    return TransformersGenerator(GeneratorConfig(backend="transformers", num_cpus=2), cache_dir)
+
+
+def run(engine: TransformersGenerator, batch: list[Generate]) -> list[GenerateResult]:
+    async def collect():
+        return dict([item async for item in engine.generate_batch(batch)])
+
+    results = asyncio.run(collect())
+    assert sorted(results) == list(range(len(batch))), "every request answered once"
+    return [results[i] for i in range(len(batch))]
+
+
+def test_samples_stop_at_steps_and_a_batch_replays_from_its_seeds(engine):
+    batch = [ask(n=3, seed=1), ask(n=2, max_tokens=6, stop=(), seed=2)]
+    first = run(engine, batch)
+    steps, capped = first
+    assert len(steps.completions) == 3 and steps.prompt_tokens > 0
+    for completion in steps.completions:
+        assert 0 < completion.num_tokens <= 24 and "\n\n" not in completion.text
+        assert (completion.finish_reason, completion.stop_reason) in ENDINGS
+    assert [(c.finish_reason, c.num_tokens) for c in capped.completions] == [("length", 6)] * 2
+    assert run(engine, batch) == first, "same batch, same seeds: same samples"
+    assert run(engine, [ask(n=3, seed=7), batch[1]])[0] != steps, "another seed samples differently"
+
+
+def test_greedy_decodes_once_for_n_copies(engine):
+    before = engine.totals.generated_tokens
+    (result,) = run(engine, [ask(n=3, temperature=0, seed=None)])
+    assert len(set(result.completions)) == 1 and len(result.completions) == 3
+    assert engine.totals.generated_tokens - before == result.completions[0].num_tokens
+
+
+@pytest.fixture(scope="module")
+def float32_replicas(ray_session, cache_dir):
+    """One replica per backend, both in float32: there the two engines' greedy decoding agrees exactly."""
+    from actors.generator import create_generator_replicas
+
+    replicas = {
+        backend: create_generator_replicas(
+            GeneratorConfig(backend=backend, dtype="float32", cpu_kv_cache_gib=0.5), cache_dir
+        )[0]
+        for backend in ("transformers", "vllm")
+    }
+    yield replicas
+    for replica in replicas.values():
+        ray_session.kill(replica)
+
+
+@pytest.mark.integration
+def test_transformers_replica_matches_the_vllm_replica_greedily(ray_session, float32_replicas):
+    batch = [
+        ask(temperature=0, max_tokens=48),
+        ask(temperature=0, max_tokens=7, stop=()),
+        Generate(Prompt("", "Say hi."), n=2, temperature=0, max_tokens=64),
+        Generate(Prompt("", "What is 2+3? Answer with one number."), n=1, temperature=0, max_tokens=64),
+    ]
+    answers = {  # index -> (completions, prompt tokens); only vLLM has a prefix cache to hit
+        backend: {i: (r.completions, r.prompt_tokens) for i, r in ray_session.get(list(replica.generate.remote(batch)))}
+        for backend, replica in float32_replicas.items()
+    }
+    assert answers["transformers"] == answers["vllm"]
+    reasons = {(c.finish_reason, c.stop_reason) for completions, _ in answers["vllm"].values() for c in completions}
+    assert reasons == ENDINGS, "every way a sample ends is compared"
+    stats = ray_session.get(float32_replicas["transformers"].stats.remote())
+    assert stats["requests"] == len(batch) and 100e6 < stats["parameters"] < 200e6
+
+
+@pytest.mark.integration
+def test_a_sweep_runs_on_the_transformers_backend(tmp_path, cache_dir, float32_replicas):
+    cfg = load_config(
+        None,
+        [
+            "generator.backend=transformers",
+            "verifier.kind=majority",
+            "data.limit=2",
+            "budgets=[2]",
+            "search.max_steps=2",
+            "search.max_step_tokens=16",
+            "search.max_solution_tokens=32",
+            "strategies=[{name: best_of_n, selections: [majority]}, {name: beam, beam_width: 2}]",
+            f"output_dir={tmp_path / 'run'}",
+            f"cache_dir={cache_dir}",
+        ],
+    )
+    rows = run_sweep(cfg, replicas=([float32_replicas["transformers"]], [])).to_pylist()
+    assert len(rows) == 2 * 2
+    for row in rows:
+        assert row["error"] is None, row["error"]
+        assert row["generated_tokens"] > 0 and row["samples"] >= 2

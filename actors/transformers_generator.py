@@ -46,22 +46,30 @@ def finish(
     return Completion(text=text, num_tokens=len(kept), finish_reason="length")
 
 
-def calls(batch: Sequence[Generate], max_sequences: int) -> Iterator[list[int]]:
-    """Indices of `batch` per `generate` call: same sampling settings, at most `max_sequences` rows
-    (a request asking for more rows than that gets a call of its own)."""
+def calls(batch: Sequence[Generate], prompt_lengths: Sequence[int], max_call_tokens: int) -> Iterator[list[int]]:
+    """Indices of `batch` per `generate` call: requests with the same sampling settings, shortest prompt
+    first so rows pad little, and at most `max_call_tokens` padded tokens (rows × longest prompt plus new
+    tokens) in a call; a request larger than that gets a call of its own.
+
+    Small calls are the fast ones: on one CPU thread, 16 rows of a beam-search step ran at 90 generated
+    tok/s and 128 rows at 26, since every row is padded to the longest and computed until the last ends.
+    """
     groups: dict[tuple, list[int]] = {}
-    for index, request in enumerate(batch):
+    for index in sorted(range(len(batch)), key=prompt_lengths.__getitem__):
+        request = batch[index]
         groups.setdefault((request.temperature, request.max_tokens, request.stop), []).append(index)
     for indices in groups.values():
         call: list[int] = []
-        rows = 0
+        rows = width = 0
         for index in indices:
-            n = batch[index].n
-            if call and rows + n > max_sequences:
+            request = batch[index]
+            n = 1 if request.temperature == 0 else request.n
+            length = prompt_lengths[index] + request.max_tokens
+            if call and (rows + n) * max(width, length) > max_call_tokens:
                 yield call
-                call, rows = [], 0
+                call, rows, width = [], 0, 0
             call.append(index)
-            rows += n
+            rows, width = rows + n, max(width, length)
         yield call
 
 
@@ -83,18 +91,17 @@ class TransformersGenerator:
         self.end_ids = {eos} if isinstance(eos, int) else set(eos or [self.tokenizer.eos_token_id])
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else min(self.end_ids)
         self.parameters = sum(p.numel() for p in self.model.parameters())  # tied weights counted once
-        self.max_sequences = cfg.max_num_seqs
+        self.max_call_tokens = cfg.transformers_call_tokens
         self.seed = cfg.seed
         self.totals = GeneratorTotals()
         self._lock = asyncio.Lock()  # one `generate` at a time: concurrent calls would only split the cores
 
-    def run_call(self, requests: Sequence[Generate]) -> list[GenerateResult]:
+    def run_call(self, requests: Sequence[Generate], prompts: Sequence[list[int]]) -> list[GenerateResult]:
         """One padded `generate` over every sample of `requests` (which share their sampling settings)."""
         import torch
 
         first = requests[0]
         greedy = first.temperature == 0
-        prompts = [chat_prompt_ids(self.tokenizer, request.prompt) for request in requests]
         rows = [ids for ids, request in zip(prompts, requests, strict=True) for _ in range(1 if greedy else request.n)]
         width = max(map(len, rows))
         input_ids = torch.tensor([[self.pad_id] * (width - len(r)) + r for r in rows], device=self.device)
@@ -130,9 +137,12 @@ class TransformersGenerator:
 
     async def generate_batch(self, batch: list[Generate]) -> AsyncIterator[tuple[int, GenerateResult]]:
         """Run the batch call by call (off the event loop) and yield `(index, result)` as each call ends."""
-        for indices in calls(batch, self.max_sequences):
+        prompts = [chat_prompt_ids(self.tokenizer, request.prompt) for request in batch]
+        for indices in calls(batch, [len(ids) for ids in prompts], self.max_call_tokens):
             async with self._lock:
-                results = await asyncio.to_thread(self.run_call, [batch[i] for i in indices])
+                results = await asyncio.to_thread(
+                    self.run_call, [batch[i] for i in indices], [prompts[i] for i in indices]
+                )
             for index, result in zip(indices, results, strict=True):
                 yield index, result
 

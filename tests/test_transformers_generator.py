@@ -44,9 +44,13 @@ def ask(n: int = 1, temperature: float = 0.8, max_tokens: int = 24, stop=STEP, s
     return Generate(QUESTION, n=n, temperature=temperature, max_tokens=max_tokens, stop=stop, seed=seed)
 
 
-def test_calls_group_sampling_settings_and_cap_the_rows():
-    batch = [ask(n=2), ask(n=2, max_tokens=8), ask(n=2), ask(n=1), ask(n=6), ask(n=2, temperature=0)]
-    assert list(calls(batch, max_sequences=4)) == [[0, 2], [3], [4], [1], [5]]
+def test_calls_group_sampling_settings_sort_by_prompt_and_cap_padded_tokens():
+    batch = [ask(n=2), ask(n=2, max_tokens=8), ask(n=2), ask(n=1), ask(n=6), ask(n=3, temperature=0)]
+    lengths = [30, 10, 6, 20, 8, 40]
+    # Padded tokens of a call: rows × (longest prompt + max_tokens); the greedy request is one row.
+    # Requests 2+4 would pad to 8 rows × 32 = 256 > 200, 4+3 to 7 × 44 = 308, 3+0 only to 3 × 54 = 162.
+    assert list(calls(batch, lengths, max_call_tokens=200)) == [[2], [4], [3, 0], [1], [5]]
+    assert list(calls(batch, lengths, max_call_tokens=10_000)) == [[2, 4, 3, 0], [1], [5]]
 
 
 @pytest.fixture(scope="module")

@@ -53,6 +53,7 @@ class GeneratorConfig:
     cpu_kv_cache_gib: float = 2.0  # CPU: RAM reserved for the KV cache (VLLM_CPU_KVCACHE_SPACE)
     tensor_parallel_size: int = 1
     seed: int = 0
+    transformers_call_tokens: int = 4096  # transformers backend: padded tokens (prompt + new) per generate call
 
 
 @dataclass

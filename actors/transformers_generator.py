@@ -106,8 +106,13 @@ class TransformersGenerator:
         width = max(map(len, rows))
         input_ids = torch.tensor([[self.pad_id] * (width - len(r)) + r for r in rows], device=self.device)
         attention_mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=self.device)
-        sampling: dict[str, Any] = {"do_sample": False} if greedy else {"do_sample": True}
-        sampling["temperature"] = None if greedy else first.temperature
+        # vLLM samples the whole distribution at the request's temperature and ignores the checkpoint's
+        # generation_config (top-k, top-p, repetition penalty): override whatever that file sets.
+        sampling: dict[str, Any] = {"repetition_penalty": 1.0}
+        if greedy:
+            sampling |= {"do_sample": False, "temperature": None, "top_k": None, "top_p": None}
+        else:
+            sampling |= {"do_sample": True, "temperature": first.temperature, "top_k": 0, "top_p": 1.0}
         seeds = ",".join(str(self.seed if r.seed is None else r.seed) for r in requests)
         torch.manual_seed(zlib.crc32(seeds.encode()))
         with torch.inference_mode():

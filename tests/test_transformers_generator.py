@@ -80,6 +80,25 @@ def test_samples_stop_at_steps_and_a_batch_replays_from_its_seeds(engine):
     assert run(engine, [ask(n=3, seed=7), batch[1]])[0] != steps, "another seed samples differently"
 
 
+def test_sampling_overrides_the_checkpoints_generation_defaults(engine, monkeypatch):
+    """Like vLLM given explicit sampling parameters: whatever top-k, top-p or repetition penalty the
+    checkpoint's generation_config sets (transformers would apply them, top_k=50 if unset), sampling
+    uses the whole distribution at the request's temperature, and greedy is plain argmax."""
+    seen = []
+    generate = engine.model.generate
+
+    def recording(**kwargs):
+        seen.append(kwargs)
+        return generate(**kwargs)
+
+    monkeypatch.setattr(engine.model, "generate", recording)
+    run(engine, [ask(n=2, temperature=0.7, max_tokens=4), ask(n=2, temperature=0, max_tokens=4)])
+    sampled, greedy = sorted(seen, key=lambda kwargs: not kwargs["do_sample"])
+    overridden = ("temperature", "top_k", "top_p", "repetition_penalty")
+    assert [sampled[key] for key in overridden] == [0.7, 0, 1.0, 1.0]
+    assert greedy["do_sample"] is False and greedy["repetition_penalty"] == 1.0
+
+
 def test_greedy_decodes_once_for_n_copies(engine):
     before = engine.totals.generated_tokens
     (result,) = run(engine, [ask(n=3, temperature=0, seed=None)])

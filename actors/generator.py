@@ -122,9 +122,8 @@ class VLLMGenerator:
         from vllm.sampling_params import RequestOutputKind
 
         # vLLM rejects n > 1 for greedy sampling; the n greedy continuations are identical, so decode once.
-        greedy = request.temperature == 0
         params = SamplingParams(
-            n=1 if greedy else request.n,
+            n=request.decoded_samples,
             temperature=request.temperature,
             max_tokens=request.max_tokens,
             stop=list(request.stop),
@@ -137,7 +136,7 @@ class VLLMGenerator:
         async for output in stream:
             final = output
         assert final is not None and final.finished, "vLLM ended a request without a final output"
-        completions = tuple(
+        decoded = tuple(
             Completion(
                 text=out.text,
                 num_tokens=len(out.token_ids),
@@ -147,15 +146,12 @@ class VLLMGenerator:
             )
             for out in sorted(final.outputs, key=lambda out: out.index)
         )
-        generated_tokens = sum(c.num_tokens for c in completions)
-        if greedy:
-            completions *= request.n
         result = GenerateResult(
-            completions=completions,
+            completions=request.as_requested(decoded),
             prompt_tokens=len(final.prompt_token_ids or ()),
             cached_prompt_tokens=final.num_cached_tokens or 0,
         )
-        self.totals.add(result, generated_tokens)
+        self.totals.add(result, sum(c.num_tokens for c in decoded))
         return result
 
     async def generate_batch(self, batch: list[Generate]) -> AsyncIterator[tuple[int, GenerateResult]]:

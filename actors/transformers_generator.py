@@ -3,8 +3,9 @@
 It serves the same `Generate` requests with the same results as `VLLMGenerator` (stop strings cut
 from the text, EOS counted as a generated token, `finish_reason` / `stop_reason` alike), so the
 scheduler and strategies cannot tell them apart. What it lacks is vLLM's speed: no continuous
-batching and no prefix cache. Requests of a batch that share sampling settings run as one padded
-`generate` call, up to `max_num_seqs` sequences, and each call's results stream back as it ends.
+batching and no prefix cache. Requests of a batch that share sampling settings run as padded
+`generate` calls of at most `transformers_call_tokens` tokens, and each call's results stream back
+as it ends.
 
 Sampling is seeded per call from the seeds of the requests in it, so a batch is reproducible as a
 whole; vLLM's per-request seeds also keep a request's samples independent of its batch-mates.
@@ -63,13 +64,12 @@ def calls(batch: Sequence[Generate], prompt_lengths: Sequence[int], max_call_tok
         rows = width = 0
         for index in indices:
             request = batch[index]
-            n = 1 if request.temperature == 0 else request.n
             length = prompt_lengths[index] + request.max_tokens
-            if call and (rows + n) * max(width, length) > max_call_tokens:
+            if call and (rows + request.decoded_samples) * max(width, length) > max_call_tokens:
                 yield call
                 call, rows, width = [], 0, 0
             call.append(index)
-            rows, width = rows + n, max(width, length)
+            rows, width = rows + request.decoded_samples, max(width, length)
         yield call
 
 
@@ -102,7 +102,7 @@ class TransformersGenerator:
 
         first = requests[0]
         greedy = first.temperature == 0
-        rows = [ids for ids, request in zip(prompts, requests, strict=True) for _ in range(1 if greedy else request.n)]
+        rows = [ids for ids, request in zip(prompts, requests, strict=True) for _ in range(request.decoded_samples)]
         width = max(map(len, rows))
         input_ids = torch.tensor([[self.pad_id] * (width - len(r)) + r for r in rows], device=self.device)
         attention_mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=self.device)
@@ -125,18 +125,19 @@ class TransformersGenerator:
                 pad_token_id=self.pad_id,
                 **sampling,
             )
-        generated = output[:, width:].tolist()
+        generated = iter(output[:, width:].tolist())  # rows in request order, decoded_samples each
 
         def decode(ids: Sequence[int]) -> str:
             return self.tokenizer.decode(ids, skip_special_tokens=True)
 
-        results, row = [], 0
+        def read(row: list[int]) -> Completion:
+            return finish(row, self.end_ids, first.stop, decode)
+
+        results = []
         for ids, request in zip(prompts, requests, strict=True):
-            samples = 1 if greedy else request.n
-            completions = tuple(finish(generated[row + i], self.end_ids, first.stop, decode) for i in range(samples))
-            row += samples
-            result = GenerateResult(completions=completions * (request.n if greedy else 1), prompt_tokens=len(ids))
-            self.totals.add(result, sum(c.num_tokens for c in completions))
+            decoded = tuple(read(next(generated)) for _ in range(request.decoded_samples))
+            result = GenerateResult(completions=request.as_requested(decoded), prompt_tokens=len(ids))
+            self.totals.add(result, sum(c.num_tokens for c in decoded))
             results.append(result)
         return results
 

@@ -37,6 +37,15 @@ class Generate:
     stop: tuple[str, ...] = ()
     seed: int | None = None
 
+    @property
+    def decoded_samples(self) -> int:
+        """Samples an engine has to decode: greedy continuations are all the same, so one stands for n."""
+        return 1 if self.temperature == 0 else self.n
+
+    def as_requested(self, decoded: tuple[Completion, ...]) -> tuple[Completion, ...]:
+        """The `n` completions asked for, from the `decoded_samples` an engine decoded."""
+        return decoded * (self.n // self.decoded_samples)
+
 
 @dataclass(frozen=True)
 class Completion:

@@ -15,6 +15,8 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from ttsearch.errors import TTSearchError
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = PROJECT_ROOT / "conf"
 
@@ -29,7 +31,7 @@ GENERATOR_BACKENDS = ("vllm", "transformers")
 VERIFIERS = ("lm_judge", "qwen_prm", "math_shepherd", *MODEL_FREE_VERIFIERS)
 
 
-class ConfigError(ValueError):
+class ConfigError(TTSearchError):
     """A configuration problem, named by its key."""
 
 
@@ -53,6 +55,7 @@ class GeneratorConfig:
     cpu_kv_cache_gib: float = 2.0  # CPU: RAM reserved for the KV cache (VLLM_CPU_KVCACHE_SPACE)
     tensor_parallel_size: int = 1
     seed: int = 0
+    max_restarts: int = 3  # Ray restarts a dead replica this many times (-1: forever); its work is retried meanwhile
     transformers_call_tokens: int = 4096  # transformers backend: padded tokens (prompt + new) per generate call
 
 
@@ -67,6 +70,7 @@ class VerifierConfig:
     max_batch_tokens: int = 2048  # padded tokens per forward pass (CPU is fastest at 1-2k)
     max_input_tokens: int = 2048  # longer inputs are truncated from the left of the solution
     torch_threads: int = 1
+    max_restarts: int = 3  # Ray restarts a dead replica this many times (-1: forever); its work is retried meanwhile
 
 
 @dataclass
@@ -121,6 +125,10 @@ class SchedulerConfig:
     max_batch_sequences: int = 256  # sequences per generator call
     max_batch_scores: int = 64  # solutions per verifier call
     max_outstanding_per_replica: int = 512  # sequences queued on one replica before we hold back
+    max_request_retries: int = 3  # a request whose replica died is served again at most this many times
+    replica_wait_s: float = 600.0  # with no healthy replica of a target for this long, the sweep stops
+    health_check_interval_s: float = 5.0  # how often a replica taken out of rotation is asked to answer again
+    call_timeout_s: float = 1800.0  # a replica call that streams no result for this long counts as a failure
 
 
 @dataclass

@@ -9,10 +9,12 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
+from ttsearch.errors import TTSearchError
+
 REQUIRED_FIELDS = ("problem", "answer")
 
 
-class DataError(ValueError):
+class DataError(TTSearchError):
     """A problem file that cannot be used, named by file and line (or row)."""
 
 

@@ -86,5 +86,15 @@ class ScoreResult:
     tokens: int = 0  # tokens the verifier processed
 
 
+@dataclass(frozen=True)
+class RequestRejected:
+    """An engine refused this one request (a prompt longer than the model's context, bad sampling values).
+
+    Replaying it elsewhere would fail the same way, so its problem fails; the rest of its batch is served.
+    """
+
+    message: str
+
+
 Request = Generate | Score
 Result = GenerateResult | ScoreResult

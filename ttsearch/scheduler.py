@@ -21,8 +21,10 @@ import traceback
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, Protocol
 
+from ttsearch.errors import TTSearchError
 from ttsearch.requests import Generate, GenerateResult, Request, Result, ScoreResult
 from ttsearch.strategies.common import Candidate, StrategyRun
 
@@ -59,6 +61,21 @@ class Usage:
             self.scored_solutions += 1
 
 
+class ReplicasUnavailable(TTSearchError):
+    """Every replica of a target stayed out of rotation for `replica_wait_s`: the run stops instead of hanging."""
+
+
+class Failure(StrEnum):
+    """Why a cell did not finish; decides whether a re-run computes it again."""
+
+    PROBLEM = "problem"
+    """Deterministic: a strategy bug or a request no engine can serve. Replaying gives the same error, so the
+    cell keeps an error row."""
+    INFRASTRUCTURE = "infrastructure"
+    """Replicas died or timed out and the request's retries ran out: nothing about the cell is wrong, so it is
+    never written as finished and a re-run computes it again."""
+
+
 @dataclass
 class JobOutcome:
     key: Any
@@ -66,6 +83,7 @@ class JobOutcome:
     usage: Usage
     wall_s: float
     error: str | None = None
+    failure: Failure | None = None  # None when the run finished
 
 
 @dataclass

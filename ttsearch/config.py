@@ -56,6 +56,7 @@ class GeneratorConfig:
     tensor_parallel_size: int = 1
     seed: int = 0
     max_restarts: int = 3  # Ray restarts a dead replica this many times (-1: forever); its work is retried meanwhile
+    start_timeout_s: float = 1800.0  # replicas not placed and loaded by then stop the run (a new GPU node takes minutes)
     transformers_call_tokens: int = 4096  # transformers backend: padded tokens (prompt + new) per generate call
 
 
@@ -71,6 +72,7 @@ class VerifierConfig:
     max_input_tokens: int = 2048  # longer inputs are truncated from the left of the solution
     torch_threads: int = 1
     max_restarts: int = 3  # Ray restarts a dead replica this many times (-1: forever); its work is retried meanwhile
+    start_timeout_s: float = 1800.0  # replicas not placed and loaded by then stop the run (a new GPU node takes minutes)
 
 
 @dataclass

@@ -98,7 +98,7 @@ def test_a_failing_problem_or_replica_call_does_not_take_the_others_down():
     all_jobs = [*jobs(4, StrategySpec(name="best_of_n")), ("broken", broken_strategy())]
     outcomes = {o.key: o for o in run_all(Scheduler(pools([generator], [verifier], max_batch=4), 1), all_jobs)}
     assert "strategy bug" in outcomes["broken"].error
-    assert "verifier replica 0 failed" in outcomes["p2"].error
+    assert "verifier replica 0 raised" in outcomes["p2"].error
     assert {k for k, o in outcomes.items() if o.error is None} == {"p0", "p1", "p3"}
 
 

@@ -24,15 +24,28 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
+from ttsearch.config import SchedulerConfig
 from ttsearch.errors import TTSearchError
-from ttsearch.requests import Generate, GenerateResult, Request, Result, ScoreResult
+from ttsearch.requests import Generate, GenerateResult, Request, RequestRejected, Result, ScoreResult
 from ttsearch.strategies.common import Candidate, StrategyRun
 
 
 class Backend(Protocol):
-    def submit(self, batch: list[Request]) -> AsyncIterator[tuple[int, Result]]:
-        """Serve `batch`, yielding `(index in batch, result)` as each request finishes."""
+    def submit(self, batch: list[Request]) -> AsyncIterator[tuple[int, Result | RequestRejected]]:
+        """Serve `batch`, yielding `(index in batch, result)` as each request finishes.
+
+        A request the engine refuses comes back as `RequestRejected`; its batch mates are still served.
+        Raises `ReplicaFailed` when the replica died or cannot be reached.
+        """
         ...
+
+    async def check(self) -> None:
+        """Return once the replica answers (after a restart, once its engine is up); raise if it cannot."""
+        ...
+
+
+class ReplicaFailed(Exception):
+    """A replica died, restarted or stopped answering: its unserved requests are replayed elsewhere."""
 
 
 @dataclass
@@ -96,20 +109,61 @@ class SchedulerStats:
     driver_busy_s: float = 0.0  # time spent in scheduler and strategy code, outside awaits
 
 
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How the scheduler rides out replica failures; the fields mirror `SchedulerConfig`'s keys."""
+
+    max_request_retries: int = 3
+    """Replays of one request after its replica failed (or its call raised) before its problem fails."""
+    replica_wait_s: float = 600.0
+    """Seconds a target may have no replica in rotation before the run stops with `ReplicasUnavailable`."""
+    health_check_interval_s: float = 5.0
+    """Seconds between checks of a replica taken out of rotation (each check also waits this long)."""
+    call_timeout_s: float = 1800.0
+    """Seconds a call may go without streaming a result before its replica counts as failed."""
+
+    @classmethod
+    def from_config(cls, cfg: SchedulerConfig) -> RetryPolicy:
+        return cls(cfg.max_request_retries, cfg.replica_wait_s, cfg.health_check_interval_s, cfg.call_timeout_s)
+
+
 class ReplicaPool:
-    """The replicas of one target and how many sequences each has outstanding."""
+    """The replicas of one target, how many sequences each has outstanding, and which are in rotation.
+
+    A replica whose call failed leaves the rotation until it answers a health check again, so the
+    least-loaded pick never lands on a dead one.
+    """
 
     def __init__(self, backends: Sequence[Backend], max_outstanding: int, max_batch: int):
         if not backends:
             raise ValueError("a replica pool needs at least one backend")
         self.backends = list(backends)
         self.load = [0] * len(backends)
+        self.in_rotation = [True] * len(backends)
         self.max_outstanding = max_outstanding
         self.max_batch = max_batch
+        self.unavailable_since: float | None = None  # monotonic time the last replica left the rotation
 
     def least_loaded(self) -> int | None:
-        index = min(range(len(self.backends)), key=self.load.__getitem__)
+        """The replica in rotation with the fewest outstanding sequences, if it has room."""
+        serving = [i for i, ok in enumerate(self.in_rotation) if ok]
+        if not serving:
+            return None
+        index = min(serving, key=self.load.__getitem__)
         return index if self.load[index] < self.max_outstanding else None
+
+    def take_out(self, replica: int) -> bool:
+        """Take a failed replica out of rotation; False if it already was."""
+        if not self.in_rotation[replica]:
+            return False
+        self.in_rotation[replica] = False
+        if not any(self.in_rotation):
+            self.unavailable_since = time.monotonic()
+        return True
+
+    def put_back(self, replica: int) -> None:
+        self.in_rotation[replica] = True
+        self.unavailable_since = None
 
 
 def request_weight(request: Request) -> int:
@@ -133,6 +187,8 @@ class _Item:
     run: _Run
     slot: int
     request: Request
+    attempts: int = 0  # calls that failed while carrying this request
+    alone: bool = False  # its last call raised: serve it in a call of its own, so a bad request shows itself
 
 
 DispatchObserver = Callable[[str, int, int], None]
@@ -140,25 +196,62 @@ DispatchObserver = Callable[[str, int, int], None]
 
 
 class Scheduler:
-    def __init__(self, pools: dict[str, ReplicaPool], max_in_flight: int, on_dispatch: DispatchObserver | None = None):
+    """The ready queue: runs many strategy runs at once and serves their requests on replica pools.
+
+    Failure handling (see the README's "Failure handling"): a call whose replica died, became
+    unreachable or timed out puts its unserved requests back at the head of the queue and takes the
+    replica out of rotation until it answers a health check; requests are seeded, so the replay on
+    another replica is the same sample. A call that raised is split up: its requests are replayed one
+    per call, so a request that fails alone fails only its own problem. After `max_request_retries`
+    replays a problem fails (`Failure.INFRASTRUCTURE` or `Failure.PROBLEM` by the last cause); with no
+    replica of a target in rotation for `replica_wait_s` the whole run stops with `ReplicasUnavailable`.
+    An error inside the scheduler itself ends `run` with that error rather than a hang.
+    """
+
+    def __init__(
+        self,
+        pools: dict[str, ReplicaPool],
+        max_in_flight: int,
+        on_dispatch: DispatchObserver | None = None,
+        retry: RetryPolicy | None = None,
+    ):
         self.pools = pools
         self.max_in_flight = max_in_flight
         self.on_dispatch = on_dispatch
+        self.retry = retry or RetryPolicy()
         self.stats = SchedulerStats()
         self._queues: dict[str, deque[_Item]] = {target: deque() for target in pools}
-        self._calls: set[asyncio.Task] = set()
+        self._tasks: set[asyncio.Task] = set()
+
+    @classmethod
+    def from_config(
+        cls, pools: dict[str, ReplicaPool], cfg: SchedulerConfig, on_dispatch: DispatchObserver | None = None
+    ) -> Scheduler:
+        return cls(pools, cfg.max_in_flight, on_dispatch, RetryPolicy.from_config(cfg))
 
     async def run(self, jobs: Iterable[tuple[Any, StrategyRun]]) -> AsyncIterator[JobOutcome]:
-        """Run every job to completion, yielding outcomes in completion order."""
+        """Run every job to completion, yielding outcomes in completion order.
+
+        Raises `ReplicasUnavailable` when a target has had no replica for too long, or the scheduler's
+        own error; outcomes already yielded stand.
+        """
         self._jobs = iter(jobs)
         self._in_flight = 0
         self._exhausted = False
         self._outcomes: asyncio.Queue[JobOutcome | None] = asyncio.Queue()
         self._dispatch_scheduled = False
         self._ended = False
-        self._dispatch()
-        while (outcome := await self._outcomes.get()) is not None:
-            yield outcome
+        self._fatal: BaseException | None = None
+        try:
+            self._dispatch()
+            while (outcome := await self._outcomes.get()) is not None:
+                yield outcome
+            if self._fatal is not None:
+                raise self._fatal
+        finally:
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
 
     # -- runs ---------------------------------------------------------------------------------
     def _admit(self) -> None:
@@ -170,8 +263,13 @@ class Scheduler:
             key, steps = job
             self._in_flight += 1
             self._advance(_Run(key=key, steps=steps, started=time.perf_counter()), None)
-        if self._exhausted and self._in_flight == 0 and not self._ended:
+        if self._exhausted and self._in_flight == 0:
+            self._end()
+
+    def _end(self, fatal: BaseException | None = None) -> None:
+        if not self._ended:
             self._ended = True
+            self._fatal = fatal
             self._outcomes.put_nowait(None)
 
     def _advance(self, run: _Run, results: list[Result] | None) -> None:
@@ -184,29 +282,39 @@ class Scheduler:
                 if request.target not in self._queues:
                     raise RuntimeError(f"no replicas serve target '{request.target}'")
         except StopIteration as stop:
-            self._finish(run, stop.value, None)
+            self._finish(run, stop.value)
             return
         except Exception:  # a failing problem must not take the others down
-            self._finish(run, None, traceback.format_exc(limit=5))
+            self._finish(run, None, traceback.format_exc(limit=5), Failure.PROBLEM)
             return
         run.results = [None] * len(requests)
         run.pending = len(requests)
         for slot, request in enumerate(requests):
             self._queues[request.target].append(_Item(run, slot, request))
 
-    def _finish(self, run: _Run, candidates: list[Candidate] | None, error: str | None) -> None:
+    def _finish(
+        self, run: _Run, candidates: list[Candidate] | None, error: str | None = None, failure: Failure | None = None
+    ) -> None:
         if run.closed:
             return
         run.closed = True
         run.steps.close()
         self._in_flight -= 1
+        if failure is not None:  # its other requests leave the queue instead of being served for nothing
+            for queue in self._queues.values():
+                alive = [item for item in queue if item.run is not run]
+                queue.clear()
+                queue.extend(alive)
         wall = time.perf_counter() - run.started
-        self._outcomes.put_nowait(JobOutcome(run.key, candidates, run.usage, wall, error))
+        self._outcomes.put_nowait(JobOutcome(run.key, candidates, run.usage, wall, error, failure))
         self._schedule_dispatch()  # admit the next job there, not recursively from here
 
-    def _route(self, item: _Item, result: Result) -> None:
+    def _route(self, item: _Item, result: Result | RequestRejected) -> None:
         run = item.run
         if run.closed:
+            return
+        if isinstance(result, RequestRejected):
+            self._finish(run, None, f"{item.request.target} rejected a request: {result.message}", Failure.PROBLEM)
             return
         run.usage.add(item.request, result)
         run.results[item.slot] = result
@@ -214,51 +322,128 @@ class Scheduler:
         if run.pending == 0:
             self._advance(run, run.results)  # type: ignore[arg-type]
 
+    def _replay(self, target: str, items: list[_Item], cause: str, failure: Failure, alone: bool) -> None:
+        """Put a failed call's unserved requests back at the head of the queue, or fail their problems
+        once their retries are spent."""
+        again = []
+        for item in items:
+            if item.run.closed:
+                continue
+            item.attempts += 1
+            if item.attempts > self.retry.max_request_retries:
+                retries = self.retry.max_request_retries
+                self._finish(item.run, None, f"gave up after {item.attempts} failed calls ({retries} retries): {cause}", failure)
+            else:
+                item.alone = item.alone or alone
+                again.append(item)
+        self._queues[target].extendleft(reversed([item for item in again if not item.run.closed]))
+
     # -- dispatch -----------------------------------------------------------------------------
     def _schedule_dispatch(self) -> None:
         """Coalesce all results that arrive in one event-loop tick into one dispatch."""
-        if not self._dispatch_scheduled:
+        if not self._dispatch_scheduled and not self._ended:
             self._dispatch_scheduled = True
             asyncio.get_running_loop().call_soon(self._dispatch)
 
     def _dispatch(self) -> None:
         self._dispatch_scheduled = False
-        with self._busy():
-            self._admit()
-            for target, queue in self._queues.items():
-                pool = self.pools[target]
-                while queue and (replica := pool.least_loaded()) is not None:
-                    room = min(pool.max_batch, pool.max_outstanding - pool.load[replica])
-                    batch = [queue.popleft()]
-                    weight = request_weight(batch[0].request)
-                    while queue and weight + request_weight(queue[0].request) <= room:
-                        weight += request_weight(queue[0].request)
-                        batch.append(queue.popleft())
-                    pool.load[replica] += weight
-                    self._record_call(target, len(batch))
-                    if self.on_dispatch is not None:
-                        self.on_dispatch(target, len(batch), len(queue))
-                    task = asyncio.create_task(self._call(target, replica, batch, weight))
-                    self._calls.add(task)
-                    task.add_done_callback(self._calls.discard)
+        try:
+            with self._busy():
+                self._admit()
+                for target, queue in self._queues.items():
+                    pool = self.pools[target]
+                    while queue and (replica := pool.least_loaded()) is not None:
+                        self._send(target, replica, self._take_batch(queue, pool, replica))
+        except BaseException as exc:  # it runs from call_soon, where an error would vanish into a hang
+            self._end(exc)
+
+    @staticmethod
+    def _take_batch(queue: deque[_Item], pool: ReplicaPool, replica: int) -> list[_Item]:
+        """The queue's head, plus what follows it while the call's sequences fit the replica's room."""
+        room = min(pool.max_batch, pool.max_outstanding - pool.load[replica])
+        batch = [queue.popleft()]
+        if batch[0].alone:
+            return batch
+        weight = request_weight(batch[0].request)
+        while queue and not queue[0].alone and weight + request_weight(queue[0].request) <= room:
+            weight += request_weight(queue[0].request)
+            batch.append(queue.popleft())
+        return batch
+
+    def _send(self, target: str, replica: int, batch: list[_Item]) -> None:
+        weight = sum(request_weight(item.request) for item in batch)
+        self.pools[target].load[replica] += weight
+        self._record_call(target, len(batch))
+        if self.on_dispatch is not None:
+            self.on_dispatch(target, len(batch), len(self._queues[target]))
+        self._spawn(self._call(target, replica, batch, weight))
+
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self._end(task.exception())
 
     async def _call(self, target: str, replica: int, batch: list[_Item], weight: int) -> None:
         pool = self.pools[target]
-        served: set[int] = set()
+        unserved = dict(enumerate(batch))
+        stream = pool.backends[replica].submit([item.request for item in batch])
         try:
-            async for index, result in pool.backends[replica].submit([item.request for item in batch]):
+            while unserved:
+                try:
+                    async with asyncio.timeout(self.retry.call_timeout_s):
+                        index, result = await anext(stream)
+                except (ReplicaFailed, TimeoutError) as exc:
+                    cause = f"{target} replica {replica} failed: " + (
+                        str(exc) or f"no result for {self.retry.call_timeout_s:g} s (scheduler.call_timeout_s)"
+                    )
+                    self._take_out(target, replica)
+                    self._replay(target, list(unserved.values()), cause, Failure.INFRASTRUCTURE, alone=False)
+                    return
+                except StopAsyncIteration:
+                    raise RuntimeError(f"{target} replica {replica} ended a call without {len(unserved)} results") from None
+                except Exception:
+                    cause = f"{target} replica {replica} raised:\n{traceback.format_exc(limit=5)}"
+                    self._replay(target, list(unserved.values()), cause, Failure.PROBLEM, alone=True)
+                    return
                 with self._busy():
-                    served.add(index)
-                    self._route(batch[index], result)
+                    self._route(unserved.pop(index), result)
                 self._schedule_dispatch()
-        except Exception:
-            error = f"{target} replica {replica} failed:\n{traceback.format_exc(limit=5)}"
-            for index, item in enumerate(batch):
-                if index not in served:
-                    self._finish(item.run, None, error)
         finally:
+            await stream.aclose()
             pool.load[replica] -= weight
             self._schedule_dispatch()
+
+    # -- replica health -----------------------------------------------------------------------
+    def _take_out(self, target: str, replica: int) -> None:
+        if self.pools[target].take_out(replica):
+            self._spawn(self._bring_back(target, replica))
+
+    async def _bring_back(self, target: str, replica: int) -> None:
+        """Check a replica until it answers (Ray restarts a dead actor), then put it back in rotation;
+        stop the run if its whole pool has been out for longer than `replica_wait_s`."""
+        pool = self.pools[target]
+        interval = self.retry.health_check_interval_s
+        while True:
+            started = time.monotonic()
+            try:
+                await asyncio.wait_for(pool.backends[replica].check(), interval)
+            except Exception:
+                since = pool.unavailable_since
+                if since is not None and time.monotonic() - since > self.retry.replica_wait_s:
+                    raise ReplicasUnavailable(
+                        f"no {target} replica has answered for {self.retry.replica_wait_s:g} s "
+                        "(scheduler.replica_wait_s); see the replicas' logs in the Ray dashboard"
+                    ) from None
+                await asyncio.sleep(max(0.0, interval - (time.monotonic() - started)))
+                continue
+            pool.put_back(replica)
+            self._schedule_dispatch()
+            return
 
     def _record_call(self, target: str, size: int) -> None:
         stats = self.stats

@@ -331,8 +331,8 @@ class Scheduler:
                 continue
             item.attempts += 1
             if item.attempts > self.retry.max_request_retries:
-                retries = self.retry.max_request_retries
-                self._finish(item.run, None, f"gave up after {item.attempts} failed calls ({retries} retries): {cause}", failure)
+                retries = f"{item.attempts} failed calls ({self.retry.max_request_retries} retries)"
+                self._finish(item.run, None, f"gave up after {retries}: {cause}", failure)
             else:
                 item.alone = item.alone or alone
                 again.append(item)
@@ -405,7 +405,8 @@ class Scheduler:
                     self._replay(target, list(unserved.values()), cause, Failure.INFRASTRUCTURE, alone=False)
                     return
                 except StopAsyncIteration:
-                    raise RuntimeError(f"{target} replica {replica} ended a call without {len(unserved)} results") from None
+                    missing = f"{target} replica {replica} ended a call without {len(unserved)} results"
+                    raise RuntimeError(missing) from None
                 except Exception:
                     cause = f"{target} replica {replica} raised:\n{traceback.format_exc(limit=5)}"
                     self._replay(target, list(unserved.values()), cause, Failure.PROBLEM, alone=True)

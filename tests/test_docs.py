@@ -27,8 +27,8 @@ def documented_sweeps() -> list[tuple[str, list[str], str | None]]:
         text = re.sub(r"\\\n#?\s*", " ", (ROOT / source).read_text())
         for match in COMMAND.finditer(text):
             args = match["args"].strip()
-            if args.startswith("--config conf/main.yaml ["):  # the syntax summary, not a command
-                continue
+            if args.startswith("--config conf/main.yaml [") or "..." in args.split():  # a syntax summary or
+                continue  # an elided command in prose, not a command
             output = match["output"] if match["prompt"] else None
             found.append((f"{source}: ttsearch sweep {args}", shlex.split(args), output))
     return found

@@ -8,17 +8,31 @@ sweep fails before any engine starts.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
 from pathlib import Path
 
+import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ttsearch.errors import TTSearchError
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-CONF_DIR = PROJECT_ROOT / "conf"
+
+def _shipped(packaged: str, source: str) -> Path:
+    """A folder shipped with the code: inside the installed package (a wheel puts it there, see
+    pyproject.toml), else at the top of the source tree (a checkout or an editable install)."""
+    package = Path(__file__).resolve().parent
+    inside = package / packaged
+    return inside if inside.is_dir() else package.parent / source
+
+
+CONF_DIR = _shipped("conf", "conf")
+"""The shipped configs; `--config conf/NAME.yaml` finds NAME here when the working directory has no conf/."""
+DEFAULT_DATASET = _shipped("datasets", "data") / "math500.jsonl"
+"""MATH-500, shipped with the package: the default `data.path`."""
 
 EMBEDDED_MODEL = "embedded"
 STRATEGIES = ("best_of_n", "beam", "lookahead", "revisions")
@@ -56,7 +70,7 @@ class GeneratorConfig:
     tensor_parallel_size: int = 1
     seed: int = 0
     max_restarts: int = 3  # Ray restarts a dead replica this many times (-1: forever); its work is retried meanwhile
-    start_timeout_s: float = 1800.0  # replicas not placed and loaded by then stop the run (a new GPU node takes minutes)
+    start_timeout_s: float = 1800.0  # replicas not placed and loaded by then stop the run (new GPU nodes: minutes)
     transformers_call_tokens: int = 4096  # transformers backend: padded tokens (prompt + new) per generate call
 
 
@@ -72,7 +86,7 @@ class VerifierConfig:
     max_input_tokens: int = 2048  # longer inputs are truncated from the left of the solution
     torch_threads: int = 1
     max_restarts: int = 3  # Ray restarts a dead replica this many times (-1: forever); its work is retried meanwhile
-    start_timeout_s: float = 1800.0  # replicas not placed and loaded by then stop the run (a new GPU node takes minutes)
+    start_timeout_s: float = 1800.0  # replicas not placed and loaded by then stop the run (new GPU nodes: minutes)
 
 
 @dataclass
@@ -113,7 +127,7 @@ class StrategySpec:
 
 @dataclass
 class DataConfig:
-    path: str = str(PROJECT_ROOT / "data" / "math500.jsonl")
+    path: str = str(DEFAULT_DATASET)
     levels: list[int] = field(default_factory=list)  # keep only these MATH levels (1-5); empty keeps all
     limit: int | None = None  # first `limit` problems (after `offset`, after the level filter)
     offset: int = 0
@@ -162,75 +176,124 @@ class SweepConfig:
 def load_config(
     paths: str | Path | Sequence[str | Path] | None = None, overrides: Sequence[str] = ()
 ) -> SweepConfig:
-    """Merge defaults ← each YAML file in order ← `key=value` overrides, then validate.
+    """Merge defaults ← each YAML file in order ← each `key=value` override, then validate.
 
-    Each layer is merged onto the schema on its own, so an error names the file that caused it.
+    Each layer is merged onto the schema on its own, so an error names the file or override that caused it.
     """
     if paths is None:
         paths = []
     elif isinstance(paths, str | Path):
         paths = [paths]
     merged: DictConfig = OmegaConf.structured(SweepConfig)
-    layers = [(f" in {path}", _load_yaml(Path(path))) for path in paths]
-    layers.append(("", OmegaConf.from_dotlist(list(overrides))))
+    files = [resolve_config_path(path) for path in paths]
+    layers = [(f" in {path}", _load_yaml(path)) for path in files]
+    layers += [("", _parse_override(item)) for item in overrides]  # the error names the key
     for where, layer in layers:
         try:
             merged = OmegaConf.merge(merged, layer)
         except OmegaConfBaseException as exc:
             raise ConfigError(f"bad config{where}: key '{exc.full_key}': {exc.msg.splitlines()[0]}") from None
-    cfg: SweepConfig = OmegaConf.to_object(merged)  # type: ignore[assignment]
+    try:
+        cfg: SweepConfig = OmegaConf.to_object(merged)  # type: ignore[assignment]
+    except OmegaConfBaseException as exc:  # an interpolation that does not resolve
+        raise ConfigError(f"bad config: key '{exc.full_key}': {exc.msg.splitlines()[0]}") from None
     validate(cfg)
     return cfg
 
 
+def resolve_config_path(path: str | Path) -> Path:
+    """`path` as given; a `conf/NAME.yaml` that the working directory lacks is the shipped NAME.yaml.
+
+    So the documented `--config conf/main.yaml` works from any directory and from an installed wheel.
+    """
+    path = Path(path)
+    if path.exists() or path.is_absolute() or path.parts[:1] != ("conf",):
+        return path
+    shipped = CONF_DIR.joinpath(*path.parts[1:])
+    return shipped if shipped.is_file() else path
+
+
 def _load_yaml(path: Path) -> DictConfig:
     if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
+        shipped = ", ".join(sorted(f"conf/{p.name}" for p in CONF_DIR.glob("*.yaml")))
+        raise ConfigError(f"config file not found: {path} (shipped configs: {shipped or 'none'})")
     try:
         return OmegaConf.load(path)  # type: ignore[return-value]
     except Exception as exc:  # a YAML syntax error, with its line
         raise ConfigError(f"bad config in {path}: {exc}") from None
 
 
+OVERRIDE_KEY = re.compile(r"[A-Za-z_]\w*(?:\.\w+)*")
+"""A dotted key as `OmegaConf.from_dotlist` reads it: `data.limit`, `search.revision_prompt.instruction`."""
+
+
+def _parse_override(item: str) -> DictConfig:
+    """One `key=value` override as a config layer; anything else is a one-line error naming it.
+
+    OmegaConf would read `data.limit` (no `=`) as `data.limit=null` and raise a YAML scanner
+    traceback for `budgets=[4`; an empty value is refused too, as an unset shell variable
+    would silently null a key (write `key=null` for that).
+    """
+    key, equals, value = item.partition("=")
+    if not equals:
+        raise ConfigError(f"bad override '{item}': expected key=value (key=null for no value)")
+    if not OVERRIDE_KEY.fullmatch(key):
+        raise ConfigError(f"bad override '{item}': expected a dotted key such as data.limit before '=', got '{key}'")
+    if not value.strip() or value.startswith("="):
+        raise ConfigError(f"bad override '{item}': expected one '=' and a value after it (key=null for no value), "
+                          f"got value '{value}'")
+    try:
+        return OmegaConf.from_dotlist([item])
+    except (yaml.YAMLError, OmegaConfBaseException) as exc:
+        reason = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"bad override '{item}': value '{value}' is not valid YAML ({reason})") from None
+
+
 def _require(condition: bool, key: str, message: str) -> None:
+    """Raise a ConfigError naming `key`; `message` gives the rule and the value found."""
     if not condition:
         raise ConfigError(f"bad config: key '{key}': {message}")
 
 
+GREATER_THAN_ZERO = (
+    "generator.replicas", "generator.max_model_len", "generator.max_num_seqs", "generator.cpu_kv_cache_gib",
+    "generator.tensor_parallel_size", "generator.start_timeout_s", "generator.transformers_call_tokens",
+    "verifier.replicas", "verifier.max_batch_tokens", "verifier.max_input_tokens", "verifier.torch_threads",
+    "verifier.start_timeout_s",
+    "search.max_steps", "search.max_step_tokens", "search.max_solution_tokens",
+    "data.shards",
+    "scheduler.max_in_flight", "scheduler.max_batch_sequences", "scheduler.max_batch_scores",
+    "scheduler.max_outstanding_per_replica", "scheduler.replica_wait_s", "scheduler.health_check_interval_s",
+    "scheduler.call_timeout_s",
+    "bench.sync_problems",
+)  # fmt: skip
+"""Numeric keys that must be > 0 (a count, a size or a timeout of zero would hang or do nothing)."""
+
+AT_LEAST: dict[str, tuple[float, str]] = {
+    "generator.num_gpus": (0, ""),
+    "generator.num_cpus": (0, ""),
+    "verifier.num_gpus": (0, ""),
+    "verifier.num_cpus": (0, ""),
+    "generator.max_restarts": (-1, " (-1: restart forever)"),
+    "verifier.max_restarts": (-1, " (-1: restart forever)"),
+    "search.temperature": (0, " (0: greedy)"),
+    "data.offset": (0, ""),
+    "data.shard_num_cpus": (0, ""),
+    "scheduler.max_request_retries": (0, " (0: never retry)"),
+}
+"""Numeric keys with a lower bound that is itself allowed, and what the bound means."""
+
+
 def validate(cfg: SweepConfig) -> None:
-    _require(bool(cfg.budgets), "budgets", "at least one budget is needed")
+    """Check what the types cannot, before anything is claimed or started; the first bad key raises a
+    ConfigError that names it, the rule and the value."""
+    _require(bool(cfg.budgets), "budgets", "at least one budget is needed, got []")
     for i, budget in enumerate(cfg.budgets):
         _require(budget > 0, f"budgets[{i}]", f"a budget must be > 0, got {budget}")
-    _require(bool(cfg.strategies), "strategies", "at least one strategy is needed")
+    _require(bool(cfg.seeds), "seeds", "at least one seed is needed, got []")
+    _require(bool(cfg.strategies), "strategies", "at least one strategy is needed, got []")
     for i, spec in enumerate(cfg.strategies):
-        key = f"strategies[{i}]"
-        _require(
-            spec.name in STRATEGIES, f"{key}.name", f"unknown strategy '{spec.name}', expected one of {STRATEGIES}"
-        )
-        _require(bool(spec.selections), f"{key}.selections", "at least one selection mode is needed")
-        for mode in spec.selections:
-            _require(
-                mode in SELECTIONS, f"{key}.selections", f"unknown selection '{mode}', expected one of {SELECTIONS}"
-            )
-        _require(
-            spec.aggregation in AGGREGATIONS,
-            f"{key}.aggregation",
-            f"unknown aggregation '{spec.aggregation}', expected one of {AGGREGATIONS}",
-        )
-        divisor = {"beam": "beam_width", "lookahead": "beam_width", "revisions": revision_divisor(spec)}.get(spec.name)
-        if divisor is not None:  # the budget must split into whole beams / whole revision chains
-            size = getattr(spec, divisor)
-            _require(size > 0, f"{key}.{divisor}", "must be > 0")
-            for budget in cfg.budgets:
-                _require(budget % size == 0 and budget >= size, f"{key}.{divisor}",
-                         f"budget {budget} is not a positive multiple of {divisor} {size}")
-        if spec.name == "revisions":
-            _require(spec.revision_window > 0, f"{key}.revision_window", "must be > 0")
-            _require(spec.revision_chains >= 0, f"{key}.revision_chains", "must be >= 0 (0: use revision_length)")
-        _require(spec.lookahead >= 0, f"{key}.lookahead", "must be >= 0")
-        _require(
-            spec.name == "lookahead" or spec.lookahead == 0, f"{key}.lookahead", "only the lookahead strategy rolls out"
-        )
+        _validate_strategy(spec, f"strategies[{i}]", cfg.budgets)
     if any(spec.name == "revisions" for spec in cfg.strategies):
         _validate_revision_prompt(cfg.search.revision_prompt)
     _require(
@@ -239,17 +302,131 @@ def validate(cfg: SweepConfig) -> None:
         f"unknown verifier '{cfg.verifier.kind}', expected one of {VERIFIERS}",
     )
     _require(
+        cfg.bench.real_verifier in VERIFIERS,
+        "bench.real_verifier",
+        f"unknown verifier '{cfg.bench.real_verifier}', expected one of {VERIFIERS}",
+    )
+    _require(
         cfg.generator.backend in GENERATOR_BACKENDS,
         "generator.backend",
         f"unknown generator backend '{cfg.generator.backend}', expected one of {GENERATOR_BACKENDS}",
     )
-    for name in ("generator", "verifier"):
-        _require(getattr(cfg, name).replicas > 0, f"{name}.replicas", "must be > 0")
-    _require(cfg.data.shards > 0, "data.shards", "must be > 0")
-    _require(all(1 <= level <= 5 for level in cfg.data.levels), "data.levels", "MATH levels are 1 to 5")
-    _require(cfg.data.limit is None or cfg.data.limit > 0, "data.limit", "must be > 0")
-    _require(cfg.scheduler.max_in_flight > 0, "scheduler.max_in_flight", "must be > 0")
-    _require(cfg.search.max_steps > 0, "search.max_steps", "must be > 0")
+    for key in GREATER_THAN_ZERO:
+        value = attrgetter(key)(cfg)
+        _require(value > 0, key, f"must be > 0, got {value}")
+    for key, (bound, meaning) in AT_LEAST.items():
+        value = attrgetter(key)(cfg)
+        _require(value >= bound, key, f"must be >= {bound}{meaning}, got {value}")
+    utilization = cfg.generator.gpu_memory_utilization
+    _require(0 < utilization <= 1, "generator.gpu_memory_utilization", f"must be in (0, 1], got {utilization}")
+    _require(
+        bool(cfg.search.step_delimiter),
+        "search.step_delimiter",
+        "must not be empty (steps are split at it and beam search stops a step there), got ''",
+    )
+    levels = cfg.data.levels
+    _require(all(1 <= level <= 5 for level in levels), "data.levels", f"MATH levels are 1 to 5, got {levels}")
+    _require(
+        cfg.data.limit is None or cfg.data.limit > 0, "data.limit", f"must be > 0 (null: all), got {cfg.data.limit}"
+    )
+    for i, size in enumerate(cfg.bench.batch_curve):
+        _require(size > 0, f"bench.batch_curve[{i}]", f"a batch size must be > 0, got {size}")
+    _validate_request_fits_replica(cfg)
+    _validate_context_fits(cfg)
+
+
+def _validate_strategy(spec: StrategySpec, key: str, budgets: list[int]) -> None:
+    _require(spec.name in STRATEGIES, f"{key}.name", f"unknown strategy '{spec.name}', expected one of {STRATEGIES}")
+    _require(bool(spec.selections), f"{key}.selections", "at least one selection mode is needed, got []")
+    for mode in spec.selections:
+        _require(mode in SELECTIONS, f"{key}.selections", f"unknown selection '{mode}', expected one of {SELECTIONS}")
+    _require(
+        spec.aggregation in AGGREGATIONS,
+        f"{key}.aggregation",
+        f"unknown aggregation '{spec.aggregation}', expected one of {AGGREGATIONS}",
+    )
+    divisor = {"beam": "beam_width", "lookahead": "beam_width", "revisions": revision_divisor(spec)}.get(spec.name)
+    if divisor is not None:  # the budget must split into whole beams / whole revision chains
+        size = getattr(spec, divisor)
+        _require(size > 0, f"{key}.{divisor}", f"must be > 0, got {size}")
+        for budget in budgets:
+            _require(
+                budget % size == 0 and budget >= size,
+                f"{key}.{divisor}",
+                f"budget {budget} is not a positive multiple of {divisor} {size}",
+            )
+    if spec.name == "revisions":
+        _require(spec.revision_window > 0, f"{key}.revision_window", f"must be > 0, got {spec.revision_window}")
+        _require(
+            spec.revision_chains >= 0,
+            f"{key}.revision_chains",
+            f"must be >= 0 (0: use revision_length), got {spec.revision_chains}",
+        )
+    _require(spec.lookahead >= 0, f"{key}.lookahead", f"must be >= 0, got {spec.lookahead}")
+    _require(
+        spec.name == "lookahead" or spec.lookahead == 0,
+        f"{key}.lookahead",
+        f"only the lookahead strategy rolls out, got lookahead {spec.lookahead} for strategy '{spec.name}'",
+    )
+
+
+def largest_request(spec: StrategySpec, budget: int) -> int:
+    """Sequences of the widest single request the strategy sends at this budget (the scheduler's
+    `request_weight`): best-of-N samples all N solutions in one request and beam/lookahead search all N
+    first steps; a revision attempt and a score are one sequence each."""
+    return 1 if spec.name == "revisions" else budget
+
+
+def _validate_request_fits_replica(cfg: SweepConfig) -> None:
+    """A request wider than a replica's room could never be dispatched: the sweep would wait forever."""
+    limit = cfg.scheduler.max_outstanding_per_replica
+    width, budget, i = max(
+        (largest_request(spec, budget), budget, i) for i, spec in enumerate(cfg.strategies) for budget in cfg.budgets
+    )
+    _require(
+        width <= limit,
+        "scheduler.max_outstanding_per_replica",
+        f"must be >= the widest request, {width} sequences (strategies[{i}] {cfg.strategies[i].name} samples "
+        f"all of budget {budget} in one request), got {limit}",
+    )
+
+
+PROMPT_ALLOWANCE_TOKENS = 512
+"""What the context check allows for the question, the system prompt, the revision texts and the chat
+template. 497 of MATH-500's 500 questions take at most 512 tokens with SmolLM2's chat template (the
+longest 928); the generated parts that `worst_case_tokens` adds are upper bounds, rarely all reached
+at once."""
+
+
+def worst_case_tokens(spec: StrategySpec, budget: int, search: SearchConfig, key: str) -> tuple[int, str]:
+    """Upper bound on the generated tokens in one request's context (the growing prefix plus what it
+    generates), and the sum that makes it, naming the keys."""
+    if spec.name in ("beam", "lookahead"):  # a prefix of steps, then k rollout steps after the last one
+        steps = search.max_steps + spec.lookahead
+        how = f"(search.max_steps {search.max_steps} + {key}.lookahead {spec.lookahead})"
+        return steps * search.max_step_tokens, f"{how} x search.max_step_tokens {search.max_step_tokens}"
+    if spec.name == "revisions":  # up to `window` earlier attempts shown, then the new attempt
+        shown = min(spec.revision_window, revision_length(spec, budget) - 1)
+        how = f"({shown} shown attempts ({key}.revision_window {spec.revision_window}) + 1 new)"
+        size = search.max_solution_tokens
+        return (shown + 1) * size, f"{how} x search.max_solution_tokens {size}"
+    return search.max_solution_tokens, f"search.max_solution_tokens {search.max_solution_tokens}"
+
+
+def _validate_context_fits(cfg: SweepConfig) -> None:
+    """A prompt plus generation longer than the engine's context would fail mid-sweep; refuse it now."""
+    limit = cfg.generator.max_model_len
+    for i, spec in enumerate(cfg.strategies):
+        for budget in cfg.budgets:
+            tokens, how = worst_case_tokens(spec, budget, cfg.search, f"strategies[{i}]")
+            needed = PROMPT_ALLOWANCE_TOKENS + tokens
+            _require(
+                needed <= limit,
+                "generator.max_model_len",
+                f"strategies[{i}] {spec.name} at budget {budget} can need {needed} tokens of context "
+                f"({PROMPT_ALLOWANCE_TOKENS} for the question and prompt texts + {how}), got {limit}; "
+                "raise it or lower those keys",
+            )
 
 
 def revision_divisor(spec: StrategySpec) -> str:

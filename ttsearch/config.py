@@ -246,7 +246,7 @@ def _parse_override(item: str) -> DictConfig:
         return OmegaConf.from_dotlist([item])
     except (yaml.YAMLError, OmegaConfBaseException) as exc:
         reason = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"bad override '{item}': value '{value}' is not valid YAML ({reason})") from None
+        raise ConfigError(f"bad override '{item}': value '{value}' cannot be parsed ({reason})") from None
 
 
 def _require(condition: bool, key: str, message: str) -> None:
@@ -449,10 +449,10 @@ def _validate_revision_prompt(prompt: RevisionPromptConfig) -> None:
         shows_attempt,
         f"{key}.attempt_format",
         "must be a str.format template showing {attempt} (fields: {number}, {attempt}; write literal braces as "
-        "{{ }}); merge conf/revision_prompt.yaml for the defaults",
+        f"{{{{ }}}}); merge conf/revision_prompt.yaml for the defaults, got {prompt.attempt_format!r}",
     )
     _require(
         bool(prompt.instruction),
         f"{key}.instruction",
-        "needed by the revisions strategy; see conf/revision_prompt.yaml",
+        "needed by the revisions strategy (see conf/revision_prompt.yaml), got ''",
     )

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ttsearch.errors import TTSearchError
@@ -21,12 +23,15 @@ class DataError(TTSearchError):
 def load_problems(
     path: str | Path, limit: int | None = None, offset: int = 0, levels: list[int] | None = None
 ) -> list[dict[str, Any]]:
-    """Rows with unique_id, problem, answer, subject, level (int, 0 when unknown)."""
+    """Rows with unique_id, problem, answer, subject, level (int, 0 when unknown); a DataError names the
+    file and line (or row) of anything unusable, and a selection that leaves no rows."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"dataset not found: {path}")
+    if offset < 0:
+        raise DataError(f"data.offset must be >= 0, got {offset}")
     if path.suffix == ".parquet":
-        records = enumerate(pq.read_table(path).to_pylist(), start=1)
+        records = enumerate(_read_parquet(path), start=1)
         where = "row"
     else:
         records = _read_jsonl(path)
@@ -41,15 +46,35 @@ def load_problems(
                 f"{path}: duplicate unique_id '{row['unique_id']}' in rows {seen[row['unique_id']]} and {number}"
             )
         seen[row["unique_id"]] = number
-    if levels:
-        rows = [row for row in rows if row["level"] in levels]
+    at_levels = [row for row in rows if row["level"] in levels] if levels else rows
     end = None if limit is None else offset + limit
-    return rows[offset:end]
+    selected = at_levels[offset:end]
+    if not selected:  # caught here, before a sweep claims its output directory or starts a replica
+        chosen = [f"data.levels={levels}"] if levels else []
+        chosen += [f"data.offset={offset}"] if offset else []
+        chosen += [f"data.limit={limit}"] if limit is not None else []
+        counts = f"{len(rows)} rows, {len(at_levels)} at those levels" if levels else f"{len(rows)} rows"
+        verb = "leave" if len(chosen) > 1 else "leaves"
+        raise DataError(f"{' and '.join(chosen)} {verb} no problems in {path} ({counts})")
+    return selected
 
 
-def _read_jsonl(path: Path):
-    with path.open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
+def _read_parquet(path: Path) -> list[dict[str, Any]]:
+    try:
+        return pq.read_table(path).to_pylist()
+    except (pa.ArrowException, OSError) as exc:
+        raise DataError(f"{path}: not a readable Parquet file ({exc})") from None
+
+
+def _read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    with path.open("rb") as raw:
+        for number, data in enumerate(raw, start=1):
+            try:
+                line = data.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise DataError(
+                    f"{path}:{number}: not UTF-8 text (byte 0x{data[exc.start]:02x} at column {exc.start + 1})"
+                ) from None
             if not line.strip():
                 continue
             try:

@@ -18,9 +18,10 @@ from typing import Any
 import ray
 from ray.actor import ActorHandle
 
+from ttsearch.backends import wait_ready
 from ttsearch.config import GeneratorConfig
 from ttsearch.models import resolve_model
-from ttsearch.requests import Completion, Generate, GenerateResult, Prompt
+from ttsearch.requests import Completion, Generate, GenerateResult, Prompt, RequestRejected
 
 GIB = 1 << 30
 
@@ -85,6 +86,17 @@ def chat_prompt_ids(tokenizer: Any, prompt: Prompt) -> list[int]:
     return tokenizer.encode(text + prompt.assistant_prefix, add_special_tokens=False)
 
 
+def prompt_too_long(prompt_ids: list[int], max_model_len: int) -> RequestRejected | None:
+    """Checked before a request reaches the engine: a prompt that leaves no room for one new token can
+    never be served, and it must fail only its own problem, not the batch it came in."""
+    if len(prompt_ids) < max_model_len:
+        return None
+    return RequestRejected(
+        f"prompt of {len(prompt_ids)} tokens leaves no room to generate within generator.max_model_len="
+        f"{max_model_len}"
+    )
+
+
 @dataclass
 class GeneratorTotals:
     """Cumulative counts a replica reports in `stats()`."""
@@ -113,10 +125,24 @@ class VLLMGenerator:
         self.engine = AsyncLLM.from_engine_args(engine_args(cfg, self.model, self.on_gpu))
         self.tokenizer = self.engine.get_tokenizer()
         self.parameters = count_parameters(self.engine.model_config.hf_config)
+        self.max_model_len = self.engine.model_config.max_model_len
         self._ids = itertools.count()
         self.totals = GeneratorTotals()
 
-    async def generate(self, request: Generate) -> GenerateResult:
+    async def generate(self, request: Generate) -> GenerateResult | RequestRejected:
+        """One request; the engine's own refusal of it (`VLLMClientError`, a 4xx in vLLM's server) is a
+        `RequestRejected`, while an engine failure raises."""
+        from vllm.exceptions import VLLMClientError
+
+        prompt_ids = chat_prompt_ids(self.tokenizer, request.prompt)
+        if rejected := prompt_too_long(prompt_ids, self.max_model_len):
+            return rejected
+        try:
+            return await self._generate(request, prompt_ids)
+        except (VLLMClientError, ValueError) as exc:
+            return RequestRejected(f"{type(exc).__name__}: {exc}")
+
+    async def _generate(self, request: Generate, prompt_ids: list[int]) -> GenerateResult:
         from vllm import SamplingParams
         from vllm.inputs import tokens_input
         from vllm.sampling_params import RequestOutputKind
@@ -131,7 +157,6 @@ class VLLMGenerator:
             output_kind=RequestOutputKind.FINAL_ONLY,
         )
         final = None
-        prompt_ids = chat_prompt_ids(self.tokenizer, request.prompt)
         stream = self.engine.generate(tokens_input(prompt_ids), params, f"gen-{next(self._ids)}")
         async for output in stream:
             final = output
@@ -154,10 +179,12 @@ class VLLMGenerator:
         self.totals.add(result, sum(c.num_tokens for c in decoded))
         return result
 
-    async def generate_batch(self, batch: list[Generate]) -> AsyncIterator[tuple[int, GenerateResult]]:
+    async def generate_batch(
+        self, batch: list[Generate]
+    ) -> AsyncIterator[tuple[int, GenerateResult | RequestRejected]]:
         """Submit the whole batch at once and yield `(index, result)` as each request finishes."""
 
-        async def indexed(index: int, request: Generate) -> tuple[int, GenerateResult]:
+        async def indexed(index: int, request: Generate) -> tuple[int, GenerateResult | RequestRejected]:
             return index, await self.generate(request)
 
         tasks = [asyncio.ensure_future(indexed(i, request)) for i, request in enumerate(batch)]
@@ -180,7 +207,14 @@ class VLLMGenerator:
 
 class GeneratorReplica:
     """Ray actor hosting one generator engine (`generator.backend`); `generate` streams results back as an
-    ObjectRefGenerator."""
+    ObjectRefGenerator.
+
+    Failure behaviour: created with `max_restarts=generator.max_restarts` and `max_task_retries=0`. Ray
+    restarts a replica whose process died (the engine loads again); calls in flight fail with an actor
+    error and the scheduler replays their unserved requests elsewhere (they are seeded, so a replay
+    is the same sample). A request the engine refuses comes back as `RequestRejected`. If the engine
+    core dies under a live actor, the actor exits so that Ray restarts the pair.
+    """
 
     def __init__(self, cfg: GeneratorConfig, cache_dir: str) -> None:
         if cfg.backend == "transformers":
@@ -194,9 +228,14 @@ class GeneratorReplica:
         """Returns once the constructor, i.e. the engine start, has finished."""
         return True
 
-    async def generate(self, batch: list[Generate]) -> AsyncIterator[tuple[int, GenerateResult]]:
-        async for item in self._generator.generate_batch(batch):
-            yield item
+    async def generate(self, batch: list[Generate]) -> AsyncIterator[tuple[int, GenerateResult | RequestRejected]]:
+        try:
+            async for item in self._generator.generate_batch(batch):
+                yield item
+        except Exception as exc:
+            if type(exc).__name__ == "EngineDeadError":  # vLLM: unrecoverable; a restart brings a new engine
+                os._exit(1)
+            raise
 
     async def stats(self) -> dict[str, int]:
         return {**asdict(self._generator.totals), "parameters": self._generator.parameters}
@@ -223,12 +262,15 @@ def cpu_core_binds(replicas: int) -> list[str]:
 
 
 def create_generator_replicas(cfg: GeneratorConfig, cache_dir: str) -> list[ActorHandle]:
-    """Start `cfg.replicas` generator actors placed by their resources and wait until all engines are up."""
+    """Start `cfg.replicas` generator actors placed by their resources and wait until all engines are up
+    (at most `cfg.start_timeout_s`)."""
     actor_cls = ray.remote(GeneratorReplica)
     options: dict[str, Any] = {
         "num_gpus": cfg.num_gpus,
         "num_cpus": cfg.num_cpus,
         "max_concurrency": 4096,  # every in-flight batch call holds one slot while it streams
+        "max_restarts": cfg.max_restarts,
+        "max_task_retries": 0,  # the scheduler replays unserved requests itself, on any replica
     }
     split_cores = (
         cfg.backend == "vllm"
@@ -243,5 +285,5 @@ def create_generator_replicas(cfg: GeneratorConfig, cache_dir: str) -> list[Acto
         ).remote(cfg, cache_dir)
         for bind in binds
     ]
-    ray.get([replica.ready.remote() for replica in replicas])
+    wait_ready(replicas, cfg.start_timeout_s, "generator", cfg.num_gpus, cfg.num_cpus)
     return replicas

@@ -19,10 +19,10 @@ import zlib
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
 
-from actors.generator import GeneratorTotals, chat_prompt_ids
+from actors.generator import GeneratorTotals, chat_prompt_ids, prompt_too_long
 from ttsearch.config import GeneratorConfig
 from ttsearch.models import resolve_model
-from ttsearch.requests import Completion, Generate, GenerateResult
+from ttsearch.requests import Completion, Generate, GenerateResult, RequestRejected
 
 
 def finish(
@@ -92,6 +92,7 @@ class TransformersGenerator:
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else min(self.end_ids)
         self.parameters = sum(p.numel() for p in self.model.parameters())  # tied weights counted once
         self.max_call_tokens = cfg.transformers_call_tokens
+        self.max_model_len = cfg.max_model_len
         self.seed = cfg.seed
         self.totals = GeneratorTotals()
         self._lock = asyncio.Lock()  # one `generate` at a time: concurrent calls would only split the cores
@@ -141,10 +142,20 @@ class TransformersGenerator:
             results.append(result)
         return results
 
-    async def generate_batch(self, batch: list[Generate]) -> AsyncIterator[tuple[int, GenerateResult]]:
-        """Run the batch call by call (off the event loop) and yield `(index, result)` as each call ends."""
+    async def generate_batch(
+        self, batch: list[Generate]
+    ) -> AsyncIterator[tuple[int, GenerateResult | RequestRejected]]:
+        """Run the batch call by call (off the event loop) and yield `(index, result)` as each call ends;
+        a prompt that cannot fit `max_model_len` is rejected first, alone."""
         prompts = [chat_prompt_ids(self.tokenizer, request.prompt) for request in batch]
-        for indices in calls(batch, [len(ids) for ids in prompts], self.max_call_tokens):
+        servable = []
+        for index, ids in enumerate(prompts):
+            if rejected := prompt_too_long(ids, self.max_model_len):
+                yield index, rejected
+            else:
+                servable.append(index)
+        for group in calls([batch[i] for i in servable], [len(prompts[i]) for i in servable], self.max_call_tokens):
+            indices = [servable[i] for i in group]
             async with self._lock:
                 results = await asyncio.to_thread(
                     self.run_call, [batch[i] for i in indices], [prompts[i] for i in indices]

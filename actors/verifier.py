@@ -23,8 +23,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 import ray
 
+from ttsearch.backends import wait_ready
 from ttsearch.config import MODEL_FREE_VERIFIERS, VerifierConfig
-from ttsearch.requests import Score, ScoreResult
+from ttsearch.requests import RequestRejected, Score, ScoreResult
 
 if TYPE_CHECKING:  # torch loads only where a model runs: drivers that merely create replicas stay light
     import torch
@@ -292,32 +293,39 @@ class PRMScorer:
         path = resolve_model(cfg.model, cache_dir)
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust)
         model_cls = _model_class(AutoConfig.from_pretrained(path, trust_remote_code=trust))
-        model = model_cls.from_pretrained(path, dtype=getattr(torch, cfg.dtype), trust_remote_code=trust)
+        # Straight onto the GPU in its dtype (accelerate's device_map, from the `gpu` extra): a 7B PRM staged
+        # in host RAM first would not fit a GPU node's RAM.
+        placement = {"device_map": "cuda"} if torch.cuda.is_available() else {}
+        model = model_cls.from_pretrained(path, dtype=getattr(torch, cfg.dtype), trust_remote_code=trust, **placement)
         return cls(cfg, model, tokenizer, **adapter_options)
 
-    def score_batch(self, batch: Sequence[Score]) -> list[ScoreResult]:
+    def score_batch(self, batch: Sequence[Score]) -> list[ScoreResult | RequestRejected]:
         """Score every item; results in the order of `batch`."""
-        results: dict[int, ScoreResult] = {}
+        results: dict[int, ScoreResult | RequestRejected] = {}
         for chunk in self.iter_scores(batch):
             results.update(chunk)
         return [results[i] for i in range(len(batch))]
 
-    def iter_scores(self, batch: Sequence[Score]) -> Iterator[list[tuple[int, ScoreResult]]]:
+    def iter_scores(self, batch: Sequence[Score]) -> Iterator[list[tuple[int, ScoreResult | RequestRejected]]]:
         """Yield (index, result) pairs one micro-batch at a time, so a caller can stream them out.
 
         Items are sorted by length (longest first: an out-of-memory shows up on the first pass) and
         packed so that rows x longest row stays within `max_batch_tokens`; right padding plus an
-        attention mask keeps each row's scores independent of its batch mates.
+        attention mask keeps each row's scores independent of its batch mates. An item that cannot be
+        laid out (its last step alone exceeds `max_input_tokens`) is rejected on its own.
         """
         encoded = []
-        empty = []
+        settled: list[tuple[int, ScoreResult | RequestRejected]] = []
         for index, item in enumerate(batch):
-            if item.steps:
+            if not item.steps:
+                settled.append((index, ScoreResult((), 0)))
+                continue
+            try:
                 encoded.append(self.adapter.encode(index, item, self.cfg.max_input_tokens))
-            else:
-                empty.append((index, ScoreResult((), 0)))
-        if empty:
-            yield empty
+            except ValueError as exc:
+                settled.append((index, RequestRejected(str(exc))))
+        if settled:
+            yield settled
         encoded.sort(key=lambda e: len(e.input_ids), reverse=True)
         micro: list[Encoded] = []
         for item in encoded:
@@ -369,6 +377,10 @@ class VerifierReplica:
     `score` is an async generator, so Ray streams each (index, result) to the caller as soon as its
     micro-batch is done. Forward passes run in a worker thread, one at a time (a lock; concurrent
     passes would only fight for the same cores/GPU), so `stats` and `ready` answer while it works.
+
+    Failure behaviour: created with `max_restarts=verifier.max_restarts` and `max_task_retries=0`; Ray
+    restarts a dead replica (the model loads again) while the scheduler replays the unserved scores of
+    its calls on other replicas. Scoring is deterministic, so a replay gives the same scores.
     """
 
     def __init__(self, cfg: VerifierConfig, cache_dir: str) -> None:
@@ -379,7 +391,7 @@ class VerifierReplica:
     def ready(self) -> bool:
         return True
 
-    async def score(self, batch: list[Score]) -> AsyncIterator[tuple[int, ScoreResult]]:
+    async def score(self, batch: list[Score]) -> AsyncIterator[tuple[int, ScoreResult | RequestRejected]]:
         """Yield `(index, ScoreResult)` for every item of `batch`, in completion order."""
         self._stats["calls"] += 1
         chunks = self._scorer.iter_scores(batch)
@@ -391,8 +403,9 @@ class VerifierReplica:
             if chunk is None:
                 return
             for index, result in chunk:
-                self._stats["items"] += 1
-                self._stats["tokens"] += result.tokens
+                if isinstance(result, ScoreResult):
+                    self._stats["items"] += 1
+                    self._stats["tokens"] += result.tokens
                 yield index, result
 
     def stats(self) -> dict[str, float]:
@@ -400,10 +413,12 @@ class VerifierReplica:
 
 
 def create_verifier_replicas(cfg: VerifierConfig, cache_dir: str) -> list[Any]:
-    """Start `cfg.replicas` verifier actors placed by their resources and wait until all are loaded."""
+    """Start `cfg.replicas` verifier actors placed by their resources and wait until all are loaded (at most
+    `cfg.start_timeout_s`)."""
+    options = {"max_restarts": cfg.max_restarts, "max_task_retries": 0}
     replicas = [
-        VerifierReplica.options(num_gpus=cfg.num_gpus, num_cpus=cfg.num_cpus).remote(cfg, cache_dir)
+        VerifierReplica.options(num_gpus=cfg.num_gpus, num_cpus=cfg.num_cpus, **options).remote(cfg, cache_dir)
         for _ in range(cfg.replicas)
     ]
-    ray.get([replica.ready.remote() for replica in replicas])
+    wait_ready(replicas, cfg.start_timeout_s, "verifier", cfg.num_gpus, cfg.num_cpus)
     return replicas

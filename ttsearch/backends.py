@@ -8,25 +8,91 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from ttsearch.config import MODEL_FREE_VERIFIERS, SchedulerConfig
+from ttsearch.errors import TTSearchError
 from ttsearch.grading import Grader, extract_answer
-from ttsearch.requests import Request, Result, Score, ScoreResult
-from ttsearch.scheduler import Backend, ReplicaPool
+from ttsearch.requests import Request, RequestRejected, Result, Score, ScoreResult
+from ttsearch.scheduler import Backend, ReplicaFailed, ReplicaPool
 
 
 class ActorBackend:
     """One Ray actor replica whose `method` is an async generator of `(index, result)`.
 
     Ray streams each yielded pair back as soon as the replica produces it, so a finished request
-    is routed to its problem without waiting for the rest of its batch.
+    is routed to its problem without waiting for the rest of its batch. Ray's errors for a dead,
+    restarting or unreachable actor (or its node) become `ReplicaFailed`, which the scheduler answers
+    by replaying the call's unserved requests; an exception the replica's code raised stays as it is.
+    A call the scheduler abandons (a timeout, a failed run) is cancelled on the replica too.
     """
 
     def __init__(self, handle: Any, method: str):
         self.handle = handle
         self.method = method
 
-    async def submit(self, batch: list[Request]) -> AsyncIterator[tuple[int, Result]]:
-        async for ref in getattr(self.handle, self.method).remote(batch):
-            yield await ref
+    async def submit(self, batch: list[Request]) -> AsyncIterator[tuple[int, Result | RequestRejected]]:
+        import ray
+
+        stream = getattr(self.handle, self.method).remote(batch)
+        finished = False
+        try:
+            async for ref in stream:
+                yield await ref
+            finished = True
+        except _replica_errors() as exc:
+            raise ReplicaFailed(f"{type(exc).__name__}: {_first_line(exc)}") from exc
+        finally:
+            if not finished:
+                ray.cancel(stream)
+
+    async def check(self) -> None:
+        try:
+            await self.handle.ready.remote()
+        except _replica_errors() as exc:
+            raise ReplicaFailed(f"{type(exc).__name__}: {_first_line(exc)}") from exc
+
+
+def _replica_errors() -> tuple[type[Exception], ...]:
+    """Ray's errors that say the replica (its process, node or objects) is gone, not that its code failed."""
+    from ray import exceptions as ray_errors
+
+    return (
+        ray_errors.RayActorError,  # died, restarting, or unreachable (ActorDiedError, ActorUnavailableError)
+        ray_errors.WorkerCrashedError,
+        ray_errors.NodeDiedError,
+        ray_errors.LocalRayletDiedError,
+        ray_errors.ObjectLostError,
+        ray_errors.OutOfMemoryError,  # Ray's memory monitor killed the worker
+        ray_errors.TaskCancelledError,
+    )
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else "(no message)"
+
+
+class ReplicaStartError(TTSearchError):
+    """Replicas were not placed or not loaded in time: the resources they ask for may not exist."""
+
+
+def wait_ready(handles: list[Any], timeout_s: float, key: str, num_gpus: float, num_cpus: float) -> None:
+    """Wait until every replica's constructor (its model load) has finished; after `timeout_s` kill them
+    and fail, naming what they asked for and what the cluster has (a GPU replica on a GPU-less cluster
+    would otherwise wait forever)."""
+    import ray
+
+    refs = [handle.ready.remote() for handle in handles]
+    _, pending = ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
+    if pending:
+        for handle in handles:
+            ray.kill(handle)
+        total = ray.cluster_resources()
+        raise ReplicaStartError(
+            f"{len(pending)} of {len(refs)} {key} replicas did not start within {timeout_s:g} s "
+            f"({key}.start_timeout_s): each asks for num_gpus={num_gpus:g}, num_cpus={num_cpus:g}; the cluster has "
+            f"{total.get('GPU', 0):g} GPUs and {total.get('CPU', 0):g} CPUs in all (an autoscaler adds nodes only "
+            f"for resources its node types offer)"
+        )
+    ray.get(refs)  # a constructor that raised (a bad model path, out of memory) surfaces here
 
 
 class ModelFreeVerifier:
@@ -52,6 +118,10 @@ class ModelFreeVerifier:
                 yield index, ScoreResult(step_scores=_hash_scores(request.question, steps))
             else:
                 yield index, ScoreResult(step_scores=(score,) * len(steps))
+
+
+    async def check(self) -> None:
+        """Runs in the driver: always there."""
 
 
 def _hash_scores(question: str, steps: tuple[str, ...]) -> tuple[float, ...]:

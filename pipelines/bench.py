@@ -20,12 +20,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from pipelines.sweep import shard_jobs, start_ray, start_replicas
 from ttsearch.backends import ActorBackend, replica_pools
+from ttsearch.cells import shard_jobs
 from ttsearch.config import MODEL_FREE_VERIFIERS, StrategySpec, SweepConfig
 from ttsearch.data import load_problems
 from ttsearch.grading import Grader
 from ttsearch.requests import Generate, Prompt, Request, Result
+from ttsearch.runtime import start_ray, start_replicas
 from ttsearch.scheduler import Scheduler, Usage
 
 

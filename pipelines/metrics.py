@@ -62,16 +62,19 @@ class SweepMetrics:
 
 @ray.remote(num_cpus=0)
 class ProgressCounter:
-    """Searches finished so far, summed over all shards, for the driver's progress bar."""
+    """Cells finished so far over all shards, for the driver's progress bar.
+
+    Counted by cell key, so a cell that Ray computed twice (a retried shard task) counts once.
+    """
 
     def __init__(self) -> None:
-        self.done = 0
+        self.done: set[Any] = set()
 
-    def add(self, count: int) -> None:
-        self.done += count
+    def add(self, keys: list[Any]) -> None:
+        self.done.update(keys)
 
     def value(self) -> int:
-        return self.done
+        return len(self.done)
 
 
 def run_with_progress(work: Callable[[], Any], counter: Any, total: int, initial: int, desc: str) -> Any:

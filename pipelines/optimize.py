@@ -20,7 +20,6 @@ Accuracies here are fractions in [0, 1]; the Markdown report shows percentages.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,17 +28,22 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipelines.report import (
+from ttsearch.analysis import (
     CELL_KEYS,
     N_BINS,
     NEAR_ZERO_ACCURACY,
-    _cells,
-    _markdown_table,
-    _plot,
+    AnalysisError,
+    ReportFile,
     difficulty_bins,
-    load_results,
+    excluded_note,
+    finished_rows,
+    markdown_table,
     oracle_pass_at_1,
+    plot_curves,
+    search_cells,
 )
+from ttsearch.policy import Policy, save_policy
+from ttsearch.results import RESULTS, RunStore
 
 KINDS = ("oracle", "predicted")
 # Per-question costs of a search job; the estimation cost reports those the sweep recorded.
@@ -47,8 +51,6 @@ COST_COLUMNS = ("samples", "generated_tokens", "prompt_tokens", "cached_prompt_t
                 "generator_flops", "verifier_flops", "total_flops")
 BASELINE = "best_of_n/weighted"
 R_VALUES = (0.16, 0.79, 22.0)  # D_inference / D_pretrain: the paper's Fig. 9 regimes R ≪ 1, R ≈ 1, R ≫ 1
-POLICY_FILE = "policy.json"
-POLICY_VERSION = 1
 _TOLERANCE = 1e-12  # accuracies are means of the same per-question values: equal up to rounding
 
 
@@ -68,23 +70,23 @@ class Difficulty:
         return tuple((by_bin["min"].to_numpy()[:-1] + by_bin["max"].to_numpy()[1:]) / 2)
 
 
-def estimation_cells(frame: pd.DataFrame, estimation_samples: int | None = None) -> tuple[pd.DataFrame, int]:
+def estimationsearch_cells(frame: pd.DataFrame, estimation_samples: int | None = None) -> tuple[pd.DataFrame, int]:
     """Per question, its largest best-of-N cell cut to the first k candidates (see the module docstring).
 
     k defaults to the smallest best-of-N budget, the cheapest estimate the sweep can vouch for. The cost
     columns are scaled to k samples. Questions whose cells all hold fewer than k candidates are absent.
     """
-    best_of_n = _cells(frame[frame["strategy"] == "best_of_n"])
+    best_of_n = search_cells(frame[frame["strategy"] == "best_of_n"])
     if best_of_n.empty:
-        raise ValueError("no best_of_n rows: difficulty is estimated from best-of-N samples; add best_of_n to the "
+        raise AnalysisError("no best_of_n rows: difficulty is estimated from best-of-N samples; add best_of_n to the "
                          "sweep's strategies")
     k = int(best_of_n["budget"].min()) if estimation_samples is None else int(estimation_samples)
     if k < 1:
-        raise ValueError(f"estimation_samples must be ≥ 1, got {k}")
+        raise AnalysisError(f"estimation_samples must be ≥ 1, got {k}")
     sizes = best_of_n["candidate_correct"].map(lambda flags: 0 if flags is None else len(flags))
     usable = best_of_n[sizes >= k]
     if usable.empty:
-        raise ValueError(f"estimation_samples={k} exceeds every best-of-N cell (the largest holds {sizes.max()} "
+        raise AnalysisError(f"estimation_samples={k} exceeds every best-of-N cell (the largest holds {sizes.max()} "
                          "candidates)")
     chosen = (usable.assign(other_aggregation=usable["aggregation"] != "last")
               .sort_values(["unique_id", "other_aggregation", "budget", "seed"], ascending=[True, True, False, True])
@@ -104,15 +106,15 @@ def estimate_difficulty(frame: pd.DataFrame, kind: str = "oracle", estimation_sa
     as in the sweep report.
     """
     if kind not in KINDS:
-        raise ValueError(f"unknown difficulty kind {kind!r}; choose one of {', '.join(KINDS)}")
-    cells, k = estimation_cells(frame, estimation_samples)
+        raise AnalysisError(f"unknown difficulty kind {kind!r}; choose one of {', '.join(KINDS)}")
+    cells, k = estimationsearch_cells(frame, estimation_samples)
     if kind == "oracle":
         score, bins = oracle_pass_at_1(cells), difficulty_bins(cells, n_bins)
     else:
         scores = cells[["unique_id", "candidate_scores"]].explode("candidate_scores").dropna()
         score = scores["candidate_scores"].astype(float).groupby(scores["unique_id"]).mean().rename("score")
         if score.empty:
-            raise ValueError("no verifier scores on the best-of-N candidates: predicted difficulty needs them")
+            raise AnalysisError("no verifier scores on the best-of-N candidates: predicted difficulty needs them")
         bins = _bins_of(score, cells.set_index("unique_id")["level"], n_bins)
     present = [column for column in COST_COLUMNS if column in cells]
     cost = cells.set_index("unique_id")[present].loc[score.index]
@@ -146,7 +148,7 @@ class _Tables:
 def _tables(frame: pd.DataFrame, questions: pd.Index) -> _Tables:
     rows = frame[frame["unique_id"].isin(questions)]
     if rows.empty:
-        raise ValueError("no result rows for the binned questions: are the bins from this sweep?")
+        raise AnalysisError("no result rows for the binned questions: are the bins from this sweep?")
     has_flops = "total_flops" in rows and rows["total_flops"].notna().any()
     values = rows.assign(correct=rows["correct"].eq(True).astype(float),
                          flops=rows["total_flops"].astype(float) if has_flops else np.nan,
@@ -167,7 +169,7 @@ def _budgets(tables: _Tables, budgets: Sequence[int] | None) -> list[int]:
         return swept
     missing = sorted(set(budgets) - set(swept))
     if missing:
-        raise ValueError(f"budgets {missing} were not swept; the sweep has {swept}")
+        raise AnalysisError(f"budgets {missing} were not swept; the sweep has {swept}")
     return sorted(budgets)
 
 
@@ -227,7 +229,7 @@ def compute_optimal(frame: pd.DataFrame, bins: pd.Series, budgets: Sequence[int]
     budgets = _budgets(tables, budgets)
     sizes = bins.value_counts()
     if folds < 2 or (sizes < folds).any():
-        raise ValueError(f"{folds}-fold cross-validation needs ≥ 2 folds and ≥ {folds} questions in every bin; "
+        raise AnalysisError(f"{folds}-fold cross-validation needs ≥ 2 folds and ≥ {folds} questions in every bin; "
                          f"bin sizes are {sizes.sort_index().to_dict()}: sweep more problems or use fewer bins")
     fold_of = _folds(bins, folds, seed).loc[bins.index]
     accuracy, flops = _long(tables.accuracy), _long(tables.flops)
@@ -257,46 +259,9 @@ def fit_policy(frame: pd.DataFrame, bins: pd.Series,
             for b, n, label in zip(chosen["budget"], chosen["bin"], chosen["strategy_label"], strict=True)}
 
 
-@dataclass(frozen=True)
-class Policy:
-    """A saved policy: the strategy per (budget, bin) and how to bin a new question from its k-sample score."""
-
-    choices: dict[tuple[int, int], str]
-    difficulty: str
-    estimation_samples: int
-    thresholds: tuple[float, ...]
-
-    def bin_of(self, score: float) -> int:
-        """Bin 1 (easiest) for scores above the first threshold; a score on an edge goes to the easier bin."""
-        return 1 + sum(score < edge for edge in self.thresholds)
-
-    def strategy(self, budget: int, score: float) -> str:
-        key = (budget, self.bin_of(score))
-        if key not in self.choices:
-            raise KeyError(f"no policy for budget {budget}; fitted budgets: {sorted({b for b, _ in self.choices})}")
-        return self.choices[key]
-
-
-def save_policy(choices: dict[tuple[int, int], str], difficulty: Difficulty, path: str | Path) -> Path:
-    """JSON with the choices and the difficulty estimate they assume (kind, k, score thresholds between bins)."""
-    path = Path(path)
-    path.write_text(json.dumps({
-        "version": POLICY_VERSION,
-        "difficulty": {"kind": difficulty.kind, "estimation_samples": difficulty.estimation_samples,
-                       "n_bins": int(difficulty.bins.max()), "thresholds": list(difficulty.thresholds())},
-        "choices": [{"budget": budget, "bin": b, "strategy_label": label}
-                    for (budget, b), label in sorted(choices.items())],
-    }, indent=2))
-    return path
-
-
-def load_policy(path: str | Path) -> Policy:
-    data = json.loads(Path(path).read_text())
-    if data.get("version") != POLICY_VERSION:
-        raise ValueError(f"{path}: policy version {data.get('version')!r}, expected {POLICY_VERSION}")
-    difficulty = data["difficulty"]
-    return Policy({(int(c["budget"]), int(c["bin"])): c["strategy_label"] for c in data["choices"]},
-                  difficulty["kind"], int(difficulty["estimation_samples"]), tuple(difficulty["thresholds"]))
+def policy_of(choices: dict[tuple[int, int], str], difficulty: Difficulty) -> Policy:
+    """The deployable policy: the choices and the difficulty estimate they assume (kind, k, score thresholds)."""
+    return Policy(choices, difficulty.kind, difficulty.estimation_samples, difficulty.thresholds())
 
 
 def strategy_curves(frame: pd.DataFrame, questions: pd.Index) -> pd.DataFrame:
@@ -376,7 +341,7 @@ def flops_multiplier(small_params: float, large_params: float, r: float) -> floa
     From 6·N·D_pretrain + 2·N·D_inference·m = M·(6·N·D_pretrain + 2·N·D_inference), R = D_inference/D_pretrain.
     """
     if small_params <= 0 or large_params <= 0 or r <= 0:
-        raise ValueError(f"parameter counts and R must be positive, got {small_params}, {large_params}, {r}")
+        raise AnalysisError(f"parameter counts and R must be positive, got {small_params}, {large_params}, {r}")
     ratio = large_params / small_params
     return ratio + 3 * (ratio - 1) / r
 
@@ -395,7 +360,7 @@ def flops_matched(result: PolicyResult, large: pd.DataFrame, small_params: float
     large_accuracy = large.assign(correct=large["correct"].astype(float)).groupby("unique_id")["correct"].mean()
     small = result.per_question[result.per_question["unique_id"].isin(large_accuracy.index)]
     if small.empty:
-        raise ValueError("the two models' results share no questions (unique_id)")
+        raise AnalysisError("the two models' results share no questions (unique_id)")
     bins = small.drop_duplicates("unique_id").set_index("unique_id")["bin"]
     groups = [(int(b), members.index) for b, members in bins.groupby(bins, sort=True)] + [("all", bins.index)]
     budgets = sorted(small["budget"].unique())
@@ -419,7 +384,7 @@ def flops_matched(result: PolicyResult, large: pd.DataFrame, small_params: float
 def generator_parameters(frame: pd.DataFrame) -> float:
     """The generator's parameter count, recovered from FLOPs = 2 × parameters × computed tokens (sweep.py)."""
     if "generator_flops" not in frame or frame["generator_flops"].isna().all():
-        raise ValueError("the sweep recorded no generator FLOPs: pass the parameter count explicitly")
+        raise AnalysisError("the sweep recorded no generator FLOPs: pass the parameter count explicitly")
     computed = frame["generated_tokens"] + frame["prompt_tokens"] - frame["cached_prompt_tokens"]
     ratio = frame["generator_flops"] / (2.0 * computed.where(computed > 0))
     return float(ratio.dropna().median())
@@ -452,11 +417,11 @@ def _efficiency_table(table: pd.DataFrame, estimation_samples: int) -> str:
         "k (FLOPs)": column("k_flops", "flops_bound"),
         "k (FLOPs), counting estimation": column("k_flops_with_estimation", "flops_bound"),
     }, index=pd.Index([f"N={budget}" for budget in table.index], name="budget"))
-    return _markdown_table(shown)
+    return markdown_table(shown)
 
 
 def _plot_rows(curve: str, values: pd.Series, x: pd.Series | np.ndarray) -> pd.DataFrame:
-    """Per-question values indexed (unique_id, budget) as rows report._plot draws at `x`; one pseudo-seed, so its
+    """Per-question values indexed (unique_id, budget) as rows plot_curves draws at `x`; one pseudo-seed, so its
     error bars are across questions for every curve alike."""
     return values.index.to_frame(index=False).assign(curve=curve, seed=0, correct=values.to_numpy(),
                                                      x=np.asarray(x, dtype=float))
@@ -486,13 +451,13 @@ def _how_to_read(best: float, problems: int, estimation_samples: int, agreement:
     return " ".join(notes)
 
 
-def _flops_matched_section(frame: pd.DataFrame, result: PolicyResult, larger_run_dir: str | Path,
+def _flops_matched_section(frame: pd.DataFrame, result: PolicyResult, larger_run_dir: str | Path | RunStore,
                            small_params: float | None, large_params: float | None,
                            r_values: Sequence[float]) -> list[str]:
-    larger = load_results(larger_run_dir)
+    larger, _ = finished_rows(RunStore.of(larger_run_dir).load_frame())
     pass1 = oracle_pass_at_1(larger)
     if pass1.empty:
-        raise ValueError(f"{larger_run_dir} has no best-of-N candidates to take the larger model's pass@1 from")
+        raise AnalysisError(f"{larger_run_dir} has no best-of-N candidates to take the larger model's pass@1 from")
     small_n = small_params or generator_parameters(frame)
     large_n = large_params or generator_parameters(larger)
     matched = flops_matched(result, pass1.rename("correct").rename_axis("unique_id").reset_index(), small_n,
@@ -510,7 +475,7 @@ def _flops_matched_section(frame: pd.DataFrame, result: PolicyResult, larger_run
             f"Small model {small_n:.3g} parameters, larger {large_n:.3g} (M = {large_n / small_n:.2f}). The larger "
             "model's accuracy is its pass@1 over its best-of-N samples; the small model's is the cross-validated "
             "compute-optimal accuracy (oracle bins) at the largest swept budget within the matched budget "
-            "M + 3(M − 1)/R generations.", "", _markdown_table(shown), ""]
+            "M + 3(M − 1)/R generations.", "", markdown_table(shown), ""]
 
 
 def _efficiency_section(out: Path, frame: pd.DataFrame, questions: pd.Index, curves: pd.DataFrame,
@@ -539,12 +504,12 @@ def _efficiency_section(out: Path, frame: pd.DataFrame, questions: pd.Index, cur
                            estimation_flops.reindex(questions).mean())
         md += [f"### {kind.capitalize()} difficulty", "", _efficiency_table(table, k), ""]
     figures = [f"![efficiency in generations]({EFFICIENCY_PNG})"]
-    _plot(out / EFFICIENCY_PNG, f"Compute-optimal vs best-of-N, ± the {k}-sample difficulty estimate",
-          pd.concat(generations), value="correct", label="curve", ylabel="accuracy %", x="x",
-          xlabel="generations per question")
+    plot_curves(out / EFFICIENCY_PNG, f"Compute-optimal vs best-of-N, ± the {k}-sample difficulty estimate",
+                pd.concat(generations), value="correct", label="curve", ylabel="accuracy %", x="x",
+                xlabel="generations per question")
     if tables.flops.notna().any().any():
-        _plot(out / EFFICIENCY_FLOPS_PNG, "The same in FLOPs", pd.concat(in_flops), value="correct", label="curve",
-              ylabel="accuracy %", x="x", xlabel="mean FLOPs per question")
+        plot_curves(out / EFFICIENCY_FLOPS_PNG, "The same in FLOPs", pd.concat(in_flops), value="correct",
+                    label="curve", ylabel="accuracy %", x="x", xlabel="mean FLOPs per question")
         figures.append(f"![efficiency in FLOPs]({EFFICIENCY_FLOPS_PNG})")
     return ["## Efficiency vs best-of-N (weighted)", "", *figures, "",
             "k = the best-of-N budget (or FLOPs) that matches compute-optimal's accuracy, divided by "
@@ -564,36 +529,47 @@ def _difficulty_section(frame: pd.DataFrame, questions: pd.Index, difficulties: 
     return ["## Difficulty estimate", "",
             f"Bins from the first {k} samples of each question's largest best-of-N cell; the table shows how well they "
             "sort questions by pass@1 over every best-of-N sample of the sweep (decreasing = well sorted).", "",
-            _markdown_table(sorting), "", _markdown_table(cost), ""]
+            markdown_table(sorting), "", markdown_table(cost), ""]
 
 
-def build_optimize_report(run_dir: str | Path, larger_run_dir: str | Path | None = None,
+def build_optimize_report(run_dir: str | Path | RunStore, larger_run_dir: str | Path | RunStore | None = None,
                           estimation_samples: int | None = None, r_values: Sequence[float] = R_VALUES,
-                          small_params: float | None = None, large_params: float | None = None) -> Path:
-    """Write `RUN_DIR/report/compute_optimal.md` with its PNGs and `RUN_DIR/policy.json`; return the Markdown's path.
+                          small_params: float | None = None, large_params: float | None = None) -> ReportFile:
+    """Write `RUN_DIR/report/compute_optimal.md` with its PNGs and `RUN_DIR/policy.json`.
 
     The saved policy uses predicted difficulty, so it is deployable (no ground truth online). Parameter counts
-    for the FLOPs-matched comparison default to those recovered from each sweep's FLOPs.
+    for the FLOPs-matched comparison default to those recovered from each sweep's FLOPs. Error rows take no
+    part (they hold no answer); the report says how many were left out.
     """
-    run_dir = Path(run_dir)
-    frame = load_results(run_dir)
+    store = RunStore.of(run_dir)
+    frame, excluded = finished_rows(store.load_frame())
     difficulties = {kind: estimate_difficulty(frame, kind, estimation_samples) for kind in KINDS}
     questions = difficulties["oracle"].bins.index.intersection(difficulties["predicted"].bins.index)
     results = {kind: compute_optimal(frame, d.bins.loc[questions]) for kind, d in difficulties.items()}
     curves = strategy_curves(frame, questions)
     if BASELINE not in curves.index.get_level_values("strategy_label"):
-        raise ValueError(f"no {BASELINE} rows: the efficiency comparison needs best-of-N with weighted selection")
+        raise AnalysisError(f"no {BASELINE} rows: the efficiency comparison needs best-of-N with weighted selection")
     labels = sorted(_family_labels(frame, curves).values())
-    out = run_dir / "report"
-    out.mkdir(exist_ok=True)
+    with store.local_dir("report") as out:
+        md = _optimize_markdown(store, frame, excluded, out, difficulties, questions, results, curves, labels)
+        if larger_run_dir is not None:
+            md += _flops_matched_section(frame, results["oracle"], larger_run_dir, small_params, large_params,
+                                         r_values)
+        (out / "compute_optimal.md").write_text("\n".join(md))
+    return ReportFile(store.location("report", "compute_optimal.md"), excluded)
 
+
+def _optimize_markdown(store: RunStore, frame: pd.DataFrame, excluded: int, out: Path,
+                       difficulties: dict[str, Difficulty], questions: pd.Index, results: dict[str, PolicyResult],
+                       curves: pd.DataFrame, labels: list[str]) -> list[str]:
+    """The report's sections with their plots (written into `out`); saves the deployable policy."""
     accuracy = _long(_tables(frame, questions).accuracy)
     drawn = [_plot_rows(label, values, values.index.get_level_values("budget"))
              for label in labels for values in [accuracy.xs(label, level="strategy_label")]]
     drawn += [_plot_rows(f"compute-optimal ({kind} difficulty)", q["correct"], q.index.get_level_values("budget"))
               for kind, r in results.items() for q in [r.per_question.set_index(["unique_id", "budget"])]]
-    _plot(out / ACCURACY_PNG, "Compute-optimal (cross-validated) vs fixed strategies", pd.concat(drawn),
-          value="correct", label="curve", ylabel="accuracy %")
+    plot_curves(out / ACCURACY_PNG, "Compute-optimal (cross-validated) vs fixed strategies", pd.concat(drawn),
+                value="correct", label="curve", ylabel="accuracy %")
     shown = {label: curves.xs(label, level="strategy_label")["accuracy"] for label in labels}
     shown |= {f"compute-optimal ({kind})": result.accuracy for kind, result in results.items()}
     accuracy_table = pd.DataFrame(shown).T.map(_percent)
@@ -601,7 +577,7 @@ def build_optimize_report(run_dir: str | Path, larger_run_dir: str | Path | None
     accuracy_table.index.name = "accuracy %"
 
     fitted = fit_policy(frame, difficulties["predicted"].bins.loc[questions])
-    save_policy(fitted, difficulties["predicted"], run_dir / POLICY_FILE)
+    saved = save_policy(policy_of(fitted, difficulties["predicted"]), store.uri)
     policy = pd.Series(fitted).rename_axis(["budget", "bin"]).unstack("bin").fillna("–")
     policy.columns = [f"bin {b}" for b in policy.columns]
     policy.index = pd.Index([f"N={b}" for b in policy.index], name="budget")
@@ -613,17 +589,14 @@ def build_optimize_report(run_dir: str | Path, larger_run_dir: str | Path | None
                       .mean())
     best = max(float(curves["accuracy"].max()), *(float(r.accuracy.max()) for r in results.values()))
     k = difficulties["oracle"].estimation_samples
-    md = [f"# Compute-optimal test-time search: {run_dir.name}", "",
-          f"Built from the Parquet in `{run_dir / 'results'}` alone (Snell et al. 2024, §3–§6).", "",
-          "## How to read this", "", _how_to_read(best, len(questions), k, agreement, stable), "",
-          "## Accuracy vs budget", "", f"![accuracy vs budget]({ACCURACY_PNG})", "", _markdown_table(accuracy_table),
+    read = _how_to_read(best, len(questions), k, agreement, stable)
+    read += f" {excluded_note(excluded)}" if excluded else ""
+    return [f"# Compute-optimal test-time search: {store.name}", "",
+          f"Built from the Parquet in `{store.location(RESULTS)}` alone (Snell et al. 2024, §3–§6).", "",
+          "## How to read this", "", read, "",
+          "## Accuracy vs budget", "", f"![accuracy vs budget]({ACCURACY_PNG})", "", markdown_table(accuracy_table),
           "", *_efficiency_section(out, frame, questions, curves, results, difficulties),
           *_difficulty_section(frame, questions, difficulties),
           "## Deployed policy (predicted difficulty, fitted on all questions)", "",
-          f"Saved as `{run_dir / POLICY_FILE}` with the score thresholds between bins.", "",
-          _markdown_table(policy), ""]
-    if larger_run_dir is not None:
-        md += _flops_matched_section(frame, results["oracle"], larger_run_dir, small_params, large_params, r_values)
-    path = out / "compute_optimal.md"
-    path.write_text("\n".join(md))
-    return path
+          f"Saved as `{saved}` with the score thresholds between bins.", "",
+          markdown_table(policy), ""]

@@ -9,18 +9,23 @@ thresholds — then the strategy the policy chose for that bin runs with what is
 from __future__ import annotations
 
 import asyncio
+import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from pipelines.optimize import POLICY_FILE, Policy, load_policy
-from pipelines.sweep import ModelSizes, model_sizes, start_ray, start_replicas, strategy_label
 from ttsearch.backends import replica_pools
 from ttsearch.config import StrategySpec, SweepConfig, load_config
 from ttsearch.grading import Grader
+from ttsearch.policy import Policy, SolveError, load_policy
+from ttsearch.results import CONFIG, RunStore
+from ttsearch.runtime import ModelSizes, model_sizes, start_ray, start_replicas
 from ttsearch.scheduler import JobOutcome, Scheduler, Usage
 from ttsearch.selection import aggregate, select
-from ttsearch.strategies import SearchContext, start
+from ttsearch.strategies import SearchContext, start, strategy_label
+
+# Verifiers that cannot score a new question: `oracle` grades against the ground truth, `hash` is a benchmark device.
+UNUSABLE_VERIFIERS = ("oracle", "hash")
 
 
 @dataclass
@@ -41,7 +46,7 @@ def policy_plan(policy: Policy, budget: int, score: float) -> tuple[int, str]:
     fitted = sorted({b for b, _ in policy.choices if b <= left})
     if not fitted:
         smallest = min(b for b, _ in policy.choices)
-        raise ValueError(
+        raise SolveError(
             f"budget {budget} leaves {left} after {policy.estimation_samples} estimation samples; "
             f"the policy's smallest budget is {smallest}: ask for at least {smallest + policy.estimation_samples}"
         )
@@ -54,13 +59,13 @@ def spec_for(label: str, cfg: SweepConfig) -> tuple[StrategySpec, str]:
         for selection in spec.selections:
             if strategy_label(spec, selection) == label:
                 return spec, selection
-    raise ValueError(f"the policy chose '{label}', which the sweep's config.yaml does not define")
+    raise SolveError(f"the policy chose '{label}', which the sweep's config.yaml does not define")
 
 
 async def _one(scheduler: Scheduler, ctx: SearchContext, budget: int, spec: StrategySpec) -> JobOutcome:
     [outcome] = [o async for o in scheduler.run([("q", start(ctx, budget, spec))])]
     if outcome.error:
-        raise RuntimeError(f"search failed: {outcome.error}")
+        raise SolveError(f"search failed: {outcome.error.strip().splitlines()[-1]}")
     return outcome
 
 
@@ -99,12 +104,17 @@ async def solve_question(
 
 def run_solve(run_dir: str, question: str, budget: int, overrides: list[str]) -> Solution:
     """Replicas and search settings come from the sweep that fitted the policy (its config.yaml)."""
-    run = Path(run_dir)
-    policy_path = run / POLICY_FILE
-    if not policy_path.is_file():
-        raise FileNotFoundError(f"no {POLICY_FILE} in {run}: run `ttsearch optimize {run}` first")
-    cfg = load_config(run / "config.yaml", overrides)
-    policy = load_policy(policy_path)
+    store = RunStore(run_dir)
+    policy = load_policy(store.uri)
+    with tempfile.TemporaryDirectory(prefix="ttsearch-") as tmp:  # the config may live on a remote filesystem
+        path = Path(tmp) / CONFIG
+        path.write_text(store.read_text(CONFIG))
+        cfg = load_config(path, overrides)
+    if cfg.verifier.kind in UNUSABLE_VERIFIERS:
+        raise SolveError(
+            f"verifier.kind={cfg.verifier.kind} cannot score a new question (oracle needs the ground truth, hash is a "
+            "benchmark device): pass a model verifier, e.g. verifier.kind=lm_judge"
+        )
     start_ray(cfg)
     generators, verifiers = start_replicas(cfg)
     sizes = model_sizes(generators, verifiers)

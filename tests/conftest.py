@@ -36,7 +36,7 @@ def ray_cluster():
     import ray
     from ray.cluster_utils import Cluster
 
-    from pipelines.sweep import RAY_ENV
+    from ttsearch.runtime import RAY_ENV
 
     os.environ.update(RAY_ENV)
     dashboard_port = free_port()

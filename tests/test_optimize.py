@@ -22,11 +22,11 @@ from pipelines.optimize import (
     flops_matched,
     flops_multiplier,
     generator_parameters,
-    load_policy,
-    save_policy,
+    policy_of,
 )
-from pipelines.report import difficulty_bins
-from pipelines.sweep import RESULT_SCHEMA
+from ttsearch.analysis import difficulty_bins
+from ttsearch.policy import load_policy, save_policy
+from ttsearch.results import RESULT_SCHEMA, ResultsError
 
 QUESTIONS = [f"q{i:02d}" for i in range(20)]
 PLANTED_BINS = pd.Series({uid: 1 + i // 4 for i, uid in enumerate(QUESTIONS)}, name="bin")
@@ -248,16 +248,18 @@ def test_missing_data_errors_are_clear(planted):
 def test_policy_round_trips_with_its_difficulty_rule(planted, tmp_path):
     difficulty = estimate_difficulty(planted, "predicted", estimation_samples=4)
     choices = fit_policy(planted, difficulty.bins)
-    policy = load_policy(save_policy(choices, difficulty, tmp_path / "policy.json"))
+    save_policy(policy_of(choices, difficulty), tmp_path)
+    policy = load_policy(tmp_path)
     assert policy.choices == choices and policy.difficulty == "predicted" and policy.estimation_samples == 4
     easy, hard = difficulty.score["q00"], difficulty.score["q19"]
     assert (policy.bin_of(easy), policy.bin_of(hard)) == (1, 5)
     assert (policy.strategy(16, easy), policy.strategy(16, hard)) == (REVISIONS, BEAM)
     with pytest.raises(KeyError, match="fitted budgets: \\[4, 16\\]"):
         policy.strategy(8, easy)
-    (tmp_path / "old.json").write_text(json.dumps({"version": 0}))
-    with pytest.raises(ValueError, match="policy version"):
-        load_policy(tmp_path / "old.json")
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "policy.json").write_text(json.dumps({"version": 0}))
+    with pytest.raises(ResultsError, match="policy version"):
+        load_policy(tmp_path / "old")
 
 
 def write_run(run_dir: Path, rows: list[dict]) -> Path:
@@ -270,7 +272,7 @@ def test_report_writes_markdown_plots_and_a_deployable_policy(tmp_path):
     run = write_run(tmp_path / "small", planted_rows())
     # The larger model: one sample per question, right on the three easiest bins.
     larger = [row(uid, BEST_OF_N, 1, 0, b <= 3, flops_per_token=2 * LARGE_PARAMS) for uid, b in PLANTED_BINS.items()]
-    path = build_optimize_report(run, write_run(tmp_path / "large", larger), estimation_samples=4)
+    path = build_optimize_report(run, write_run(tmp_path / "large", larger), estimation_samples=4).path
     markdown = path.read_text()
     assert path == run / "report" / "compute_optimal.md"
     for name in ("compute_optimal_vs_budget.png", "efficiency.png", "efficiency_flops.png"):
@@ -285,7 +287,7 @@ def test_report_writes_markdown_plots_and_a_deployable_policy(tmp_path):
     # Bins from 4 samples sort the questions by their pass@1 over all samples: (5 − b) / 4 in bin b.
     assert "| 1 | 1.000 | 1.000 |" in markdown and "| 5 | 0.000 | 0.000 |" in markdown
     assert "| samples | 4 |" in markdown and "| generated_tokens | 400 |" in markdown  # 1600 tokens × 4/16
-    policy = load_policy(run / "policy.json")
+    policy = load_policy(run)
     assert policy.choices == {(budget, b): WINNER[b] for budget in BUDGETS for b in range(1, 6)}
 
 

@@ -10,8 +10,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.report import REQUIRED_COLUMNS, build_report, difficulty_bins, load_results, oracle_pass_at_1
-from pipelines.sweep import RESULT_SCHEMA
+from pipelines.report import build_report
+from ttsearch.analysis import difficulty_bins, oracle_pass_at_1
+from ttsearch.results import REQUIRED_COLUMNS, RESULT_SCHEMA, ResultsError, load_results
 
 QUESTIONS = [f"q{i:02d}" for i in range(20)]
 BUDGETS = [1, 2, 4, 8]
@@ -78,7 +79,7 @@ def sweep(tmp_path_factory) -> tuple[Path, list[dict], str]:
     run_dir = tmp_path_factory.mktemp("run")
     rows = sweep_rows()
     write_results(run_dir, rows)
-    return run_dir, rows, build_report(run_dir).read_text()
+    return run_dir, rows, build_report(run_dir).path.read_text()
 
 
 def table_row(markdown: str, section: str, label: str) -> list[str]:
@@ -113,7 +114,7 @@ def test_accuracy_table_equals_hand_computed_means(sweep):
         cells = table_row(markdown, "Accuracy vs budget", label)
         for budget, cell in zip(BUDGETS, cells, strict=True):
             per_seed = {seed: [r["correct"] for r in rows if r["strategy_label"] == label and r["budget"] == budget
-                               and r["seed"] == seed] for seed in SEEDS}
+                               and r["seed"] == seed and r["error"] is None] for seed in SEEDS}
             mean, se = mean_and_se(per_seed)
             assert cell == f"{mean:.1f} ± {se:.1f}", (label, budget)
 
@@ -131,9 +132,9 @@ def test_coverage_counts_each_search_job_once(sweep):
 def test_costs_and_errors_are_reported(sweep):
     _, _, markdown = sweep
     assert table_row(markdown, "Compute", "best_of_n") == ["100", "200", "400", "800"]
-    assert "| rows with an error | 1 |" in markdown
+    assert "| rows with an error (excluded) | 1 |" in markdown
     assert "| RuntimeError: replica died | 1 |" in markdown
-    assert "1 rows failed and count as wrong" in markdown
+    assert "1 error rows (cells that failed deterministically) are excluded from accuracy" in markdown
 
 
 def test_difficulty_bins_follow_planted_pass_at_1(sweep):
@@ -170,7 +171,7 @@ def test_ties_at_zero_still_make_equal_bins():
 def test_without_best_of_n_the_difficulty_plot_is_skipped_and_flops_are_plotted(tmp_path):
     rows = [row | {"total_flops": 1e9 * row["budget"]} for uid in QUESTIONS[:6] for row in beam_rows(uid)]
     write_results(tmp_path, rows, RESULT_SCHEMA, files=1)
-    markdown = build_report(tmp_path).read_text()
+    markdown = build_report(tmp_path).path.read_text()
     report = tmp_path / "report"
     assert not (report / "accuracy_by_difficulty.png").exists()
     assert "No best-of-N candidates in this run" in markdown
@@ -179,7 +180,7 @@ def test_without_best_of_n_the_difficulty_plot_is_skipped_and_flops_are_plotted(
 
 
 def test_missing_run_dir_is_named(tmp_path):
-    with pytest.raises(FileNotFoundError, match=re.escape(str(tmp_path / "nope"))):
+    with pytest.raises(ResultsError, match=re.escape(str(tmp_path / "nope"))):
         build_report(tmp_path / "nope")
 
 
@@ -187,7 +188,7 @@ def test_missing_run_dir_is_named(tmp_path):
 def test_run_without_parquet_names_the_results_dir(tmp_path, make_results_dir):
     if make_results_dir:
         (tmp_path / "results").mkdir()
-    with pytest.raises(FileNotFoundError, match=re.escape(f"no Parquet files in {tmp_path / 'results'}")):
+    with pytest.raises(ResultsError, match=re.escape(f"no Parquet files in {tmp_path / 'results'}")):
         load_results(tmp_path)
 
 
@@ -195,6 +196,6 @@ def test_parquet_missing_columns_names_them_and_the_dir(tmp_path):
     rows = best_of_n_rows("q00")
     keep = [c for c in REQUIRED_COLUMNS if c not in ("candidate_correct", "wall_s")]
     write_results(tmp_path, [{c: r[c] for c in keep} for r in rows], pa.schema([RESULT_SCHEMA.field(c) for c in keep]))
-    with pytest.raises(ValueError, match="wall_s, candidate_correct") as error:
+    with pytest.raises(ResultsError, match="wall_s, candidate_correct") as error:
         build_report(tmp_path)
     assert str(tmp_path / "results") in str(error.value)

@@ -7,21 +7,21 @@ import json
 
 import pytest
 
-from pipelines.optimize import POLICY_VERSION, load_policy
 from pipelines.solve import policy_plan, solve_question, spec_for
-from pipelines.sweep import model_sizes
 from ttsearch.config import load_config
+from ttsearch.policy import POLICY_FILE, POLICY_VERSION, load_policy
+from ttsearch.runtime import model_sizes
 
 STRATEGIES = "strategies=[{name: best_of_n, selections: [majority, weighted]}, {name: beam, beam_width: 2}]"
 
 
-def write_policy(path, estimation_samples=2, thresholds=(0.7, 0.5, 0.3, 0.1)):
+def write_policy(run_dir, estimation_samples=2, thresholds=(0.7, 0.5, 0.3, 0.1)):
     choices = [
         {"budget": b, "bin": k, "strategy_label": "beam(M=2)/weighted" if k >= 4 else "best_of_n/majority"}
         for b in (2, 4)
         for k in range(1, 6)
     ]
-    path.write_text(
+    (run_dir / POLICY_FILE).write_text(
         json.dumps(
             {
                 "version": POLICY_VERSION,
@@ -35,11 +35,11 @@ def write_policy(path, estimation_samples=2, thresholds=(0.7, 0.5, 0.3, 0.1)):
             }
         )
     )
-    return load_policy(path)
+    return load_policy(run_dir)
 
 
 def test_plan_spends_the_rest_of_the_budget_on_the_bins_strategy(tmp_path):
-    policy = write_policy(tmp_path / "policy.json")
+    policy = write_policy(tmp_path)
     assert policy_plan(policy, 6, 0.9) == (4, "best_of_n/majority"), "6 - 2 estimation samples leaves 4"
     assert policy_plan(policy, 5, 0.05) == (2, "beam(M=2)/weighted"), "3 left: the largest fitted budget ≤ 3"
     with pytest.raises(ValueError, match="ask for at least 4"):
@@ -67,7 +67,7 @@ def test_solve_one_question_counts_estimation_and_search(tmp_path, cache_dir, ge
             f"cache_dir={cache_dir}",
         ],
     )
-    policy = write_policy(tmp_path / "policy.json")
+    policy = write_policy(tmp_path)
     sizes = model_sizes(generator_replicas, lm_judge_replicas)
     solution = asyncio.run(
         solve_question("What is 3 + 4?", 6, cfg, policy, generator_replicas, lm_judge_replicas, sizes)

@@ -11,8 +11,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.sweep import read_results, run_sweep, summary
+from pipelines.sweep import run_sweep, summary
 from ttsearch.config import CONF_DIR, load_config
+from ttsearch.results import ResultsError, RunStore
 
 pytestmark = pytest.mark.integration
 
@@ -113,9 +114,9 @@ def test_rerun_resumes_and_refuses_a_different_sweep(tmp_path, cache_dir, genera
         assert (f.stat().st_mtime_ns == stamps[f.name]) == (f.name != files[2].name), "only the missing shard ran"
 
     other = load_config(None, [*SHARDED, "budgets=[4]", f"output_dir={out}", f"cache_dir={cache_dir}"])
-    with pytest.raises(FileExistsError, match="different sweep.*budgets"):
+    with pytest.raises(ResultsError, match="different sweep.*budgets"):
         run_sweep(other, replicas=(generator_replicas, []))
-    assert row_keys(read_results(str(out / "results"))) == row_keys(first), "nothing overwritten"
+    assert row_keys(RunStore(out).read_results()) == row_keys(first), "nothing overwritten"
 
 
 def test_ray_job_submit_and_a_killed_sweep_resumes_to_the_same_rows(

@@ -5,18 +5,31 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import TYPE_CHECKING
 
-from ttsearch.config import CONF_DIR, ConfigError, load_config
-from ttsearch.data import DataError
+from ttsearch.config import CONF_DIR, load_config
+from ttsearch.errors import TTSearchError
+
+if TYPE_CHECKING:  # the analysis stack (pandas, matplotlib) loads only for the commands that use it
+    from ttsearch.analysis import ReportFile
 
 
-def _sweep(args: argparse.Namespace) -> None:
-    from pipelines.sweep import run_sweep, summary
+def _sweep(args: argparse.Namespace) -> int:
+    """Exit code 1 when rows are missing (a re-run computes them) or failed (error rows, kept)."""
+    from pipelines.sweep import row_counts, run_sweep, summary
 
     cfg = load_config(args.config, args.overrides)
     table = run_sweep(cfg)
-    print(f"\n{table.num_rows} rows written to {cfg.output_dir}/results\n")
+    counts = row_counts(cfg, table)
+    print(f"\n{table.num_rows} rows saved in {cfg.output_dir}\n")
     print(summary(table))
+    print(counts.line())
+    if counts.missing:
+        _error(f"{counts.missing} rows missing (infrastructure failures): re-run the same command to compute them")
+    elif counts.failed:
+        _error(f"{counts.failed} rows failed (a strategy bug or a request no engine can serve): see their 'error' "
+               "column")
+    return 1 if counts.missing or counts.failed else 0
 
 
 def _bench(args: argparse.Namespace) -> None:
@@ -32,15 +45,20 @@ def _bench(args: argparse.Namespace) -> None:
 def _report(args: argparse.Namespace) -> None:
     from pipelines.report import build_report
 
-    print(f"report written to {build_report(args.run_dir)}")
+    _written("report", build_report(args.run_dir))
 
 
 def _optimize(args: argparse.Namespace) -> None:
     from pipelines.optimize import R_VALUES, build_optimize_report
 
     r_values = args.r or R_VALUES
-    path = build_optimize_report(args.run_dir, args.larger, args.estimation_samples, r_values)
-    print(f"compute-optimal report written to {path}")
+    _written("compute-optimal report", build_optimize_report(args.run_dir, args.larger, args.estimation_samples,
+                                                              r_values))
+
+
+def _written(what: str, report: ReportFile) -> None:
+    note = f" ({report.excluded_rows} error rows excluded from accuracy)" if report.excluded_rows else ""
+    print(f"{what} written to {report.path}{note}")
 
 
 def _solve(args: argparse.Namespace) -> None:
@@ -88,15 +106,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _error(message: str) -> None:
+    """One line on stderr, whatever the message holds."""
+    print(f"ttsearch: error: {' '.join(message.split())}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> None:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no model hub here; real clusters may unset it
+    """Errors the user can fix (TTSearchError) exit 2 with one line; anything else is a bug and keeps its traceback."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args = build_parser().parse_args(argv)
     try:
-        args.handler(args)
-    except (ConfigError, DataError, FileExistsError, FileNotFoundError, ValueError) as exc:
-        print(f"ttsearch: error: {exc}", file=sys.stderr)
+        code = args.handler(args)
+    except TTSearchError as exc:
+        _error(str(exc))
         sys.exit(2)
+    sys.exit(code or 0)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,9 @@ EMBEDDED_NAME = "SmolLM2-135M-Instruct"
 def resolve_model(name: str, cache_dir: str) -> str:
     """Turn a configured model name into something vLLM / transformers can load."""
     if name == EMBEDDED_MODEL:
+        # A local checkpoint: nothing to fetch, and machines that only use it may have no model hub. Set only
+        # here (the replica's process), so a hub id elsewhere (`generator.model=Qwen/...`) still downloads.
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
         return str(prepare_embedded_model(cache_dir))
     local = Path(name).expanduser()
     if local.is_dir():

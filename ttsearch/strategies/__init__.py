@@ -22,4 +22,22 @@ def start(ctx: SearchContext, budget: int, spec: StrategySpec) -> StrategyRun:
     return STRATEGY_FUNCTIONS[spec.name](ctx, budget, spec)
 
 
-__all__ = ["Candidate", "SearchContext", "StrategyRun", "start"]
+def strategy_config(spec: StrategySpec) -> str:
+    """One strategy configuration (its hyper-parameters), e.g. `beam(M=4)` or `best_of_n/min`."""
+    revision_split = f"P={spec.revision_chains}" if spec.revision_chains else f"T={spec.revision_length}"
+    params = {
+        "beam": f"(M={spec.beam_width})",
+        "lookahead": f"(M={spec.beam_width},k={spec.lookahead})",
+        "revisions": f"({revision_split},w={spec.revision_window})",
+    }
+    aggregation = "" if spec.aggregation == "last" else f"/{spec.aggregation}"
+    return f"{spec.name}{params.get(spec.name, '')}{aggregation}"
+
+
+def strategy_label(spec: StrategySpec, selection: str) -> str:
+    """Configuration plus final selection, e.g. `beam(M=4)/weighted`: one curve in the report."""
+    config, _, aggregation = strategy_config(spec).partition("/")
+    return f"{config}/{selection}" + (f"/{aggregation}" if aggregation else "")
+
+
+__all__ = ["Candidate", "SearchContext", "StrategyRun", "start", "strategy_config", "strategy_label"]

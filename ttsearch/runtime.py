@@ -1,0 +1,110 @@
+"""Ray start-up and the replica actors every command shares; parameter counts for the FLOPs model.
+
+Only this module and `ttsearch.backends` touch actor handles; the pipelines call these functions.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ttsearch.config import MODEL_FREE_VERIFIERS, SweepConfig
+from ttsearch.errors import TTSearchError
+from ttsearch.scheduler import Usage
+
+# A killed or crashed replica must take its vLLM engine processes with it (they hold RAM / GPU memory).
+RAY_ENV = {"RAY_kill_child_processes_on_worker_exit_with_raylet_subreaper": "1"}
+
+
+class OutputDirError(TTSearchError):
+    """An `output_dir` the shard tasks could not all write to, or that would vanish with a job."""
+
+
+@dataclass(frozen=True)
+class ModelSizes:
+    """Parameter counts read from the hosted models, for FLOPs ≈ 2 × parameters × tokens."""
+
+    generator: int
+    verifier: int
+    """0 for a model-free verifier."""
+
+    def flops(self, usage: Usage) -> tuple[float, float]:
+        """(generator, verifier) FLOPs: the generator computed its generated tokens plus the prompt tokens
+        that were not served from the prefix cache."""
+        computed = usage.generated_tokens + usage.prompt_tokens - usage.cached_prompt_tokens
+        return 2.0 * self.generator * computed, 2.0 * self.verifier * usage.verifier_tokens
+
+
+def joins_cluster(cfg: SweepConfig) -> bool:
+    """True when the run joins a running cluster (`ray_address`, or RAY_ADDRESS as `ray job submit` sets it)."""
+    return bool(cfg.ray_address or os.environ.get("RAY_ADDRESS"))
+
+
+def check_output_dir(cfg: SweepConfig) -> None:
+    """Refuse a relative `output_dir` wherever the driver's working directory is not shared storage.
+
+    The rule: a relative path is accepted only for a local, single-node run (Ray started by this process,
+    or already initialised with one node). Joining a cluster (`ray_address` / RAY_ADDRESS) is refused
+    because under `ray job submit` the driver's cwd is the job's temporary working_dir, deleted with
+    the job, and on several nodes the shard tasks would each write to their own disk.
+    """
+    if "://" in cfg.output_dir or Path(cfg.output_dir).is_absolute():
+        return
+    import ray
+
+    several_nodes = ray.is_initialized() and sum(node["Alive"] for node in ray.nodes()) > 1
+    if joins_cluster(cfg) or several_nodes:
+        where = "on a multi-node cluster" if several_nodes else "when joining a cluster (ray job submit, ray_address)"
+        raise OutputDirError(
+            f"output_dir '{cfg.output_dir}' is relative: {where} it would land in the driver's temporary or "
+            "node-local working directory; give an absolute path on shared storage or an s3:// / gs:// URI"
+        )
+
+
+def start_ray(cfg: SweepConfig, extra_cpus: float = 0.0) -> None:
+    """Join the cluster (`ray_address`, or RAY_ADDRESS as set by `ray job submit`), or start a local
+    instance with enough logical CPUs for every actor.
+
+    Replicas and shard tasks mostly wait on each other, so on a small machine the logical CPUs are
+    oversubscribed on purpose rather than leaving a shard task unschedulable.
+    """
+    import ray
+
+    if ray.is_initialized():
+        return
+    os.environ.update(RAY_ENV)
+    if joins_cluster(cfg):
+        ray.init(address=cfg.ray_address or os.environ["RAY_ADDRESS"])
+        return
+    hosted_verifiers = 0 if cfg.verifier.kind in MODEL_FREE_VERIFIERS else cfg.verifier.replicas
+    wanted = (
+        cfg.generator.replicas * cfg.generator.num_cpus
+        + hosted_verifiers * cfg.verifier.num_cpus
+        + cfg.data.shards * cfg.data.shard_num_cpus
+        + extra_cpus
+        + 1  # Ray Data's own tasks
+    )
+    ray.init(num_cpus=max(os.cpu_count() or 1, math.ceil(wanted)))
+
+
+def start_replicas(cfg: SweepConfig) -> tuple[list[Any], list[Any]]:
+    """The generator replicas and, unless the verifier is model-free, the verifier replicas."""
+    from actors.generator import create_generator_replicas
+    from actors.verifier import create_verifier_replicas
+
+    generators = create_generator_replicas(cfg.generator, cfg.cache_dir)
+    hosted = cfg.verifier.kind not in MODEL_FREE_VERIFIERS
+    verifiers = create_verifier_replicas(cfg.verifier, cfg.cache_dir) if hosted else []
+    return generators, verifiers
+
+
+def model_sizes(generators: list[Any], verifiers: list[Any]) -> ModelSizes:
+    """Parameter counts as the first replica of each model reports them."""
+    import ray
+
+    generator = ray.get(generators[0].stats.remote())["parameters"]
+    verifier = ray.get(verifiers[0].stats.remote())["num_parameters"] if verifiers else 0
+    return ModelSizes(generator=int(generator), verifier=int(verifier))

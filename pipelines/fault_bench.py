@@ -1,0 +1,204 @@
+"""Fault benchmark: one sweep run twice, as a user runs it, once clean and once with replicas killed.
+
+Both runs are `ttsearch sweep` processes against one local Ray instance this command starts. In the
+faulted run, once every replica is up, one generator and one verifier replica are killed with
+SIGKILL (`ttsearch.faults`) at a fixed fraction of the clean run's search time, the way a preempted
+node loses them. Ray restarts them while the scheduler replays their unserved requests elsewhere.
+Reported per run: exit code, the sweep's own summary line, rows expected / present / duplicated /
+failed / missing, and wall time; then the faulted run's extra wall time relative to the clean run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ttsearch.cells import rows_per_problem
+from ttsearch.config import MODEL_FREE_VERIFIERS, SweepConfig, load_config
+from ttsearch.data import load_problems
+from ttsearch.faults import GENERATOR_CLASS, VERIFIER_CLASS, KilledReplica, kill_replica, wait_for_replicas
+from ttsearch.results import RunStore
+from ttsearch.runtime import start_ray
+
+ROW_KEY = ("unique_id", "strategy_label", "budget", "seed")
+
+
+@dataclass
+class SweepRun:
+    """One `ttsearch sweep` process and what it left in its output directory."""
+
+    label: str
+    exit_code: int
+    wall_s: float  # process start to exit, replica start-up included
+    search_s: float  # every replica up to exit: the part a fault can slow down
+    rows_expected: int
+    rows_present: int = 0
+    rows_duplicated: int = 0
+    rows_failed: int = 0
+    rows_missing: int = 0
+    rows_same_answer: int = 0  # rows whose answer equals the clean run's (same key)
+    summary: str = ""  # the sweep's own one-line summary
+    faults: list[KilledReplica] = field(default_factory=list)
+
+
+@dataclass
+class FaultReport:
+    clean: SweepRun
+    faulted: SweepRun
+
+    @property
+    def extra_wall(self) -> float:
+        """Faulted wall time ÷ clean wall time − 1."""
+        return self.faulted.wall_s / self.clean.wall_s - 1
+
+    @property
+    def extra_search(self) -> float:
+        return self.faulted.search_s / self.clean.search_s - 1
+
+
+def run_fault_bench(
+    config_paths: Sequence[str], overrides: Sequence[str], kill_at: float, workdir: Path
+) -> FaultReport:
+    """Run the sweep clean, then with one generator and one verifier replica killed at `kill_at` (a
+    fraction of the clean run's search time after all replicas are up)."""
+    cfg = load_config(config_paths, overrides)
+    if cfg.verifier.kind in MODEL_FREE_VERIFIERS:
+        raise ValueError(f"verifier.kind={cfg.verifier.kind} has no replicas to kill; use a hosted verifier")
+    start_ray(cfg)
+    import ray
+
+    address = ray.get_runtime_context().gcs_address
+    expected = len(load_problems(cfg.data.path, cfg.data.limit, cfg.data.offset, cfg.data.levels)) * rows_per_problem(
+        cfg
+    )
+    workdir.mkdir(parents=True, exist_ok=True)
+    clean = _sweep("clean", config_paths, overrides, cfg, address, workdir, expected, kill_after_s=None)
+    faulted = _sweep(
+        "faulted", config_paths, overrides, cfg, address, workdir, expected, kill_after_s=kill_at * clean.search_s
+    )
+    _compare_answers(workdir / "clean", faulted, workdir / "faulted")
+    return FaultReport(clean, faulted)
+
+
+def _sweep(
+    label: str,
+    config_paths: Sequence[str],
+    overrides: Sequence[str],
+    cfg: SweepConfig,
+    address: str,
+    workdir: Path,
+    expected: int,
+    kill_after_s: float | None,
+) -> SweepRun:
+    output_dir = workdir / label
+    command = [sys.executable, "-m", "ttsearch.cli", "sweep"]
+    command += [arg for path in config_paths for arg in ("--config", str(path))]
+    command += [*overrides, f"output_dir={output_dir}", f"ray_address={address}"]
+    log_path = workdir / f"{label}.log"
+    faults: list[KilledReplica] = []
+    up_at: list[float] = []
+    started = time.monotonic()
+    with log_path.open("w") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy())
+        watcher = threading.Thread(
+            target=_watch, args=(cfg, address, process, up_at, faults, kill_after_s), daemon=True
+        )
+        watcher.start()
+        exit_code = process.wait()
+        watcher.join()
+    ended = time.monotonic()
+    run = SweepRun(
+        label=label,
+        exit_code=exit_code,
+        wall_s=ended - started,
+        search_s=ended - (up_at[0] if up_at else started),
+        rows_expected=expected,
+        summary=_summary_line(log_path.read_text()),
+        faults=faults,
+    )
+    _count_rows(run, output_dir)
+    return run
+
+
+def _watch(
+    cfg: SweepConfig,
+    address: str,
+    process: subprocess.Popen,
+    up_at: list[float],
+    faults: list[KilledReplica],
+    kill_after_s: float | None,
+) -> None:
+    """Note when every replica is up; in the faulted run, kill one of each kind `kill_after_s` later."""
+    timeout = cfg.generator.start_timeout_s
+    wait_for_replicas(GENERATOR_CLASS, cfg.generator.replicas, timeout, address)
+    wait_for_replicas(VERIFIER_CLASS, cfg.verifier.replicas, timeout, address)
+    up_at.append(time.monotonic())
+    if kill_after_s is None:
+        return
+    deadline = time.monotonic() + kill_after_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            return
+        time.sleep(0.1)
+    for class_name in (GENERATOR_CLASS, VERIFIER_CLASS):
+        faults.append(kill_replica(class_name, address))
+
+
+def _summary_line(log: str) -> str:
+    lines = [line for line in log.splitlines() if line.startswith("rows:")]
+    return lines[-1] if lines else "(no summary line)"
+
+
+def _count_rows(run: SweepRun, output_dir: Path) -> None:
+    store = RunStore(output_dir)
+    if not store.exists("results"):
+        run.rows_missing = run.rows_expected
+        return
+    rows = store.read_results().select([*ROW_KEY, "error"]).to_pylist()
+    keys = Counter(tuple(row[k] for k in ROW_KEY) for row in rows)
+    run.rows_present = len(keys)
+    run.rows_duplicated = sum(count - 1 for count in keys.values())
+    run.rows_failed = sum(row["error"] is not None for row in rows)
+    run.rows_missing = run.rows_expected - len(keys)
+
+
+def _compare_answers(clean_dir: Path, faulted: SweepRun, faulted_dir: Path) -> None:
+    """vLLM on CPU is not bit-stable across batch compositions, so a replay may differ; count how often."""
+    answers = {}
+    for row in RunStore(clean_dir).read_results().to_pylist():
+        answers[tuple(row[k] for k in ROW_KEY)] = row["answer"]
+    if RunStore(faulted_dir).exists("results"):
+        rows = RunStore(faulted_dir).read_results().to_pylist()
+        faulted.rows_same_answer = sum(answers.get(tuple(r[k] for k in ROW_KEY), object()) == r["answer"] for r in rows)
+
+
+def format_report(report: FaultReport) -> str:
+    columns = ["run", "exit", "faults injected", "rows expected", "present", "duplicated", "failed", "missing"]
+    lines = ["| " + " | ".join([*columns, "wall s", "search s"]) + " |", "|" + "---|" * 10]
+    for run in (report.clean, report.faulted):
+        faults = ", ".join(f"{f.class_name} pid {f.pid}" for f in run.faults) or "none"
+        lines.append(
+            f"| {run.label} | {run.exit_code} | {faults} | {run.rows_expected} | {run.rows_present} | "
+            f"{run.rows_duplicated} | {run.rows_failed} | {run.rows_missing} | {run.wall_s:.1f} | {run.search_s:.1f} |"
+        )
+    lines += [
+        "",
+        f"clean:   {report.clean.summary}",
+        f"faulted: {report.faulted.summary}",
+        f"extra wall time of the faulted run: {report.extra_wall:+.1%} ({report.extra_search:+.1%} of search time)",
+        f"faulted rows with the clean run's answer: {report.faulted.rows_same_answer} of {report.faulted.rows_present}",
+    ]
+    return "\n".join(lines)
+
+
+def write_json(report: FaultReport, path: str) -> None:
+    payload = asdict(report) | {"extra_wall": report.extra_wall, "extra_search": report.extra_search}
+    Path(path).write_text(json.dumps(payload, indent=2))

@@ -1,0 +1,127 @@
+"""Partial shards with fakes (no Ray, no model): infrastructure failures leave cells for a re-run, which
+computes exactly those and ends with the rows of an uninterrupted run; deterministic failures keep error rows."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterable
+from typing import Any
+
+import pytest
+
+from tests.fakes import length_scorer, step_generator
+from ttsearch.cells import CellKey, ShardResult, cell_key, run_shard
+from ttsearch.config import load_config
+from ttsearch.requests import Generate, Request, Result
+from ttsearch.results import RunStore
+from ttsearch.runtime import ModelSizes
+from ttsearch.scheduler import Failure, JobOutcome, ReplicasUnavailable, Usage
+from ttsearch.strategies import StrategyRun
+
+PROBLEMS = [
+    {"unique_id": f"p{i}", "problem": f"What is {i} + 0?", "answer": str(i % 2), "subject": "Algebra", "level": 1}
+    for i in range(3)
+]
+CFG = load_config(
+    None,
+    [
+        "strategies=[{name: best_of_n, selections: [naive, majority]}, {name: beam, beam_width: 2}]",
+        "budgets=[2,4]",
+        "seeds=[0,1]",
+        "verifier.kind=majority",
+    ],
+)
+CELLS = len(PROBLEMS) * 2 * 2 * 2
+SIZES = ModelSizes(generator=100, verifier=10)
+GENERATE = step_generator()
+
+
+def respond(request: Request) -> Result:
+    return GENERATE(request) if isinstance(request, Generate) else length_scorer(request)
+
+
+class FakeScheduler:
+    """Runs each strategy to its end against scripted results, one cell at a time (a scheduler's `run`).
+
+    `fail(key)` names cells that end with a failure of the given kind; `stop_after` raises the way a
+    scheduler does when a target's replicas stay gone.
+    """
+
+    def __init__(self, fail: Callable[[CellKey], Failure | None] = lambda key: None, stop_after: int | None = None):
+        self.fail = fail
+        self.stop_after = stop_after
+        self.ran: list[CellKey] = []
+
+    async def run(self, jobs: Iterable[tuple[Any, StrategyRun]]) -> AsyncIterator[JobOutcome]:
+        for key, steps in jobs:
+            if self.stop_after is not None and len(self.ran) == self.stop_after:
+                raise ReplicasUnavailable("no healthy generator replica for 600 s")
+            self.ran.append(cell_key(*key))
+            failure = self.fail(cell_key(*key))
+            if failure is not None:
+                steps.close()
+                yield JobOutcome(key, None, Usage(), 0.5, f"{failure} failure", failure)
+                continue
+            usage, results = Usage(), None
+            while True:
+                try:
+                    requests = steps.send(results)
+                except StopIteration as stop:
+                    yield JobOutcome(key, stop.value, usage, 0.5)
+                    break
+                results = [respond(request) for request in requests]
+                for request, result in zip(requests, results, strict=True):
+                    usage.add(request, result)
+
+
+def shard(store: RunStore, scheduler: FakeScheduler) -> ShardResult:
+    import asyncio
+
+    return asyncio.run(run_shard(store, 0, 1, PROBLEMS, CFG, SIZES, lambda grader: scheduler, node_id="n"))
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> list[dict]:
+    store = RunStore(tmp_path_factory.mktemp("full"))
+    assert shard(store, FakeScheduler()) == ShardResult(0, CELLS * 3 // 2, 0, 0, "n")
+    return store.read_results().to_pylist()
+
+
+def test_infrastructure_failures_leave_a_partial_shard_that_a_rerun_completes(tmp_path, uninterrupted):
+    store = RunStore(tmp_path)
+    lost = {("p1", "best_of_n", 4, 1), ("p2", "beam(M=2)", 2, 0)}
+    first = shard(store, FakeScheduler(lambda key: Failure.INFRASTRUCTURE if key in lost else None))
+    assert (first.missing, first.failed) == (2, 0)
+    assert store.finished_shards(1) == set(), "a shard with missing cells is not finished"
+    assert store.read_results().num_rows == 0
+    saved = store.read_partial(0, 1).to_pylist()
+    assert len(saved) == first.rows == len(uninterrupted) - 2 - 1, "2 cells lost: best-of-N has 2 rows, beam 1"
+
+    rerun = FakeScheduler()
+    second = shard(store, rerun)
+    assert set(rerun.ran) == lost and len(rerun.ran) == 2, "only the missing cells ran again"
+    assert second == ShardResult(0, len(uninterrupted), 0, 0, "n")
+    assert store.finished_shards(1) == {0} and store.read_partial(0, 1) is None
+    assert store.read_results().to_pylist() == uninterrupted, "same rows, contents and order as one whole run"
+
+
+def test_problem_failures_keep_error_rows_and_finish_the_shard(tmp_path):
+    store = RunStore(tmp_path)
+    bad = ("p0", "beam(M=2)", 4, 0)
+    result = shard(store, FakeScheduler(lambda key: Failure.PROBLEM if key == bad else None))
+    assert (result.missing, result.failed) == (0, 1)
+    assert store.finished_shards(1) == {0}
+    errors = [row for row in store.read_results().to_pylist() if row["error"] is not None]
+    assert [(r["unique_id"], r["strategy_config"], r["budget"], r["seed"]) for r in errors] == [bad]
+    assert store.read_partial(0, 1) is None, "nothing left for a re-run: `run_sweep` skips finished shards"
+
+
+def test_a_stopped_search_saves_its_finished_cells_before_raising(tmp_path, uninterrupted):
+    store = RunStore(tmp_path)
+    with pytest.raises(ReplicasUnavailable):
+        shard(store, FakeScheduler(stop_after=5))
+    assert len({(r["unique_id"], r["strategy_config"], r["budget"], r["seed"])
+                for r in store.read_partial(0, 1).to_pylist()}) == 5  # fmt: skip
+    rerun = FakeScheduler()
+    shard(store, rerun)
+    assert len(rerun.ran) == CELLS - 5
+    assert store.read_results().to_pylist() == uninterrupted

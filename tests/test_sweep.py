@@ -30,13 +30,15 @@ TINY = [
     " {name: beam, beam_width: 2}, {name: lookahead, beam_width: 2, lookahead: 1},"
     " {name: revisions, revision_length: 2, revision_window: 1}]",
 ]
-# One problem per shard, model-free verifier: cheap enough to run several times.
+# One problem per shard, model-free verifier, greedy (so a recomputed shard can be compared with the first
+# run's): cheap enough to run several times.
 SHARDED = [
     "data.limit=4",
     "data.shards=4",
     "budgets=[2]",
     "seeds=[0]",
     "verifier.kind=majority",
+    "search.temperature=0",
     "search.max_solution_tokens=32",
     "strategies=[{name: best_of_n, selections: [majority]}]",
 ]
@@ -44,6 +46,17 @@ SHARDED = [
 
 def row_keys(table) -> list[tuple]:
     return sorted((r["unique_id"], r["strategy_label"], r["budget"], r["seed"]) for r in table.to_pylist())
+
+
+def row_contents(table) -> list[tuple]:
+    """What a row says, without what depends on timing or placement (wall time, node, prefix-cache hits)."""
+    ignored = {"wall_s", "node_id", "cached_prompt_tokens", "generator_flops", "total_flops"}
+    return sorted(tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in sorted(r.items()) if k not in ignored)
+                  for r in table.to_pylist())  # fmt: skip
+
+
+def shard_bytes(out: Path) -> dict[str, bytes]:
+    return {f.name: f.read_bytes() for f in sorted((out / "results").glob("shard-*.parquet"))}
 
 
 def scrape_metrics(ray) -> str:
@@ -105,13 +118,16 @@ def test_rerun_resumes_and_refuses_a_different_sweep(tmp_path, cache_dir, genera
     first = run_sweep(cfg, replicas=(generator_replicas, []))
     files = sorted((out / "results").glob("shard-*.parquet"))
     assert len(files) == 4 and first.num_rows == 4
+    before = shard_bytes(out)
     stamps = {f.name: f.stat().st_mtime_ns for f in files}
 
     files[2].unlink()  # as if that shard had been killed before writing
     again = run_sweep(cfg, replicas=(generator_replicas, []))
-    assert row_keys(again) == row_keys(first)
+    assert row_contents(again) == row_contents(first), "answers, candidates and token counts as before"
+    after = shard_bytes(out)
     for f in sorted((out / "results").glob("shard-*.parquet")):
         assert (f.stat().st_mtime_ns == stamps[f.name]) == (f.name != files[2].name), "only the missing shard ran"
+        assert f.name == files[2].name or after[f.name] == before[f.name], "finished shards are byte-identical"
 
     other = load_config(None, [*SHARDED, "budgets=[4]", f"output_dir={out}", f"cache_dir={cache_dir}"])
     with pytest.raises(ResultsError, match="different sweep.*budgets"):
@@ -151,8 +167,8 @@ def test_ray_job_submit_and_a_killed_sweep_resumes_to_the_same_rows(
     client.stop_job(job_id)
     while not client.get_job_status(job_id).is_terminal():
         time.sleep(0.5)
-    done_before = len(list((out / "results").glob("shard-*.parquet")))
-    assert 1 <= done_before < 4, "the stop landed mid-sweep"
+    written_before = shard_bytes(out)
+    assert 1 <= len(written_before) < 4, "the stop landed mid-sweep"
 
     cfg = load_config(None, [*SHARDED, f"output_dir={out}", f"cache_dir={cache_dir}"])
     resumed = run_sweep(cfg, replicas=(generator_replicas, []))
@@ -161,6 +177,8 @@ def test_ray_job_submit_and_a_killed_sweep_resumes_to_the_same_rows(
         replicas=(generator_replicas, []),
     )
     assert row_keys(resumed) == row_keys(full) and len(set(row_keys(resumed))) == 4
+    assert row_contents(resumed) == row_contents(full), "answers, candidates and token counts of a whole run"
+    assert {name: data for name, data in shard_bytes(out).items() if name in written_before} == written_before
     assert pq.read_table(out / "results").num_rows == 4
 
 

@@ -221,9 +221,11 @@ class RunStore:
                 f"{self.path(RESULTS)} exists but {self.uri} has no {MANIFEST}: not a sweep of ours, refusing to mix"
             )
         else:
-            self.fs.create_dir(self.path(RESULTS), recursive=True)
+            # The manifest's presence means claimed, so it goes before `results/`: a run killed in between
+            # leaves a directory the same sweep can claim again.
             self.write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)), CONFIG)
-            self.write_text(json.dumps(fingerprint, indent=2), MANIFEST)  # last: its presence means claimed
+            self.write_text(json.dumps(fingerprint, indent=2), MANIFEST)
+            self.fs.create_dir(self.path(RESULTS), recursive=True)
 
     # -- shards ---------------------------------------------------------------------------------
     def _names(self, folder: str) -> set[str]:

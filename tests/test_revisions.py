@@ -166,8 +166,8 @@ def test_fixed_chain_count_keeps_the_split_across_budgets():
     """`revision_chains: P` runs P chains of N/P attempts at every budget N; P=1 is fully sequential."""
     from dataclasses import replace
 
-    from ttsearch.strategies import strategy_label
     from ttsearch.config import RevisionPromptConfig
+    from ttsearch.strategies import strategy_label
 
     search = replace(SEARCH, revision_prompt=RevisionPromptConfig(**vars(TEMPLATES)))
     ctx = SearchContext(uid="p0", question=QUESTION, search=search, seed=0)

@@ -134,3 +134,21 @@ def test_row_counts_say_done_failed_and_missing(tmp_path):
     saved[0]["error"] = "ValueError: a strategy bug"
     counts = row_counts(cfg, pa.Table.from_pylist(saved, schema=RESULT_SCHEMA))
     assert counts.line() == "rows: 4 done, 1 failed (problem errors), 3 missing"  # 2 problems x 2 selections x 2
+
+
+def test_sweep_exits_1_with_the_row_summary_when_rows_are_missing(tmp_path, capsys, monkeypatch):
+    import pipelines.sweep
+
+    overrides = ["strategies=[{name: best_of_n, selections: [naive, majority]}]", "budgets=[2,4]",
+                 f"output_dir={tmp_path}"]  # fmt: skip
+    cfg = load_config(None, overrides)
+    RunStore(tmp_path).claim(sweep_fingerprint(cfg, PROBLEMS), cfg)
+    saved = rows().slice(0, 5).to_pylist()
+    saved[0]["error"] = "ValueError: a strategy bug"
+    monkeypatch.setattr(pipelines.sweep, "run_sweep", lambda cfg: pa.Table.from_pylist(saved, schema=RESULT_SCHEMA))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["sweep", *overrides])
+    out, err = capsys.readouterr()
+    assert exit_info.value.code == 1
+    assert out.rstrip().endswith("rows: 4 done, 1 failed (problem errors), 3 missing")
+    assert err == "ttsearch: error: 3 rows missing (infrastructure failures): re-run the same command to compute them\n"

@@ -186,7 +186,8 @@ async def run_shard(
                     on_outcome(outcome)
         except BaseException:
             with contextlib.suppress(Exception):  # best effort: the search's own error is what gets raised
-                store.write_partial(shard, total, _table(rows + await collect(), problems, cfg))
+                if finished := rows + await collect():
+                    store.write_partial(shard, total, _table(finished, problems, cfg))
             raise
         fresh = await collect()
     if on_rows is not None:

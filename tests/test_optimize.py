@@ -296,3 +296,15 @@ def test_report_needs_weighted_best_of_n(tmp_path):
             for r in planted_rows()]
     with pytest.raises(ValueError, match="no best_of_n/weighted rows"):
         build_optimize_report(write_run(tmp_path, rows))
+
+
+def test_error_rows_take_no_part_and_are_counted(tmp_path):
+    """An error row of the winning strategy would, counted as wrong, change the choice; left out, it does not."""
+    failed = [row(uid, REVISIONS, budget, seed, False) | {"error": "RuntimeError: strategy bug",
+              "candidate_answers": [], "candidate_scores": [], "candidate_correct": []}
+              for uid in QUESTIONS[:8] for budget in BUDGETS for seed in range(2, 6)]  # fmt: skip
+    run = write_run(tmp_path / "run", planted_rows() + failed)
+    written = build_optimize_report(run, estimation_samples=4)
+    assert written.excluded_rows == len(failed)
+    assert f"{len(failed)} error rows (cells that failed deterministically) are excluded" in written.path.read_text()
+    assert load_policy(run).choices == {(budget, b): WINNER[b] for budget in BUDGETS for b in range(1, 6)}

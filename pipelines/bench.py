@@ -25,9 +25,9 @@ from ttsearch.cells import shard_jobs
 from ttsearch.config import MODEL_FREE_VERIFIERS, StrategySpec, SweepConfig
 from ttsearch.data import load_problems
 from ttsearch.grading import Grader
-from ttsearch.requests import Generate, Prompt, Request, Result
+from ttsearch.requests import Generate, Prompt, Request, RequestRejected, Result
 from ttsearch.runtime import start_ray, start_replicas
-from ttsearch.scheduler import Scheduler, Usage
+from ttsearch.scheduler import RetryPolicy, Scheduler, Usage
 
 
 @dataclass
@@ -64,10 +64,13 @@ class RecordingBackend:
         self.inner = inner
         self.requests: list[Request] = []
 
-    async def submit(self, batch: list[Request]) -> AsyncIterator[tuple[int, Result]]:
+    async def submit(self, batch: list[Request]) -> AsyncIterator[tuple[int, Result | RequestRejected]]:
         self.requests.extend(batch)
         async for item in self.inner.submit(batch):
             yield item
+
+    async def check(self) -> None:
+        await self.inner.check()
 
 
 async def _verifier_busy(verifiers: list[Any]) -> float:
@@ -89,7 +92,7 @@ async def measure_search(
     pools = replica_pools(generators, verifiers, cfg.verifier.kind, cfg.scheduler, grader)
     recorders = [RecordingBackend(b) for b in pools["generator"].backends]
     pools["generator"].backends = recorders
-    scheduler = Scheduler(pools, max_in_flight)
+    scheduler = Scheduler(pools, max_in_flight, retry=RetryPolicy.from_config(cfg.scheduler))
     jobs = shard_jobs(problems, replace(cfg, strategies=[spec], budgets=[budget], seeds=[0]))
     await asyncio.gather(*(g.reset_prefix_cache.remote() for g in generators))
     busy_before = await _verifier_busy(verifiers)

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ttsearch.cells import rows_per_problem
-from ttsearch.config import MODEL_FREE_VERIFIERS, SweepConfig, load_config
+from ttsearch.config import MODEL_FREE_VERIFIERS, ConfigError, SweepConfig, load_config
 from ttsearch.data import load_problems
 from ttsearch.faults import GENERATOR_CLASS, VERIFIER_CLASS, KilledReplica, kill_replica, wait_for_replicas
 from ttsearch.results import RunStore
@@ -53,6 +53,7 @@ class SweepRun:
 class FaultReport:
     clean: SweepRun
     faulted: SweepRun
+    workdir: str  # holds clean/, faulted/ and each run's log
 
     @property
     def extra_wall(self) -> float:
@@ -64,28 +65,29 @@ class FaultReport:
         return self.faulted.search_s / self.clean.search_s - 1
 
 
-def run_fault_bench(
-    config_paths: Sequence[str], overrides: Sequence[str], kill_at: float, workdir: Path
-) -> FaultReport:
+def run_fault_bench(config_paths: Sequence[str], overrides: Sequence[str], kill_at: float) -> FaultReport:
     """Run the sweep clean, then with one generator and one verifier replica killed at `kill_at` (a
-    fraction of the clean run's search time after all replicas are up)."""
+    fraction of the clean run's search time after all replicas are up). Both runs write into a new
+    directory under `output_dir`, so neither resumes an earlier one."""
     cfg = load_config(config_paths, overrides)
     if cfg.verifier.kind in MODEL_FREE_VERIFIERS:
-        raise ValueError(f"verifier.kind={cfg.verifier.kind} has no replicas to kill; use a hosted verifier")
+        raise ConfigError(f"bad config: key 'verifier.kind': {cfg.verifier.kind} has no replicas to kill")
+    if not 0 < kill_at < 1:
+        raise ConfigError(f"--kill-at: a fraction of the clean run's search time in (0, 1), got {kill_at}")
+    problems = load_problems(cfg.data.path, cfg.data.limit, cfg.data.offset, cfg.data.levels)
+    workdir = Path(cfg.output_dir).resolve() / time.strftime("%Y%m%d-%H%M%S")
+    workdir.mkdir(parents=True)
     start_ray(cfg)
     import ray
 
     address = ray.get_runtime_context().gcs_address
-    expected = len(load_problems(cfg.data.path, cfg.data.limit, cfg.data.offset, cfg.data.levels)) * rows_per_problem(
-        cfg
-    )
-    workdir.mkdir(parents=True, exist_ok=True)
+    expected = len(problems) * rows_per_problem(cfg)
     clean = _sweep("clean", config_paths, overrides, cfg, address, workdir, expected, kill_after_s=None)
     faulted = _sweep(
         "faulted", config_paths, overrides, cfg, address, workdir, expected, kill_after_s=kill_at * clean.search_s
     )
     _compare_answers(workdir / "clean", faulted, workdir / "faulted")
-    return FaultReport(clean, faulted)
+    return FaultReport(clean, faulted, str(workdir))
 
 
 def _sweep(
@@ -195,6 +197,7 @@ def format_report(report: FaultReport) -> str:
         f"faulted: {report.faulted.summary}",
         f"extra wall time of the faulted run: {report.extra_wall:+.1%} ({report.extra_search:+.1%} of search time)",
         f"faulted rows with the clean run's answer: {report.faulted.rows_same_answer} of {report.faulted.rows_present}",
+        f"runs in {report.workdir}",
     ]
     return "\n".join(lines)
 

@@ -20,7 +20,7 @@ from ttsearch.grading import Grader
 from ttsearch.policy import Policy, SolveError, load_policy
 from ttsearch.results import CONFIG, RunStore
 from ttsearch.runtime import ModelSizes, model_sizes, start_ray, start_replicas
-from ttsearch.scheduler import JobOutcome, Scheduler, Usage
+from ttsearch.scheduler import JobOutcome, RetryPolicy, Scheduler, Usage
 from ttsearch.selection import aggregate, select
 from ttsearch.strategies import SearchContext, start, strategy_label
 
@@ -80,7 +80,8 @@ async def solve_question(
     seed: int = 0,
 ) -> Solution:
     with Grader() as grader:
-        scheduler = Scheduler(replica_pools(generators, verifiers, cfg.verifier.kind, cfg.scheduler, grader), 1)
+        pools = replica_pools(generators, verifiers, cfg.verifier.kind, cfg.scheduler, grader)
+        scheduler = Scheduler(pools, 1, retry=RetryPolicy.from_config(cfg.scheduler))
         ctx = SearchContext(uid=question, question=question, search=cfg.search, seed=seed)
         estimation = await _one(scheduler, ctx, policy.estimation_samples, StrategySpec(name="best_of_n"))
         scores = [aggregate(c.step_scores, "last") for c in estimation.candidates or []]

@@ -73,7 +73,7 @@ async def _search(shard: int, problems: list[dict[str, Any]], ctx: ShardContext,
 
     def make_scheduler(grader: Grader) -> Scheduler:
         pools = replica_pools(ctx.generators, ctx.verifiers, cfg.verifier.kind, cfg.scheduler, grader)
-        return Scheduler(pools, cfg.scheduler.max_in_flight, on_dispatch=metrics.on_dispatch)
+        return Scheduler.from_config(pools, cfg.scheduler, on_dispatch=metrics.on_dispatch)
 
     def report(keys: list[CellKey]) -> None:
         if ctx.progress is not None and keys:

@@ -33,9 +33,14 @@ def _sweep(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> None:
-    from pipelines.bench import format_report, run_bench, write_json
+    if args.faults:
+        from pipelines.fault_bench import format_report, run_fault_bench, write_json
 
-    report = run_bench(load_config(args.config or [CONF_DIR / "bench.yaml"], args.overrides))
+        report = run_fault_bench(args.config or [str(CONF_DIR / "faults.yaml")], args.overrides, args.kill_at)
+    else:
+        from pipelines.bench import format_report, run_bench, write_json
+
+        report = run_bench(load_config(args.config or [CONF_DIR / "bench.yaml"], args.overrides))
     print(format_report(report))
     if args.json:
         write_json(report, args.json)
@@ -86,6 +91,15 @@ def build_parser() -> argparse.ArgumentParser:
     bench = commands.add_parser("bench", help="throughput: ready queue vs offline ceiling vs synchronous search")
     bench.add_argument("--config", action="append", help="YAML config, repeatable (default conf/bench.yaml)")
     bench.add_argument("--json", help="also write the report as JSON here")
+    bench.add_argument(
+        "--faults",
+        action="store_true",
+        help="instead: the same sweep clean and with one generator and one verifier replica SIGKILLed "
+        "(default config conf/faults.yaml)",
+    )
+    bench.add_argument(
+        "--kill-at", type=float, default=0.2, help="with --faults: kill at this fraction of the clean run's search time"
+    )
     bench.add_argument("overrides", nargs="*", help="key=value overrides")
     bench.set_defaults(handler=_bench)
     report = commands.add_parser("report", help="Markdown report with plots, from a sweep's Parquet only")

@@ -131,3 +131,14 @@ def test_one_over_long_prompt_fails_only_its_problem(tmp_path, cache_dir, ray_se
     assert len(normal) == 6 and all(row["samples"] >= 2 and row["generated_tokens"] > 0 for row in normal)
     counts = row_counts(cfg, table)
     assert (counts.done, counts.failed, counts.missing) == (6, 2, 0)
+
+
+def test_gpu_replicas_on_a_cluster_without_gpus_fail_after_a_bounded_wait(ray_session, cache_dir):
+    from actors.generator import create_generator_replicas
+    from ttsearch.backends import ReplicaStartError
+    from ttsearch.config import GeneratorConfig
+
+    started = time.monotonic()
+    with pytest.raises(ReplicaStartError, match=r"each asks for num_gpus=1, .* the cluster has 0 GPUs"):
+        create_generator_replicas(GeneratorConfig(num_gpus=1, start_timeout_s=3), cache_dir)
+    assert time.monotonic() - started < 30

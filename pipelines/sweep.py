@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from pipelines.metrics import ProgressCounter, SweepMetrics, run_with_progress
 from ttsearch.backends import replica_pools
@@ -105,7 +106,9 @@ def run_sweep(cfg: SweepConfig, replicas: tuple[list[Any], list[Any]] | None = N
     if pending:
         start_ray(cfg)
         generators, verifiers = replicas or start_replicas(cfg)
-        progress = ProgressCounter.remote()
+        # On the driver's node: losing another node must not take the progress bar (and the sweep) with it.
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+        progress = ProgressCounter.options(scheduling_strategy=here).remote()
         ctx = ShardContext(
             cfg, generators, verifiers, model_sizes(generators, verifiers), store.uri, len(shards), progress
         )

@@ -80,13 +80,21 @@ def test_replicas_sigkilled_mid_sweep_lose_no_row(ray_session, ray_cluster, tmp_
 
 
 def test_losing_a_worker_node_mid_sweep_keeps_every_row_once(ray_session, ray_cluster, tmp_path, cache_dir):
-    node = ray_cluster.add_node(num_cpus=4, metrics_export_port=free_port(), runtime_env_dir_name="runtime_node3")
-    ray_cluster.wait_for_nodes()
+    from ray.util.state import list_actors, list_tasks
+
     own_job = ray_session.get_runtime_context().get_job_id()
     process, output_dir, log_path = start_sweep(ray_cluster, tmp_path, cache_dir, "verifier.kind=majority")
     try:
+        # The node joins once the sweep's driver is connected: every node here shares one IP, so a driver
+        # started earlier could attach to this node's raylet, and on a real cluster the driver's node stays.
+        deadline = time.monotonic() + 120
+        created = [("class_name", "=", GENERATOR_CLASS), ("state", "!=", "DEAD")]
+        while not [a for a in list_actors(address=ray_cluster.address, filters=created) if a.job_id != own_job]:
+            assert time.monotonic() < deadline, "the sweep created no generator replica"
+            time.sleep(0.2)
+        node = ray_cluster.add_node(num_cpus=4, metrics_export_port=free_port(), runtime_env_dir_name="runtime_node3")
+        ray_cluster.wait_for_nodes()
         wait_for_replicas(GENERATOR_CLASS, 2, 300, ray_cluster.address, exclude_job_id=own_job)
-        from ray.util.state import list_tasks
 
         deadline = time.monotonic() + 120
         while not _work_on(node.node_id, ray_cluster.address, own_job, list_tasks) and time.monotonic() < deadline:

@@ -112,7 +112,9 @@ def test_tiny_sweep_runs_every_strategy_on_two_nodes(
         for n in ("searches_done", "generated_tokens", "queue_depth", "batch_size", "verifier_calls", "graded")
     ]
     deadline = time.time() + 90  # Ray's metrics agents export every few seconds
-    while not all(name in (text := scrape_metrics(ray_session)) for name in names) and time.time() < deadline:
+    # Earlier sweeps of the session exported the same names: wait for this sweep's lookahead series too.
+    wanted = [*names, 'strategy="lookahead"']
+    while not all(name in (text := scrape_metrics(ray_session)) for name in wanted) and time.time() < deadline:
         time.sleep(2)
     assert [name for name in names if name not in text] == []
     assert 'strategy="lookahead"' in text

@@ -131,8 +131,10 @@ class VLLMGenerator:
 
     async def generate(self, request: Generate) -> GenerateResult | RequestRejected:
         """One request; the engine's own refusal of it (`VLLMClientError`, a 4xx in vLLM's server) is a
-        `RequestRejected`, while an engine failure raises."""
+        `RequestRejected`, while an engine failure raises. A dead engine core is unrecoverable: the actor exits
+        so that Ray restarts it with a new engine."""
         from vllm.exceptions import VLLMClientError
+        from vllm.v1.engine.exceptions import EngineDeadError
 
         prompt_ids = chat_prompt_ids(self.tokenizer, request.prompt)
         if rejected := prompt_too_long(prompt_ids, self.max_model_len):
@@ -141,6 +143,8 @@ class VLLMGenerator:
             return await self._generate(request, prompt_ids)
         except (VLLMClientError, ValueError) as exc:
             return RequestRejected(f"{type(exc).__name__}: {exc}")
+        except EngineDeadError:
+            os._exit(1)
 
     async def _generate(self, request: Generate, prompt_ids: list[int]) -> GenerateResult:
         from vllm import SamplingParams
@@ -229,13 +233,8 @@ class GeneratorReplica:
         return True
 
     async def generate(self, batch: list[Generate]) -> AsyncIterator[tuple[int, GenerateResult | RequestRejected]]:
-        try:
-            async for item in self._generator.generate_batch(batch):
-                yield item
-        except Exception as exc:
-            if type(exc).__name__ == "EngineDeadError":  # vLLM: unrecoverable; a restart brings a new engine
-                os._exit(1)
-            raise
+        async for item in self._generator.generate_batch(batch):
+            yield item
 
     async def stats(self) -> dict[str, int]:
         return {**asdict(self._generator.totals), "parameters": self._generator.parameters}

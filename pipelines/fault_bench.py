@@ -82,11 +82,11 @@ def run_fault_bench(config_paths: Sequence[str], overrides: Sequence[str], kill_
 
     address = ray.get_runtime_context().gcs_address
     expected = len(problems) * rows_per_problem(cfg)
-    clean = _sweep("clean", config_paths, overrides, cfg, address, workdir, expected, kill_after_s=None)
-    faulted = _sweep(
+    clean, clean_rows = _sweep("clean", config_paths, overrides, cfg, address, workdir, expected, kill_after_s=None)
+    faulted, faulted_rows = _sweep(
         "faulted", config_paths, overrides, cfg, address, workdir, expected, kill_after_s=kill_at * clean.search_s
     )
-    _compare_answers(workdir / "clean", faulted, workdir / "faulted")
+    faulted.rows_same_answer = _same_answers(clean_rows, faulted_rows)
     return FaultReport(clean, faulted, str(workdir))
 
 
@@ -99,7 +99,7 @@ def _sweep(
     workdir: Path,
     expected: int,
     kill_after_s: float | None,
-) -> SweepRun:
+) -> tuple[SweepRun, list[dict]]:
     output_dir = workdir / label
     command = [sys.executable, "-m", "ttsearch.cli", "sweep"]
     command += [arg for path in config_paths for arg in ("--config", str(path))]
@@ -126,8 +126,9 @@ def _sweep(
         summary=_summary_line(log_path.read_text()),
         faults=faults,
     )
-    _count_rows(run, output_dir)
-    return run
+    rows = _read_rows(output_dir)
+    _count_rows(run, rows)
+    return run, rows
 
 
 def _watch(
@@ -159,12 +160,13 @@ def _summary_line(log: str) -> str:
     return lines[-1] if lines else "(no summary line)"
 
 
-def _count_rows(run: SweepRun, output_dir: Path) -> None:
+def _read_rows(output_dir: Path) -> list[dict]:
+    """The run's row keys, errors and answers; none when it saved nothing."""
     store = RunStore(output_dir)
-    if not store.exists("results"):
-        run.rows_missing = run.rows_expected
-        return
-    rows = store.read_results().select([*ROW_KEY, "error"]).to_pylist()
+    return store.read_results().select([*ROW_KEY, "error", "answer"]).to_pylist() if store.exists("results") else []
+
+
+def _count_rows(run: SweepRun, rows: list[dict]) -> None:
     keys = Counter(tuple(row[k] for k in ROW_KEY) for row in rows)
     run.rows_present = len(keys)
     run.rows_duplicated = sum(count - 1 for count in keys.values())
@@ -172,14 +174,10 @@ def _count_rows(run: SweepRun, output_dir: Path) -> None:
     run.rows_missing = run.rows_expected - len(keys)
 
 
-def _compare_answers(clean_dir: Path, faulted: SweepRun, faulted_dir: Path) -> None:
-    """vLLM on CPU is not bit-stable across batch compositions, so a replay may differ; count how often."""
-    answers = {}
-    for row in RunStore(clean_dir).read_results().to_pylist():
-        answers[tuple(row[k] for k in ROW_KEY)] = row["answer"]
-    if RunStore(faulted_dir).exists("results"):
-        rows = RunStore(faulted_dir).read_results().to_pylist()
-        faulted.rows_same_answer = sum(answers.get(tuple(r[k] for k in ROW_KEY), object()) == r["answer"] for r in rows)
+def _same_answers(clean: list[dict], faulted: list[dict]) -> int:
+    """vLLM on CPU is not bit-stable across batch compositions, so a replay may differ; count how often not."""
+    answers = {tuple(row[k] for k in ROW_KEY): row["answer"] for row in clean}
+    return sum(answers.get(tuple(row[k] for k in ROW_KEY), object()) == row["answer"] for row in faulted)
 
 
 def format_report(report: FaultReport) -> str:

@@ -54,6 +54,8 @@ class SweepMetrics:
 
     def on_rows(self, rows: list[dict[str, Any]]) -> None:
         for row in rows:
+            if row["correct"] is None:  # ungraded: neither right nor wrong
+                continue
             tags = {"strategy_label": row["strategy_label"]}
             self.graded.inc(1, tags=tags)
             if row["correct"]:

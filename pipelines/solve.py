@@ -1,9 +1,10 @@
 """`ttsearch solve`: answer one question online with the compute-optimal policy of a past sweep.
 
 Part of the budget (the policy's k samples of best-of-N) estimates the question's difficulty
-without ground truth — the mean verifier score of the sampled solutions, binned with the sweep's
-thresholds — then the strategy the policy chose for that bin runs with what is left of the budget
-(the largest fitted budget that fits). Both parts are counted in the compute it reports.
+without ground truth — the mean verifier score of the sampled solutions, binned by the thresholds and
+rule the policy was fitted and cross-validated with — then the strategy the policy chose for that bin
+runs with what is left of the budget (the largest fitted budget that fits).
+Both parts are counted in the compute it reports.
 """
 
 from __future__ import annotations
@@ -84,12 +85,13 @@ async def solve_question(
         scheduler = Scheduler(pools, 1, retry=RetryPolicy.from_config(cfg.scheduler))
         ctx = SearchContext(uid=question, question=question, search=cfg.search, seed=seed)
         estimation = await _one(scheduler, ctx, policy.estimation_samples, StrategySpec(name="best_of_n"))
-        scores = [aggregate(c.step_scores, "last") for c in estimation.candidates or []]
+        # The policy's own score: its aggregation, averaged, binned by `policy.bin_of` (the rule it was fitted with).
+        scores = [aggregate(c.step_scores, policy.aggregation) for c in estimation.candidates or []]
         score = sum(scores) / len(scores) if scores else 0.0
         search_budget, label = policy_plan(policy, budget, score)
         spec, selection = spec_for(label, cfg)
         searched = await _one(scheduler, replace(ctx, seed=seed + 1), search_budget, spec)
-    chosen = select(searched.candidates or [], selection, spec.aggregation)
+        chosen = select(searched.candidates or [], selection, spec.aggregation, grader.same_answers)
     flops = sum(sum(sizes.flops(usage)) for usage in (estimation.usage, searched.usage))
     return Solution(
         chosen.answer if chosen else None,

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from pipelines.metrics import ProgressCounter, SweepMetrics, run_with_progress
@@ -48,13 +49,18 @@ class RowCounts:
     """The sweep's rows after a run: what `ttsearch sweep` reports and decides its exit code on."""
 
     done: int
+    ungraded: int
+    """Done rows whose chosen answer could not be graded (grading failed twice): kept, left out of accuracy."""
     failed: int
     """Error rows: cells that failed deterministically (a strategy bug, a request no engine can serve)."""
     missing: int
     """Rows not computed yet (infrastructure failures, a stopped run): a re-run computes them."""
 
     def line(self) -> str:
-        return f"rows: {self.done} done, {self.failed} failed (problem errors), {self.missing} missing"
+        return (
+            f"rows: {self.done} done ({self.ungraded} ungraded), {self.failed} failed (problem errors), "
+            f"{self.missing} missing"
+        )
 
 
 def search_shard(batch: pa.Table, *, ctx: ShardContext) -> pa.Table:
@@ -148,7 +154,8 @@ def row_counts(cfg: SweepConfig, table: pa.Table) -> RowCounts:
     """Done / failed / missing rows of the sweep in `cfg.output_dir`, from the rows `run_sweep` returned."""
     expected = RunStore(cfg.output_dir).manifest()["num_problems"] * rows_per_problem(cfg)
     failed = table.column("error").is_valid().to_pylist().count(True)
-    return RowCounts(table.num_rows - failed, failed, expected - table.num_rows)
+    ungraded = pc.sum(pc.and_(pc.is_null(table.column("correct")), pc.is_null(table.column("error")))).as_py() or 0
+    return RowCounts(table.num_rows - failed, ungraded, failed, expected - table.num_rows)
 
 
 def _spread() -> dict[str, str]:
@@ -157,7 +164,8 @@ def _spread() -> dict[str, str]:
 
 
 def summary(table: pa.Table) -> str:
-    """Accuracy and coverage (%) per strategy × budget, averaged over problems and seeds; error rows left out.
+    """Accuracy and coverage (%) per strategy × budget, averaged over problems and seeds; error rows left out,
+    ungraded rows left out of accuracy.
 
     Coverage is the share of cells where any candidate was right: what an oracle verifier would get.
     """
@@ -165,7 +173,8 @@ def summary(table: pa.Table) -> str:
     frame = frame[frame["error"].isna()]
     if frame.empty:
         return "no rows without an error"
-    frame["covered"] = frame["candidate_correct"].map(any)
+    frame["correct"] = frame["correct"].astype("float")  # ungraded (None) becomes NaN, which the mean skips
+    frame["covered"] = frame["candidate_correct"].map(lambda flags: any(flag is True for flag in flags))
     parts = []
     for column, title in (("correct", "accuracy %"), ("covered", "coverage % (pass@N)")):
         pivot = frame.pivot_table(index="strategy_label", columns="budget", values=column, aggfunc="mean") * 100

@@ -132,8 +132,11 @@ def test_row_counts_say_done_failed_and_missing(tmp_path):
     RunStore(tmp_path).claim(sweep_fingerprint(cfg, PROBLEMS), cfg)
     saved = rows().slice(0, 5).to_pylist()
     saved[0]["error"] = "ValueError: a strategy bug"
+    saved[1]["correct"] = None  # grading failed twice
+    saved[0]["correct"] = None  # an error row is failed, not ungraded
     counts = row_counts(cfg, pa.Table.from_pylist(saved, schema=RESULT_SCHEMA))
-    assert counts.line() == "rows: 4 done, 1 failed (problem errors), 3 missing"  # 2 problems x 2 selections x 2
+    # 2 problems x 2 selections x 2 budgets expected
+    assert counts.line() == "rows: 4 done (1 ungraded), 1 failed (problem errors), 3 missing"
 
 
 def test_sweep_exits_1_with_the_row_summary_when_rows_are_missing(tmp_path, capsys, monkeypatch):
@@ -150,5 +153,5 @@ def test_sweep_exits_1_with_the_row_summary_when_rows_are_missing(tmp_path, caps
         main(["sweep", *overrides])
     out, err = capsys.readouterr()
     assert exit_info.value.code == 1
-    assert out.rstrip().endswith("rows: 4 done, 1 failed (problem errors), 3 missing")
+    assert out.rstrip().endswith("rows: 4 done (0 ungraded), 1 failed (problem errors), 3 missing")
     assert err == "ttsearch: error: 3 rows missing (infrastructure failures): re-run the same command to compute them\n"

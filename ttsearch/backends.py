@@ -97,7 +97,7 @@ def wait_ready(handles: list[Any], timeout_s: float, key: str, num_gpus: float, 
 
 class ModelFreeVerifier:
     """`majority` scores every step 1 (weighted selection becomes a vote); `oracle` scores every
-    step of a solution 1 if its final answer is right (ground truth, for coverage curves); `hash`
+    step of a solution 1 if its final answer is graded right, else 0 (ground truth, for coverage curves); `hash`
     maps each step prefix's text to [0, 1) (a free, deterministic stand-in for benchmarks)."""
 
     def __init__(self, kind: str, grader: Grader | None = None):
@@ -111,7 +111,8 @@ class ModelFreeVerifier:
         if self.kind == "oracle":
             pairs = [(extract_answer("\n\n".join(_steps(r))), _reference(r)) for r in batch]
             grader = self.grader or Grader()
-            scores = [float(ok) for ok in await asyncio.to_thread(grader.grade_many, pairs)]
+            # An ungraded answer (None) scores 0: the oracle vouches only for answers it could grade.
+            scores = [1.0 if ok is True else 0.0 for ok in await asyncio.to_thread(grader.grade_many, pairs)]
         for index, (request, score) in enumerate(zip(batch, scores, strict=True)):
             steps = _steps(request)
             if self.kind == "hash":

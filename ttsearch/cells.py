@@ -22,7 +22,14 @@ from ttsearch.results import RESULT_SCHEMA, RunStore
 from ttsearch.runtime import ModelSizes
 from ttsearch.scheduler import Failure, JobOutcome, Scheduler
 from ttsearch.selection import aggregate, select
-from ttsearch.strategies import SearchContext, StrategyRun, start, strategy_config, strategy_label
+from ttsearch.strategies import (
+    SEARCH_READS_VERIFIER,
+    SearchContext,
+    StrategyRun,
+    start,
+    strategy_config,
+    strategy_label,
+)
 
 CellKey = tuple[str, str, int, int]
 """(unique_id, strategy_config, budget, seed): names a cell across runs, shards and retries."""
@@ -71,7 +78,13 @@ def shard_jobs(
 
 
 def outcome_rows(outcome: JobOutcome, grader: Grader, sizes: ModelSizes) -> list[dict[str, Any]]:
-    """One row per selection mode of the cell; every candidate is graded for coverage."""
+    """One row per selection mode of the cell; every candidate is graded for coverage.
+
+    `correct` (and each `candidate_correct`) is True, False or None: None is *ungraded*, a grading failure,
+    never a verdict. Majority and weighted votes group answers by the grader's equivalence. A selection
+    that reads no verifier score (majority, for strategies whose search does not read the verifier either)
+    is billed no verifier compute.
+    """
     problem, spec, budget, seed = outcome.key
     candidates = outcome.candidates or []
     answers = [c.answer for c in candidates]
@@ -95,20 +108,20 @@ def outcome_rows(outcome: JobOutcome, grader: Grader, sizes: ModelSizes) -> list
         "generated_tokens": usage.generated_tokens,
         "prompt_tokens": usage.prompt_tokens,
         "cached_prompt_tokens": usage.cached_prompt_tokens,
-        "verifier_tokens": usage.verifier_tokens,
         "generator_flops": generator_flops,
-        "verifier_flops": verifier_flops,
-        "total_flops": generator_flops + verifier_flops,
         "wall_s": outcome.wall_s,
         "candidate_answers": answers,
         "candidate_scores": scores,
         "candidate_correct": correct,
+        "candidate_generated_tokens": [c.generated_tokens for c in candidates],
+        "candidate_verifier_tokens": [c.verifier_tokens for c in candidates],
         "error": outcome.error,
     }
     rows = []
     for selection in spec.selections:
-        chosen = select(candidates, selection, spec.aggregation)
+        chosen = select(candidates, selection, spec.aggregation, grader.same_answers)
         index = candidates.index(chosen) if chosen is not None else None
+        billed = spec.name in SEARCH_READS_VERIFIER or selection != "majority"
         rows.append(
             base
             | {
@@ -117,6 +130,9 @@ def outcome_rows(outcome: JobOutcome, grader: Grader, sizes: ModelSizes) -> list
                 "answer": None if index is None else answers[index],
                 "correct": False if index is None else correct[index],
                 "score": None if index is None else scores[index],
+                "verifier_tokens": usage.verifier_tokens if billed else 0,
+                "verifier_flops": verifier_flops if billed else 0.0,
+                "total_flops": generator_flops + (verifier_flops if billed else 0.0),
             }
         )
     return rows

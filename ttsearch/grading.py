@@ -5,7 +5,8 @@ path runs sympy's `parse_expr`, which evals), inside separate worker processes t
 audit-hook guard against eval/exec of unexpected code and against starting processes, an address-space
 cap, and math-verify's own signal timeouts (those only work in a main thread, and our callers live in
 Ray actors and asyncio threads). On top, every item has a hard wall-clock timeout: a worker that
-exceeds it is killed and replaced and the item is graded wrong.
+exceeds it is killed and replaced. A grading failure (timeout, dead worker, math-verify error) is retried
+once with longer limits and is otherwise recorded as *ungraded*, never as a wrong answer.
 
 This module stays cheap to import: math-verify and sympy are imported only inside the workers.
 """
@@ -59,18 +60,26 @@ def extract_boxed(text: str) -> str | None:
     return None
 
 
-# "... the (final) answer is $x$" / "answer: 12" at the end of a solution, for models that rarely box.
-_STATED_ANSWER = re.compile(
-    r"answer\s*(?:is|:|=)\s*:?\s*(?:\$(?P<math>[^$]{1,200})\$|(?P<number>-?\d[\d,]*(?:\.\d+)?(?:/\d+)?))",
-    re.IGNORECASE,
+# "... the (final) answer is X" / "answer: X": X is the rest of the line after the last such statement.
+_STATED_ANSWER = re.compile(r"answer\s*(?:is|:|=)\s*:?[ \t]*", re.IGNORECASE)
+# A whole math expression in delimiters: `$...$`, `$$...$$` or `\(...\)`, read even if the sentence goes on.
+_DELIMITED = re.compile(
+    r"^(?:\$\$(?P<display>[^$]{1,200})\$\$|\$(?P<inline>[^$]{1,200})\$|\\\((?P<paren>.{1,200}?)\\\))"
 )
+# A sentence end: `.`, `;`, `!` or `?` followed by a space or the end (so `2.5` keeps its point).
+_SENTENCE_END = re.compile(r"[.;!?](?:\s|$)")
+# An English word: two or more letters not part of a LaTeX command (`\sqrt`, `\frac`).
+_WORD = re.compile(r"(?<![\\a-zA-Z])[a-zA-Z]{2,}")
+MAX_STATED_CHARS = 200
 
 
 def extract_answer(text: str) -> str | None:
-    """The solution's final answer: the last `\\boxed{}`, else the last "the answer is X" statement.
+    """The solution's final answer: the last `\\boxed{}`, else the whole expression of the last "the answer is X".
 
-    Small models often state an answer without boxing it; the fallback reads only an explicit
-    statement (never "the last number"), so a solution that concludes nothing has no answer.
+    Small models often state an answer without boxing it. The fallback takes the stated expression whole
+    (`2x+1`, `2^{10}`, `2\\sqrt{3}`, or anything in `$...$`) up to the end of its sentence, or no answer at
+    all when that sentence goes on in words ("the answer is 5 because ..."): a prefix such as the `2` of
+    `2x+1` would be graded as if the model had said it. It never takes "the last number".
     """
     boxed = extract_boxed(text)
     if boxed is not None:
@@ -79,9 +88,16 @@ def extract_answer(text: str) -> str | None:
     stated = next(reversed(list(_STATED_ANSWER.finditer(tail))), None)
     if stated is None:
         return None
-    if stated.group("math") is not None:
-        return stated.group("math").strip().rstrip(".") or None
-    return stated.group("number").replace(",", "")
+    rest = tail[stated.end() :].split("\n", 1)[0].strip().strip("*").strip()  # markdown bold around the answer
+    if delimited := _DELIMITED.match(rest):
+        expression = next(group for group in delimited.groups() if group is not None)
+    else:
+        end = _SENTENCE_END.search(rest)
+        expression = rest[: end.start()] if end else rest
+        if _WORD.search(expression):
+            return None
+    expression = expression.strip().rstrip(".").strip().strip("*").strip()
+    return expression if expression and len(expression) <= MAX_STATED_CHARS else None
 
 
 _NORMALIZE_RULES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
@@ -96,25 +112,37 @@ _NORMALIZE_RULES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
         (r"\\sqrt\s*(\d)", r"\\sqrt{\1}"),
         (r"\^\s*\{?\\circ\}?", ""),
         (r"\\%", ""),
+        (r"\\(?:text|textbf|mbox|mathrm)\{\s*\\\$\s*\}", ""),  # \text{\$}
+        (r"\\\$", ""),  # \$ currency
+        (r"\{,\}", ","),  # 1{,}000
         (r"^\\(?:text|textbf|mbox|mathrm)\{([^{}]*)\}$", r"\1"),
-        (r"(\d)\s*\\(?:text|mbox|mathrm)\{\s*[a-zA-Z][a-zA-Z ]*\}$", r"\1"),
+        (r"(\d)\s*\\(?:text|mbox|mathrm)\{\s*[a-zA-Z][a-zA-Z ]*\}(?:\^\d)?$", r"\1"),
+        (r"(\d)\s+(?:dollars?|cents?|units?|cm|km|inches|feet|meters|degrees)$", r"\1"),
         (r"\s+", ""),
     )
 )
+# Applied to the whole answer after the rules above: a plain number with thousands separators or trailing zeros.
+_THOUSANDS = re.compile(r"^-?\d{1,3}(?:,\d{3})+(?:\.\d+)?$")
+_TRAILING_ZEROS = re.compile(r"^(-?\d+)(?:\.0+|(\.\d*?[1-9])0+)$")
 
 
-def normalize_answer(answer: str) -> str:
-    """Cheap canonical string for grouping equal final answers in majority/weighted voting.
+def canonical_answer(answer: str) -> str:
+    """Cheap canonical string of a final answer: equal strings are the same answer, without parsing.
 
-    Pure string rewriting (no parsing): removes spacing and sizing commands, surrounding `$`,
-    a trailing `.`, degree and percent signs, unit words after a number and a whole-answer `\\text{}`
-    wrapper; maps `\\dfrac`/`\\tfrac` to `\\frac` and expands `\\frac12`, `\\sqrt3` shorthands.
-    Assignments such as `x=5` are kept as they are.
+    Pure string rewriting: removes spacing and sizing commands, surrounding `$`, a trailing `.`, degree
+    and percent signs, currency (`\\$`, `\\text{\\$}`), unit words after a number and a whole-answer
+    `\\text{}` wrapper; maps `\\dfrac`/`\\tfrac` to `\\frac` and expands `\\frac12`, `\\sqrt3`; a plain number
+    loses its thousands separators (`276,000`, `1{,}000`) and trailing zeros (`6.00` → `6`). Assignments
+    such as `x=5` are kept as they are. The grader compares these forms, and selection groups by them
+    before asking math-verify (see `Grader.same_answers`).
     """
     text = answer.strip().strip("$").strip()
     for pattern, replacement in _NORMALIZE_RULES:
         text = pattern.sub(replacement, text)
-    return text.rstrip(".")
+    text = text.rstrip(".")
+    if _THOUSANDS.match(text):
+        text = text.replace(",", "")
+    return _TRAILING_ZEROS.sub(lambda m: m.group(1) + (m.group(2) or ""), text)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -173,8 +201,8 @@ def _install_guard() -> None:
     sys.addaudithook(_audit_guard)
 
 
-def _worker_main(conn: Connection, math_timeout_s: int, memory_limit_mb: int | None) -> None:
-    """Grade (prediction, gold) jobs one at a time and send back one bool per job."""
+def _worker_main(conn: Connection, memory_limit_mb: int | None) -> None:
+    """Grade (prediction, gold, math timeout) jobs one at a time; reply a bool, or a string saying why it failed."""
     if memory_limit_mb is not None:
         import resource
 
@@ -183,28 +211,43 @@ def _worker_main(conn: Connection, math_timeout_s: int, memory_limit_mb: int | N
         if hard != resource.RLIM_INFINITY:
             limit = min(limit, hard)
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-    logging.getLogger("math_verify").setLevel(logging.ERROR)
-    from functools import lru_cache
-
+    logging.getLogger("math_verify").setLevel(logging.CRITICAL)
     from math_verify import LatexExtractionConfig, parse, verify
     from math_verify.errors import TimeoutException
 
     # Only the LaTeX extractor: ExprExtractionConfig would hand raw text to sympy's parse_expr (eval).
     latex_only = [LatexExtractionConfig()]
 
-    @lru_cache(maxsize=4096)
-    def parse_gold(gold: str) -> list[Any]:
-        return parse(f"${gold}$", latex_only, parsing_timeout=math_timeout_s)
-
-    def grade_one(prediction: str, gold: str) -> bool:
-        # Stripped because math-verify's unit removal is anchored at the end: "5 \text{ cm} " would not match.
+    def parsed(answer: str, timeout_s: int) -> list[Any]:
+        """math-verify's parse; a text it cannot parse is no answer (a verdict), a timeout is not (it raises)."""
         try:
-            target = parse(f"${prediction.strip()}$", latex_only, parsing_timeout=math_timeout_s)
-            return bool(verify(parse_gold(gold.strip()), target, timeout_seconds=math_timeout_s))
-        except (Exception, TimeoutException):
-            return False
+            return parse(f"${answer}$", latex_only, parsing_timeout=timeout_s, raise_on_error=True)
+        except TimeoutException:
+            raise
+        except Exception:
+            return []
 
-    grade_one("\\frac{1}{2}", "0.5")  # warm-up: first-use imports happen before the guard
+    def grade_one(prediction: str, gold: str, timeout_s: int) -> bool | str:
+        # Canonical forms first: math-verify misreads e.g. "168,000 \, \text{\$}" (and its unit removal is
+        # anchored at the end, so stripping matters too).
+        prediction, gold = canonical_answer(prediction), canonical_answer(gold)
+        if prediction == gold:
+            return True
+        try:
+            return bool(
+                verify(
+                    parsed(gold, timeout_s),
+                    parsed(prediction, timeout_s),
+                    timeout_seconds=timeout_s,
+                    raise_on_error=True,
+                )
+            )
+        except TimeoutException:
+            return f"math-verify timed out after {timeout_s} s"
+        except Exception as error:  # a sympy failure while comparing: no verdict either way
+            return f"math-verify failed: {type(error).__name__}: {str(error)[:200]}"
+
+    grade_one("\\frac{1}{2}", "0.5", 5)  # warm-up: first-use imports happen before the guard
     _install_guard()
     conn.send(_READY)
     while True:
@@ -217,6 +260,9 @@ def _worker_main(conn: Connection, math_timeout_s: int, memory_limit_mb: int | N
 
 # ---------------------------------------------------------------------------------------------
 # Parent side.
+
+Verdict = bool | None
+"""True right, False wrong, None ungraded: grading failed twice (timeout, crash, math-verify error), no verdict."""
 
 
 @dataclass
@@ -233,8 +279,12 @@ class Grader:
 
     Jobs go out one per message, so a hung item is identified exactly and only that item is lost when
     its worker is killed; a pipe round trip costs tens of microseconds against milliseconds of sympy.
-    Calls are serialised by a lock. Verdicts are kept in a bounded LRU cache, so an answer that N samples
-    share is graded once, including a pathological one that costs a full timeout.
+    Calls are serialised by a lock.
+
+    A grading failure is never a verdict: an item that times out, kills its worker or makes math-verify
+    raise is retried once on a fresh worker with `retry_scale` × the limits; if that fails too it is
+    *ungraded* (None), logged with the reason, and not cached, so a later call tries again. Verdicts
+    (True/False) are kept in a bounded LRU cache, so an answer that N samples share is graded once.
     """
 
     def __init__(
@@ -246,9 +296,13 @@ class Grader:
         memory_limit_mb: int | None = 4096,
         max_answer_chars: int = MAX_ANSWER_CHARS,
         cache_size: int = 100_000,
+        retry_scale: int = 3,
     ) -> None:
-        if num_workers < 1 or item_timeout_s <= 0 or math_timeout_s < 1:
-            raise ValueError("num_workers >= 1, item_timeout_s > 0 and math_timeout_s >= 1 are required")
+        if num_workers < 1 or item_timeout_s <= 0 or math_timeout_s < 1 or retry_scale < 1:
+            raise ValueError(
+                "num_workers >= 1, item_timeout_s > 0, math_timeout_s >= 1 and retry_scale >= 1 are required, got "
+                f"{num_workers}, {item_timeout_s}, {math_timeout_s}, {retry_scale}"
+            )
         self.num_workers = num_workers
         self.item_timeout_s = item_timeout_s
         self.math_timeout_s = math_timeout_s
@@ -256,6 +310,7 @@ class Grader:
         self.memory_limit_mb = memory_limit_mb
         self.max_answer_chars = max_answer_chars
         self.cache_size = cache_size
+        self.retry_scale = retry_scale
         self._cache: OrderedDict[tuple[str, str], bool] = OrderedDict()
         self._context = multiprocessing.get_context("spawn")
         self._workers: list[_Worker] = []
@@ -267,36 +322,43 @@ class Grader:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def grade(self, prediction: str | None, gold: str) -> bool:
-        """Whether one extracted answer matches the gold answer."""
+    def grade(self, prediction: str | None, gold: str) -> Verdict:
+        """Whether one extracted answer matches the gold answer; None if it could not be graded."""
         return self.grade_many([(prediction, gold)])[0]
 
-    def grade_many(self, pairs: Sequence[tuple[str | None, str]]) -> list[bool]:
+    def grade_many(self, pairs: Sequence[tuple[str | None, str]]) -> list[Verdict]:
         """Grade (extracted prediction, gold) pairs; None, blank or over-long predictions are wrong."""
-        results = [False] * len(pairs)
+        results: list[Verdict] = [False] * len(pairs)
         positions: dict[tuple[str, str], list[int]] = {}
         for i, (prediction, gold) in enumerate(pairs):
             if prediction is not None and prediction.strip() and len(prediction) <= self.max_answer_chars:
                 positions.setdefault((prediction, gold), []).append(i)
         with self._lock:
             jobs = [job for job in positions if job not in self._cache]
-            if jobs:
-                self._cache.update(zip(jobs, self._run(jobs), strict=True))
+            fresh = dict(zip(jobs, self._run(jobs), strict=True)) if jobs else {}
+            self._cache.update((job, verdict) for job, verdict in fresh.items() if verdict is not None)
             for job, indices in positions.items():
-                self._cache.move_to_end(job)
+                if job in self._cache:
+                    self._cache.move_to_end(job)
+                verdict = self._cache[job] if job in self._cache else fresh[job]
                 for i in indices:
-                    results[i] = self._cache[job]
+                    results[i] = verdict
             while len(self._cache) > self.cache_size:
                 self._cache.popitem(last=False)
         return results
+
+    def same_answers(self, answer: str, others: Sequence[str]) -> list[bool]:
+        """Which of `others` state the same answer as `answer`, by the grader's own equivalence (`answer` in
+        the gold's place); a pair that cannot be graded counts as different. For grouping votes."""
+        return [verdict is True for verdict in self.grade_many([(answer, other) for other in others])]
 
     def close(self) -> None:
         """Stop the workers; a later call starts new ones."""
         with self._lock:
             self._stop_all()
 
-    def _run(self, jobs: list[tuple[str, str]]) -> list[bool]:
-        verdicts = [False] * len(jobs)
+    def _run(self, jobs: list[tuple[str, str]]) -> list[Verdict]:
+        verdicts: list[Verdict] = [None] * len(jobs)
         pending = iter(range(len(jobs)))
         self._retried: set[int] = set()
         try:
@@ -311,48 +373,60 @@ class Grader:
                     if worker.conn in readable:
                         self._receive(worker, jobs, verdicts, pending)
                     elif time.monotonic() >= worker.deadline:
-                        self._time_out(worker, jobs, pending)
+                        if not worker.ready:
+                            raise RuntimeError(f"grading worker did not start within {self.start_timeout_s:.0f} s")
+                        self._failed(worker, jobs, pending, f"took over {self._limit(worker.job):.0f} s", dead=True)
         except BaseException:
             self._stop_all()  # in-flight replies would otherwise be read as answers to the next call
             raise
         return verdicts
 
-    def _time_out(self, worker: _Worker, jobs: list[tuple[str, str]], pending: Iterator[int]) -> None:
-        if not worker.ready:
-            raise RuntimeError(f"grading worker did not start within {self.start_timeout_s:.0f} s")
-        logger.warning("grading took over %.0f s; graded wrong: %.200r", self.item_timeout_s, jobs[worker.job])
-        self._replace(worker)
-        self._dispatch(worker, jobs, pending)
-
     def _receive(
-        self, worker: _Worker, jobs: list[tuple[str, str]], verdicts: list[bool], pending: Iterator[int]
+        self, worker: _Worker, jobs: list[tuple[str, str]], verdicts: list[Verdict], pending: Iterator[int]
     ) -> None:
         try:
             message = worker.conn.recv()
         except (EOFError, OSError):
             # Killed from outside, out of memory, or (seen with Ray's child-process subreaper in the parent)
-            # killed right after it started: one more try on a fresh worker before giving up.
-            job, started = worker.job, worker.ready
+            # killed right after it started.
             worker.process.join(timeout=5)
-            code = worker.process.exitcode
-            self._replace(worker)
-            if job not in self._retried:
-                self._retried.add(job)
-                logger.warning("grading worker died (exit code %s); retrying once: %.200r", code, jobs[job])
-                self._send(worker, jobs, job)
-                return
-            if not started:
-                raise RuntimeError(f"grading worker failed to start twice (exit code {code}); see its stderr") from None
-            logger.warning("grading worker died twice on one item; graded wrong: %.200r", jobs[job])
-            self._dispatch(worker, jobs, pending)
+            if not worker.ready and worker.job in self._retried:
+                raise RuntimeError(
+                    f"grading worker failed to start twice (exit code {worker.process.exitcode}); see its stderr"
+                ) from None
+            self._failed(worker, jobs, pending, f"worker died (exit code {worker.process.exitcode})", dead=True)
             return
         if message == _READY:
             worker.ready = True
-            worker.deadline = time.monotonic() + self.item_timeout_s
+            worker.deadline = time.monotonic() + self._limit(worker.job)
+            return
+        if isinstance(message, str):  # math-verify failed; the worker itself is fine
+            self._failed(worker, jobs, pending, message, dead=False)
             return
         verdicts[worker.job] = message
-        worker.job = None
         self._dispatch(worker, jobs, pending)
+
+    def _failed(
+        self, worker: _Worker, jobs: list[tuple[str, str]], pending: Iterator[int], why: str, dead: bool
+    ) -> None:
+        """Retry the worker's job once on a fresh worker with longer limits; after that it stays ungraded."""
+        job = worker.job
+        if job not in self._retried:
+            self._retried.add(job)
+            logger.warning(
+                "grading failed (%s); retrying once with %d× the limits: %.200r", why, self.retry_scale, jobs[job]
+            )
+            self._replace(worker)
+            self._send(worker, jobs, job)
+            return
+        logger.warning("grading failed twice (%s); ungraded: %.200r", why, jobs[job])
+        if dead:
+            self._replace(worker)
+        self._dispatch(worker, jobs, pending)
+
+    def _limit(self, job: int | None) -> float:
+        """The item's wall-clock limit: longer on its retry."""
+        return self.item_timeout_s * (self.retry_scale if job in self._retried else 1)
 
     def _dispatch(self, worker: _Worker, jobs: list[tuple[str, str]], pending: Iterator[int]) -> None:
         job = next(pending, None)
@@ -365,16 +439,17 @@ class Grader:
 
     def _send(self, worker: _Worker, jobs: list[tuple[str, str]], job: int) -> None:
         worker.job = job
+        math_timeout = self.math_timeout_s * (self.retry_scale if job in self._retried else 1)
         with contextlib.suppress(OSError):  # it died just now: its pipe then reads as EOF in `_receive`
-            worker.conn.send(jobs[job])
+            worker.conn.send((*jobs[job], math_timeout))
         startup = 0.0 if worker.ready else self.start_timeout_s
-        worker.deadline = time.monotonic() + self.item_timeout_s + startup
+        worker.deadline = time.monotonic() + self._limit(job) + startup
 
     def _spawn(self) -> _Worker:
         parent_conn, child_conn = self._context.Pipe()
         process = self._context.Process(
             target=_worker_main,
-            args=(child_conn, self.math_timeout_s, self.memory_limit_mb),
+            args=(child_conn, self.memory_limit_mb),
             name="ttsearch-grader",
             daemon=True,
         )
@@ -405,7 +480,7 @@ _default_grader: Grader | None = None
 _default_lock = threading.Lock()
 
 
-def grade(prediction: str | None, gold: str) -> bool:
+def grade(prediction: str | None, gold: str) -> Verdict:
     """Grade one extracted answer with a shared module-level `Grader` (started on first use)."""
     global _default_grader
     with _default_lock:

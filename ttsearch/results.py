@@ -63,6 +63,8 @@ RESULT_SCHEMA = pa.schema(
         ("candidate_answers", pa.list_(pa.string())),
         ("candidate_scores", pa.list_(pa.float64())),
         ("candidate_correct", pa.list_(pa.bool_())),
+        ("candidate_generated_tokens", pa.list_(pa.int64())),
+        ("candidate_verifier_tokens", pa.list_(pa.int64())),
         ("error", pa.string()),
         ("shard", pa.int32()),
         ("node_id", pa.string()),

@@ -17,6 +17,10 @@ STRATEGY_FUNCTIONS: dict[str, Callable[[SearchContext, int, StrategySpec], Strat
     "revisions": revisions,  # N/T chains of T sequential attempts; selection across all attempts
 }
 
+SEARCH_READS_VERIFIER = frozenset({"beam", "lookahead"})
+"""Strategies whose search itself is steered by verifier scores. The others (best-of-N, revisions) read the
+verifier only to select a final answer, so a selection that reads no score (majority) costs no verifier compute."""
+
 
 def start(ctx: SearchContext, budget: int, spec: StrategySpec) -> StrategyRun:
     return STRATEGY_FUNCTIONS[spec.name](ctx, budget, spec)
@@ -40,4 +44,12 @@ def strategy_label(spec: StrategySpec, selection: str) -> str:
     return f"{config}/{selection}" + (f"/{aggregation}" if aggregation else "")
 
 
-__all__ = ["Candidate", "SearchContext", "StrategyRun", "start", "strategy_config", "strategy_label"]
+__all__ = [
+    "SEARCH_READS_VERIFIER",
+    "Candidate",
+    "SearchContext",
+    "StrategyRun",
+    "start",
+    "strategy_config",
+    "strategy_label",
+]

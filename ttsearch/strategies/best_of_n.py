@@ -9,9 +9,9 @@ from ttsearch.strategies.common import SearchContext, StrategyRun
 def best_of_n(ctx: SearchContext, budget: int, spec: StrategySpec) -> StrategyRun:
     """One request with n=budget (one shared prompt, so the prompt is prefilled once)."""
     [sampled] = yield [ctx.solve(ctx.prompt(()), budget, 0)]
-    solutions = [(ctx.split_steps(c.text), c.ended_solution) for c in sampled.completions]
+    solutions = [(ctx.split_steps(c.text), c) for c in sampled.completions]
     scored = yield [ctx.score(steps) for steps, _ in solutions]
     return [
-        ctx.candidate(steps, result.step_scores, finished)
-        for (steps, finished), result in zip(solutions, scored, strict=True)
+        ctx.candidate(steps, result.step_scores, completion.ended_solution, completion.num_tokens, result.tokens)
+        for (steps, completion), result in zip(solutions, scored, strict=True)
     ]

@@ -27,6 +27,10 @@ class Candidate:
     step_scores: tuple[float, ...] = ()
     finished: bool = False  # the model ended it (EOS) rather than the search running out of steps
     delimiter: str = "\n\n"
+    generated_tokens: int | None = None
+    """Tokens sampled for this candidate alone; None where candidates share their steps (tree search)."""
+    verifier_tokens: int | None = None
+    """Tokens the verifier read to score this candidate alone; None where scores were shared (tree search)."""
 
     @property
     def text(self) -> str:
@@ -84,5 +88,12 @@ class SearchContext:
     def split_steps(self, text: str) -> tuple[str, ...]:
         return tuple(step for step in text.split(self.search.step_delimiter) if step.strip())
 
-    def candidate(self, steps: tuple[str, ...], scores: tuple[float, ...], finished: bool) -> Candidate:
-        return Candidate(steps=steps, step_scores=scores, finished=finished, delimiter=self.search.step_delimiter)
+    def candidate(
+        self,
+        steps: tuple[str, ...],
+        scores: tuple[float, ...],
+        finished: bool,
+        generated_tokens: int | None = None,
+        verifier_tokens: int | None = None,
+    ) -> Candidate:
+        return Candidate(steps, scores, finished, self.search.step_delimiter, generated_tokens, verifier_tokens)

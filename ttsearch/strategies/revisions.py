@@ -52,11 +52,12 @@ def revision_chains(
         ]
         for chain, result in zip(chains, sampled, strict=True):
             [completion] = result.completions
-            chain.append(ctx.candidate(ctx.split_steps(completion.text), (), completion.ended_solution))
+            steps = ctx.split_steps(completion.text)
+            chain.append(ctx.candidate(steps, (), completion.ended_solution, completion.num_tokens))
     attempts = [attempt for chain in chains for attempt in chain]
     scored = yield [ctx.score(attempt.steps) for attempt in attempts]
     return [
-        ctx.candidate(attempt.steps, result.step_scores, attempt.finished)
+        ctx.candidate(attempt.steps, result.step_scores, attempt.finished, attempt.generated_tokens, result.tokens)
         for attempt, result in zip(attempts, scored, strict=True)
     ]
 

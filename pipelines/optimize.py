@@ -1,21 +1,22 @@
 """Compute-optimal test-time search (Snell et al. 2024, §3–§6) from a sweep's Parquet alone.
 
-The paper's recipe: estimate each question's difficulty (5 quantile bins of pass@1, oracle from the ground
-truth or predicted from verifier scores), pick for every (budget, bin) the strategy configuration that did
-best there on held-out questions (2-fold cross-validation), and compare the resulting curve with best-of-N
-(the "4× less compute" claim) and with a larger model at matched FLOPs. Unlike the paper, the samples spent
-on estimating difficulty are counted as compute too.
+The paper's recipe: estimate each question's difficulty (quantile bins of pass@1, oracle from the ground truth
+or predicted from verifier scores), pick for every (budget, bin) the strategy label that did best there on
+held-out questions (2-fold cross-validation), and compare the resulting curve with the best fixed strategy
+label per budget (chosen on the same folds), with each best-of-N selection mode, and with a larger model at
+matched FLOPs. Unlike the paper, the samples spent on the predicted estimate are counted as compute too.
 
-Difficulty is estimated from the first `estimation_samples` (k) candidates of each question's largest
-best-of-N cell (lowest seed; aggregation `last` first, the PRM's score of the final answer). Taking a prefix
-of one large cell works for any k up to the largest budget, not only for swept budgets, and the first k of N
-independent samples are distributed as the samples of a best-of-k run. Their cost is that cell's measured
-cost scaled by k/N: exact for generated and verifier tokens, approximate for the prompt prefill that the N
-samples share.
+Oracle difficulty is pass@1 over every graded best-of-N sample of the question (all budgets and seeds, each
+sample once). Predicted difficulty is the mean verifier score of the first `estimation_samples` (k) candidates
+of the question's largest best-of-N cell (see `ttsearch.analysis.estimation_cells`); its cost is what those k
+samples spent (`ttsearch.analysis.estimation_cost`: their own generated and verifier tokens and the cell's one
+prompt prefill). Both are binned by the rule the deployed policy uses (`ttsearch.policy.fit_thresholds`), so
+cross-validation scores the policy that `ttsearch solve` runs.
 
-Strategy configurations are the opaque `strategy_label`s; a budget is the nominal generation budget N of
-the sweep (beam and lookahead spend more step-level samples than N; the FLOPs columns hold their real cost).
-Accuracies here are fractions in [0, 1]; the Markdown report shows percentages.
+Strategy labels are the opaque `strategy_label`s (configuration × selection); a budget is the nominal
+generation budget N of the sweep (beam and lookahead spend more step-level samples than N; the FLOPs columns
+hold their real cost). Accuracies here are fractions in [0, 1]; the Markdown report shows percentages.
+Ungraded rows take no part in any accuracy; error rows take no part at all.
 """
 
 from __future__ import annotations
@@ -29,118 +30,50 @@ import numpy as np
 import pandas as pd
 
 from ttsearch.analysis import (
-    CELL_KEYS,
+    COST_COLUMNS,
+    DEFAULT_ESTIMATION_SAMPLES,
+    DIFFICULTY_KINDS,
     N_BINS,
     NEAR_ZERO_ACCURACY,
     AnalysisError,
+    Difficulty,
     ReportFile,
-    difficulty_bins,
+    bin_sorting,
+    estimate_difficulty,
+    estimation_cells,
+    estimation_cost,
     excluded_note,
     finished_rows,
+    flops_rates,
     markdown_table,
     oracle_pass_at_1,
     plot_curves,
-    search_cells,
+    samples_note,
+    ungraded_note,
 )
 from ttsearch.policy import Policy, save_policy
 from ttsearch.results import RESULTS, RunStore
 
-KINDS = ("oracle", "predicted")
-# Per-question costs of a search job; the estimation cost reports those the sweep recorded.
-COST_COLUMNS = ("samples", "generated_tokens", "prompt_tokens", "cached_prompt_tokens", "verifier_tokens",
-                "generator_flops", "verifier_flops", "total_flops")
-BASELINE = "best_of_n/weighted"
+__all__ = ["COST_COLUMNS", "Difficulty", "estimate_difficulty", "estimation_cells", "estimation_cost", "flops_rates"]
+
+KINDS = DIFFICULTY_KINDS
+FOLDS = 2
 R_VALUES = (0.16, 0.79, 22.0)  # D_inference / D_pretrain: the paper's Fig. 9 regimes R ≪ 1, R ≈ 1, R ≫ 1
+BEST_FIXED = "best fixed label (CV)"
 _TOLERANCE = 1e-12  # accuracies are means of the same per-question values: equal up to rounding
 
 
-@dataclass(frozen=True)
-class Difficulty:
-    """Per-question difficulty estimated from k best-of-N samples, and what those samples cost."""
-
-    kind: str  # "oracle" (pass@1 from the ground truth) or "predicted" (mean verifier score, no ground truth)
-    estimation_samples: int
-    score: pd.Series  # unique_id → pass@1 or mean final-answer score; higher = easier
-    bins: pd.Series  # unique_id → 1..n_bins, 1 the easiest
-    cost: pd.DataFrame  # unique_id → the COST_COLUMNS the sweep recorded, for the k samples
-
-    def thresholds(self) -> tuple[float, ...]:
-        """Score edges between consecutive bins, descending: how a new question's score maps to a bin online."""
-        by_bin = self.score.groupby(self.bins).agg(["min", "max"]).sort_index()
-        return tuple((by_bin["min"].to_numpy()[:-1] + by_bin["max"].to_numpy()[1:]) / 2)
-
-
-def estimationsearch_cells(frame: pd.DataFrame, estimation_samples: int | None = None) -> tuple[pd.DataFrame, int]:
-    """Per question, its largest best-of-N cell cut to the first k candidates (see the module docstring).
-
-    k defaults to the smallest best-of-N budget, the cheapest estimate the sweep can vouch for. The cost
-    columns are scaled to k samples. Questions whose cells all hold fewer than k candidates are absent.
-    """
-    best_of_n = search_cells(frame[frame["strategy"] == "best_of_n"])
-    if best_of_n.empty:
-        raise AnalysisError("no best_of_n rows: difficulty is estimated from best-of-N samples; add best_of_n to the "
-                         "sweep's strategies")
-    k = int(best_of_n["budget"].min()) if estimation_samples is None else int(estimation_samples)
-    if k < 1:
-        raise AnalysisError(f"estimation_samples must be ≥ 1, got {k}")
-    sizes = best_of_n["candidate_correct"].map(lambda flags: 0 if flags is None else len(flags))
-    usable = best_of_n[sizes >= k]
-    if usable.empty:
-        raise AnalysisError(f"estimation_samples={k} exceeds every best-of-N cell (the largest holds {sizes.max()} "
-                         "candidates)")
-    chosen = (usable.assign(other_aggregation=usable["aggregation"] != "last")
-              .sort_values(["unique_id", "other_aggregation", "budget", "seed"], ascending=[True, True, False, True])
-              .drop_duplicates("unique_id").drop(columns="other_aggregation"))
-    first_k = {column: chosen[column].map(lambda values: list(values[:k]))
-               for column in ("candidate_answers", "candidate_scores", "candidate_correct")}
-    scaled = {column: chosen[column].astype(float) * k / chosen["budget"]
-              for column in COST_COLUMNS if column in chosen}
-    return chosen.assign(**first_k, **scaled), k
-
-
-def estimate_difficulty(frame: pd.DataFrame, kind: str = "oracle", estimation_samples: int | None = None,
-                        n_bins: int = N_BINS) -> Difficulty:
-    """Bin questions by oracle pass@1 or by predicted (mean verifier) score over k best-of-N samples.
-
-    Both use `report.difficulty_bins`' rank quantiles and tie-breaks, so that the bins mean the same thing
-    as in the sweep report.
-    """
-    if kind not in KINDS:
-        raise AnalysisError(f"unknown difficulty kind {kind!r}; choose one of {', '.join(KINDS)}")
-    cells, k = estimationsearch_cells(frame, estimation_samples)
-    if kind == "oracle":
-        score, bins = oracle_pass_at_1(cells), difficulty_bins(cells, n_bins)
-    else:
-        scores = cells[["unique_id", "candidate_scores"]].explode("candidate_scores").dropna()
-        score = scores["candidate_scores"].astype(float).groupby(scores["unique_id"]).mean().rename("score")
-        if score.empty:
-            raise AnalysisError("no verifier scores on the best-of-N candidates: predicted difficulty needs them")
-        bins = _bins_of(score, cells.set_index("unique_id")["level"], n_bins)
-    present = [column for column in COST_COLUMNS if column in cells]
-    cost = cells.set_index("unique_id")[present].loc[score.index]
-    return Difficulty(kind, k, score, bins, cost)
-
-
-def _bins_of(score: pd.Series, level: pd.Series, n_bins: int) -> pd.Series:
-    """Bin any per-question score (higher = easier) exactly as `report.difficulty_bins` bins oracle pass@1.
-
-    difficulty_bins reads pass@1 from best-of-N candidates. One pseudo cell per question, whose R candidates
-    hold R − r right ones (r: the score's dense rank, 0 the highest; R: the number of distinct scores), has a
-    pass@1 with the score's order and ties, so the quantiles and tie-breaks are the report's own.
-    """
-    rank = score.rank(method="dense", ascending=False).astype(int).to_numpy() - 1
-    distinct = int(rank.max()) + 1
-    pseudo = pd.DataFrame({key: 0 for key in CELL_KEYS} | {
-        "unique_id": score.index, "strategy": "best_of_n", "level": level.reindex(score.index).to_numpy(),
-        "candidate_correct": [[True] * (distinct - r) + [False] * r for r in rank]})
-    return difficulty_bins(pseudo, n_bins)
+def _as_verdict(value) -> float:
+    """1.0 right, 0.0 wrong, NaN ungraded (no verdict)."""
+    return math.nan if value is None or pd.isna(value) else float(bool(value))
 
 
 @dataclass(frozen=True)
 class _Tables:
     """Question × (strategy_label, budget) matrices: what the policy chooses from and is scored on."""
 
-    accuracy: pd.DataFrame  # mean `correct` over seeds; a cell the question lacks counts as wrong
+    accuracy: pd.DataFrame
+    """Mean `correct` over graded seeds; a cell the question lacks counts as wrong; NaN: only ungraded rows."""
     tie_cost: pd.DataFrame  # mean total FLOPs (generated tokens when the sweep recorded no FLOPs): breaks ties
     flops: pd.DataFrame  # mean total FLOPs, NaN when not recorded
 
@@ -150,15 +83,17 @@ def _tables(frame: pd.DataFrame, questions: pd.Index) -> _Tables:
     if rows.empty:
         raise AnalysisError("no result rows for the binned questions: are the bins from this sweep?")
     has_flops = "total_flops" in rows and rows["total_flops"].notna().any()
-    values = rows.assign(correct=rows["correct"].eq(True).astype(float),
+    values = rows.assign(correct=rows["correct"].map(_as_verdict).astype(float),
                          flops=rows["total_flops"].astype(float) if has_flops else np.nan,
                          tie_cost=rows["total_flops" if has_flops else "generated_tokens"].astype(float))
+    grouped = values.groupby(["unique_id", "strategy_label", "budget"])
 
     def matrix(column: str) -> pd.DataFrame:
-        return values.pivot_table(index="unique_id", columns=["strategy_label", "budget"], values=column,
-                                  aggfunc="mean")
+        return grouped[column].mean().unstack(["strategy_label", "budget"]).sort_index(axis=1)
 
-    accuracy = matrix("correct").fillna(0.0)
+    accuracy = matrix("correct")
+    present = grouped.size().unstack(["strategy_label", "budget"]).reindex_like(accuracy).notna()
+    accuracy = accuracy.mask(~present, 0.0)  # absent: wrong; present but ungraded only: NaN, no verdict
     return _Tables(accuracy, matrix("tie_cost").reindex_like(accuracy),
                    matrix("flops").reindex_like(accuracy) if has_flops else accuracy * np.nan)
 
@@ -178,7 +113,10 @@ def _long(matrix: pd.DataFrame) -> pd.Series:
 
 
 def _choose(tables: _Tables, questions: pd.Index, bins: pd.Series, budgets: list[int]) -> pd.DataFrame:
-    """Per (budget, bin), the label with the highest mean accuracy on `questions`; ties: cheaper, then label order."""
+    """Per (budget, bin), the label with the highest mean accuracy on `questions`; ties: cheaper, then label order.
+
+    Means skip ungraded (NaN) entries.
+    """
     group = bins.loc[questions].rename("bin")
     long = pd.DataFrame({
         "train_accuracy": _long(tables.accuracy.loc[questions].groupby(group).mean()),
@@ -215,26 +153,37 @@ class PolicyResult:
         means = self.per_question.groupby("budget")[["correct", "total_flops"]].mean()
         return means.rename(columns={"correct": "accuracy"})
 
+    def folds(self) -> pd.Series:
+        """unique_id → the fold it was held out in."""
+        return self.per_question.drop_duplicates("unique_id").set_index("unique_id")["fold"]
 
-def compute_optimal(frame: pd.DataFrame, bins: pd.Series, budgets: Sequence[int] | None = None, folds: int = 2,
-                    seed: int = 0) -> PolicyResult:
+
+def compute_optimal(frame: pd.DataFrame, bins: pd.Series, budgets: Sequence[int] | None = None, folds: int = FOLDS,
+                    seed: int = 0, fold_of: pd.Series | None = None) -> PolicyResult:
     """The paper's compute-optimal curve, cross-validated over questions so no choice is scored on its own data.
 
     Only questions with a bin take part (e.g. those with enough best-of-N samples to estimate difficulty).
-    Folds are stratified by bin, so every bin needs at least `folds` questions.
+    Folds are stratified by bin, so every bin needs at least `folds` questions; `fold_of` (unique_id → fold)
+    imposes given folds instead, e.g. another result's `folds()` so that two curves are scored on the same split.
+    Ungraded rows take no part: a held-out question whose chosen label has no verdict is left out of the mean.
     """
     bins = bins.rename("bin")
     tables = _tables(frame, bins.index)
     bins = bins.loc[tables.accuracy.index]
     budgets = _budgets(tables, budgets)
-    sizes = bins.value_counts()
-    if folds < 2 or (sizes < folds).any():
-        raise AnalysisError(f"{folds}-fold cross-validation needs ≥ 2 folds and ≥ {folds} questions in every bin; "
-                         f"bin sizes are {sizes.sort_index().to_dict()}: sweep more problems or use fewer bins")
-    fold_of = _folds(bins, folds, seed).loc[bins.index]
+    if fold_of is None:
+        sizes = bins.value_counts()
+        if folds < 2 or (sizes < folds).any():
+            raise AnalysisError(f"{folds}-fold cross-validation needs ≥ 2 folds and ≥ {folds} questions in every "
+                                f"bin; bin sizes are {sizes.sort_index().to_dict()}: sweep more problems or use "
+                                "fewer bins")
+        fold_of = _folds(bins, folds, seed)
+    fold_of = fold_of.reindex(bins.index)
+    if fold_of.isna().any():
+        raise AnalysisError(f"no fold for {fold_of.index[fold_of.isna()].tolist()[:5]}")
     accuracy, flops = _long(tables.accuracy), _long(tables.flops)
     choices, scored = [], []
-    for fold in range(folds):
+    for fold in sorted(fold_of.unique()):
         chosen = _choose(tables, fold_of.index[fold_of != fold], bins, budgets).assign(fold=fold)
         held_out = bins[fold_of == fold]
         grid = pd.DataFrame({"unique_id": held_out.index, "bin": held_out.to_numpy(), "fold": fold}).merge(
@@ -249,19 +198,29 @@ def compute_optimal(frame: pd.DataFrame, bins: pd.Series, budgets: Sequence[int]
     return PolicyResult(choices, per_question, per_question.groupby("budget")["correct"].mean().rename("accuracy"))
 
 
+def best_fixed(frame: pd.DataFrame, result: PolicyResult, budgets: Sequence[int] | None = None) -> PolicyResult:
+    """The best single strategy label per budget, chosen out of sample like the policy: on `result`'s folds,
+    each fold scored with the label that was best on the other folds' questions (one bin for all)."""
+    folds = result.folds()
+    return compute_optimal(frame, pd.Series(1, index=folds.index), budgets, fold_of=folds)
+
+
 def fit_policy(frame: pd.DataFrame, bins: pd.Series,
                budgets: Sequence[int] | None = None) -> dict[tuple[int, int], str]:
     """(budget, bin) → strategy_label chosen on all questions: what a deployment uses; CV estimates its accuracy."""
     bins = bins.rename("bin")
     tables = _tables(frame, bins.index)
-    chosen = _choose(tables, tables.accuracy.index, bins, _budgets(tables, budgets))
+    chosen = _choose(tables, tables.accuracy.index, bins.loc[tables.accuracy.index], _budgets(tables, budgets))
     return {(int(b), int(n)): str(label)
             for b, n, label in zip(chosen["budget"], chosen["bin"], chosen["strategy_label"], strict=True)}
 
 
 def policy_of(choices: dict[tuple[int, int], str], difficulty: Difficulty) -> Policy:
-    """The deployable policy: the choices and the difficulty estimate they assume (kind, k, score thresholds)."""
-    return Policy(choices, difficulty.kind, difficulty.estimation_samples, difficulty.thresholds())
+    """The deployable policy: the choices and the difficulty rule they were fitted with (k, thresholds)."""
+    if difficulty.kind != "predicted" or difficulty.estimation_samples is None:
+        raise AnalysisError(f"only predicted difficulty is deployable (no ground truth online), got {difficulty.kind}")
+    return Policy(choices, difficulty.kind, difficulty.estimation_samples, difficulty.thresholds,
+                  difficulty.aggregation or "last")
 
 
 def strategy_curves(frame: pd.DataFrame, questions: pd.Index) -> pd.DataFrame:
@@ -270,19 +229,21 @@ def strategy_curves(frame: pd.DataFrame, questions: pd.Index) -> pd.DataFrame:
     return pd.DataFrame({"accuracy": tables.accuracy.mean(), "total_flops": tables.flops.mean()})
 
 
-def _family_labels(frame: pd.DataFrame, curves: pd.DataFrame, baseline: str = BASELINE) -> dict[str, str]:
-    """strategy → the label drawn for it: `baseline` for best-of-N, else the best label averaged over budgets.
+def best_of_n_labels(frame: pd.DataFrame) -> list[str]:
+    """Every best-of-N strategy label of the sweep (one per selection mode and aggregation)."""
+    return sorted(frame.loc[frame["strategy"] == "best_of_n", "strategy_label"].unique())
 
-    Picking the best beam/lookahead/revisions label in-sample favours those baselines, never compute-optimal.
+
+def _family_labels(frame: pd.DataFrame, curves: pd.DataFrame) -> dict[str, str]:
+    """strategy → its label with the best accuracy averaged over budgets (picked in-sample).
+
+    Picking in-sample favours those fixed strategies, never compute-optimal.
     """
     family = frame.drop_duplicates("strategy_label").set_index("strategy_label")["strategy"]
     mean = curves["accuracy"].groupby(level="strategy_label").mean()
     ranked = pd.DataFrame({"accuracy": mean, "strategy": family.reindex(mean.index)}).reset_index()
     ranked = ranked.sort_values(["strategy", "accuracy", "strategy_label"], ascending=[True, False, True])
-    labels = ranked.drop_duplicates("strategy").set_index("strategy")["strategy_label"].to_dict()
-    if baseline in family.index:
-        labels[family[baseline]] = baseline
-    return labels
+    return ranked.drop_duplicates("strategy").set_index("strategy")["strategy_label"].to_dict()
 
 
 def cost_to_reach(costs: Sequence[float], accuracy: Sequence[float], target: float) -> tuple[float, str]:
@@ -405,19 +366,71 @@ def _bounded(value: float, bound: str) -> str:
     return "–" if pd.isna(value) else {"<=": "≤ ", ">": "> "}.get(bound, "") + f"{value:.3g}"
 
 
-def _efficiency_table(table: pd.DataFrame, estimation_samples: int) -> str:
-    def column(values: str, bound: str) -> list[str]:
-        return [_bounded(v, b) for v, b in zip(table[values], table[bound], strict=True)]
+def _budget_list(budgets: list[int]) -> str:
+    return ", ".join(f"N={b}" for b in budgets)
 
-    shown = pd.DataFrame({
-        "compute-optimal acc. %": table["accuracy"].map(_percent).to_numpy(),
-        "best-of-N budget to match": column("baseline_budget", "bound"),
-        "k (generations)": column("k", "bound"),
-        f"k, counting {estimation_samples} estimation samples": column("k_with_estimation", "bound"),
-        "k (FLOPs)": column("k_flops", "flops_bound"),
-        "k (FLOPs), counting estimation": column("k_flops_with_estimation", "flops_bound"),
-    }, index=pd.Index([f"N={budget}" for budget in table.index], name="budget"))
-    return markdown_table(shown)
+
+def _sentence(subject: str, groups: dict[str, list[int]]) -> str:
+    """'subject: A at N=1, N=4; B at N=16.' over the non-empty groups."""
+    parts = [f"{what} at {_budget_list(budgets)}" for what, budgets in groups.items() if budgets]
+    return f"{subject}: {'; '.join(parts)}." if parts else ""
+
+
+def _compare_accuracy(optimal: pd.Series, other: pd.Series) -> dict[str, list[int]]:
+    """Budgets where `optimal` (budget → accuracy) is above, equal to and below `other`."""
+    groups: dict[str, list[int]] = {"more accurate": [], "equally accurate": [], "less accurate": []}
+    for budget, value in optimal.items():
+        theirs = other.get(budget, math.nan)
+        if pd.isna(value) or pd.isna(theirs):
+            continue
+        key = ("more accurate" if value > theirs + _TOLERANCE else "less accurate" if value < theirs - _TOLERANCE
+               else "equally accurate")
+        groups[key].append(int(budget))
+    return groups
+
+
+def _cost_verdict(k: float, bound: str) -> str:
+    """What k = (comparator's cost to match) / (compute-optimal's cost) says, with its bound (`cost_to_reach`)."""
+    if pd.isna(k):
+        return "unknown"
+    if bound == "=":
+        return "fewer" if k > 1 + 1e-9 else "more" if k < 1 - 1e-9 else "as many"
+    if bound == ">":  # the comparator never matched within the sweep: the true k is larger still
+        return "fewer" if k >= 1 else "undetermined within the sweep"
+    return "no fewer" if k <= 1 else "undetermined within the sweep"  # "<=": the true k is at most this
+
+
+def _cost_groups(table: pd.DataFrame, column: str, bound: str) -> dict[str, list[int]]:
+    groups: dict[str, list[int]] = {}
+    for budget, row in table.iterrows():
+        groups.setdefault(_cost_verdict(row[column], row[bound]), []).append(int(budget))
+    return groups
+
+
+@dataclass(frozen=True)
+class _Curve:
+    """A curve compared with compute-optimal: per budget accuracy and FLOPs, and its per-question values."""
+
+    curve: pd.DataFrame  # budget → accuracy, total_flops
+    correct: pd.Series  # (unique_id, budget) → correct (NaN: ungraded)
+    flops: pd.Series  # (unique_id, budget) → total FLOPs
+
+
+def _result_curve(result: PolicyResult) -> _Curve:
+    q = result.per_question.set_index(["unique_id", "budget"])
+    return _Curve(result.curve(), q["correct"], q["total_flops"])
+
+
+def _comparators(frame: pd.DataFrame, questions: pd.Index, fixed: PolicyResult) -> dict[str, _Curve]:
+    """The best fixed label (CV) and every best-of-N label, as curves over `questions`."""
+    tables = _tables(frame, questions)
+    accuracy, flops = _long(tables.accuracy), _long(tables.flops)
+    curves = strategy_curves(frame, questions)
+    compared = {BEST_FIXED: _result_curve(fixed)}
+    for label in best_of_n_labels(frame):
+        compared[label] = _Curve(curves.xs(label, level="strategy_label"), accuracy.xs(label, level="strategy_label"),
+                                 flops.xs(label, level="strategy_label"))
+    return compared
 
 
 def _plot_rows(curve: str, values: pd.Series, x: pd.Series | np.ndarray) -> pd.DataFrame:
@@ -427,18 +440,136 @@ def _plot_rows(curve: str, values: pd.Series, x: pd.Series | np.ndarray) -> pd.D
                                                      x=np.asarray(x, dtype=float))
 
 
-def _how_to_read(best: float, problems: int, estimation_samples: int, agreement: float, stable: str) -> str:
+def _efficiency_table(rows: list[dict]) -> str:
+    shown = pd.DataFrame(rows)
+    return markdown_table(shown.set_index("budget"))
+
+
+def _efficiency_section(out: Path, frame: pd.DataFrame, questions: pd.Index, results: dict[str, PolicyResult],
+                        compared: dict[str, _Curve], difficulties: dict[str, Difficulty]) -> list[str]:
+    """Efficiency figures and tables: compute-optimal against the best fixed label (CV) and each best-of-N label,
+    in generations and in FLOPs, the predicted estimate's cost left out and counted; the sentences are computed
+    from the tables."""
+    predicted = difficulties["predicted"]
+    k = int(predicted.estimation_samples or 0)
+    estimate = predicted.cost.reindex(questions) if predicted.cost is not None else None
+    estimation_flops = estimate["total_flops"] if estimate is not None else pd.Series(math.nan, questions)
+    generations, in_flops = [], []
+    for name, other in compared.items():
+        generations.append(_plot_rows(name, other.correct, other.correct.index.get_level_values("budget")))
+        in_flops.append(_plot_rows(name, other.correct, other.flops))
+    md, said = [], []
+    for kind, result in results.items():
+        mine = _result_curve(result)
+        budgets = mine.correct.index.get_level_values("budget")
+        name = f"compute-optimal ({kind})"
+        generations.append(_plot_rows(name, mine.correct, budgets))
+        in_flops.append(_plot_rows(name, mine.correct, mine.flops))
+        counted = kind == "predicted"
+        if counted:
+            extra = mine.correct.index.get_level_values("unique_id").map(estimation_flops).to_numpy()
+            generations.append(_plot_rows(f"{name} + estimate", mine.correct, budgets + k))
+            in_flops.append(_plot_rows(f"{name} + estimate", mine.correct, mine.flops.to_numpy() + extra))
+        rows, bullets = [], []
+        for other_name, other in compared.items():
+            table = efficiency(mine.curve, other.curve, k if counted else math.nan,
+                               float(estimation_flops.mean()) if counted else math.nan)
+            for budget, r in table.iterrows():
+                rows.append({
+                    "budget": f"N={budget}", "vs": other_name, "compute-optimal acc. %": _percent(r["accuracy"]),
+                    "its acc. % at N": _percent(other.curve["accuracy"].get(budget, math.nan)),
+                    "its budget to match": _bounded(r["baseline_budget"], r["bound"]),
+                    "k (generations)": _bounded(r["k"], r["bound"]),
+                    f"k, counting {k} estimation samples": _bounded(r["k_with_estimation"], r["bound"]),
+                    "k (FLOPs)": _bounded(r["k_flops"], r["flops_bound"]),
+                    "k (FLOPs), counting estimation": _bounded(r["k_flops_with_estimation"], r["flops_bound"]),
+                })
+            in_samples = _cost_groups(table, "k_with_estimation" if counted else "k", "bound")
+            in_compute = _cost_groups(table, "k_flops_with_estimation" if counted else "k_flops", "flops_bound")
+            bullets.append(" ".join([f"- vs {other_name}.", _sentence("Generations", in_samples),
+                                     _sentence("FLOPs", in_compute)]).rstrip())
+        how = f"counting its {k} estimation samples" if counted else "the oracle: no estimation cost counted"
+        said.append("\n".join([f"Compute needed for its accuracy by {name} ({how}), compared with the compute the "
+                                "compared curve needs for the same accuracy ('fewer' = compute-optimal needs less):",
+                                *bullets]))
+        md += [f"### {kind.capitalize()} difficulty", "", _efficiency_table(rows), ""]
+    figures = [f"![efficiency in generations]({EFFICIENCY_PNG})"]
+    plot_curves(out / EFFICIENCY_PNG, f"Compute-optimal vs fixed labels, ± the {k}-sample difficulty estimate",
+                pd.concat(generations), value="correct", label="curve", ylabel="accuracy %", x="x",
+                xlabel="generations per question", x_log2=True)
+    if pd.concat(in_flops)["x"].gt(0).any():
+        plot_curves(out / EFFICIENCY_FLOPS_PNG, "The same in FLOPs", pd.concat(in_flops), value="correct",
+                    label="curve", ylabel="accuracy %", x="x", xlabel="mean FLOPs per question")
+        figures.append(f"![efficiency in FLOPs]({EFFICIENCY_FLOPS_PNG})")
+    text = "\n\n".join(said)
+    return ["## Efficiency vs fixed strategy labels", "", *figures, "",
+            f"Compared with: '{BEST_FIXED}', the single label per budget that was best on the training fold, "
+            "scored on the held-out fold (the predicted policy's folds, so it is chosen out of sample like the "
+            "policy), and every best-of-N label of the sweep. k = the compared curve's budget (or FLOPs) that "
+            "matches compute-optimal's accuracy, divided by compute-optimal's own, interpolated on log2 between "
+            "swept budgets: k > 1 means compute-optimal needs less. '≤' means the compared curve matched already at "
+            "its smallest budget (k may be smaller); '>' that it never did (k is larger). The predicted policy is "
+            f"also shown counting its {k} estimation samples (budget N + {k}; FLOPs plus the estimate's); the "
+            "oracle needs the ground truth, so no estimation cost is counted for it.", "", text, "", *md]
+
+
+def _difficulty_section(frame: pd.DataFrame, questions: pd.Index, difficulties: dict[str, Difficulty]) -> list[str]:
+    """How each difficulty was estimated, how well its bins sort questions by pass@1 over every sample, and what
+    the predicted estimate cost."""
+    oracle, predicted = difficulties["oracle"], difficulties["predicted"]
+    k = predicted.estimation_samples
+    capped = (f" (the default {DEFAULT_ESTIMATION_SAMPLES} capped by the largest best-of-N cell, which holds {k})"
+              if predicted.capped else "")
+    made = {kind: d.n_bins for kind, d in difficulties.items()}
+    fewer = [f"{kind} {n}" for kind, n in made.items() if n < N_BINS]
+    sorting = bin_sorting(oracle_pass_at_1(frame), {kind: d.bins for kind, d in difficulties.items()}, questions)
+    cost = predicted.cost.reindex(questions).mean() if predicted.cost is not None else pd.Series(dtype=float)
+    shown = cost.map(lambda v: "–" if pd.isna(v) else f"{v:,.4g}").to_frame("mean")
+    shown.index.name = f"predicted estimate per question ({k} samples)"
+    unknown = cost.drop("samples", errors="ignore").isna().any()
+    lines = ["## Difficulty estimate", "",
+             f"Oracle bins: pass@1 over every graded best-of-N sample of the question (all budgets and seeds, each "
+             f"sample once): {samples_note(oracle.samples.reindex(questions))}. Predicted bins: mean verifier score "
+             f"(aggregation `{predicted.aggregation}`) of the first {k} samples of the question's largest best-of-N "
+             f"cell{capped}. Both are binned by the deployed policy's rule: thresholds between {N_BINS} rank "
+             "quantiles, each group of tied scores kept whole in one bin (the quantile of its middle rank), a bin of "
+             f"fewer than {FOLDS} questions merged into its neighbour; every question is then binned by its score "
+             "against the thresholds, as `ttsearch solve` bins a new question.",
+             (f" Ties left fewer than {N_BINS} bins: {', '.join(fewer)}." if fewer else ""),
+             "", "Decreasing mean pass@1 (over every sample) from bin 1 down means the bins sort the questions:", "",
+             markdown_table(sorting), ""]
+    lines += [markdown_table(shown), ""]
+    if unknown:
+        lines += ["The sweep recorded no per-candidate token counts (an older sweep), so the estimate's tokens and "
+                  "FLOPs are unknown ('–'); the efficiency rows counting the estimate in FLOPs are unknown too.", ""]
+    else:
+        lines += ["The estimate's cost is what its samples spent: their own generated and verifier tokens, and the "
+                  "cell's one prompt prefill (a best-of-N cell is one request, so k samples pay one prompt).", ""]
+    return lines
+
+
+def _how_to_read(best: float, problems: int, difficulties: dict[str, Difficulty], agreement: float, stable: str,
+                 versus_fixed: str) -> str:
     """Caveats that depend on this run, so that the reader does not over-read the numbers."""
-    per_cell = max(1, problems // (2 * N_BINS))
-    notes = [f"Compute-optimal accuracy is cross-validated: the {problems} questions are split into 2 folds "
-             "(stratified by difficulty bin) and each fold is scored with the strategy that was best for its (budget, "
+    per_cell = max(1, problems // (FOLDS * N_BINS))
+    predicted = difficulties["predicted"]
+    k = predicted.estimation_samples
+    same_bins = difficulties["oracle"].n_bins == predicted.n_bins
+    notes = [f"Compute-optimal accuracy is cross-validated: the {problems} questions are split into {FOLDS} folds "
+             "(stratified by difficulty bin) and each fold is scored with the label that was best for its (budget, "
              "bin) on the other fold, so no choice is scored on the questions it was chosen on. With about "
-             f"{per_cell} question{'s' if per_cell > 1 else ''} per bin and fold the choices can be noisy ({stable}); "
-             "the CV curve can even fall below the best single strategy, whose label is picked "
-             "in-sample (which favours the fixed strategies).",
-             f"Difficulty is estimated from {estimation_samples} best-of-N samples per question; counting them, "
-             f"compute-optimal at budget N costs N + {estimation_samples} generations. Predicted bins (mean verifier "
-             f"score, no ground truth) agree with the oracle bins on {100 * agreement:.0f} % of the questions."]
+             f"{per_cell} question{'s' if per_cell > 1 else ''} per bin and fold the choices can be noisy ({stable}).",
+             versus_fixed,
+             "The per-strategy curves in the first figure are each strategy's label with the best mean accuracy over "
+             "budgets, picked in-sample (which favours them); every best-of-N label is drawn.",
+             f"Oracle difficulty uses every best-of-N sample ({samples_note(difficulties['oracle'].samples)}); "
+             f"predicted difficulty uses {k} samples per question"
+             + (" (capped by the largest best-of-N cell)" if predicted.capped else "")
+             + f"; counting them, the predicted policy at budget N costs N + {k} generations. "
+             + (f"Predicted bins (mean verifier score, no ground truth) agree with the oracle bins on "
+                f"{100 * agreement:.0f} % of the questions." if same_bins else
+                f"Predicted and oracle difficulty made different numbers of bins ({predicted.n_bins} and "
+                f"{difficulties['oracle'].n_bins}), so their bins are not compared one to one.")]
     if 100 * best < NEAR_ZERO_ACCURACY:
         notes.append(f"Accuracy is near zero everywhere (best {100 * best:.1f} %), as expected for a tiny generator "
                      "such as the embedded 135M model. Most (budget, bin) choices are then ties, broken by lower "
@@ -473,63 +604,20 @@ def _flops_matched_section(frame: pd.DataFrame, result: PolicyResult, larger_run
     }, index=pd.Index(matched["R"], name="R"))
     return ["## FLOPs-matched: small model + compute-optimal search vs the larger model", "",
             f"Small model {small_n:.3g} parameters, larger {large_n:.3g} (M = {large_n / small_n:.2f}). The larger "
-            "model's accuracy is its pass@1 over its best-of-N samples; the small model's is the cross-validated "
-            "compute-optimal accuracy (oracle bins) at the largest swept budget within the matched budget "
-            "M + 3(M − 1)/R generations.", "", markdown_table(shown), ""]
+            "model's accuracy is its pass@1 over its graded best-of-N samples; the small model's is the "
+            "cross-validated compute-optimal accuracy (oracle bins) at the largest swept budget within the matched "
+            "budget M + 3(M − 1)/R generations.", "", markdown_table(shown), ""]
 
 
-def _efficiency_section(out: Path, frame: pd.DataFrame, questions: pd.Index, curves: pd.DataFrame,
-                        results: dict[str, PolicyResult], difficulties: dict[str, Difficulty]) -> list[str]:
-    """Efficiency tables and figures: compute-optimal against best-of-N, in generations and in FLOPs, with
-    the difficulty estimate's cost left out and counted (compute-optimal's curve shifted right by it)."""
-    k = difficulties["oracle"].estimation_samples
-    tables = _tables(frame, questions)
-    accuracy = _long(tables.accuracy).xs(BASELINE, level="strategy_label")
-    budgets = accuracy.index.get_level_values("budget")
-    generations = [_plot_rows("best-of-N (weighted)", accuracy, budgets)]
-    in_flops = [_plot_rows("best-of-N (weighted)", accuracy, _long(tables.flops).xs(BASELINE, level="strategy_label"))]
-    md = []
-    for kind, result in results.items():
-        q = result.per_question.set_index(["unique_id", "budget"])
-        budgets = q.index.get_level_values("budget")
-        cost = difficulties[kind].cost
-        estimation_flops = cost["total_flops"] if "total_flops" in cost else pd.Series(math.nan, cost.index)
-        name = f"compute-opt. ({kind})"
-        generations += [_plot_rows(name, q["correct"], budgets),
-                        _plot_rows(f"{name} + estimate", q["correct"], budgets + k)]
-        in_flops += [_plot_rows(name, q["correct"], q["total_flops"]),
-                     _plot_rows(f"{name} + estimate", q["correct"], q["total_flops"].to_numpy()
-                                + q.index.get_level_values("unique_id").map(estimation_flops))]
-        table = efficiency(result.curve(), curves.xs(BASELINE, level="strategy_label"), k,
-                           estimation_flops.reindex(questions).mean())
-        md += [f"### {kind.capitalize()} difficulty", "", _efficiency_table(table, k), ""]
-    figures = [f"![efficiency in generations]({EFFICIENCY_PNG})"]
-    plot_curves(out / EFFICIENCY_PNG, f"Compute-optimal vs best-of-N, ± the {k}-sample difficulty estimate",
-                pd.concat(generations), value="correct", label="curve", ylabel="accuracy %", x="x",
-                xlabel="generations per question")
-    if tables.flops.notna().any().any():
-        plot_curves(out / EFFICIENCY_FLOPS_PNG, "The same in FLOPs", pd.concat(in_flops), value="correct",
-                    label="curve", ylabel="accuracy %", x="x", xlabel="mean FLOPs per question")
-        figures.append(f"![efficiency in FLOPs]({EFFICIENCY_FLOPS_PNG})")
-    return ["## Efficiency vs best-of-N (weighted)", "", *figures, "",
-            "k = the best-of-N budget (or FLOPs) that matches compute-optimal's accuracy, divided by "
-            "compute-optimal's own, interpolated on log2 between swept budgets. '≤' means best-of-N matched already "
-            "at its smallest budget (k may be smaller); '>' that it never did (k is larger).", "", *md]
-
-
-def _difficulty_section(frame: pd.DataFrame, questions: pd.Index, difficulties: dict[str, Difficulty]) -> list[str]:
-    """What the estimate costs, and how well its bins sort the questions by their pass@1 over *all* samples."""
-    k = difficulties["oracle"].estimation_samples
-    pass1 = oracle_pass_at_1(frame).reindex(questions)
-    sorting = pd.DataFrame({f"{kind} bins: mean pass@1, all samples": pass1.groupby(d.bins.loc[questions]).mean()
-                            for kind, d in difficulties.items()}).map("{:.3f}".format)
-    sorting.index.name = "bin"
-    cost = difficulties["oracle"].cost.reindex(questions).mean().map("{:,.4g}".format).to_frame("mean")
-    cost.index.name = f"estimate per question ({k} samples)"
-    return ["## Difficulty estimate", "",
-            f"Bins from the first {k} samples of each question's largest best-of-N cell; the table shows how well they "
-            "sort questions by pass@1 over every best-of-N sample of the sweep (decreasing = well sorted).", "",
-            markdown_table(sorting), "", markdown_table(cost), ""]
+def _difficulties(frame: pd.DataFrame, estimation_samples: int | None) -> tuple[dict[str, Difficulty], pd.Index]:
+    """Both difficulties, fitted on the questions both can score (so bins and thresholds are those of the
+    questions that cross-validation and the policy use)."""
+    first = {kind: estimate_difficulty(frame, kind, estimation_samples, min_size=FOLDS) for kind in KINDS}
+    questions = first["oracle"].score.index.intersection(first["predicted"].score.index).sort_values()
+    if all(d.score.index.equals(questions) for d in first.values()):
+        return first, questions
+    shared = frame[frame["unique_id"].isin(questions)]
+    return {kind: estimate_difficulty(shared, kind, estimation_samples, min_size=FOLDS) for kind in KINDS}, questions
 
 
 def build_optimize_report(run_dir: str | Path | RunStore, larger_run_dir: str | Path | RunStore | None = None,
@@ -539,64 +627,76 @@ def build_optimize_report(run_dir: str | Path | RunStore, larger_run_dir: str | 
 
     The saved policy uses predicted difficulty, so it is deployable (no ground truth online). Parameter counts
     for the FLOPs-matched comparison default to those recovered from each sweep's FLOPs. Error rows take no
-    part (they hold no answer); the report says how many were left out.
+    part (they hold no answer) and ungraded rows no part in accuracy; the report says how many were left out.
     """
     store = RunStore.of(run_dir)
     frame, excluded = finished_rows(store.load_frame())
-    difficulties = {kind: estimate_difficulty(frame, kind, estimation_samples) for kind in KINDS}
-    questions = difficulties["oracle"].bins.index.intersection(difficulties["predicted"].bins.index)
-    results = {kind: compute_optimal(frame, d.bins.loc[questions]) for kind, d in difficulties.items()}
-    curves = strategy_curves(frame, questions)
-    if BASELINE not in curves.index.get_level_values("strategy_label"):
-        raise AnalysisError(f"no {BASELINE} rows: the efficiency comparison needs best-of-N with weighted selection")
-    labels = sorted(_family_labels(frame, curves).values())
+    ungraded = int(frame["correct"].isna().sum())
+    difficulties, questions = _difficulties(frame, estimation_samples)
+    frame = frame[frame["unique_id"].isin(questions)]
+    results = {kind: compute_optimal(frame, d.bins) for kind, d in difficulties.items()}
+    fixed = best_fixed(frame, results["predicted"])
     with store.local_dir("report") as out:
-        md = _optimize_markdown(store, frame, excluded, out, difficulties, questions, results, curves, labels)
+        md = _optimize_markdown(store, frame, excluded, ungraded, out, difficulties, questions, results, fixed)
         if larger_run_dir is not None:
             md += _flops_matched_section(frame, results["oracle"], larger_run_dir, small_params, large_params,
                                          r_values)
         (out / "compute_optimal.md").write_text("\n".join(md))
-    return ReportFile(store.location("report", "compute_optimal.md"), excluded)
+    return ReportFile(store.location("report", "compute_optimal.md"), excluded, ungraded)
 
 
-def _optimize_markdown(store: RunStore, frame: pd.DataFrame, excluded: int, out: Path,
+def _optimize_markdown(store: RunStore, frame: pd.DataFrame, excluded: int, ungraded: int, out: Path,
                        difficulties: dict[str, Difficulty], questions: pd.Index, results: dict[str, PolicyResult],
-                       curves: pd.DataFrame, labels: list[str]) -> list[str]:
+                       fixed: PolicyResult) -> list[str]:
     """The report's sections with their plots (written into `out`); saves the deployable policy."""
+    curves = strategy_curves(frame, questions)
+    labels = sorted(set(_family_labels(frame, curves).values()) | set(best_of_n_labels(frame)))
     accuracy = _long(_tables(frame, questions).accuracy)
     drawn = [_plot_rows(label, values, values.index.get_level_values("budget"))
              for label in labels for values in [accuracy.xs(label, level="strategy_label")]]
-    drawn += [_plot_rows(f"compute-optimal ({kind} difficulty)", q["correct"], q.index.get_level_values("budget"))
-              for kind, r in results.items() for q in [r.per_question.set_index(["unique_id", "budget"])]]
-    plot_curves(out / ACCURACY_PNG, "Compute-optimal (cross-validated) vs fixed strategies", pd.concat(drawn),
+    mine = {f"compute-optimal ({kind})": _result_curve(r) for kind, r in results.items()} | {
+        BEST_FIXED: _result_curve(fixed)}
+    drawn += [_plot_rows(name, c.correct, c.correct.index.get_level_values("budget")) for name, c in mine.items()]
+    plot_curves(out / ACCURACY_PNG, "Compute-optimal (cross-validated) vs fixed strategy labels", pd.concat(drawn),
                 value="correct", label="curve", ylabel="accuracy %")
     shown = {label: curves.xs(label, level="strategy_label")["accuracy"] for label in labels}
-    shown |= {f"compute-optimal ({kind})": result.accuracy for kind, result in results.items()}
+    shown |= {name: c.curve["accuracy"] for name, c in mine.items()}
     accuracy_table = pd.DataFrame(shown).T.map(_percent)
     accuracy_table.columns = [f"N={b}" for b in accuracy_table.columns]
     accuracy_table.index.name = "accuracy %"
 
-    fitted = fit_policy(frame, difficulties["predicted"].bins.loc[questions])
-    saved = save_policy(policy_of(fitted, difficulties["predicted"]), store.uri)
+    predicted = difficulties["predicted"]
+    fitted = fit_policy(frame, predicted.bins)
+    saved = save_policy(policy_of(fitted, predicted), store.uri)
     policy = pd.Series(fitted).rename_axis(["budget", "bin"]).unstack("bin").fillna("–")
     policy.columns = [f"bin {b}" for b in policy.columns]
     policy.index = pd.Index([f"N={b}" for b in policy.index], name="budget")
 
     oracle_choices = results["oracle"].choices.pivot(index=["budget", "bin"], columns="fold", values="strategy_label")
-    stable = (f"here the two folds chose the same strategy in {int(oracle_choices.nunique(axis=1).eq(1).sum())} "
+    stable = (f"here the {FOLDS} folds chose the same label in {int(oracle_choices.nunique(axis=1).eq(1).sum())} "
               f"of {len(oracle_choices)} (budget, oracle bin) cells")
-    agreement = float(difficulties["oracle"].bins.loc[questions].eq(difficulties["predicted"].bins.loc[questions])
-                      .mean())
+    agreement = float(difficulties["oracle"].bins.eq(predicted.bins.reindex(difficulties["oracle"].bins.index)).mean())
     best = max(float(curves["accuracy"].max()), *(float(r.accuracy.max()) for r in results.values()))
-    k = difficulties["oracle"].estimation_samples
-    read = _how_to_read(best, len(questions), k, agreement, stable)
+    versus_fixed = "; ".join(
+        said for kind, r in results.items()
+        for said in [_sentence(f"compute-optimal ({kind}) is", _compare_accuracy(r.accuracy, fixed.accuracy))
+                     .replace(" is:", " is", 1).rstrip(".")] if said)
+    versus_fixed = f"Compared with the {BEST_FIXED} at equal budget: {versus_fixed}." if versus_fixed else ""
+    efficiency_md = _efficiency_section(out, frame, questions, results, _comparators(frame, questions, fixed),
+                                        difficulties)
+    read = _how_to_read(best, len(questions), difficulties, agreement, stable, versus_fixed)
     read += f" {excluded_note(excluded)}" if excluded else ""
+    read += f" {ungraded_note(ungraded)}" if ungraded else ""
+    thresholds = ", ".join(f"{t:.4g}" for t in predicted.thresholds) or "none (one bin)"
     return [f"# Compute-optimal test-time search: {store.name}", "",
-          f"Built from the Parquet in `{store.location(RESULTS)}` alone (Snell et al. 2024, §3–§6).", "",
-          "## How to read this", "", read, "",
-          "## Accuracy vs budget", "", f"![accuracy vs budget]({ACCURACY_PNG})", "", markdown_table(accuracy_table),
-          "", *_efficiency_section(out, frame, questions, curves, results, difficulties),
-          *_difficulty_section(frame, questions, difficulties),
-          "## Deployed policy (predicted difficulty, fitted on all questions)", "",
-          f"Saved as `{saved}` with the score thresholds between bins.", "",
-          markdown_table(policy), ""]
+            f"Built from the Parquet in `{store.location(RESULTS)}` alone (Snell et al. 2024, §3–§6).", "",
+            "## How to read this", "", read, "",
+            "## Accuracy vs budget", "", f"![accuracy vs budget]({ACCURACY_PNG})", "",
+            markdown_table(accuracy_table), "",
+            *efficiency_md,
+            *_difficulty_section(frame, questions, difficulties),
+            "## Deployed policy (predicted difficulty, fitted on all questions)", "",
+            f"Saved as `{saved}` with the score thresholds between bins ({thresholds}): `ttsearch solve` bins a new "
+            f"question's mean score over {predicted.estimation_samples} samples against them, the rule the choices "
+            "were fitted and cross-validated with.", "",
+            markdown_table(policy), ""]

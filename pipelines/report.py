@@ -2,7 +2,8 @@
 
 Nothing is re-run: every number is a function of `RUN_DIR/results/*.parquet`, so a report can be
 rebuilt (or built on another machine) long after the replicas are gone. Plots follow the paper's
-figures: budget N on a log2 axis, accuracy in %.
+figures: budget N on a log2 axis, accuracy in %. Error rows are left out of everything, ungraded rows
+(no verdict) out of every accuracy; both are counted.
 """
 
 from __future__ import annotations
@@ -15,15 +16,24 @@ import pandas as pd
 from ttsearch.analysis import (
     N_BINS,
     NEAR_ZERO_ACCURACY,
+    AnalysisError,
+    Difficulty,
     ReportFile,
+    bin_sorting,
+    covered,
     difficulty_bins,
+    estimate_difficulty,
     excluded_note,
     finished_rows,
+    graded_rows,
     markdown_table,
     mean_curves,
     oracle_pass_at_1,
+    oracle_samples,
     plot_curves,
+    samples_note,
     search_cells,
+    ungraded_note,
 )
 from ttsearch.results import CONFIG, RESULTS, ResultsError, RunStore
 
@@ -59,14 +69,22 @@ def _bin_table(frame: pd.DataFrame, bins: pd.Series) -> tuple[pd.DataFrame, dict
         "questions": stats["size"],
     }, index=pd.Index(stats.index, name="bin"))
     first, last = stats.index.min(), stats.index.max()
-    titles = {b: f"bin {b}{' (easiest)' if b == first else ' (hardest)' if b == last else ''}\n"
+    titles = {b: f"bin {b}{' (easiest)' if b == first and first != last else ' (hardest)' if b == last else ''}\n"
                  f"pass@1 {stats.at[b, 'min']:.2f}–{stats.at[b, 'max']:.2f}, {stats.at[b, 'size']} q."
               for b in stats.index}
     return table, titles
 
 
+def _predicted(frame: pd.DataFrame) -> Difficulty | None:
+    """Predicted difficulty at the default k, or None where the sweep has no verifier scores to predict from."""
+    try:
+        return estimate_difficulty(frame, "predicted")
+    except AnalysisError:
+        return None
+
+
 def _how_to_read(frame: pd.DataFrame, accuracy: pd.DataFrame, coverage: pd.DataFrame, bins: pd.Series,
-                 excluded: int) -> str:
+                 excluded: int, ungraded: int) -> str:
     """A paragraph of caveats that depend on this run's data, so the reader does not over-read the plots."""
     seeds, problems = frame["seed"].nunique(), frame["unique_id"].nunique()
     spread = f"across {seeds} seeds" if seeds > 1 else "across problems (one seed)"
@@ -88,15 +106,15 @@ def _how_to_read(frame: pd.DataFrame, accuracy: pd.DataFrame, coverage: pd.DataF
         notes.append(f"With {problems} problems a difficulty bin holds about {problems // N_BINS}: per-bin curves "
                      "are noisy.")
     pass1 = oracle_pass_at_1(frame)
-    ranges = pass1.groupby(bins).agg(["min", "max"])
-    if pass1.nunique() == 1:
-        notes.append(f"Every question has the same pass@1 ({pass1.iloc[0]:.3f}), so the difficulty bins carry no "
-                     "difficulty information: they are an arbitrary equal-size split (by MATH level, then id hash).")
-    elif (ranges["min"].to_numpy()[:-1] <= ranges["max"].to_numpy()[1:]).any():
-        notes.append("Some questions with equal pass@1 fall in different bins (see the bins' ranges): bins are equal-"
-                     "size rank quantiles, ties split by MATH level then by a hash of the id.")
+    if not bins.empty and bins.nunique() < N_BINS:
+        notes.append(f"Ties in pass@1 left {bins.nunique()} difficulty bins instead of {N_BINS}: tied questions always "
+                     "share a bin, so a pile of equal pass@1 (e.g. 0 for a small model) is one bin."
+                     + (" Every question has the same pass@1, so there is no difficulty information."
+                        if pass1.nunique() == 1 else ""))
     if excluded:
         notes.append(excluded_note(excluded))
+    if ungraded:
+        notes.append(ungraded_note(ungraded))
     notes.append("Wall seconds are per problem while sharing replicas with every other problem in flight: a latency, "
                  "not a cost.")
     return " ".join(notes)
@@ -105,10 +123,14 @@ def _how_to_read(frame: pd.DataFrame, accuracy: pd.DataFrame, coverage: pd.DataF
 def _contents(frame: pd.DataFrame) -> list[str]:
     """Markdown lines: what the run holds, and its most frequent errors (by their last line, the exception)."""
     errors = frame["error"].dropna()
+    configurations = search_cells(frame)["strategy_config"].nunique()
     counts = pd.DataFrame({"count": {
         "rows": len(frame), "problems": frame["unique_id"].nunique(), "seeds": frame["seed"].nunique(),
-        "strategy configurations": frame["strategy_label"].nunique(), "budgets": frame["budget"].nunique(),
-        "rows with an error (excluded)": len(errors)}})
+        "strategy configurations": configurations,
+        "strategy labels (configuration × selection)": frame["strategy_label"].nunique(),
+        "budgets": frame["budget"].nunique(),
+        "rows with an error (excluded)": len(errors),
+        "rows ungraded (excluded from accuracy)": int((frame["correct"].isna() & frame["error"].isna()).sum())}})
     counts.index.name = "what"
     lines = ["## Run contents", "", markdown_table(counts), ""]
     if len(errors):
@@ -122,7 +144,7 @@ def _contents(frame: pd.DataFrame) -> list[str]:
 def build_report(run_dir: str | Path | RunStore) -> ReportFile:
     """Write `RUN_DIR/report/report.md` and its PNG plots from the sweep's finished Parquet.
 
-    Error rows are left out of every figure and counted in the report.
+    Error rows are left out of every figure, ungraded rows out of every accuracy; both are counted.
     """
     store = RunStore.of(run_dir)
     everything = store.load_frame()
@@ -130,25 +152,28 @@ def build_report(run_dir: str | Path | RunStore) -> ReportFile:
     if frame.empty:
         raise ResultsError(f"all {excluded} rows in {store.location(RESULTS)} are error rows: nothing to report")
     frame = frame.assign(
-        covered=frame["candidate_correct"].map(lambda flags: flags is not None and bool(any(flags))),
+        covered=frame["candidate_correct"].map(covered),
         search=frame["strategy_label"].str.split("/").str[0],  # label without selection: shares the samples
     )
+    graded, ungraded = graded_rows(frame)
     cells = search_cells(frame)
-    accuracy = mean_curves(frame, "correct", "strategy_label")
+    accuracy = mean_curves(graded, "correct", "strategy_label")
     coverage = mean_curves(cells, "covered", "search")
     bins = difficulty_bins(frame)
     bin_table, bin_titles = _bin_table(frame, bins) if not bins.empty else (None, {})
     with store.local_dir("report") as out:
-        md = _markdown(store, frame, cells, accuracy, coverage, bins, bin_table, bin_titles, excluded, out)
+        md = _markdown(store, frame, graded, cells, accuracy, coverage, bins, bin_table, bin_titles,
+                       (excluded, ungraded), out)
         md += _contents(everything)
         (out / "report.md").write_text("\n".join(md))
-    return ReportFile(store.location("report", "report.md"), excluded)
+    return ReportFile(store.location("report", "report.md"), excluded, ungraded)
 
 
-def _markdown(store: RunStore, frame: pd.DataFrame, cells: pd.DataFrame, accuracy: pd.DataFrame,
-              coverage: pd.DataFrame, bins: pd.Series, bin_table: pd.DataFrame | None, bin_titles: dict[int, str],
-              excluded: int, out: Path) -> list[str]:
-    """The report's sections with their plots (written into `out`), up to the run contents."""
+def _markdown(store: RunStore, frame: pd.DataFrame, graded: pd.DataFrame, cells: pd.DataFrame,
+              accuracy: pd.DataFrame, coverage: pd.DataFrame, bins: pd.Series, bin_table: pd.DataFrame | None,
+              bin_titles: dict[int, str], left_out: tuple[int, int], out: Path) -> list[str]:
+    """The report's sections with their plots (written into `out`), up to the run contents. Accuracy plots use the
+    graded rows; coverage and difficulty every finished row's graded candidates."""
 
     def plot(name: str, title: str, data: pd.DataFrame, **kwargs) -> str:
         plot_curves(out / name, title, data, **kwargs)
@@ -158,10 +183,10 @@ def _markdown(store: RunStore, frame: pd.DataFrame, cells: pd.DataFrame, accurac
     config = f" (sweep [config](../{CONFIG}))" if store.exists(CONFIG) else ""
     md = [f"# Sweep report: {store.name}", "",
           f"Built from the Parquet in `{store.location(RESULTS)}`{config}; nothing was re-run.", "",
-          "## How to read this", "", _how_to_read(frame, accuracy, coverage, bins, excluded), ""]
+          "## How to read this", "", _how_to_read(frame, accuracy, coverage, bins, *left_out), ""]
 
     md += ["## Accuracy vs budget", "",
-           plot("accuracy_vs_budget.png", "Accuracy vs test-time budget", frame, **acc), "",
+           plot("accuracy_vs_budget.png", "Accuracy vs test-time budget", graded, **acc), "",
            _by_budget(accuracy, "accuracy % (± s.e.)", _mean_se), ""]
 
     md += ["## Coverage (pass@N, oracle verifier)", "",
@@ -176,20 +201,30 @@ def _markdown(store: RunStore, frame: pd.DataFrame, cells: pd.DataFrame, accurac
                "strategies to get them.", ""]
     else:
         md += [plot("accuracy_by_difficulty.png", "Accuracy vs budget per difficulty bin",
-                    frame.join(bins, "unique_id"), facets=("bin", bin_titles), **acc), "",
-               f"Bins are {N_BINS} equal-size quantiles of each question's pass@1 over all its best-of-N candidates "
-               "(all budgets and seeds, each sample once); bin 1 is the easiest.", "",
+                    graded.join(bins, "unique_id"), facets=("bin", bin_titles), **acc), "",
+               f"Bins: each question's pass@1 over all its graded best-of-N samples (all budgets and seeds, each "
+               f"sample once; {samples_note(oracle_samples(frame))}), cut into {N_BINS} rank quantiles with each "
+               f"group of tied pass@1 kept whole in one bin (the quantile of its middle rank): the rule the deployed "
+               f"policy uses (`ttsearch optimize`). Bin 1 is the easiest; {bins.nunique()} bins here.", "",
                markdown_table(bin_table), ""]
+        predicted = _predicted(frame)
+        if predicted is not None:
+            k = predicted.estimation_samples
+            md += [f"Predicted bins (mean verifier score of {k} best-of-N samples per question, no ground truth"
+                   + (", the default 16 capped by the largest best-of-N cell" if predicted.capped else "")
+                   + ") sort the questions by their pass@1 over every sample as follows (decreasing = well sorted):",
+                   "", markdown_table(bin_sorting(oracle_pass_at_1(frame),
+                                                  {"oracle": bins, "predicted": predicted.bins}, bins.index)), ""]
 
     per_level = frame.groupby("level")["unique_id"].nunique()
     levels = {lvl: f"{f'MATH level {lvl}' if lvl else 'level unknown'} ({n} q.)" for lvl, n in per_level.items()}
-    md += ["## By MATH level", "", plot("accuracy_by_level.png", "Accuracy vs budget per MATH level", frame,
+    md += ["## By MATH level", "", plot("accuracy_by_level.png", "Accuracy vs budget per MATH level", graded,
                                         facets=("level", levels), **acc), ""]
 
-    md += ["## Compute", "", plot("accuracy_vs_tokens.png", "Accuracy vs generated tokens", frame,
+    md += ["## Compute", "", plot("accuracy_vs_tokens.png", "Accuracy vs generated tokens", graded,
                                   x="generated_tokens", xlabel="mean generated tokens per problem", **acc), ""]
     if "total_flops" in frame and frame["total_flops"].notna().any():
-        md += [plot("accuracy_vs_flops.png", "Accuracy vs inference FLOPs", frame, x="total_flops",
+        md += [plot("accuracy_vs_flops.png", "Accuracy vs inference FLOPs", graded, x="total_flops",
                     xlabel="mean FLOPs per problem", **acc), ""]
     for column, title, fmt in COST_COLUMNS:
         if column in cells and cells[column].notna().any():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -12,7 +13,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines.optimize import (
+    BEST_FIXED,
     PolicyResult,
+    best_fixed,
     build_optimize_report,
     compute_optimal,
     cost_to_reach,
@@ -23,51 +26,69 @@ from pipelines.optimize import (
     flops_multiplier,
     generator_parameters,
     policy_of,
+    strategy_curves,
 )
-from ttsearch.analysis import difficulty_bins
-from ttsearch.policy import load_policy, save_policy
+from ttsearch.analysis import CANDIDATE_COST_COLUMNS, difficulty_bins, flops_rates
+from ttsearch.policy import POLICY_FILE, load_policy, save_policy
 from ttsearch.results import RESULT_SCHEMA, ResultsError
+
+# The per-candidate cost columns, whether or not this checkout's schema has them yet.
+SCHEMA = RESULT_SCHEMA
+for _name in CANDIDATE_COST_COLUMNS:
+    if _name not in SCHEMA.names:
+        SCHEMA = SCHEMA.append(pa.field(_name, pa.list_(pa.int64())))
 
 QUESTIONS = [f"q{i:02d}" for i in range(20)]
 PLANTED_BINS = pd.Series({uid: 1 + i // 4 for i, uid in enumerate(QUESTIONS)}, name="bin")
 BUDGETS = [4, 16]
 SEEDS = [0, 1]
 BEST_OF_N, BEAM, REVISIONS = "best_of_n/weighted", "beam(M=4)/weighted", "revisions(T=4)/weighted"
+NAIVE, MAJORITY = "best_of_n/naive", "best_of_n/majority"
 # Per label and bin: how many of the 2 seeds are right. Revisions wins the easy bins, best-of-N the middle,
-# beam only the two hardest.
+# beam only the two hardest; naive and majority best-of-N never win a bin.
 PLANTED = {
     REVISIONS: {1: 2, 2: 2, 3: 1, 4: 0, 5: 0},
     BEST_OF_N: {1: 1, 2: 1, 3: 2, 4: 1, 5: 1},
     BEAM: {1: 0, 2: 0, 3: 0, 4: 2, 5: 2},
+    NAIVE: {1: 1, 2: 0, 3: 1, 4: 0, 5: 0},
+    MAJORITY: {1: 0, 2: 1, 3: 1, 4: 1, 5: 0},
 }
 WINNER = {1: REVISIONS, 2: REVISIONS, 3: BEST_OF_N, 4: BEAM, 5: BEAM}
 SMALL_PARAMS, LARGE_PARAMS = 1e8, 1.4e9
 
 
-def row(uid: str, label: str, budget: int, seed: int, correct: bool, flags: list[bool] | None = None,
+def row(uid: str, label: str, budget: int, seed: int, correct: bool | None, flags: list[bool] | None = None,
         scores: list[float] | None = None, flops_per_token: float = 2 * SMALL_PARAMS, tokens: int | None = None,
         level: int = 1) -> dict:
-    """A result row with every column the sweep writes; FLOPs = 2 × parameters × computed tokens, as sweep.py."""
+    """A result row with every column the sweep writes; FLOPs = 2 × parameters × computed tokens, as sweep.py.
+
+    Each candidate generated 100 tokens (or tokens / budget) and cost the verifier 80; a majority row of best-of-N
+    reads no score, so it is billed no verifier compute."""
     strategy = label.split("(")[0].split("/")[0]
     flags = [correct] * budget if flags is None else flags
     generated = 100 * budget if tokens is None else tokens
     generator_flops = flops_per_token * (generated + 50 - 40)
+    unscored = label.split("/")[-1] == "majority" and strategy in ("best_of_n", "revisions")
+    verifier_tokens, verifier_flops = (0, 0.0) if unscored else (80 * budget, 1e6 * budget)
     return {
         "unique_id": uid, "level": level, "subject": "Algebra", "strategy": strategy, "strategy_label": label,
-        "selection": label.split("/")[-1], "aggregation": "last", "beam_width": 4, "lookahead": 0, "budget": budget,
+        "strategy_config": label.rsplit("/", 1)[0], "selection": label.split("/")[-1], "aggregation": "last",
+        "beam_width": 4, "lookahead": 0, "budget": budget,
         "seed": seed, "answer": "1" if correct else "2", "reference": "1", "correct": correct, "score": 0.5,
         "samples": budget, "generated_tokens": generated, "prompt_tokens": 50, "cached_prompt_tokens": 40,
-        "verifier_tokens": 80 * budget, "generator_flops": generator_flops, "verifier_flops": 1e6 * budget,
-        "total_flops": generator_flops + 1e6 * budget, "wall_s": 0.1,
+        "verifier_tokens": verifier_tokens, "generator_flops": generator_flops, "verifier_flops": verifier_flops,
+        "total_flops": generator_flops + verifier_flops, "wall_s": 0.1,
         "candidate_answers": ["1" if f else "2" for f in flags],
         "candidate_scores": [0.9 if f else 0.1 for f in flags] if scores is None else scores,
         "candidate_correct": flags, "error": None,
+        "candidate_generated_tokens": [generated // len(flags)] * len(flags) if flags else [],
+        "candidate_verifier_tokens": [80] * len(flags),
     }
 
 
 def frame_of(rows: list[dict]) -> pd.DataFrame:
     """As the report reads it back from Parquet (list columns become arrays)."""
-    return pa.Table.from_pylist(rows, schema=RESULT_SCHEMA).to_pandas()
+    return pa.Table.from_pylist(rows, schema=SCHEMA).to_pandas()
 
 
 def planted_rows() -> list[dict]:
@@ -83,7 +104,7 @@ def planted_rows() -> list[dict]:
                 flags = (first * (budget // 4))[:budget]
                 for label, right in PLANTED.items():
                     correct = seed < right[b]
-                    candidates = flags if label == BEST_OF_N else None
+                    candidates = flags if label.startswith("best_of_n") else None
                     tokens = 300 * budget if label == BEAM else None
                     rows.append(row(uid, label, budget, seed, correct, candidates, tokens=tokens, level=level))
     return rows
@@ -124,6 +145,36 @@ def test_cross_validated_accuracy_equals_hand_computation():
     assert set(scored["fold"]) == {0, 1} and scored.loc["a", "fold"] != scored.loc["b", "fold"]
     # On all questions bin 1 is a 1/2 vs 1/2 tie, broken by FLOPs: X. In-sample that would score 3/4.
     assert fit_policy(frame_of(rows), bins) == {(1, 1): "X", (1, 2): "X"}
+
+
+def test_best_fixed_label_is_chosen_out_of_sample_on_the_policys_folds():
+    # Fold 0 = a1..a3, fold 1 = b1..b3. X is right on all of fold 0 and on b1; Y on b1 and b2 only. In-sample X is
+    # best (4/6), but trained on fold 1 Y wins (2/3 vs 1/3) and scores 0/3 on fold 0; trained on fold 0 X wins and
+    # scores 1/3 on fold 1: the out-of-sample best fixed label scores 1/6, not 4/6.
+    right = {"X": {"a1", "a2", "a3", "b1"}, "Y": {"b1", "b2"}}
+    ids = ["a1", "a2", "a3", "b1", "b2", "b3"]
+    frame = frame_of([row(uid, label, 1, 0, uid in right[label]) for uid in ids for label in right])
+    folds = pd.DataFrame({"unique_id": ids, "budget": 1, "fold": [0, 0, 0, 1, 1, 1]})
+    fixed = best_fixed(frame, PolicyResult(pd.DataFrame(), folds, pd.Series(dtype=float)))
+    assert fixed.accuracy.to_dict() == {1: pytest.approx(1 / 6)}
+    assert fixed.choices.set_index("fold")["strategy_label"].to_dict() == {0: "Y", 1: "X"}
+    assert strategy_curves(frame, pd.Index(ids)).loc[("X", 1), "accuracy"] == pytest.approx(4 / 6)  # in-sample
+
+
+def test_ungraded_rows_are_no_verdict():
+    # X is right on a and b and ungraded on c and d; Y right on a, b, c. Counting ungraded as wrong, X would score
+    # 2/4 and lose to Y's 3/4; with no verdict X scores 2/2 and wins (though X is the costlier label).
+    rows = [row(uid, "X", 1, 0, None if uid in "cd" else True, flops_per_token=2.0) for uid in "abcd"]
+    rows += [row(uid, "Y", 1, 0, uid in "abc", flops_per_token=1.0) for uid in "abcd"]
+    frame = frame_of(rows)
+    assert frame["correct"].isna().sum() == 2
+    assert fit_policy(frame, pd.Series(1, index=list("abcd"))) == {(1, 1): "X"}
+    assert strategy_curves(frame, pd.Index(list("abcd")))["accuracy"].to_dict() == {("X", 1): 1.0, ("Y", 1): 0.75}
+    # A question whose only row for a label is ungraded is not counted as wrong in cross-validation either.
+    result = compute_optimal(frame, pd.Series(1, index=list("abcd")))
+    scored = result.per_question.set_index("unique_id")
+    assert scored["correct"].isna().sum() == sum(scored.loc[uid, "strategy_label"] == "X" for uid in "cd")
+    assert result.accuracy[1] == pytest.approx(scored["correct"].mean())
 
 
 def test_ties_break_on_flops_then_label_order():
@@ -201,38 +252,84 @@ def score_rows() -> list[dict]:
 
 def test_predicted_bins_follow_the_mean_score_of_the_first_k_samples():
     difficulty = estimate_difficulty(frame_of(score_rows()), "predicted", estimation_samples=4)
-    assert difficulty.estimation_samples == 4
+    assert difficulty.estimation_samples == 4 and not difficulty.capped
     assert difficulty.score.to_dict() == pytest.approx({f"p{i}": 0.9 - 0.05 * i for i in range(10)})
+    assert difficulty.samples.to_dict() == {f"p{i}": 4 for i in range(10)}
     assert difficulty.bins.to_dict() == {f"p{i}": 1 + i // 2 for i in range(10)}  # higher score = easier
-    thresholds = difficulty.thresholds()
+    thresholds = difficulty.thresholds
     assert list(thresholds) == sorted(thresholds, reverse=True) and len(thresholds) == 4
     assert thresholds[0] == pytest.approx((0.85 + 0.8) / 2)
 
 
-def test_estimation_cost_is_the_cell_cost_scaled_to_k_samples():
-    frame = frame_of(score_rows())
-    cost = estimate_difficulty(frame, "oracle", estimation_samples=4).cost
-    cell = frame[(frame["unique_id"] == "p0") & (frame["budget"] == 8) & (frame["seed"] == 0)].iloc[0]
-    assert cost.loc["p0", "samples"] == 4
-    assert cost.loc["p0", "generated_tokens"] == cell["generated_tokens"] / 2
-    assert cost.loc["p0", "total_flops"] == pytest.approx(cell["total_flops"] / 2)
-    assert set(cost.index) == {f"p{i}" for i in range(10)}
-    assert estimate_difficulty(frame, "oracle").estimation_samples == 4  # default: the smallest best-of-N budget
+def test_default_estimation_samples_is_16_capped_by_the_largest_cell():
+    frame = frame_of(score_rows())  # the largest best-of-N cell holds 8
+    difficulty = estimate_difficulty(frame, "predicted")
+    assert (difficulty.estimation_samples, difficulty.capped) == (8, True)
+    big = frame_of([row("p", BEST_OF_N, 32, 0, True, [True] * 32)])
+    assert (estimate_difficulty(big, "predicted").estimation_samples, estimate_difficulty(big, "predicted").capped) \
+        == (16, False)
 
 
-def test_oracle_difficulty_uses_the_first_k_candidates_and_the_reports_bins():
+def cost_rows(per_candidate: bool = True) -> list[dict]:
+    """One best-of-4 cell, majority row first (billed no verifier compute), then weighted. Candidates generated
+    10, 20, 30, 40 tokens and cost the verifier 5, 6, 7, 8; the one prompt prefill is 90 tokens, 40 cached."""
+    base = row("e", BEST_OF_N, 4, 0, True, [True, False, True, False], [0.8, 0.2, 0.6, 0.4])
+    base |= {"generated_tokens": 100, "prompt_tokens": 90, "cached_prompt_tokens": 40,
+             "candidate_generated_tokens": [10, 20, 30, 40], "candidate_verifier_tokens": [5, 6, 7, 8],
+             "generator_flops": 2e8 * (100 + 90 - 40)}
+    majority = base | {"strategy_label": MAJORITY, "selection": "majority", "verifier_tokens": 0,
+                       "verifier_flops": 0.0, "total_flops": base["generator_flops"]}
+    weighted = base | {"verifier_tokens": 26, "verifier_flops": 2.6e7, "total_flops": base["generator_flops"] + 2.6e7}
+    rows = [majority, weighted]
+    return rows if per_candidate else [{k: v for k, v in r.items() if k not in CANDIDATE_COST_COLUMNS} for r in rows]
+
+
+def test_estimation_cost_is_what_the_k_samples_spent():
+    frame = frame_of(cost_rows())
+    assert flops_rates(frame) == (pytest.approx(2e8), pytest.approx(1e6))  # the majority row's 0 is not a rate
+    one = estimate_difficulty(frame, "predicted", estimation_samples=1).cost.loc["e"]
+    # 1 sample: its own 10 tokens, the full prompt (90, 40 cached): 2e8 × (10 + 90 − 40) = 1.2e10; verifier 5 × 1e6.
+    assert one[["samples", "generated_tokens", "prompt_tokens", "cached_prompt_tokens", "verifier_tokens"]].tolist() \
+        == [1, 10, 90, 40, 5]
+    assert (one["generator_flops"], one["verifier_flops"]) == (pytest.approx(1.2e10), pytest.approx(5e6))
+    assert one["total_flops"] == pytest.approx(1.2e10 + 5e6)
+    three = estimate_difficulty(frame, "predicted", estimation_samples=3).cost.loc["e"]
+    assert three[["generated_tokens", "prompt_tokens", "verifier_tokens"]].tolist() == [60, 90, 18]
+    assert three["total_flops"] == pytest.approx(2e8 * (60 + 50) + 1.8e7)
+    assert estimate_difficulty(frame, "predicted", estimation_samples=3).score["e"] == pytest.approx(1.6 / 3)
+
+
+def test_estimation_cost_is_unknown_without_per_candidate_tokens():
+    old = pa.schema([field for field in SCHEMA if field.name not in CANDIDATE_COST_COLUMNS])  # an older sweep
+    frame = pa.Table.from_pylist(cost_rows(per_candidate=False), schema=old).to_pandas()
+    assert "candidate_generated_tokens" not in frame
+    cost = estimate_difficulty(frame, "predicted", estimation_samples=2).cost.loc["e"]
+    assert cost["samples"] == 2
+    assert cost.drop("samples").isna().all()  # unknown, not the cell's cost scaled by k/N
+
+
+def test_oracle_difficulty_uses_every_sample_of_every_cell():
     frame = frame_of(score_rows())
-    difficulty = estimate_difficulty(frame, "oracle", estimation_samples=8)
-    assert difficulty.score.to_dict() == pytest.approx({f"p{i}": min(8, 10 - i) / 8 for i in range(10)})
-    cell = frame[(frame["budget"] == 8) & (frame["seed"] == 0)]
-    assert difficulty.bins.equals(difficulty_bins(cell))  # one cell per question, all samples: the report's bins
+    difficulty = estimate_difficulty(frame, "oracle", estimation_samples=4)  # k does not cut the oracle
+    # p_i: 20 samples: the (8, 0) cell's min(8, 10 − i) right ones, plus 8 + 4 right ones in the others if i is even.
+    expected = {f"p{i}": (min(8, 10 - i) + 12 * (i % 2 == 0)) / 20 for i in range(10)}
+    assert difficulty.score.to_dict() == pytest.approx(expected)
+    assert difficulty.samples.to_dict() == {f"p{i}": 20 for i in range(10)}
+    assert difficulty.estimation_samples is None and difficulty.cost is None
+    assert difficulty.bins.equals(difficulty_bins(frame))  # the report's bins
+
+
+def test_ungraded_candidates_are_left_out_of_oracle_pass_at_1():
+    rows = [row("u", BEST_OF_N, 4, 0, True, [True, None, False, None])]
+    difficulty = estimate_difficulty(frame_of(rows), "oracle")
+    assert difficulty.score["u"] == 0.5 and difficulty.samples["u"] == 2
 
 
 def test_missing_data_errors_are_clear(planted):
     with pytest.raises(ValueError, match="no best_of_n rows"):
         estimate_difficulty(planted[planted["strategy"] != "best_of_n"])
     with pytest.raises(ValueError, match="estimation_samples=32 exceeds every best-of-N cell"):
-        estimate_difficulty(planted, estimation_samples=32)
+        estimate_difficulty(planted, "predicted", estimation_samples=32)
     with pytest.raises(ValueError, match="unknown difficulty kind"):
         estimate_difficulty(planted, "psychic")
     with pytest.raises(ValueError, match=r"budgets \[8\] were not swept"):
@@ -257,14 +354,16 @@ def test_policy_round_trips_with_its_difficulty_rule(planted, tmp_path):
     with pytest.raises(KeyError, match="fitted budgets: \\[4, 16\\]"):
         policy.strategy(8, easy)
     (tmp_path / "old").mkdir()
-    (tmp_path / "old" / "policy.json").write_text(json.dumps({"version": 0}))
-    with pytest.raises(ResultsError, match="policy version"):
+    (tmp_path / "old" / POLICY_FILE).write_text(json.dumps({"version": 1}))
+    with pytest.raises(ResultsError, match="policy version 1, expected 2: re-run `ttsearch optimize`"):
         load_policy(tmp_path / "old")
+    with pytest.raises(ValueError, match="only predicted difficulty is deployable"):
+        policy_of(choices, estimate_difficulty(planted, "oracle"))
 
 
 def write_run(run_dir: Path, rows: list[dict]) -> Path:
     (run_dir / "results").mkdir(parents=True)
-    pq.write_table(pa.Table.from_pylist(rows, schema=RESULT_SCHEMA), run_dir / "results" / "0.parquet")
+    pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), run_dir / "results" / "0.parquet")
     return run_dir
 
 
@@ -281,21 +380,42 @@ def test_report_writes_markdown_plots_and_a_deployable_policy(tmp_path):
     assert "| compute-optimal (oracle) | 100.0 | 100.0 |" in markdown
     assert "| compute-optimal (predicted) | 100.0 | 100.0 |" in markdown
     assert "| best_of_n/weighted | 60.0 | 60.0 |" in markdown  # 8 of 20 at 1/2, 4 at 1, 8 at 1/2
-    assert "| N=4 | 100.0 | > 16 | > 4 | > 2 |" in markdown  # best-of-N never reaches 100 %; 16 / (4 + 4)
+    assert f"| {BEST_FIXED} | 60.0 | 60.0 |" in markdown  # best-of-N/weighted wins every training fold
+    # Every best-of-N mode and the best fixed label are compared; best-of-N never reaches 100 %: 16 / (4 + 4).
+    for other, at_n in ((BEST_FIXED, "60.0"), (BEST_OF_N, "60.0"), (NAIVE, "20.0"), (MAJORITY, "30.0")):
+        assert f"| N=4 | {other} | 100.0 | {at_n} | > 16 | > 4 | > 2 |" in markdown, other
+        assert f"- vs {other}. Generations: fewer at N=4; undetermined within the sweep at N=16." in markdown
+    assert "compute-optimal (predicted) is more accurate at N=4, N=16." in markdown
+    assert "best-of-N needs" not in markdown and "best single strategy" not in markdown
     assert "M = 14.00" in markdown and "## FLOPs-matched" in markdown
     assert "agree with the oracle bins on 100 %" in markdown
     # Bins from 4 samples sort the questions by their pass@1 over all samples: (5 − b) / 4 in bin b.
-    assert "| 1 | 1.000 | 1.000 |" in markdown and "| 5 | 0.000 | 0.000 |" in markdown
-    assert "| samples | 4 |" in markdown and "| generated_tokens | 400 |" in markdown  # 1600 tokens × 4/16
+    assert "| 1 | 1.000 | 4 | 1.000 | 4 |" in markdown and "| 5 | 0.000 | 4 | 0.000 | 4 |" in markdown
+    # The estimate: 4 candidates × 100 tokens, the prompt once (50, 40 cached), 4 × 80 verifier tokens.
+    assert "| samples | 4 |" in markdown and "| generated_tokens | 400 |" in markdown
+    assert "| prompt_tokens | 50 |" in markdown and "| verifier_tokens | 320 |" in markdown
+    assert "40 samples per question" in markdown  # oracle: 2 seeds × (4 + 16) best-of-N samples
     policy = load_policy(run)
     assert policy.choices == {(budget, b): WINNER[b] for budget in BUDGETS for b in range(1, 6)}
 
 
-def test_report_needs_weighted_best_of_n(tmp_path):
-    rows = [r | {"strategy_label": "best_of_n/naive"} if r["strategy_label"] == BEST_OF_N else r
-            for r in planted_rows()]
-    with pytest.raises(ValueError, match="no best_of_n/weighted rows"):
-        build_optimize_report(write_run(tmp_path, rows))
+def test_report_compares_with_the_best_of_n_modes_present(tmp_path):
+    rows = [r for r in planted_rows() if r["strategy_label"] not in (BEST_OF_N, MAJORITY)]
+    markdown = build_optimize_report(write_run(tmp_path, rows), estimation_samples=4).path.read_text()
+    assert re.search(rf"\| N=4 \| {re.escape(NAIVE)} \| [0-9.]+ \| 20\.0 \|", markdown)
+    assert f"| N=4 | {BEST_OF_N} |" not in markdown and f"| N=4 | {MAJORITY} |" not in markdown
+
+
+def test_ungraded_rows_are_counted_in_the_report_and_change_no_choice(tmp_path):
+    ungraded = [row(uid, REVISIONS, budget, seed, None) for uid in QUESTIONS[:8] for budget in BUDGETS
+                for seed in range(2, 4)]
+    run = write_run(tmp_path / "run", planted_rows() + ungraded)
+    written = build_optimize_report(run, estimation_samples=4)
+    assert written.ungraded_rows == len(ungraded) == 32 and written.excluded_rows == 0
+    markdown = written.path.read_text()
+    assert "32 ungraded rows (grading failed twice: no verdict) are excluded from every accuracy" in markdown
+    assert "| revisions(T=4)/weighted | 50.0 | 50.0 |" in markdown  # not 8 × 2 wrong seeds more
+    assert load_policy(run).choices == {(budget, b): WINNER[b] for budget in BUDGETS for b in range(1, 6)}
 
 
 def test_error_rows_take_no_part_and_are_counted(tmp_path):

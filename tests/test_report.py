@@ -159,13 +159,17 @@ def test_pass_at_1_counts_samples_shared_by_selections_once():
     assert oracle_pass_at_1(frame)["q"] == pytest.approx(1 / 3)
 
 
-def test_ties_at_zero_still_make_equal_bins():
+def test_tied_pass_at_1_shares_one_bin():
+    # Every question at pass@1 0: no difficulty information, so one bin (rank bins split them by level and hash).
     rows = [row for uid in QUESTIONS for row in best_of_n_rows(uid)]
     for row in rows:
         row["candidate_correct"] = [False] * len(row["candidate_correct"])
+    assert difficulty_bins(pa.Table.from_pylist(rows, schema=RESULT_SCHEMA)).unique().tolist() == [1]
+    # q00..q07 right on every sample, the rest on none: 40 % at 1.0 → two bins, the tie never split.
+    for row in rows:
+        row["candidate_correct"] = [row["unique_id"] < "q08"] * len(row["candidate_correct"])
     bins = difficulty_bins(pa.Table.from_pylist(rows, schema=RESULT_SCHEMA))
-    assert bins.value_counts().to_dict() == {b: 4 for b in range(1, 6)}
-    assert all(bins[uid] == 5 for uid in QUESTIONS[-4:])  # ties go to the harder bin by MATH level
+    assert bins.to_dict() == {uid: 1 if uid < "q08" else 2 for uid in QUESTIONS}
 
 
 def test_without_best_of_n_the_difficulty_plot_is_skipped_and_flops_are_plotted(tmp_path):

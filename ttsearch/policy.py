@@ -1,8 +1,20 @@
-"""A fitted compute-optimal policy as `ttsearch optimize` saves it and `ttsearch solve` uses it."""
+"""A fitted compute-optimal policy as `ttsearch optimize` saves it and `ttsearch solve` uses it, and the one
+difficulty-bin rule that fitting, cross-validation and deployment share.
+
+The bin rule (`fit_thresholds` then `bin_of`): sort the fitting questions' scores (higher = easier); each group
+of tied scores goes whole into the equal-size rank quantile that holds the group's middle rank; bin numbers
+left empty collapse (fewer bins); a bin of fewer than `min_size` questions merges into its harder neighbour
+(the last bin into its easier one). The thresholds are the midpoints between the scores on either side of each
+bin change, and every question, fitted or new, is binned by `bin_of(score, thresholds)`: 1 + the number of
+thresholds above its score, a score on a threshold going to the easier bin. So tied scores always share a bin,
+and a question's fitting bin is its deployed bin by construction.
+"""
 
 from __future__ import annotations
 
 import json
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,11 +23,60 @@ from ttsearch.errors import TTSearchError
 from ttsearch.results import ResultsError, RunStore
 
 POLICY_FILE = "policy.json"
-POLICY_VERSION = 1
+POLICY_VERSION = 2
+"""2: thresholds from `fit_thresholds`, the rule the choices were fitted on, and the score's aggregation.
+Version 1 fitted its choices on rank bins that its thresholds did not reproduce."""
 
 
 class SolveError(TTSearchError, ValueError):
     """A question the policy cannot answer as asked (budget too small, a label the sweep lacks, a failed search)."""
+
+
+def bin_of(score: float, thresholds: Sequence[float]) -> int:
+    """Bin 1 (easiest) for scores at or above the first threshold; a score on an edge goes to the easier bin."""
+    return 1 + sum(score < edge for edge in thresholds)
+
+
+def fit_thresholds(scores: Sequence[float], n_bins: int, min_size: int = 1) -> tuple[float, ...]:
+    """Descending score edges between consecutive bins, fitted on `scores` (see the module docstring).
+
+    Returns () (one bin) for no scores or a single distinct score. Raises ValueError on NaN scores.
+    """
+    values = sorted((float(s) for s in scores), reverse=True)
+    if any(math.isnan(v) for v in values):
+        raise ValueError("difficulty scores must not be NaN")
+    if n_bins < 1 or min_size < 1:
+        raise ValueError(f"n_bins and min_size must be ≥ 1, got {n_bins}, {min_size}")
+    groups: list[list[float]] = []  # [score, count, bin] per distinct score, easiest first
+    for value in values:
+        if groups and groups[-1][0] == value:
+            groups[-1][1] += 1
+        else:
+            groups.append([value, 1, 0])
+    start = 0
+    for group in groups:
+        middle = start + (group[1] - 1) / 2
+        group[2] = int(middle * n_bins // len(values))
+        start += int(group[1])
+    merged = True
+    while merged:  # merge undersized bins; each pass removes one bin change
+        merged = False
+        labels = sorted({g[2] for g in groups})
+        for i, label in enumerate(labels):
+            size = sum(g[1] for g in groups if g[2] == label)
+            if size < min_size and len(labels) > 1:
+                into = labels[i + 1] if i + 1 < len(labels) else labels[i - 1]
+                for g in groups:
+                    if g[2] == label:
+                        g[2] = into
+                merged = True
+                break
+    edges = []
+    for upper, lower in zip(groups, groups[1:], strict=False):
+        if upper[2] != lower[2]:
+            middle = (upper[0] + lower[0]) / 2
+            edges.append(middle if middle > lower[0] else upper[0])  # adjacent floats: the midpoint may round down
+    return tuple(edges)
 
 
 @dataclass(frozen=True)
@@ -26,11 +87,13 @@ class Policy:
     difficulty: str
     estimation_samples: int
     thresholds: tuple[float, ...]
-    """Score edges between consecutive bins, descending."""
+    """Score edges between consecutive bins, descending (`fit_thresholds` on the fitting questions)."""
+    aggregation: str = "last"
+    """How a sample's step scores became the score averaged into the difficulty score (`selection.aggregate`)."""
 
     def bin_of(self, score: float) -> int:
-        """Bin 1 (easiest) for scores above the first threshold; a score on an edge goes to the easier bin."""
-        return 1 + sum(score < edge for edge in self.thresholds)
+        """The bin of a question with this difficulty score: the rule the choices were fitted with."""
+        return bin_of(score, self.thresholds)
 
     def strategy(self, budget: int, score: float) -> str:
         key = (budget, self.bin_of(score))
@@ -42,7 +105,8 @@ class Policy:
         return json.dumps({
             "version": POLICY_VERSION,
             "difficulty": {"kind": self.difficulty, "estimation_samples": self.estimation_samples,
-                           "n_bins": len(self.thresholds) + 1, "thresholds": list(self.thresholds)},
+                           "aggregation": self.aggregation, "n_bins": len(self.thresholds) + 1,
+                           "thresholds": list(self.thresholds)},
             "choices": [{"budget": budget, "bin": b, "strategy_label": label}
                         for (budget, b), label in sorted(self.choices.items())],
         }, indent=2)  # fmt: skip
@@ -51,10 +115,14 @@ class Policy:
     def from_json(cls, text: str, where: str) -> Policy:
         data: dict[str, Any] = json.loads(text)
         if data.get("version") != POLICY_VERSION:
-            raise ResultsError(f"{where}: policy version {data.get('version')!r}, expected {POLICY_VERSION}")
+            raise ResultsError(
+                f"{where}: policy version {data.get('version')!r}, expected {POLICY_VERSION}: re-run `ttsearch "
+                "optimize` on the sweep to refit it (version 1 policies binned new questions differently from the fit)"
+            )
         difficulty = data["difficulty"]
         return cls({(int(c["budget"]), int(c["bin"])): c["strategy_label"] for c in data["choices"]},
-                   difficulty["kind"], int(difficulty["estimation_samples"]), tuple(difficulty["thresholds"]))
+                   difficulty["kind"], int(difficulty["estimation_samples"]), tuple(difficulty["thresholds"]),
+                   difficulty.get("aggregation", "last"))
 
 
 def save_policy(policy: Policy, run_dir: str | Path | RunStore) -> Path | str:

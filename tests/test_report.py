@@ -6,12 +6,14 @@ import re
 import statistics
 from pathlib import Path
 
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from matplotlib.ticker import LogFormatterSciNotation
 
 from pipelines.report import build_report
-from ttsearch.analysis import difficulty_bins, oracle_pass_at_1
+from ttsearch.analysis import difficulty_bins, oracle_pass_at_1, plot_curves
 from ttsearch.results import REQUIRED_COLUMNS, RESULT_SCHEMA, ResultsError, load_results
 
 QUESTIONS = [f"q{i:02d}" for i in range(20)]
@@ -203,3 +205,60 @@ def test_parquet_missing_columns_names_them_and_the_dir(tmp_path):
     with pytest.raises(ResultsError, match="wall_s, candidate_correct") as error:
         build_report(tmp_path)
     assert str(tmp_path / "results") in str(error.value)
+
+
+def test_ungraded_rows_are_left_out_of_accuracy_and_counted(tmp_path):
+    # q00..q03, best-of-N/naive at budget 1, seed 0: right, right, ungraded, wrong → accuracy 2/3, not 2/4.
+    rows = []
+    for uid, verdict in zip(QUESTIONS[:4], (True, True, None, False), strict=True):
+        rows.append(result_row(uid, "best_of_n", "best_of_n/naive", 1, 0, [verdict], verdict, selection="naive"))
+        rows.append(result_row(uid, "best_of_n", "best_of_n/naive", 1, 1, [True], True, selection="naive"))
+    write_results(tmp_path, rows, files=1)
+    written = build_report(tmp_path)
+    markdown = written.path.read_text()
+    assert written.ungraded_rows == 1
+    assert "| rows ungraded (excluded from accuracy) | 1 |" in markdown
+    assert "1 ungraded rows (grading failed twice: no verdict) are excluded from every accuracy" in markdown
+    mean, se = mean_and_se({0: [True, True, False], 1: [True] * 4})
+    assert table_row(markdown, "Accuracy vs budget", "best_of_n/naive") == [f"{mean:.1f} ± {se:.1f}"]
+    # Coverage: q02's seed-0 cell holds only an ungraded candidate, so it is not covered (any candidate True).
+    cov, cov_se = mean_and_se({0: [True, True, False, False], 1: [True] * 4})
+    assert table_row(markdown, "Coverage (pass@N, oracle verifier)", "best_of_n") == [f"{cov:.1f} ± {cov_se:.1f}"]
+    assert oracle_pass_at_1(load_results(tmp_path))["q02"] == 1.0  # its one graded sample
+
+
+def test_run_contents_count_configurations_and_labels_apart(sweep):
+    _, _, markdown = sweep
+    assert "| strategy configurations | 2 |" in markdown  # best_of_n, beam(M=2)
+    assert "| strategy labels (configuration × selection) | 4 |" in markdown  # + naive, majority
+
+
+def test_report_states_samples_per_question_and_shows_predicted_bins(sweep):
+    _, _, markdown = sweep
+    assert "each sample once; 30 samples per question" in markdown  # 2 seeds × (1 + 2 + 4 + 8)
+    assert "Predicted bins (mean verifier score of 8 best-of-N samples per question" in markdown
+    assert "the default 16 capped by the largest best-of-N cell" in markdown
+
+
+def test_y_range_fits_accuracies_near_90_percent():
+    rows = [{"label": label, "budget": budget, "seed": seed, "unique_id": f"q{i}", "correct": i < right}
+            for label, base in (("A", 85), ("B", 89)) for budget, extra in ((1, 0), (4, 3))
+            for seed in (0, 1) for i in range(100) for right in [base + extra + seed]]
+    figure = plot_curves(None, "t", pd.DataFrame(rows), value="correct", label="label", ylabel="%")
+    low, high = figure.axes[0].get_ylim()
+    assert 80 <= low < 85 and 93 < high <= 95  # 85–93 % with error bars, not squashed into [0, 100]
+    zero = plot_curves(None, "t", pd.DataFrame(rows).assign(correct=False), value="correct", label="label", ylabel="%")
+    low, high = zero.axes[0].get_ylim()
+    assert low < 0 < high <= 6  # zero-accuracy points stay visible above the bottom edge
+
+
+def test_token_and_flops_axes_are_scientific_and_the_budget_axis_is_log2():
+    rows = [{"label": "A", "budget": b, "seed": 0, "unique_id": "q", "correct": True, "total_flops": 3e11 * b}
+            for b in (1, 4, 16)]
+    flops = plot_curves(None, "t", pd.DataFrame(rows), value="correct", label="label", ylabel="%", x="total_flops")
+    axis = flops.axes[0].xaxis
+    assert axis.get_scale() == "log" and axis._scale.base == 10
+    assert isinstance(axis.get_major_formatter(), LogFormatterSciNotation)
+    budget = plot_curves(None, "t", pd.DataFrame(rows), value="correct", label="label", ylabel="%")
+    assert budget.axes[0].xaxis._scale.base == 2
+    assert [t.get_text() for t in budget.axes[0].get_xticklabels()] == ["1", "4", "16"]

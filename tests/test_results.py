@@ -14,7 +14,7 @@ from pipelines.report import build_report
 from tests.test_report import beam_rows, best_of_n_rows
 from ttsearch.cli import main
 from ttsearch.config import load_config
-from ttsearch.policy import POLICY_FILE
+from ttsearch.policy import POLICY_FILE, POLICY_VERSION
 from ttsearch.results import MANIFEST, RESULT_SCHEMA, ResultsError, RunStore, load_results, sweep_fingerprint
 
 PROBLEMS = [
@@ -102,7 +102,7 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert "no policy.json" in cli_error(capsys, ["solve", str(tmp_path), "What is 1+1?", "--budget", "4"])
     RunStore(tmp_path / "run").write_shard(0, 1, rows())
     (tmp_path / "run" / "config.yaml").write_text("verifier:\n  kind: oracle\n")
-    (tmp_path / "run" / POLICY_FILE).write_text(json.dumps({"version": 1, "difficulty": {
+    (tmp_path / "run" / POLICY_FILE).write_text(json.dumps({"version": POLICY_VERSION, "difficulty": {
         "kind": "predicted", "estimation_samples": 2, "n_bins": 1, "thresholds": []}, "choices": []}))  # fmt: skip
     assert "verifier.kind=oracle cannot score a new question" in cli_error(
         capsys, ["solve", str(tmp_path / "run"), "What is 1+1?", "--budget", "4"]

@@ -62,7 +62,9 @@ def _optimize(args: argparse.Namespace) -> None:
 
 
 def _written(what: str, report: ReportFile) -> None:
-    note = f" ({report.excluded_rows} error rows excluded from accuracy)" if report.excluded_rows else ""
+    left_out = [f"{count} {kind} rows" for count, kind in ((report.excluded_rows, "error"),
+                                                          (report.ungraded_rows, "ungraded")) if count]
+    note = f" ({' and '.join(left_out)} excluded from accuracy)" if left_out else ""
     print(f"{what} written to {report.path}{note}")
 
 
@@ -108,7 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     optimize = commands.add_parser("optimize", help="compute-optimal policy (2-fold CV) and its efficiency")
     optimize.add_argument("run_dir", help="the sweep's output_dir")
     optimize.add_argument("--larger", help="a larger model's sweep output_dir, for the FLOPs-matched comparison")
-    optimize.add_argument("--estimation-samples", type=int, help="samples spent estimating difficulty (k)")
+    optimize.add_argument("--estimation-samples", type=int,
+                          help="best-of-N samples per question for the predicted difficulty (k; default 16, capped by "
+                               "the largest best-of-N cell)")
     optimize.add_argument("--r", type=float, action="append", help="D_inference/D_pretrain ratios (repeatable)")
     optimize.set_defaults(handler=_optimize)
     solve = commands.add_parser("solve", help="answer one question with a sweep's compute-optimal policy")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import logging
 import multiprocessing
 import re
@@ -218,6 +219,7 @@ def _worker_main(conn: Connection, memory_limit_mb: int | None) -> None:
     # Only the LaTeX extractor: ExprExtractionConfig would hand raw text to sympy's parse_expr (eval).
     latex_only = [LatexExtractionConfig()]
 
+    @functools.lru_cache(maxsize=4096)  # one answer meets many others when votes are grouped
     def parsed(answer: str, timeout_s: int) -> list[Any]:
         """math-verify's parse; a text it cannot parse is no answer (a verdict), a timeout is not (it raises)."""
         try:

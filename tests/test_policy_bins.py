@@ -68,11 +68,7 @@ def planted_ties() -> pd.DataFrame:
         for selection, right in (("weighted", i < 10), ("naive", i >= 6)):
             rows.append(base | {"strategy_label": f"best_of_n/{selection}", "selection": selection,
                                 "answer": "1" if right else "2", "correct": right})
-    schema = RESULT_SCHEMA
-    for name in ("candidate_generated_tokens", "candidate_verifier_tokens"):
-        if name not in schema.names:
-            schema = schema.append(pa.field(name, pa.list_(pa.int64())))
-    return pa.Table.from_pylist(rows, schema=schema).to_pandas()
+    return pa.Table.from_pylist(rows, schema=RESULT_SCHEMA).to_pandas()
 
 
 def test_planted_ties_bin_alike_in_fitting_cross_validation_and_deployment():

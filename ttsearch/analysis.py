@@ -335,7 +335,7 @@ def bin_sorting(pass1: pd.Series, binnings: dict[str, pd.Series], questions: pd.
         bins = binned.reindex(questions).dropna().astype(int)
         by_bin = pass1.reindex(bins.index).groupby(bins)
         columns[f"{kind} bins: mean pass@1, all samples"] = by_bin.mean().map("{:.3f}".format)
-        columns[f"{kind}: questions"] = by_bin.size()
+        columns[f"{kind}: questions"] = by_bin.size().map(str)  # a bin one kind lacks would make the counts floats
     table = pd.DataFrame(columns).fillna("–")
     table.index.name = "bin"
     return table

@@ -20,6 +20,19 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 
+HEAVY_FIXTURES = {"cache_dir", "ray_cluster"}
+"""Every embedded-model load takes the model cache (`cache_dir`), every Ray test the session's cluster."""
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """A test that loads the embedded model or starts Ray must be marked `integration`, so that
+    `-m "not integration"` is the quick suite the README says it is; checked before any fixture starts."""
+    heavy = HEAVY_FIXTURES.intersection(getattr(item, "fixturenames", ()))
+    if heavy and item.get_closest_marker("integration") is None:
+        pytest.fail(f"{item.nodeid} uses {sorted(heavy)} (the embedded model or Ray) but is not marked integration")
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
+from enum import Enum
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 from omegaconf import OmegaConf
 
 from ttsearch.cli import main
@@ -21,10 +25,55 @@ from ttsearch.config import (
 )
 
 
-def test_shipped_configs_load():
-    for path in sorted(CONF_DIR.glob("*.yaml")):  # the revision prompt is layered on, as the Makefile does
-        cfg = load_config([path, CONF_DIR / "revision_prompt.yaml"])
-        assert cfg.strategies and cfg.budgets, path
+def merge_layers(base: dict, layer: dict) -> dict:
+    """`layer` on top of `base`: mappings merge key by key, anything else (lists included) is replaced."""
+    merged = dict(base)
+    for key, value in layer.items():
+        both_maps = isinstance(value, dict) and isinstance(merged.get(key), dict)
+        merged[key] = merge_layers(merged[key], value) if both_maps else value
+    return merged
+
+
+def stated_values(paths: list[str | Path], overrides: Sequence[str] = ()) -> dict:
+    """What the YAML files and `key=value` overrides say, read with PyYAML rather than the loader under test;
+    later layers win, as `load_config` documents."""
+    stated: dict = {}
+    for path in paths:
+        stated = merge_layers(stated, yaml.safe_load(Path(path).read_text()) or {})
+    for item in overrides:
+        key, _, value = item.partition("=")
+        layer = yaml.safe_load(value)
+        for part in reversed(key.split(".")):
+            layer = {part: layer}
+        stated = merge_layers(stated, layer)
+    return stated
+
+
+def mismatches(stated: Any, loaded: Any, where: str = "") -> list[str]:
+    """Every value `stated` gives that `loaded` (a config dataclass tree) does not hold, as 'key: stated != loaded'."""
+    if isinstance(stated, dict):
+        found = []
+        for key, value in stated.items():
+            inner = loaded.get(key) if isinstance(loaded, dict) else getattr(loaded, key, "<missing>")
+            found += mismatches(value, inner, f"{where}.{key}" if where else key)
+        return found
+    if isinstance(stated, list):
+        if not isinstance(loaded, list | tuple) or len(loaded) != len(stated):
+            return [f"{where}: {stated!r} != {loaded!r}"]
+        pairs = enumerate(zip(stated, loaded, strict=True))
+        return [found for i, (s, v) in pairs for found in mismatches(s, v, f"{where}[{i}]")]
+    value = loaded.value if isinstance(loaded, Enum) else loaded
+    same = value is stated if bool in (type(value), type(stated)) else value == stated  # True is not 1 here
+    return [] if same else [f"{where}: {stated!r} != {loaded!r}"]
+
+
+@pytest.mark.parametrize("path", sorted(CONF_DIR.glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_configs_load_with_the_values_their_files_set(path):
+    layers = [path, CONF_DIR / "revision_prompt.yaml"]  # the revision prompt is layered on, as the Makefile does
+    stated = stated_values(layers)
+    assert mismatches(stated, load_config(layers)) == []
+    # The check has teeth only where a file departs from the defaults: a loader that ignored the file fails here.
+    assert mismatches(stated_values([path]), load_config(None)), f"{path.name} only restates defaults"
 
 
 def test_overrides_apply_on_top_of_the_file():

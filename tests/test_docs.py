@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.test_config import mismatches, stated_values
 from ttsearch.cli import build_parser, main
-from ttsearch.config import load_config
+from ttsearch.config import load_config, resolve_config_path
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = ["README.md", "Makefile", "cluster.yaml", "deploy/README.md", "deploy/gcp.yaml", "deploy/kuberay-rayjob.yaml"]
@@ -54,4 +55,7 @@ def test_documented_sweep_command_is_valid(
         return
     args = build_parser().parse_args(["sweep", *argv])
     cfg = load_config(args.config, args.overrides)
-    assert cfg.strategies and cfg.budgets, where
+    # The command's files and overrides, read independently: the sweep it runs is the one the docs describe.
+    stated = stated_values([resolve_config_path(path) for path in args.config or []], args.overrides)
+    assert args.config and stated, f"{where}: names no config file"
+    assert mismatches(stated, cfg) == [], where

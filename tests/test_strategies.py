@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from tests.fakes import completions, drive, length_scorer, step_generator
-from ttsearch.config import SearchConfig, StrategySpec
+import pytest
+
+from tests.fakes import completions, drive, forms_only, length_scorer, step_generator
+from ttsearch.config import RevisionPromptConfig, SearchConfig, StrategySpec
 from ttsearch.requests import Generate, GenerateResult, Request, Result, Score, ScoreResult
 from ttsearch.selection import aggregate, select
 from ttsearch.strategies import Candidate, SearchContext, start
@@ -37,17 +39,18 @@ def test_weighted_picks_the_answer_with_the_largest_summed_score():
         Candidate(steps=("\\boxed{9}",), step_scores=(0.6,)),
         Candidate(steps=("no answer",), step_scores=(0.99,)),
     ]
-    assert select(cands, "weighted", "last").answer == "7.", "0.65 for 7 beats 0.6 for 9; best of group returned"
-    assert select(cands, "naive", "last").answer is None, "naive takes the highest score, answered or not"
-    assert select(cands, "majority", "last").answer in ("7", "7.")
-    assert select([], "weighted", "last") is None
+    chosen = select(cands, "weighted", "last", forms_only)
+    assert chosen.answer == "7.", "0.65 for 7 beats 0.6 for 9; best of group returned"
+    assert select(cands, "naive", "last", forms_only).answer is None, "naive takes the highest score, answered or not"
+    assert select(cands, "majority", "last", forms_only).answer in ("7", "7.")
+    assert select([], "weighted", "last", forms_only) is None
 
 
 def test_majority_ignores_scores_and_breaks_ties_by_first_seen():
     cands = [
         Candidate(steps=(f"\\boxed{{{a}}}",), step_scores=(s,)) for a, s in [(1, 0.1), (2, 0.9), (2, 0.0), (1, 0.0)]
     ]
-    assert select(cands, "majority", "last").answer == "1"
+    assert select(cands, "majority", "last", forms_only).answer == "1"
 
 
 def test_aggregations():
@@ -59,9 +62,9 @@ def test_aggregations():
         Candidate(steps=("\\boxed{1}",), step_scores=(0.9, 0.1)),
         Candidate(steps=("\\boxed{2}",), step_scores=(0.5, 0.5)),
     ]
-    assert select(cands, "naive", "last").answer == "2"
-    assert select(cands, "naive", "min").answer == "2"
-    assert select(cands, "weighted", "last").answer == "2"
+    assert select(cands, "naive", "last", forms_only).answer == "2"
+    assert select(cands, "naive", "min", forms_only).answer == "2"
+    assert select(cands, "weighted", "last", forms_only).answer == "2"
 
 
 def test_beam_search_keeps_the_top_n_over_m_beams_and_expands_each_m_times():
@@ -145,15 +148,47 @@ def test_request_seeds_are_reproducible_and_distinct_per_problem_and_seed():
     assert len({first_seed(context("a", 0)), first_seed(context("b", 0)), first_seed(context("a", 1))}) == 3
 
 
-def test_step_generator_fake_runs_every_strategy_to_completion():
-    for spec in [
-        StrategySpec(name="best_of_n"),
-        StrategySpec(name="beam", beam_width=2),
-        StrategySpec(name="lookahead", beam_width=2, lookahead=1),
-    ]:
-        generate = step_generator()
-        candidates, _ = drive(
-            start(context(), 4, spec),
-            lambda r, generate=generate: generate(r) if isinstance(r, Generate) else length_scorer(r),
-        )
-        assert candidates and all(c.answer in ("0", "1") for c in candidates), spec.name
+# name, spec, (generate rounds, samples) at budget N: a request list per round; samples = sequences sampled.
+EVERY_STRATEGY = [
+    ("best_of_n", StrategySpec(name="best_of_n"), lambda n: (1, n)),  # all N at once
+    ("beam", StrategySpec(name="beam", beam_width=2), lambda n: (3, 3 * n)),  # N per depth, finished at depth 2
+    # per unfinished depth N steps + N*k rollout steps, then the N finishing steps need no rollout
+    ("lookahead", StrategySpec(name="lookahead", beam_width=2, lookahead=1), lambda n: (5, 2 * 2 * n + n)),
+    ("revisions", StrategySpec(name="revisions", revision_length=2, revision_window=1), lambda n: (2, n)),  # N/2 chains
+]
+REVISING = SearchConfig(
+    system_prompt="sys",
+    max_steps=4,
+    revision_prompt=RevisionPromptConfig(system_suffix="Revise.", attempt_format="Attempt {number}: {attempt}",
+                                         instruction="Try again."),  # fmt: skip
+)
+
+
+@pytest.mark.parametrize("budget", [2, 4])
+@pytest.mark.parametrize(("name", "spec", "cost"), EVERY_STRATEGY, ids=[name for name, *_ in EVERY_STRATEGY])
+def test_every_strategy_spends_its_budget_on_the_fakes_steps(name, spec, cost, budget):
+    """Each strategy on the step-writing fake: N candidates built only from the steps the fake wrote, scored by the
+    fake scorer, answered, and the samples and rounds the strategy's cost model says."""
+    generate, written = step_generator(), set()
+
+    def respond(request: Request) -> Result:
+        if isinstance(request, Score):
+            return length_scorer(request)
+        result = generate(request)
+        written.update(step for c in result.completions for step in c.text.split("\n\n"))
+        return result
+
+    ctx = SearchContext(uid="p0", question="What is 1+1?", search=REVISING, seed=0, reference="2")
+    candidates, batches = drive(start(ctx, budget, spec), respond)
+    rounds = [batch for batch in batches if isinstance(batch[0], Generate)]
+    assert (len(rounds), sum(r.n for batch in rounds for r in batch)) == cost(budget), "generate rounds, samples"
+    assert len(candidates) == budget, "one candidate per unit of budget"
+    for candidate in candidates:
+        assert set(candidate.steps) <= written, f"{candidate.steps}: not steps the fake wrote"
+        depth = 1 if name in ("best_of_n", "revisions") else 3  # whole solutions, or steps until depth 2 finished
+        assert len(candidate.steps) == depth and candidate.finished and candidate.answer in ("0", "1")
+        assert candidate.step_scores == tuple(1 / (1 + j) for j in range(depth)), "the scorer's scores, kept"
+    if name == "revisions":  # the second attempt of each chain is asked with the first one shown
+        assert all("Attempt 1: so \\boxed{0}" in r.prompt.user and r.prompt.system == "sys\n\nRevise."
+                   for r in rounds[1])  # fmt: skip
+        assert not any("Attempt" in r.prompt.user for r in rounds[0])

@@ -67,6 +67,7 @@ def run(engine: TransformersGenerator, batch: list[Generate]) -> list[GenerateRe
     return [results[i] for i in range(len(batch))]
 
 
+@pytest.mark.integration
 def test_samples_stop_at_steps_and_a_batch_replays_from_its_seeds(engine):
     batch = [ask(n=3, seed=1), ask(n=2, max_tokens=6, stop=(), seed=2)]
     first = run(engine, batch)
@@ -80,6 +81,7 @@ def test_samples_stop_at_steps_and_a_batch_replays_from_its_seeds(engine):
     assert run(engine, [ask(n=3, seed=7), batch[1]])[0] != steps, "another seed samples differently"
 
 
+@pytest.mark.integration
 def test_sampling_overrides_the_checkpoints_generation_defaults(engine, monkeypatch):
     """Like vLLM given explicit sampling parameters: whatever top-k, top-p or repetition penalty the
     checkpoint's generation_config sets (transformers would apply them, top_k=50 if unset), sampling
@@ -99,6 +101,7 @@ def test_sampling_overrides_the_checkpoints_generation_defaults(engine, monkeypa
     assert greedy["do_sample"] is False and greedy["repetition_penalty"] == 1.0
 
 
+@pytest.mark.integration
 def test_greedy_decodes_once_for_n_copies(engine):
     before = engine.totals.generated_tokens
     (result,) = run(engine, [ask(n=3, temperature=0, seed=None)])

@@ -2,23 +2,27 @@
 
 from __future__ import annotations
 
+import json
+import re
 import subprocess
 import sys
 import time
 import urllib.request
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
 from pipelines.sweep import run_sweep, summary
-from ttsearch.config import CONF_DIR, load_config
+from ttsearch.config import CONF_DIR, DEFAULT_DATASET, EMBEDDED_MODEL, load_config
+from ttsearch.models import resolve_model
 from ttsearch.results import ResultsError, RunStore
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = [
+TINY = [  # on tiny_dataset(): one MATH-500 problem and one the model gets right often enough to count
     "data.limit=2",
     "data.shards=2",
     "budgets=[2]",
@@ -28,8 +32,21 @@ TINY = [
     "search.max_solution_tokens=48",
     "strategies=[{name: best_of_n, selections: [naive, weighted, majority]},"
     " {name: beam, beam_width: 2}, {name: lookahead, beam_width: 2, lookahead: 1},"
-    " {name: revisions, revision_length: 2, revision_window: 1}]",
+    " {name: revisions, revision_length: 2, revision_window: 1, selections: [weighted, majority]}]",
 ]
+COPY_PROBLEM = {"unique_id": "copy/1", "problem": "Copy this text exactly: The answer is $\\boxed{7}$.", "answer": "7",
+                "subject": "Copying", "level": 1}  # fmt: skip
+SEARCH_READS_VERIFIER = {"beam", "lookahead"}  # the issue's billing rule, stated here rather than imported
+COUNTERS = {  # metric → the tag it is counted by; exact exported names (Ray appends _total to a counter)
+    "ray_ttsearch_searches_done_total": "strategy",
+    "ray_ttsearch_generated_tokens_total": "strategy",
+    "ray_ttsearch_verifier_calls_total": "strategy",
+    "ray_ttsearch_graded_total": "strategy_label",
+    "ray_ttsearch_correct_total": "strategy_label",
+    "ray_ttsearch_batch_size_count": "target",
+}
+SAMPLE = re.compile(r"^(?P<name>[A-Za-z_:][\w:]*)(?:\{(?P<labels>.*)\})? (?P<value>\S+)$", re.MULTILINE)
+LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 # One problem per shard, model-free verifier, greedy (so a recomputed shard can be compared with the first
 # run's): cheap enough to run several times.
 SHARDED = [
@@ -64,25 +81,122 @@ def shard_bytes(out: Path) -> dict[str, bytes]:
     return {f.name: f.read_bytes() for f in sorted((out / "results").glob("shard-*.parquet"))}
 
 
-def scrape_metrics(ray) -> str:
-    text = []
+def scrape_metrics(ray) -> dict[tuple, float]:
+    """Every `ray_ttsearch_*` sample on the live nodes' metrics endpoints: (node, name, labels) → value.
+    Each worker process exports its own series (a WorkerId label)."""
+    series = {}
     alive = [node for node in ray.nodes() if node["Alive"]]  # test_fault_recovery removes a node mid-session
     for node in alive:
         url = f"http://{node['NodeManagerAddress']}:{node['MetricsExportPort']}/metrics"
         with urllib.request.urlopen(url, timeout=5) as response:
-            text.append(response.read().decode())
-    return "\n".join(text)
+            text = response.read().decode()
+        for sample in SAMPLE.finditer(text):
+            if sample["name"].startswith("ray_ttsearch_"):
+                labels = frozenset(LABEL.findall(sample["labels"] or ""))
+                series[(node["NodeID"], sample["name"], labels)] = float(sample["value"])
+    return series
+
+
+def increase(before: dict[tuple, float], after: dict[tuple, float], name: str, tag: str) -> dict[str, float]:
+    """How much metric `name` grew between two scrapes, summed per value of `tag` (zero growth left out)."""
+    grown: Counter = Counter()
+    for (node, metric, labels), value in after.items():
+        if metric == name and value != before.get((node, metric, labels), 0.0):
+            grown[dict(labels)[tag]] += value - before.get((node, metric, labels), 0.0)
+    return dict(grown)
+
+
+def expected_metrics(rows: list[dict]) -> dict[str, dict[str, float]]:
+    """What each counter must have grown by, per tag, from the sweep's own rows: a search (and its tokens) per
+    cell, a graded answer per graded row, a correct one per correct row (ungraded rows count in neither)."""
+    cells = {(r["unique_id"], r["strategy_config"], r["budget"], r["seed"]): r for r in rows}.values()
+    expected = {name: Counter() for name in ("ray_ttsearch_searches_done_total", "ray_ttsearch_generated_tokens_total",
+                                             "ray_ttsearch_graded_total", "ray_ttsearch_correct_total")}  # fmt: skip
+    for cell in cells:
+        expected["ray_ttsearch_searches_done_total"][cell["strategy"]] += 1
+        expected["ray_ttsearch_generated_tokens_total"][cell["strategy"]] += cell["generated_tokens"]
+    for row in rows:
+        expected["ray_ttsearch_graded_total"][row["strategy_label"]] += row["correct"] is not None
+        expected["ray_ttsearch_correct_total"][row["strategy_label"]] += row["correct"] is True
+    return {name: {tag: float(n) for tag, n in counts.items() if n} for name, counts in expected.items()}
+
+
+def check_metrics(before: dict[tuple, float], after: dict[tuple, float], rows: list[dict]) -> list[str]:
+    """Differences between the counters' growth and the rows (empty when they agree)."""
+    expected = expected_metrics(rows)
+    problems = []
+    for name, tag in COUNTERS.items():
+        grown = increase(before, after, name, tag)
+        if name in expected and grown != expected[name]:
+            problems.append(f"{name}: grew by {grown}, the rows say {expected[name]}")
+    if set(increase(before, after, "ray_ttsearch_verifier_calls_total", "strategy")) != set(
+        expected["ray_ttsearch_searches_done_total"]
+    ):
+        problems.append("ray_ttsearch_verifier_calls_total: not counted for every strategy")
+    if set(increase(before, after, "ray_ttsearch_batch_size_count", "target")) != {"generator", "verifier"}:
+        problems.append("ray_ttsearch_batch_size: no replica calls observed for both targets")
+    if not any(metric == "ray_ttsearch_queue_depth" for _, metric, _ in after):
+        problems.append("ray_ttsearch_queue_depth: not exported")
+    return problems
+
+
+def llama_parameters(config: dict) -> int:
+    """Parameters of a Llama checkpoint counted by hand from its config.json: token embeddings (once when tied to
+    the output layer), per layer the q/k/v/o projections, the gated MLP's three matrices and two RMSNorms, and the
+    final norm."""
+    assert config["architectures"] == ["LlamaForCausalLM"] and not config.get("attention_bias")
+    assert not config.get("mlp_bias")
+    hidden, inner = config["hidden_size"], config["intermediate_size"]
+    head_dim = config.get("head_dim") or hidden // config["num_attention_heads"]
+    q, kv = config["num_attention_heads"] * head_dim, config["num_key_value_heads"] * head_dim
+    embeddings = config["vocab_size"] * hidden * (1 if config["tie_word_embeddings"] else 2)
+    layer = hidden * q + 2 * hidden * kv + q * hidden + 3 * hidden * inner + 2 * hidden
+    return embeddings + config["num_hidden_layers"] * layer + hidden
+
+
+def check_costs(rows: list[dict], generator_parameters: int, verifier_parameters: int) -> None:
+    """FLOPs = 2 × hand-counted parameters × tokens for each model. A selection that reads no verifier score
+    (majority, where the search did not read scores either) is billed no verifier compute; every other selection of
+    the same cell carries the cell's verifier cost, and all of them its generator cost."""
+    cells = defaultdict(list)
+    for row in rows:
+        cells[(row["unique_id"], row["strategy_config"], row["budget"], row["seed"])].append(row)
+    for cell in cells.values():
+        where = f"{cell[0]['unique_id']} {cell[0]['strategy_config']}"
+        computed = {r["generated_tokens"] + r["prompt_tokens"] - r["cached_prompt_tokens"] for r in cell}
+        assert len(computed) == 1, f"{where}: its selections share one search"
+        [tokens] = computed  # the generator computed its samples and the prompt tokens not served from cache
+        for row in cell:
+            label = f"{where} {row['selection']}"
+            assert row["generator_flops"] == pytest.approx(2 * generator_parameters * tokens), label
+            if row["selection"] == "majority" and row["strategy"] not in SEARCH_READS_VERIFIER:
+                assert row["verifier_tokens"] == 0 and row["verifier_flops"] == 0, f"{label}: reads no score"
+                assert row["total_flops"] == row["generator_flops"], label
+            else:
+                assert row["verifier_tokens"] > 0, f"{label}: reads scores, so pays for them"
+                assert row["verifier_flops"] == pytest.approx(2 * verifier_parameters * row["verifier_tokens"]), label
+                assert row["total_flops"] == pytest.approx(row["generator_flops"] + row["verifier_flops"]), label
+        assert len({r["verifier_tokens"] for r in cell if r["verifier_tokens"]}) <= 1, f"{where}: one verifier cost"
+
+
+def tiny_dataset(path: Path) -> Path:
+    """MATH-500's first problem and COPY_PROBLEM, one per shard."""
+    first = json.loads(DEFAULT_DATASET.read_text().splitlines()[0])
+    path.write_text("\n".join(json.dumps(problem) for problem in (first, COPY_PROBLEM)) + "\n")
+    return path
 
 
 def test_tiny_sweep_runs_every_strategy_on_two_nodes(
     tmp_path, cache_dir, ray_session, generator_replicas, lm_judge_replicas
 ):
+    data = f"data.path={tiny_dataset(tmp_path / 'tiny.jsonl')}"
     cfg = load_config(
-        CONF_DIR / "revision_prompt.yaml", [*TINY, f"output_dir={tmp_path / 'run'}", f"cache_dir={cache_dir}"]
+        CONF_DIR / "revision_prompt.yaml", [*TINY, data, f"output_dir={tmp_path / 'run'}", f"cache_dir={cache_dir}"]
     )
+    before = scrape_metrics(ray_session)
     table = run_sweep(cfg, replicas=(generator_replicas, lm_judge_replicas))
     rows = table.to_pylist()
-    assert len(rows) == 2 * (3 + 1 + 1 + 1)
+    assert len(rows) == 2 * (3 + 1 + 1 + 2)
     assert len(set(row_keys(table))) == len(rows), "one row per (problem, strategy, budget, seed)"
     assert {r["strategy_label"] for r in rows} == {
         "best_of_n/naive",
@@ -91,6 +205,7 @@ def test_tiny_sweep_runs_every_strategy_on_two_nodes(
         "beam(M=2)/weighted",
         "lookahead(M=2,k=1)/weighted",
         "revisions(T=2,w=1)/weighted",
+        "revisions(T=2,w=1)/majority",
     }
     revisions = [r for r in rows if r["strategy"] == "revisions"]
     assert all(r["samples"] == 2 and len(r["candidate_scores"]) == 2 for r in revisions), "every attempt is a candidate"
@@ -98,26 +213,24 @@ def test_tiny_sweep_runs_every_strategy_on_two_nodes(
     assert sorted({r["shard"] for r in rows}) == [0, 1]
     for row in rows:
         assert row["error"] is None, row["error"]
-        assert row["generated_tokens"] > 0 and row["prompt_tokens"] > 0 and row["verifier_tokens"] > 0
-        assert row["generator_flops"] > 2 * 100e6 * row["generated_tokens"], "135M parameters × 2 × tokens"
-        assert row["total_flops"] == pytest.approx(row["generator_flops"] + row["verifier_flops"])
+        assert row["generated_tokens"] > 0 and row["prompt_tokens"] > 0
         assert row["samples"] >= 2 and all(0.0 <= s <= 1.0 for s in row["candidate_scores"])
+    # Both models are the embedded SmolLM2-135M (the LM judge runs on it too): its parameters counted by hand.
+    with open(Path(resolve_model(EMBEDDED_MODEL, cache_dir)) / "config.json") as f:
+        parameters = llama_parameters(json.load(f))
+    assert 134e6 < parameters < 136e6, "SmolLM2-135M"
+    check_costs(rows, parameters, parameters)
     lookahead = [r for r in rows if r["strategy"] == "lookahead"]
     beam = [r for r in rows if r["strategy"] == "beam"]
     assert sum(r["samples"] for r in lookahead) > sum(r["samples"] for r in beam), "rollouts cost samples"
     assert "best_of_n/weighted" in summary(table)
+    assert any(r["correct"] for r in rows), "no correct row: the correct counter's check below would be vacuous"
 
-    names = [
-        f"ray_ttsearch_{n}"
-        for n in ("searches_done", "generated_tokens", "queue_depth", "batch_size", "verifier_calls", "graded")
-    ]
+    # The counters grew by exactly what this sweep's rows say (earlier sweeps of the session share their names).
     deadline = time.time() + 90  # Ray's metrics agents export every few seconds
-    # Earlier sweeps of the session exported the same names: wait for this sweep's lookahead series too.
-    wanted = [*names, 'strategy="lookahead"']
-    while not all(name in (text := scrape_metrics(ray_session)) for name in wanted) and time.time() < deadline:
+    while (problems := check_metrics(before, scrape_metrics(ray_session), rows)) and time.time() < deadline:
         time.sleep(2)
-    assert [name for name in names if name not in text] == []
-    assert 'strategy="lookahead"' in text
+    assert problems == []
 
 
 def test_rerun_resumes_and_refuses_a_different_sweep(tmp_path, cache_dir, generator_replicas):

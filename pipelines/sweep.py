@@ -127,6 +127,10 @@ def run_sweep(cfg: SweepConfig, replicas: tuple[list[Any], list[Any]] | None = N
             num_cpus=cfg.data.shard_num_cpus,
             ray_remote_args_fn=_spread,
         )
+        # A shard task is one long call by design (it searches all its cells, for hours on a big sweep), so Ray
+        # Data sees no block move until it ends; its default 30-minute no-progress timeout would kill the sweep.
+        # Progress is the ProgressCounter's, and finished cells are checkpointed by the task itself.
+        dataset.context.execution_no_progress_timeout_s = -1
         initial = sum(len(shards[i]) for i in finished) * cells_per_problem
         try:
             run_with_progress(dataset.take_all, progress, len(problems) * cells_per_problem, initial, "searches")

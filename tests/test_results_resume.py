@@ -125,3 +125,31 @@ def test_a_stopped_search_saves_its_finished_cells_before_raising(tmp_path, unin
     shard(store, rerun)
     assert len(rerun.ran) == CELLS - 5
     assert store.read_results().to_pylist() == uninterrupted
+
+
+def test_finished_cells_are_checkpointed_while_the_shard_runs(tmp_path, uninterrupted):
+    """A task killed outright (SIGKILL, a lost node) runs no cleanup: the periodic partial record is what survives."""
+    import asyncio
+
+    store = RunStore(tmp_path)
+    saved_before_each_cell: list[int] = []
+
+    class Peeking(FakeScheduler):
+        async def run(self, jobs):
+            async for outcome in super().run(jobs):
+                partial = store.read_partial(0, 1)
+                saved_before_each_cell.append(0 if partial is None else len({tuple(r[k] for k in (
+                    "unique_id", "strategy_config", "budget", "seed")) for r in partial.to_pylist()}))  # fmt: skip
+                yield outcome
+
+    def run(interval: float) -> None:
+        saved_before_each_cell.clear()
+        asyncio.run(run_shard(store, 0, 1, PROBLEMS, CFG, SIZES, lambda grader: Peeking(), node_id="n",
+                              checkpoint_interval_s=interval))  # fmt: skip
+
+    run(interval=3600.0)
+    assert saved_before_each_cell == [0] * CELLS, "no checkpoint within the interval"
+    store.fs.delete_dir_contents(store.path("results"))
+    run(interval=0.0)
+    assert saved_before_each_cell == list(range(CELLS)), "every finished cell saved before the next one is handed out"
+    assert store.read_results().to_pylist() == uninterrupted

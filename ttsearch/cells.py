@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable, Collection, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -30,6 +31,9 @@ from ttsearch.strategies import (
     strategy_config,
     strategy_label,
 )
+
+CHECKPOINT_INTERVAL_S = 60.0
+"""How often a shard task saves its finished cells as its partial record while it runs."""
 
 CellKey = tuple[str, str, int, int]
 """(unique_id, strategy_config, budget, seed): names a cell across runs, shards and retries."""
@@ -171,13 +175,15 @@ async def run_shard(
     on_outcome: Callable[[JobOutcome], None] | None = None,
     on_resumed: Callable[[set[CellKey]], None] | None = None,
     on_rows: Callable[[list[dict[str, Any]]], None] | None = None,
+    checkpoint_interval_s: float = CHECKPOINT_INTERVAL_S,
 ) -> ShardResult:
     """Search the shard's cells that have no row yet and save the shard.
 
     Cells saved in the shard's partial record by an earlier attempt are skipped. When every cell has a row
     (an answer, or an error row for a deterministic failure) the shard is written as finished; cells that
     hit an infrastructure failure get no row and the finished ones go to the partial record. If the search
-    itself raises (e.g. `ReplicasUnavailable`), the cells finished so far are saved as partial first.
+    itself raises (e.g. `ReplicasUnavailable`), the cells finished so far are saved as partial first; and every
+    `checkpoint_interval_s` the finished cells are saved as partial anyway, for a task killed without warning.
     """
     saved = store.read_partial(shard, total)
     rows = saved.to_pylist() if saved is not None else []
@@ -193,6 +199,7 @@ async def run_shard(
             return [row | {"shard": shard, "node_id": node_id} for row in fresh]
 
         try:
+            checkpointed = time.monotonic()
             async for outcome in make_scheduler(grader).run(shard_jobs(problems, cfg, skip=done)):
                 if outcome.failure is Failure.INFRASTRUCTURE:
                     missing += 1
@@ -200,6 +207,10 @@ async def run_shard(
                 graded.append(grading.submit(outcome_rows, outcome, grader, sizes))
                 if on_outcome is not None:
                     on_outcome(outcome)
+                if time.monotonic() - checkpointed >= checkpoint_interval_s:
+                    # A task killed outright (SIGKILL, a lost node) runs no cleanup: what it finished survives here.
+                    store.write_partial(shard, total, _table(rows + await collect(), problems, cfg))
+                    checkpointed = time.monotonic()
         except BaseException:
             with contextlib.suppress(Exception):  # best effort: the search's own error is what gets raised
                 if finished := rows + await collect():

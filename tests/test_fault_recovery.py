@@ -56,7 +56,7 @@ def assert_every_row_once_and_no_errors(process: subprocess.Popen, output_dir: P
     keys = Counter((r["unique_id"], r["strategy_label"], r["budget"], r["seed"]) for r in rows)
     assert len(keys) == ROWS and max(keys.values()) == 1, "every row exactly once"
     assert [r["error"] for r in rows if r["error"] is not None] == []
-    assert f"rows: {ROWS} done, 0 failed" in log and ", 0 missing" in log, "the sweep's own summary agrees"
+    assert f"rows: {ROWS} done (0 ungraded), 0 failed" in log and ", 0 missing" in log, "the sweep's own summary agrees"
 
 
 def test_replicas_sigkilled_mid_sweep_lose_no_row(ray_session, ray_cluster, tmp_path, cache_dir):

@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from pipelines.metrics import ProgressCounter, SweepMetrics, run_with_progress
+from ttsearch.analysis import covered
 from ttsearch.backends import replica_pools
 from ttsearch.cells import CellKey, ShardResult, SweepStopped, cell_key, plan_shards, rows_per_problem, run_shard
 from ttsearch.config import SweepConfig
@@ -178,7 +179,7 @@ def summary(table: pa.Table) -> str:
     if frame.empty:
         return "no rows without an error"
     frame["correct"] = frame["correct"].astype("float")  # ungraded (None) becomes NaN, which the mean skips
-    frame["covered"] = frame["candidate_correct"].map(lambda flags: any(flag is True for flag in flags))
+    frame["covered"] = frame["candidate_correct"].map(covered)
     parts = []
     for column, title in (("correct", "accuracy %"), ("covered", "coverage % (pass@N)")):
         pivot = frame.pivot_table(index="strategy_label", columns="budget", values=column, aggfunc="mean") * 100

@@ -139,6 +139,23 @@ def test_row_counts_say_done_failed_and_missing(tmp_path):
     assert counts.line() == "rows: 4 done (1 ungraded), 1 failed (problem errors), 3 missing"
 
 
+def test_summary_leaves_ungraded_rows_out_of_accuracy_and_counts_any_right_candidate_as_covered():
+    from pipelines.sweep import summary
+
+    def tables(*cells: tuple[bool | None, list[bool | None]]) -> list[list[str]]:
+        saved = [r for r in rows().to_pylist() if r["strategy_label"] == "best_of_n/weighted"][: len(cells)]
+        for row, (correct, flags) in zip(saved, cells, strict=True):
+            row |= {"budget": 4, "correct": correct, "candidate_correct": flags, "error": None}
+        text = summary(pa.Table.from_pylist(saved, schema=RESULT_SCHEMA))  # read back through pandas, as a sweep's
+        return [part.splitlines()[-1].split() for part in text.split("\n\n")]
+
+    # Without nulls the flags come back as numpy bools (not `True`), with a null as Python objects: both count.
+    assert tables((True, [False, True])) == [["best_of_n/weighted", "100.0"]] * 2
+    accuracy, coverage = tables((True, [False, True]), (None, [None, False]))
+    assert accuracy == ["best_of_n/weighted", "100.0"], "the ungraded row is left out, not counted wrong"
+    assert coverage == ["best_of_n/weighted", "50.0"]
+
+
 def test_sweep_exits_1_with_the_row_summary_when_rows_are_missing(tmp_path, capsys, monkeypatch):
     import pipelines.sweep
 

@@ -113,16 +113,23 @@ class Policy:
 
     @classmethod
     def from_json(cls, text: str, where: str) -> Policy:
-        data: dict[str, Any] = json.loads(text)
+        try:
+            data: dict[str, Any] = json.loads(text)
+        except ValueError as error:
+            raise ResultsError(f"{where}: not a policy file (invalid JSON: {error})") from None
         if data.get("version") != POLICY_VERSION:
             raise ResultsError(
                 f"{where}: policy version {data.get('version')!r}, expected {POLICY_VERSION}: re-run `ttsearch "
                 "optimize` on the sweep to refit it (version 1 policies binned new questions differently from the fit)"
             )
-        difficulty = data["difficulty"]
-        return cls({(int(c["budget"]), int(c["bin"])): c["strategy_label"] for c in data["choices"]},
-                   difficulty["kind"], int(difficulty["estimation_samples"]), tuple(difficulty["thresholds"]),
-                   difficulty.get("aggregation", "last"))
+        try:
+            difficulty = data["difficulty"]
+            return cls({(int(c["budget"]), int(c["bin"])): c["strategy_label"] for c in data["choices"]},
+                       difficulty["kind"], int(difficulty["estimation_samples"]), tuple(difficulty["thresholds"]),
+                       difficulty.get("aggregation", "last"))  # fmt: skip
+        except (KeyError, TypeError, ValueError) as error:
+            raise ResultsError(f"{where}: malformed policy ({type(error).__name__}: {error}); re-run `ttsearch "
+                               "optimize` to write it again") from None
 
 
 def save_policy(policy: Policy, run_dir: str | Path | RunStore) -> Path | str:

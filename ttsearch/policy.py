@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,40 +43,33 @@ def fit_thresholds(scores: Sequence[float], n_bins: int, min_size: int = 1) -> t
 
     Returns () (one bin) for no scores or a single distinct score. Raises ValueError on NaN scores.
     """
-    values = sorted((float(s) for s in scores), reverse=True)
+    values = [float(s) for s in scores]
     if any(math.isnan(v) for v in values):
         raise ValueError("difficulty scores must not be NaN")
     if n_bins < 1 or min_size < 1:
         raise ValueError(f"n_bins and min_size must be ≥ 1, got {n_bins}, {min_size}")
-    groups: list[list[float]] = []  # [score, count, bin] per distinct score, easiest first
-    for value in values:
-        if groups and groups[-1][0] == value:
-            groups[-1][1] += 1
-        else:
-            groups.append([value, 1, 0])
-    start = 0
-    for group in groups:
-        middle = start + (group[1] - 1) / 2
-        group[2] = int(middle * n_bins // len(values))
-        start += int(group[1])
-    merged = True
-    while merged:  # merge undersized bins; each pass removes one bin change
-        merged = False
-        labels = sorted({g[2] for g in groups})
-        for i, label in enumerate(labels):
-            size = sum(g[1] for g in groups if g[2] == label)
-            if size < min_size and len(labels) > 1:
-                into = labels[i + 1] if i + 1 < len(labels) else labels[i - 1]
-                for g in groups:
-                    if g[2] == label:
-                        g[2] = into
-                merged = True
-                break
+    distinct = sorted(Counter(values).items(), reverse=True)  # (score, count), easiest first
+    labels, start = [], 0
+    for _, count in distinct:  # a tie group goes whole into the rank quantile of its middle rank
+        labels.append(int((start + (count - 1) / 2) * n_bins // len(values)))
+        start += count
+    while len(set(labels)) > 1:  # merge the first undersized bin into its harder neighbour (the last: easier)
+        order = sorted(set(labels))
+        sizes = Counter()
+        for (_, count), label in zip(distinct, labels, strict=True):
+            sizes[label] += count
+        small = next((label for label in order if sizes[label] < min_size), None)
+        if small is None:
+            break
+        at = order.index(small)
+        into = order[at + 1] if at + 1 < len(order) else order[at - 1]
+        labels = [into if label == small else label for label in labels]
     edges = []
-    for upper, lower in zip(groups, groups[1:], strict=False):
-        if upper[2] != lower[2]:
-            middle = (upper[0] + lower[0]) / 2
-            edges.append(middle if middle > lower[0] else upper[0])  # adjacent floats: the midpoint may round down
+    for i in range(1, len(distinct)):
+        if labels[i - 1] != labels[i]:
+            upper, lower = distinct[i - 1][0], distinct[i][0]
+            middle = (upper + lower) / 2
+            edges.append(middle if middle > lower else upper)  # adjacent floats: the midpoint may round down
     return tuple(edges)
 
 

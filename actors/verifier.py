@@ -52,6 +52,16 @@ class Encoded:
     input_ids: tuple[int, ...]
     positions: tuple[int, ...]
     num_cut: int
+    scored_steps: int = 0  # the caller holds the scores of this many leading steps
+
+    def new_scores(self, visible: Sequence[float]) -> tuple[float, ...]:
+        """The scores the caller asked for, from the scores read at the visible (untruncated) tags.
+
+        A step whose tag was truncated away inherits the first visible step's score: a step from which
+        the solution can still succeed implies its predecessors could too, so this is a lower bound under
+        the PRM's own semantics, and it leaves "last" and "min" aggregation unchanged.
+        """
+        return tuple([visible[0]] * self.num_cut + list(visible))[self.scored_steps :]
 
 
 class StepAdapter(ABC):
@@ -106,14 +116,15 @@ class StepAdapter(ABC):
         if min(positions) < 0:
             raise ValueError(f"{type(self).__name__}: a step tag maps to no token in {rendered.text!r}")
         if len(ids) <= max_input_tokens:
-            return Encoded(index, tuple(ids), tuple(positions), 0)
+            return Encoded(index, tuple(ids), tuple(positions), 0, score.scored_steps)
         prompt_tokens = sum(1 for start, _ in offsets if start < rendered.prompt_chars)
         keep_head = min(prompt_tokens, max_input_tokens // 2)
         drop = len(ids) - max_input_tokens  # tokens removed right after the kept head
         kept = [p - drop for p in positions if p >= keep_head + drop]
         if not kept:
             raise ValueError(f"max_input_tokens={max_input_tokens} is too small to keep the last step's tag")
-        return Encoded(index, tuple(ids[:keep_head] + ids[keep_head + drop :]), tuple(kept), len(positions) - len(kept))
+        kept_ids = tuple(ids[:keep_head] + ids[keep_head + drop :])
+        return Encoded(index, kept_ids, tuple(kept), len(positions) - len(kept), score.scored_steps)
 
     def step_probs(self, logits: torch.Tensor) -> torch.Tensor:
         """[k, C] logits at tag tokens -> [k] probabilities that the step is good."""
@@ -317,7 +328,7 @@ class PRMScorer:
         encoded = []
         settled: list[tuple[int, ScoreResult | RequestRejected]] = []
         for index, item in enumerate(batch):
-            if not item.steps:
+            if item.scored_steps == len(item.steps):  # nothing new to score
                 settled.append((index, ScoreResult((), 0)))
                 continue
             try:
@@ -362,11 +373,7 @@ class PRMScorer:
         for e in micro:
             scores = probs[start : start + len(e.positions)]
             start += len(e.positions)
-            # A step whose tag was truncated away inherits the first visible step's score: a step from
-            # which the solution can still succeed implies its predecessors could too, so this is a
-            # lower bound under the PRM's own semantics, and it leaves "last" and "min" aggregation
-            # unchanged.
-            results.append((e.index, ScoreResult(tuple([scores[0]] * e.num_cut + scores), len(e.input_ids))))
+            results.append((e.index, ScoreResult(e.new_scores(scores), len(e.input_ids))))
         return results
 
 

@@ -130,7 +130,8 @@ def step_generator(depth_to_finish: int = 2) -> Callable[[Request], Result]:
 def length_scorer(request: Request) -> Result:
     """Scores step j of a solution 1/(1+j): deterministic and easy to reason about."""
     assert isinstance(request, Score)
-    return ScoreResult(step_scores=tuple(1.0 / (1 + j) for j in range(len(request.steps))), tokens=3)
+    scores = tuple(1.0 / (1 + j) for j in range(request.scored_steps, len(request.steps)))
+    return ScoreResult(step_scores=scores, tokens=3)
 
 
 def drive(run, respond: Callable[[Request], Result]):

@@ -81,7 +81,8 @@ def test_beam_search_keeps_the_top_n_over_m_beams_and_expands_each_m_times():
                 eos=True,
             )
         assert isinstance(request, Score)
-        return ScoreResult(step_scores=tuple(first_scores.get(s, 0.5) for s in request.steps))
+        new_steps = request.steps[request.scored_steps :]
+        return ScoreResult(step_scores=tuple(first_scores.get(s, 0.5) for s in new_steps))
 
     candidates, batches = drive(start(context(), 4, StrategySpec(name="beam", beam_width=2)), respond)
     first, _, second, _ = batches
@@ -123,7 +124,8 @@ def test_lookahead_spends_n_times_k_plus_one_samples_per_step_and_scores_the_rol
             depth = request.prompt.assistant_prefix.count("\n\n")
             return completions(*(f"d{depth}.{i}" for i in range(request.n)))
         # the value of a candidate is its rollout end's score: reward rollouts from "d0.2"
-        return ScoreResult(step_scores=tuple(0.9 if request.steps[0] == "d0.2" else 0.1 for _ in request.steps))
+        new_steps = request.steps[request.scored_steps :]
+        return ScoreResult(step_scores=tuple(0.9 if request.steps[0] == "d0.2" else 0.1 for _ in new_steps))
 
     search = SearchConfig(max_steps=2)
     ctx = SearchContext(uid="p", question="q", search=search, seed=0)

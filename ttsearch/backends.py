@@ -115,10 +115,11 @@ class ModelFreeVerifier:
             scores = [1.0 if ok is True else 0.0 for ok in await asyncio.to_thread(grader.grade_many, pairs)]
         for index, (request, score) in enumerate(zip(batch, scores, strict=True)):
             steps = _steps(request)
+            new = slice(request.scored_steps, None)
             if self.kind == "hash":
-                yield index, ScoreResult(step_scores=_hash_scores(request.question, steps))
+                yield index, ScoreResult(step_scores=_hash_scores(request.question, steps)[new])
             else:
-                yield index, ScoreResult(step_scores=(score,) * len(steps))
+                yield index, ScoreResult(step_scores=(score,) * len(steps[new]))
 
 
     async def check(self) -> None:

@@ -71,19 +71,30 @@ class GenerateResult:
 
 @dataclass(frozen=True)
 class Score:
-    """Score every step of a (partial) solution to `question`."""
+    """Score the steps of a (partial) solution to `question` from step `scored_steps` on.
+
+    A search extends solutions one step at a time and already holds the scores of their earlier steps:
+    asking only for the new ones lets a verifier with a prefix cache compute just the new step and its tag
+    (a PRM reads causally, so an earlier step's score does not depend on what follows it).
+    """
 
     target: ClassVar[str] = "verifier"
 
     question: str
     steps: tuple[str, ...]
     reference: str | None = None  # ground-truth answer: read only by the oracle verifier
+    scored_steps: int = 0  # leading steps whose scores the caller already holds; 0 scores them all
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.scored_steps <= len(self.steps):
+            raise ValueError(f"scored_steps={self.scored_steps} is outside 0..{len(self.steps)} steps")
 
 
 @dataclass(frozen=True)
 class ScoreResult:
-    step_scores: tuple[float, ...]  # one score in [0, 1] per step
-    tokens: int = 0  # tokens the verifier processed
+    step_scores: tuple[float, ...]  # one score in [0, 1] per step from `Score.scored_steps` on
+    tokens: int = 0  # input tokens the verifier read
+    cached_tokens: int = 0  # of those, tokens served from its prefix cache rather than computed
 
 
 @dataclass(frozen=True)

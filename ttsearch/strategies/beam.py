@@ -5,6 +5,10 @@ expand each kept beam with M next steps, repeat until every beam has ended or `m
 Lookahead (k > 0) values a candidate step by the verifier's score at the end of a k-step
 temperature-0 rollout from it, which costs N×(k+1) samples per step; the rollout itself is
 discarded.
+
+Scoring is incremental: a child asks the verifier only for the steps its parent beam has not had
+scored (its new step, plus the rollout under lookahead), and carries the parent's scores forward,
+so a verifier with a prefix cache computes each step once instead of re-reading the whole path.
 """
 
 from __future__ import annotations
@@ -23,18 +27,22 @@ def beam_search(ctx: SearchContext, budget: int, spec: StrategySpec) -> Strategy
     for depth in range(ctx.search.max_steps):
         samples_per_beam = budget if depth == 0 else spec.beam_width
         expansions = yield [ctx.expand(beam.steps, samples_per_beam, depth, i) for i, beam in enumerate(beams)]
-        children, ended = _children(beams, expansions)
+        parents, children, ended = _children(beams, expansions)
         rollouts = yield from _rollouts(ctx, children, ended, spec.lookahead)
-        scored = yield [ctx.score(steps + rollout) for steps, rollout in zip(children, rollouts, strict=True)]
+        scored = yield [
+            ctx.score(steps + rollout, scored_steps=len(parent.steps))
+            for parent, steps, rollout in zip(parents, children, rollouts, strict=True)
+        ]
 
         last_depth = depth == ctx.search.max_steps - 1
         ranked: list[tuple[float, Candidate]] = []
-        for steps, done, result in zip(children, ended, scored, strict=True):
-            candidate = ctx.candidate(steps, tuple(result.step_scores[: len(steps)]), finished=done)
+        for parent, steps, done, result in zip(parents, children, ended, scored, strict=True):
+            path_scores = parent.step_scores + tuple(result.step_scores)  # the path's steps, then the rollout's
+            candidate = ctx.candidate(steps, path_scores[: len(steps)], finished=done)
             if done or last_depth:
                 finished.append(candidate)
             else:
-                value = result.step_scores[-1] if result.step_scores else 0.0
+                value = path_scores[-1] if path_scores else 0.0
                 ranked.append((value, candidate))
         if not ranked or len(finished) >= budget:
             break
@@ -49,16 +57,21 @@ def _step(completion: Completion) -> tuple[str, bool]:
     return step, completion.ended_solution or not step.strip()
 
 
-def _children(beams: list[Candidate], expansions: list[Result]) -> tuple[list[tuple[str, ...]], list[bool]]:
-    """Each beam extended by each of its sampled steps, and whether that child has ended."""
+def _children(
+    beams: list[Candidate], expansions: list[Result]
+) -> tuple[list[Candidate], list[tuple[str, ...]], list[bool]]:
+    """Each child's parent beam, the beam extended by each of its sampled steps, and whether that child has
+    ended."""
+    parents: list[Candidate] = []
     children: list[tuple[str, ...]] = []
     ended: list[bool] = []
     for beam, result in zip(beams, expansions, strict=True):
         for completion in result.completions:
             step, done = _step(completion)
+            parents.append(beam)
             children.append(beam.steps + ((step,) if step.strip() else ()))
             ended.append(done)
-    return children, ended
+    return parents, children, ended
 
 
 def _rollouts(ctx: SearchContext, children: list[tuple[str, ...]], ended: list[bool], k: int):

@@ -82,8 +82,9 @@ class SearchContext:
             seed=self.request_seed(*path),
         )
 
-    def score(self, steps: tuple[str, ...]) -> Score:
-        return Score(question=self.question, steps=steps, reference=self.reference)
+    def score(self, steps: tuple[str, ...], scored_steps: int = 0) -> Score:
+        """Score `steps` from step `scored_steps` on (the caller holds the earlier steps' scores)."""
+        return Score(question=self.question, steps=steps, reference=self.reference, scored_steps=scored_steps)
 
     def split_steps(self, text: str) -> tuple[str, ...]:
         return tuple(step for step in text.split(self.search.step_delimiter) if step.strip())

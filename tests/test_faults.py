@@ -14,7 +14,7 @@ from tests.fakes import DyingBackend, HangingBackend, ScriptedBackend, length_sc
 from tests.test_scheduler import jobs, pools
 from ttsearch.config import StrategySpec
 from ttsearch.requests import Generate, Prompt
-from ttsearch.scheduler import Failure, JobOutcome, ReplicasUnavailable, RetryPolicy, Scheduler
+from ttsearch.scheduler import Failure, JobOutcome, ReplicaFailed, ReplicasUnavailable, RetryPolicy, Scheduler
 
 FAST = RetryPolicy(max_request_retries=3, replica_wait_s=0.5, health_check_interval_s=0.01, call_timeout_s=5.0)
 BEAM = StrategySpec(name="beam", beam_width=2)
@@ -71,6 +71,26 @@ def test_a_dead_verifier_replica_is_survived_too():
     verifiers = [DyingBackend(length_scorer, results_before_death=4), ScriptedBackend(length_scorer)]
     scheduler = Scheduler(pools([ScriptedBackend(step_generator())], verifiers, max_batch=4), 8, retry=FAST)
     assert_same_as_fault_free(run_all(scheduler, jobs(PROBLEMS, BEAM)))
+
+
+def test_a_run_torn_down_while_a_health_check_fails_does_not_hang():
+    """The flake of the dead-verifier test, made deterministic: the run ends (cancelling the health-check loop)
+    in the same tick as a check fails. With Python 3.11's `asyncio.wait_for` around the check, the check's error
+    replaced the cancellation, the loop went on checking a replica that never comes back and `run` hung."""
+
+    class CancelledWhileChecking(DyingBackend):
+        async def check(self) -> None:
+            self.checks += 1
+            for task in asyncio.all_tasks():  # what `Scheduler.run`'s teardown does, at the worst moment
+                if task.get_name() == "verifier replica 0 health check":
+                    task.cancel()
+            raise ReplicaFailed("scripted: actor is restarting")
+
+    dying = CancelledWhileChecking(length_scorer, results_before_death=4)
+    slow_healthy = ScriptedBackend(length_scorer, delay=0.005)  # the run outlasts many health-check intervals
+    scheduler = Scheduler(pools([ScriptedBackend(step_generator())], [dying, slow_healthy], max_batch=4), 8, retry=FAST)
+    assert_same_as_fault_free(run_all(scheduler, jobs(PROBLEMS, BEAM)))
+    assert dying.dead and dying.checks == 1, "a cancelled health-check loop stops, it does not check again"
 
 
 def test_every_replica_gone_stops_the_run_with_a_clear_error_instead_of_hanging():

@@ -378,8 +378,8 @@ class Scheduler:
             self.on_dispatch(target, len(batch), len(self._queues[target]))
         self._spawn(self._call(target, replica, batch, weight))
 
-    def _spawn(self, coroutine: Any) -> None:
-        task = asyncio.create_task(coroutine)
+    def _spawn(self, coroutine: Any, name: str | None = None) -> None:
+        task = asyncio.create_task(coroutine, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
 
@@ -422,7 +422,7 @@ class Scheduler:
     # -- replica health -----------------------------------------------------------------------
     def _take_out(self, target: str, replica: int) -> None:
         if self.pools[target].take_out(replica):
-            self._spawn(self._bring_back(target, replica))
+            self._spawn(self._bring_back(target, replica), name=f"{target} replica {replica} health check")
 
     async def _bring_back(self, target: str, replica: int) -> None:
         """Check a replica until it answers (Ray restarts a dead actor), then put it back in rotation;
@@ -432,7 +432,13 @@ class Scheduler:
         while True:
             started = time.monotonic()
             try:
-                await asyncio.wait_for(pool.backends[replica].check(), interval)
+                # Not asyncio.wait_for: on Python 3.11 it runs the check as a task of its own, and when the check
+                # fails in the same tick as this task is cancelled (the run ending) it raises the check's error
+                # instead of CancelledError; caught below, the cancellation was lost and `run` waited forever on
+                # a loop of checks against a replica that never comes back. The timeout context runs the check
+                # in this task, so a cancellation always reaches it.
+                async with asyncio.timeout(interval):
+                    await pool.backends[replica].check()
             except Exception:
                 since = pool.unavailable_since
                 if since is not None and time.monotonic() - since > self.retry.replica_wait_s:

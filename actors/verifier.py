@@ -5,18 +5,21 @@ One hosting class (`PRMScorer`) runs any PRM; a small *adapter* per scoring form
 adapter reads all step scores of a solution in ONE forward pass: the tags stay in the context (as in
 Math-Shepherd), so a beam's partial solutions cost one pass each, not one per step.
 
-All three formats reduce to the same read-out: at the token that ends a step's tag,
+The token-column formats reduce to the same read-out: at the token that ends a step's tag,
 score = sigmoid(logsumexp(logits[good]) - logsumexp(logits[bad])), which is p(good) after a softmax
-restricted to the good+bad columns (Qwen's 2-class head, Math-Shepherd's "+"/"-", the judge's Yes/No).
+restricted to the good+bad columns (Qwen's 2-class head, the "+"/"-" of Math-Shepherd and RLHFlow, the
+judge's Yes/No). Skywork's PRM has a scalar value head instead: score = sigmoid(value) at the step's end.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import re
 import time
-from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Iterator, Sequence
+from abc import ABC
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -68,23 +71,39 @@ class StepAdapter(ABC):
     """How one PRM family lays out a solution and where/how it reads step scores.
 
     Subclasses set the tag and separator, the text around the solution (`frame`) and the output
-    columns that mean a good or a bad step; `render`, `encode` and `step_probs` are shared.
+    columns that mean a good or a bad step; `render`, `encode` and `step_probs` are shared. A family
+    whose layout is not "text, tag, text, tag" overrides `render` (a chat of turns) or `layout` (token
+    ids put together piece by piece) instead.
     """
 
     tag: str
     separator: str
     trust_remote_code: ClassVar[bool] = False  # the Qwen PRM's head ships as remote code
+    add_special_tokens: ClassVar[bool] = True
+    """Whether the tokenizer adds its own special tokens (a BOS) to the rendered text; False where a chat
+    template already writes them, as `apply_chat_template(tokenize=True)` does."""
+    value_head: ClassVar[bool] = False
+    """True: the model outputs one scalar per token and a step's score is sigmoid(value) at its position;
+    `good_ids`/`bad_ids` are then empty, and vLLM (which reads next-token distributions) cannot host it."""
+    model_class: ClassVar[Callable[[], type] | None] = None
+    """A factory of the model class this module defines for the family (none exists in transformers);
+    None: the class the checkpoint declares."""
+    required_weights: ClassVar[tuple[str, ...]] = ()
+    """Checkpoint weights whose absence must fail the load instead of leaving a random head."""
 
     def __init__(self, tokenizer: Any, good_ids: Sequence[int], bad_ids: Sequence[int]) -> None:
-        if not good_ids or not bad_ids or set(good_ids) & set(bad_ids):
+        if self.value_head:
+            if good_ids or bad_ids:
+                raise ValueError(f"{type(self).__name__}: a value head has no candidate ids, got {good_ids} {bad_ids}")
+        elif not good_ids or not bad_ids or set(good_ids) & set(bad_ids):
             raise ValueError(f"{type(self).__name__}: bad candidate ids good={good_ids} bad={bad_ids}")
         self.tokenizer = tokenizer
         self.good_ids = list(good_ids)
         self.bad_ids = list(bad_ids)
 
-    @abstractmethod
     def frame(self, question: str) -> tuple[str, str]:
-        """Text before and after the solution."""
+        """Text before and after the solution; needed by the shared `render` only."""
+        raise NotImplementedError(f"{type(self).__name__} renders its own layout")
 
     def render(self, question: str, steps: Sequence[str]) -> Rendered:
         # Steps are stripped: the format's separator owns the whitespace around a tag, and stray
@@ -99,15 +118,16 @@ class StepAdapter(ABC):
         parts.append(tail)
         return Rendered("".join(parts), len(head), tuple(tag_ends))
 
-    def encode(self, index: int, score: Score, max_input_tokens: int) -> Encoded:
-        """Tokenize the whole input at once (as the reference implementations do) and locate the tags.
+    def layout(self, score: Score) -> tuple[list[int], list[int], int]:
+        """(token ids, the position read for each step, how many leading tokens are the prompt).
 
-        The tag token is found through the character offsets, not by searching for its id, so a
-        question or step that happens to contain the tag text cannot add a spurious score. Inputs over
-        `max_input_tokens` keep the prompt (up to half the budget) and the end of the solution.
+        The whole input is tokenized at once (as the reference implementations do) and each step's
+        position is the token covering the last character of its tag, found through the character
+        offsets rather than by searching for the tag's id, so a question or step that happens to
+        contain the tag text cannot add a spurious score.
         """
         rendered = self.render(score.question, score.steps)
-        enc = self.tokenizer(rendered.text, return_offsets_mapping=True, add_special_tokens=True)
+        enc = self.tokenizer(rendered.text, return_offsets_mapping=True, add_special_tokens=self.add_special_tokens)
         ids, offsets = enc["input_ids"], enc["offset_mapping"]
         owner = np.full(len(rendered.text), -1, dtype=np.int64)  # char -> last token covering it
         for token, (start, end) in enumerate(offsets):
@@ -115,9 +135,15 @@ class StepAdapter(ABC):
         positions = [int(owner[c]) for c in rendered.tag_ends]
         if min(positions) < 0:
             raise ValueError(f"{type(self).__name__}: a step tag maps to no token in {rendered.text!r}")
+        prompt_tokens = sum(1 for start, _ in offsets if start < rendered.prompt_chars)
+        return list(ids), positions, prompt_tokens
+
+    def encode(self, index: int, score: Score, max_input_tokens: int) -> Encoded:
+        """Lay out the solution (`layout`); inputs over `max_input_tokens` keep the prompt (up to half
+        the budget) and the end of the solution."""
+        ids, positions, prompt_tokens = self.layout(score)
         if len(ids) <= max_input_tokens:
             return Encoded(index, tuple(ids), tuple(positions), 0, score.scored_steps)
-        prompt_tokens = sum(1 for start, _ in offsets if start < rendered.prompt_chars)
         keep_head = min(prompt_tokens, max_input_tokens // 2)
         drop = len(ids) - max_input_tokens  # tokens removed right after the kept head
         kept = [p - drop for p in positions if p >= keep_head + drop]
@@ -126,26 +152,27 @@ class StepAdapter(ABC):
         kept_ids = tuple(ids[:keep_head] + ids[keep_head + drop :])
         return Encoded(index, kept_ids, tuple(kept), len(positions) - len(kept), score.scored_steps)
 
-    def step_probs(self, logits: torch.Tensor) -> torch.Tensor:
-        """[k, C] logits at tag tokens -> [k] probabilities that the step is good."""
+    def step_probs(self, outputs: torch.Tensor) -> torch.Tensor:
+        """[k, C] model outputs at the read positions (an LM's or a classifier's logits) -> [k]
+        probabilities that the step is good."""
         import torch
 
-        logits = logits.float()
+        logits = outputs.float()
         good = torch.logsumexp(logits[:, self.good_ids], dim=-1)
         bad = torch.logsumexp(logits[:, self.bad_ids], dim=-1)
         return torch.sigmoid(good - bad)
 
 
-def single_token_ids(tokenizer: Any, words: Sequence[str]) -> list[int]:
-    """Ids of the one-token spellings of `words`, with and without a leading space.
+def single_token_ids(tokenizer: Any, words: Sequence[str], spaced: bool = True) -> list[int]:
+    """Ids of the one-token spellings of `words`, with and (if `spaced`) without a leading space.
 
     Which spelling a tokenizer uses after the tag differs (BPE "ĠYes" vs "Yes", SentencePiece "▁+"), so
     every one-token variant counts; multi-token variants are skipped because their first piece ("▁",
-    "Y") says nothing about the word.
+    "Y") says nothing about the word. `spaced=False` keeps the bare spelling only, for formats that fix it.
     """
     ids: list[int] = []
     for word in words:
-        for variant in (word, " " + word):
+        for variant in (word, " " + word) if spaced else (word,):
             encoded = tokenizer.encode(variant, add_special_tokens=False)
             if len(encoded) == 1 and encoded[0] not in ids:
                 ids.append(encoded[0])
@@ -221,10 +248,151 @@ class MathShepherdAdapter(StepAdapter):
         return f"{question} ", ""
 
 
+class RLHFlowAdapter(StepAdapter):
+    """RLHFlow/Llama3.1-8B-PRM-{Deepseek,Mistral}-Data: a chat in which each step is a user turn (the
+    first one is f"{question} {step_1}") answered by an assistant turn "+", rendered by the tokenizer's
+    chat template; step j's score is p("+") vs p("-") for the next token at the token just before its
+    assistant "+" (Llama 3: the "\\n\\n" that ends the assistant header).
+
+    Reference: RLHFlow/RLHF-Reward-Modeling, math-rm/prm_evaluate.py (`select_sample`, `worker`) and
+    math-rm/README.md, https://github.com/RLHFlow/RLHF-Reward-Modeling/tree/main/math-rm. It renders the
+    chat up to step j with `apply_chat_template` (the template writes the BOS), reads `logits[:, -3]`
+    (the tokens end "\\n\\n", "+", "<|eot_id|>") over the ids of "+" and "-" and softmaxes those two. The
+    chat for steps 1..j is a prefix of the chat for 1..j+1 and the model is causal, so one pass over the
+    whole chat reads every step at once.
+    """
+
+    GOOD, BAD = "+", "-"
+    add_special_tokens = False
+    _STEP = "\x00ttsearch-step\x00"  # placeholders the template renders verbatim, then replaced
+    _REPLY = "\x00ttsearch-reply\x00"
+
+    def __init__(self, tokenizer: Any) -> None:
+        good = single_token_ids(tokenizer, [self.GOOD], spaced=False)
+        super().__init__(tokenizer, good, single_token_ids(tokenizer, [self.BAD], spaced=False))
+
+    def render(self, question: str, steps: Sequence[str]) -> Rendered:
+        """The template's text with each step put in its user turn and "+" in each assistant turn; a
+        step is read at the character before its "+"."""
+        messages = []
+        for i in range(len(steps)):
+            messages.append({"role": "user", "content": f"{question} {self._STEP}" if i == 0 else self._STEP})
+            messages.append({"role": "assistant", "content": self._REPLY})
+        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)
+        pieces = re.split(f"({re.escape(self._STEP)}|{re.escape(self._REPLY)})", text)
+        if pieces[1::2] != [self._STEP, self._REPLY] * len(steps):
+            raise ValueError("the chat template did not render each step and reply once, verbatim and in order")
+        out, tag_ends, steps_left = [pieces[0]], [], iter(steps)
+        cursor = len(pieces[0])  # the prompt: the template's head, the question and a space
+        for slot, after in zip(pieces[1::2], pieces[2::2], strict=True):
+            if slot == self._STEP:
+                piece = next(steps_left).strip()
+            else:
+                tag_ends.append(cursor - 1)
+                piece = self.GOOD
+            out += [piece, after]
+            cursor += len(piece) + len(after)
+        return Rendered("".join(out), len(pieces[0]), tuple(tag_ends))
+
+    def layout(self, score: Score) -> tuple[list[int], list[int], int]:
+        ids, positions, prompt_tokens = super().layout(score)
+        if any(p + 1 >= len(ids) or ids[p + 1] not in self.good_ids for p in positions):
+            raise ValueError(f"{type(self).__name__}: an assistant '{self.GOOD}' is not a token of its own")
+        return ids, positions, prompt_tokens
+
+
+@functools.cache
+def qwen2_prm_model_class() -> type:
+    """`Qwen2ForPrmModel`, Skywork's PRM as a transformers model: Qwen2Model plus a value head.
+
+    Transformers has no class for it (Skywork loads it through `PRM_MODEL`, a trl-style wrapper, and
+    registers `Qwen2ForPrmModel` with vLLM 0.6 as a plugin). Its checkpoint holds `model.*`, maybe
+    `lm_head.weight` (unused here) and `v_head.summary.{weight,bias}`. `logits` is [b, s, 1]: the value.
+    Built on first use so that importing this module does not import torch.
+    """
+    import torch
+    from transformers import Qwen2Model, Qwen2PreTrainedModel
+    from transformers.modeling_outputs import TokenClassifierOutput
+
+    class ValueHead(torch.nn.Module):
+        """Linear(hidden, 1) kept in float32 whatever the model's dtype, as the reference's head is
+        (`PRM_MODEL` leaves it in float32 and upcasts the hidden states to it)."""
+
+        def __init__(self, hidden_size: int) -> None:
+            super().__init__()
+            self.summary = torch.nn.Linear(hidden_size, 1)
+
+        def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+            return self.summary(hidden.to(self.summary.weight.dtype))
+
+        def _apply(self, fn: Callable[..., Any], recurse: bool = True) -> ValueHead:
+            # Follow moves to another device (`model.to(device, dtype)`), but not casts to another dtype.
+            for param in self.parameters():
+                param.data = param.data.to(fn(param.data).device)
+            return self
+
+    class Qwen2ForPrmModel(Qwen2PreTrainedModel):
+        _keep_in_fp32_modules_strict = ["v_head"]
+        _keys_to_ignore_on_load_unexpected = [r"^lm_head\."]
+
+        def __init__(self, config: Any) -> None:
+            super().__init__(config)
+            self.model = Qwen2Model(config)
+            self.v_head = ValueHead(config.hidden_size)
+            self.post_init()
+
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs: Any) -> Any:
+            hidden = self.model(input_ids=input_ids, attention_mask=attention_mask, **kwargs).last_hidden_state
+            return TokenClassifierOutput(logits=self.v_head(hidden))
+
+    return Qwen2ForPrmModel
+
+
+class SkyworkPRMAdapter(StepAdapter):
+    """Skywork/Skywork-o1-Open-PRM-Qwen-2.5-{1.5B,7B}: the ids of BOS + question + "\\n", then each step's
+    ids followed by the id of "\\n" (each step tokenized on its own); a Linear(hidden, 1) value head on
+    the last hidden state gives step j's score as sigmoid(value) at its "\\n".
+
+    Reference: SkyworkAI/skywork-o1-prm-inference, model_utils/io_utils.py (`prepare_input` with
+    step_token="\\n", `derive_step_rewards`) and model_utils/prm_model.py (`PRM_MODEL`, `ValueHead`: weights
+    `v_head.summary.weight`/`.bias`, applied in float32, then sigmoid under `return_probs=True`),
+    https://github.com/SkyworkAI/skywork-o1-prm-inference. The reference splits a response on "\\n"; here
+    a step is the caller's step (stripped), whatever newlines it contains.
+    """
+
+    STEP_TOKEN = "\n"
+    value_head = True
+    model_class = staticmethod(qwen2_prm_model_class)
+    required_weights = ("v_head.summary.weight", "v_head.summary.bias")
+
+    def __init__(self, tokenizer: Any) -> None:
+        if tokenizer.bos_token is None:
+            raise ValueError("SkyworkPRMAdapter: the tokenizer has no bos_token, which the input starts with")
+        super().__init__(tokenizer, good_ids=[], bad_ids=[])
+        self.step_token_id = tokenizer.encode(self.STEP_TOKEN)[-1]
+
+    def layout(self, score: Score) -> tuple[list[int], list[int], int]:
+        prompt = self.tokenizer.encode(self.tokenizer.bos_token + score.question + "\n")
+        ids, positions = list(prompt), []
+        for step in score.steps:
+            text = step.strip()
+            ids += (self.tokenizer.encode(text) if text else []) + [self.step_token_id]
+            positions.append(len(ids) - 1)
+        return ids, positions, len(prompt)
+
+    def step_probs(self, outputs: torch.Tensor) -> torch.Tensor:
+        """[k, 1] values at the step ends -> [k] sigmoid(value)."""
+        import torch
+
+        return torch.sigmoid(outputs[:, 0].float())
+
+
 ADAPTERS: dict[str, type[StepAdapter]] = {
     "lm_judge": LMJudgeAdapter,
     "qwen_prm": QwenPRMAdapter,
     "math_shepherd": MathShepherdAdapter,
+    "rlhflow": RLHFlowAdapter,
+    "skywork": SkyworkPRMAdapter,
 }
 
 
@@ -241,12 +409,15 @@ def make_adapter(kind: str, tokenizer: Any, **options: Any) -> StepAdapter:
     return adapter_class(kind)(tokenizer, **options)
 
 
-def _model_class(config: Any) -> Any:
-    """The architecture the checkpoint declares (a causal LM, a token classifier, ...); otherwise
-    AutoModel, which finds a remote-code class through the checkpoint's auto_map (how
-    Qwen2.5-Math-PRM ships Qwen2ForProcessRewardModel)."""
+def _model_class(config: Any, adapter: type[StepAdapter]) -> Any:
+    """The family's own class if this module defines one (Skywork's value-head PRM); else the architecture
+    the checkpoint declares (a causal LM, a token classifier, ...); otherwise AutoModel, which finds a
+    remote-code class through the checkpoint's auto_map (how Qwen2.5-Math-PRM ships
+    Qwen2ForProcessRewardModel)."""
     import transformers
 
+    if adapter.model_class is not None:
+        return adapter.model_class()
     for name in config.architectures or ():
         if hasattr(transformers, name):
             return getattr(transformers, name)
@@ -300,14 +471,20 @@ class PRMScorer:
 
         from ttsearch.models import resolve_model
 
-        trust = adapter_class(cfg.kind).trust_remote_code  # fails fast for model-free kinds
+        adapter = adapter_class(cfg.kind)  # fails fast for model-free kinds
+        trust = adapter.trust_remote_code
         path = resolve_model(cfg.model, cache_dir)
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust)
-        model_cls = _model_class(AutoConfig.from_pretrained(path, trust_remote_code=trust))
+        model_cls = _model_class(AutoConfig.from_pretrained(path, trust_remote_code=trust), adapter)
         # Straight onto the GPU in its dtype (accelerate's device_map, from the `gpu` extra): a 7B PRM staged
         # in host RAM first would not fit a GPU node's RAM.
         placement = {"device_map": "cuda"} if torch.cuda.is_available() else {}
-        model = model_cls.from_pretrained(path, dtype=getattr(torch, cfg.dtype), trust_remote_code=trust, **placement)
+        model, info = model_cls.from_pretrained(
+            path, dtype=getattr(torch, cfg.dtype), trust_remote_code=trust, output_loading_info=True, **placement
+        )
+        missing = sorted(set(adapter.required_weights) & set(info["missing_keys"]))
+        if missing:
+            raise ValueError(f"verifier '{cfg.kind}': checkpoint {path} lacks {missing}, the head would be random")
         return cls(cfg, model, tokenizer, **adapter_options)
 
     def score_batch(self, batch: Sequence[Score]) -> list[ScoreResult | RequestRejected]:
@@ -361,13 +538,14 @@ class PRMScorer:
         head = self.model.get_output_embeddings()
         with torch.inference_mode():
             inputs = {"input_ids": input_ids.to(self.device), "attention_mask": mask.to(self.device)}
-            if head is None:  # a classifier head (Qwen PRM): [b, s, 2] is small, gather afterwards
+            if head is None:  # a classifier or value head: [b, s, 2] or [b, s, 1] is small, gather afterwards
                 logits = _logits(self.model(**inputs))[rows, cols]
             else:
                 with _gather_before(head, rows, cols):
                     logits = _logits(self.model(**inputs))[0]
             if logits.shape[0] != rows.numel():
                 raise RuntimeError(f"expected logits for {rows.numel()} tag tokens, got shape {tuple(logits.shape)}")
+            # The family's read-out of the outputs at its positions: good/bad columns, or a value head's value.
             probs = self.adapter.step_probs(logits).tolist()
         results, start = [], 0
         for e in micro:

@@ -42,7 +42,7 @@ AGGREGATIONS = ("last", "min", "prod")
 # zero-cost deterministic score that lets the benchmark measure scheduling alone.
 MODEL_FREE_VERIFIERS = ("oracle", "majority", "hash")
 GENERATOR_BACKENDS = ("vllm", "transformers")
-VERIFIERS = ("lm_judge", "qwen_prm", "math_shepherd", *MODEL_FREE_VERIFIERS)
+VERIFIERS = ("lm_judge", "qwen_prm", "math_shepherd", "rlhflow", "skywork", *MODEL_FREE_VERIFIERS)
 
 
 class ConfigError(TTSearchError):

@@ -99,12 +99,13 @@ def prompt_too_long(prompt_ids: list[int], max_model_len: int) -> RequestRejecte
 
 @dataclass
 class GeneratorTotals:
-    """Cumulative counts a replica reports in `stats()`."""
+    """Cumulative counts a replica reports in `stats()`: what its engine computed, billed as `Usage` bills it."""
 
     requests: int = 0
     prompt_tokens: int = 0
     cached_prompt_tokens: int = 0
     generated_tokens: int = 0
+    """Tokens of the decoded samples only: a greedy request's n copies were decoded once and count once."""
 
     def add(self, result: GenerateResult, generated_tokens: int) -> None:
         self.requests += 1

@@ -9,6 +9,21 @@ as it ends.
 
 Sampling is seeded per call from the seeds of the requests in it, so a batch is reproducible as a
 whole; vLLM's per-request seeds also keep a request's samples independent of its batch-mates.
+
+Billing (what `GenerateResult` and the replica totals report):
+- Prompt tokens are billed as the call computed them (`prefill_tokens`): each row of a request (one
+  per decoded sample) re-reads its prompt, left-padded to the call's longest prompt, and padding
+  positions go through the model like any other. So a request is billed rows × padded prompt length,
+  with no cached tokens (there is no prefix cache). vLLM bills one prompt per request instead
+  (`len(prompt ids)`, its n samples share one prefill) less its prefix-cache hits: the two backends
+  give the same completions but different prompt counts, and the difference is real compute.
+- Generated tokens are billed per decoded sample as its own count up to where it stopped
+  (`Completion.num_tokens`, as vLLM counts them), not as run: a row that ended early keeps stepping
+  through the model on padding until the call's longest row ends, and those steps are not billed.
+  `num_tokens` is what the strategies, the per-candidate costs and the throughput figures read, and it
+  must agree with vLLM's; `GenerateResult` has no field for the wasted steps. Generated-token FLOPs of
+  this backend are therefore a lower bound, short by at most rows × (the call's decode steps − a row's
+  own tokens); calls group requests of the same `max_tokens` and stop strings, which keeps it small.
 """
 
 from __future__ import annotations
@@ -73,6 +88,13 @@ def calls(batch: Sequence[Generate], prompt_lengths: Sequence[int], max_call_tok
         yield call
 
 
+def prefill_tokens(requests: Sequence[Generate], prompt_lengths: Sequence[int]) -> list[int]:
+    """Prompt tokens each request of one padded `generate` call computed: its rows (decoded samples) times the
+    call's longest prompt, the width every row is left-padded to."""
+    width = max(prompt_lengths)
+    return [request.decoded_samples * width for request in requests]
+
+
 class TransformersGenerator:
     """One transformers causal LM serving `Generate` requests; keeps cumulative token counts."""
 
@@ -105,6 +127,7 @@ class TransformersGenerator:
         greedy = first.temperature == 0
         rows = [ids for ids, request in zip(prompts, requests, strict=True) for _ in range(request.decoded_samples)]
         width = max(map(len, rows))
+        prefills = prefill_tokens(requests, [len(ids) for ids in prompts])
         input_ids = torch.tensor([[self.pad_id] * (width - len(r)) + r for r in rows], device=self.device)
         attention_mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=self.device)
         # vLLM samples the whole distribution at the request's temperature and ignores the checkpoint's
@@ -135,9 +158,9 @@ class TransformersGenerator:
             return finish(row, self.end_ids, first.stop, decode)
 
         results = []
-        for ids, request in zip(prompts, requests, strict=True):
+        for request, prefill in zip(requests, prefills, strict=True):
             decoded = tuple(read(next(generated)) for _ in range(request.decoded_samples))
-            result = GenerateResult(completions=request.as_requested(decoded), prompt_tokens=len(ids))
+            result = GenerateResult(completions=request.as_requested(decoded), prompt_tokens=prefill)
             self.totals.add(result, sum(c.num_tokens for c in decoded))
             results.append(result)
         return results

@@ -39,6 +39,7 @@ from ttsearch.analysis import (
     Difficulty,
     ReportFile,
     bin_sorting,
+    computed_tokens,
     estimate_difficulty,
     estimation_cells,
     estimation_cost,
@@ -52,7 +53,7 @@ from ttsearch.analysis import (
     ungraded_note,
 )
 from ttsearch.policy import Policy, save_policy
-from ttsearch.results import RESULTS, RunStore
+from ttsearch.results import RESULTS, RunStore, flops_of
 
 __all__ = ["COST_COLUMNS", "Difficulty", "estimate_difficulty", "estimation_cells", "estimation_cost", "flops_rates"]
 
@@ -343,11 +344,12 @@ def flops_matched(result: PolicyResult, large: pd.DataFrame, small_params: float
 
 
 def generator_parameters(frame: pd.DataFrame) -> float:
-    """The generator's parameter count, recovered from FLOPs = 2 × parameters × computed tokens (sweep.py)."""
+    """The generator's parameter count, recovered from FLOPs = 2 × parameters × computed tokens
+    (`ttsearch.results.flops_of`, `ttsearch.analysis.computed_tokens`)."""
     if "generator_flops" not in frame or frame["generator_flops"].isna().all():
         raise AnalysisError("the sweep recorded no generator FLOPs: pass the parameter count explicitly")
-    computed = frame["generated_tokens"] + frame["prompt_tokens"] - frame["cached_prompt_tokens"]
-    ratio = frame["generator_flops"] / (2.0 * computed.where(computed > 0))
+    computed, _ = computed_tokens(frame)
+    ratio = frame["generator_flops"] / flops_of(1.0, computed.where(computed > 0))
     return float(ratio.dropna().median())
 
 

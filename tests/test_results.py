@@ -8,14 +8,28 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 import pytest
 
 from pipelines.report import build_report
 from tests.test_report import beam_rows, best_of_n_rows
+from tests.test_selection import PROBLEM, ScriptedGrader, boxed
+from ttsearch.analysis import flops_rates
+from ttsearch.cells import outcome_rows
 from ttsearch.cli import main
-from ttsearch.config import load_config
+from ttsearch.config import StrategySpec, load_config
 from ttsearch.policy import POLICY_FILE, POLICY_VERSION
-from ttsearch.results import MANIFEST, RESULT_SCHEMA, ResultsError, RunStore, load_results, sweep_fingerprint
+from ttsearch.results import (
+    MANIFEST,
+    RESULT_SCHEMA,
+    ResultsError,
+    RunStore,
+    load_results,
+    shard_file,
+    sweep_fingerprint,
+)
+from ttsearch.runtime import ModelSizes
+from ttsearch.scheduler import JobOutcome, Usage
 
 PROBLEMS = [
     {"unique_id": "a", "problem": "1 + 1?", "answer": "2"},
@@ -24,8 +38,22 @@ PROBLEMS = [
 
 
 def rows() -> pa.Table:
-    return pa.Table.from_pylist([r | {"strategy_config": r["strategy_label"].split("/")[0]} for uid in ("q00", "q01")
-                                 for r in best_of_n_rows(uid) + beam_rows(uid)], schema=RESULT_SCHEMA)  # fmt: skip
+    return pa.Table.from_pylist([r | {"strategy_config": r["strategy_label"].split("/")[0], "cached_verifier_tokens": 0}
+                                 for uid in ("q00", "q01") for r in best_of_n_rows(uid) + beam_rows(uid)],
+                                schema=RESULT_SCHEMA)  # fmt: skip
+
+
+def test_files_written_before_cached_verifier_tokens_read_it_as_0(tmp_path):
+    older = rows().drop_columns(["cached_verifier_tokens"])
+    for folder in ("results", "partial"):
+        (tmp_path / folder).mkdir()
+        pq.write_table(older, tmp_path / folder / shard_file(0, 1))
+    store = RunStore(tmp_path)
+    for table in (store.read_results(), store.read_partial(0, 1)):
+        assert table.schema == RESULT_SCHEMA and table["cached_verifier_tokens"].to_pylist() == [0] * older.num_rows
+    frame = load_results(tmp_path)
+    assert frame["cached_verifier_tokens"].tolist() == [0] * older.num_rows
+    assert flops_rates(frame) == flops_rates(older.to_pandas()), "an older frame's costs read the same"
 
 
 @pytest.mark.parametrize(
@@ -76,6 +104,24 @@ def test_a_file_uri_reads_what_a_path_wrote(tmp_path):
     assert load_results(f"file://{tmp_path}").shape[0] == rows().num_rows
     assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == [
         "shard-00000-of-00002.parquet", "shard-00001-of-00002.parquet"], "no temporary files left"  # fmt: skip
+
+
+def test_flops_bill_only_the_tokens_each_model_computed():
+    """One rule per model: generator FLOPs = 2 × parameters × (generated + prompt − cached prompt tokens), verifier
+    FLOPs = 2 × parameters × (verifier − cached verifier tokens); majority rows are billed no verifier at all."""
+    usage = Usage(generated_tokens=30, prompt_tokens=20, cached_prompt_tokens=5, samples=3, verifier_tokens=40,
+                  cached_verifier_tokens=25)  # fmt: skip
+    sizes = ModelSizes(generator=100, verifier=10)
+    assert sizes.flops(usage) == (2 * 100 * (30 + 20 - 5), 2 * 10 * (40 - 25))
+    spec = StrategySpec(name="best_of_n", selections=["weighted", "majority"])
+    outcome = JobOutcome((PROBLEM, spec, 3, 0), [boxed("5", 0.9, 10), boxed("4", 0.1, 12)], usage, wall_s=1.0)
+    rows = {row["selection"]: row for row in outcome_rows(outcome, ScriptedGrader({"5": True, "4": False}), sizes)}
+    billing = {selection: [row[c] for c in ("verifier_tokens", "cached_verifier_tokens", "verifier_flops")]
+               for selection, row in rows.items()}  # fmt: skip
+    assert billing == {"weighted": [40, 25, 300], "majority": [0, 0, 0]}
+    table = pa.Table.from_pylist(list(rows.values()), schema=RESULT_SCHEMA)  # the column is in the schema
+    # The rates the analysis reads back are parameters × 2 per computed token, cached tokens left out.
+    assert flops_rates(table.to_pandas()) == (2 * 100, 2 * 10)
 
 
 def test_report_on_a_non_local_filesystem_uploads_its_files(tmp_path):

@@ -6,8 +6,8 @@ import asyncio
 
 from tests.fakes import ScriptedBackend, length_scorer, step_generator
 from ttsearch.config import SearchConfig, StrategySpec
-from ttsearch.requests import Generate, Prompt, Request, Score
-from ttsearch.scheduler import JobOutcome, ReplicaPool, Scheduler
+from ttsearch.requests import Completion, Generate, GenerateResult, Prompt, Request, Score, ScoreResult
+from ttsearch.scheduler import JobOutcome, ReplicaPool, Scheduler, Usage
 from ttsearch.strategies import SearchContext, start
 
 SEARCH = SearchConfig(system_prompt="sys", max_steps=4)
@@ -84,6 +84,37 @@ def test_usage_counts_every_sample_and_token():
     assert outcome.usage.generated_tokens == 5 * samples  # the fake gives 5 tokens per completion
     assert outcome.usage.prompt_tokens == 10 * sum(len(b) for b in generator.batches)
     assert outcome.usage.scored_solutions == scored and outcome.usage.verifier_tokens == 3 * scored
+
+
+def test_a_greedy_request_is_billed_the_one_sample_decoded_and_counts_its_n_generations():
+    """An engine decodes a greedy request once and copies it n times (`Generate.as_requested`): the copies cost
+    nothing, so they are not billed, but they are generations the strategy asked for."""
+
+    def engine(request: Request):
+        assert isinstance(request, Generate)
+        decoded = tuple(Completion(f"s{i}", 7 + i, "stop") for i in range(request.decoded_samples))
+        return GenerateResult(request.as_requested(decoded), prompt_tokens=10, cached_prompt_tokens=4)
+
+    def one_step():
+        prompt = Prompt(system="", user="q")
+        yield [Generate(prompt, n=4, temperature=0, max_tokens=8), Generate(prompt, n=2, temperature=0.8, max_tokens=8)]
+        return []
+
+    [outcome] = run_all(Scheduler(pools([ScriptedBackend(engine)], [ScriptedBackend(length_scorer)]), 1),
+                        [("q", one_step())])  # fmt: skip
+    assert outcome.error is None
+    usage = outcome.usage
+    assert usage.generated_tokens == 7 + (7 + 8), "greedy: one decoded sample of 7 tokens, not 4 × 7"
+    assert usage.samples == 4 + 2, "samples are the generations asked for"
+    assert (usage.prompt_tokens, usage.cached_prompt_tokens) == (20, 8)
+
+
+def test_usage_carries_the_verifiers_cached_tokens():
+    usage = Usage()
+    score = Score(question="q", steps=("a", "b"))
+    usage.add(score, ScoreResult(step_scores=(0.5, 0.5), tokens=30, cached_tokens=20))
+    usage.add(score, ScoreResult(step_scores=(0.5, 0.5), tokens=12))
+    assert (usage.verifier_tokens, usage.cached_verifier_tokens, usage.scored_solutions) == (42, 20, 2)
 
 
 def test_a_failing_problem_or_replica_call_does_not_take_the_others_down():

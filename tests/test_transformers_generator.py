@@ -10,7 +10,8 @@ import asyncio
 
 import pytest
 
-from actors.transformers_generator import TransformersGenerator, calls, finish
+from actors.generator import chat_prompt_ids
+from actors.transformers_generator import TransformersGenerator, calls, finish, prefill_tokens
 from pipelines.sweep import run_sweep
 from ttsearch.config import GeneratorConfig, load_config
 from ttsearch.requests import Completion, Generate, GenerateResult, Prompt
@@ -51,6 +52,13 @@ def test_calls_group_sampling_settings_sort_by_prompt_and_cap_padded_tokens():
     # Requests 2+4 would pad to 8 rows × 32 = 256 > 200, 4+3 to 7 × 44 = 308, 3+0 only to 3 × 54 = 162.
     assert list(calls(batch, lengths, max_call_tokens=200)) == [[2], [4], [3, 0], [1], [5]]
     assert list(calls(batch, lengths, max_call_tokens=10_000)) == [[2, 4, 3, 0], [1], [5]]
+
+
+def test_a_padded_call_bills_each_request_its_rows_of_the_longest_prompt():
+    # Rows are decoded samples: the greedy request is one row whatever its n; every row is padded to 40 tokens.
+    batch = [ask(n=2), ask(n=3, temperature=0), ask(n=1)]
+    assert prefill_tokens(batch, [12, 40, 7]) == [2 * 40, 1 * 40, 1 * 40]
+    assert prefill_tokens([ask(n=4)], [9]) == [4 * 9], "alone in its call: no padding, still one prefill per row"
 
 
 @pytest.fixture(scope="module")
@@ -107,6 +115,7 @@ def test_greedy_decodes_once_for_n_copies(engine):
     (result,) = run(engine, [ask(n=3, temperature=0, seed=None)])
     assert len(set(result.completions)) == 1 and len(result.completions) == 3
     assert engine.totals.generated_tokens - before == result.completions[0].num_tokens
+    assert result.prompt_tokens == len(chat_prompt_ids(engine.tokenizer, QUESTION)), "one row: one prefill"
 
 
 @pytest.fixture(scope="module")
@@ -137,7 +146,13 @@ def test_transformers_replica_matches_the_vllm_replica_greedily(ray_session, flo
         backend: {i: (r.completions, r.prompt_tokens) for i, r in ray_session.get(list(replica.generate.remote(batch)))}
         for backend, replica in float32_replicas.items()
     }
-    assert answers["transformers"] == answers["vllm"]
+    samples = {backend: {i: c for i, (c, _) in by_index.items()} for backend, by_index in answers.items()}
+    assert samples["transformers"] == samples["vllm"]
+    # vLLM bills each prompt once; transformers bills what its padded call computed. Requests 2 and 3 share
+    # their sampling settings, so they run in one call, each padded to the longer prompt (one row each: greedy).
+    prompts = {i: tokens for i, (_, tokens) in answers["vllm"].items()}
+    padded = max(prompts[2], prompts[3])
+    assert {i: tokens for i, (_, tokens) in answers["transformers"].items()} == prompts | {2: padded, 3: padded}
     reasons = {(c.finish_reason, c.stop_reason) for completions, _ in answers["vllm"].values() for c in completions}
     assert reasons == ENDINGS, "every way a sample ends is compared"
     stats = ray_session.get(float32_replicas["transformers"].stats.remote())

@@ -26,6 +26,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
 
 from ttsearch.errors import TTSearchError
 from ttsearch.policy import bin_of, fit_thresholds
+from ttsearch.results import ADDED_COLUMNS, generator_computed_tokens, verifier_computed_tokens
 
 
 class AnalysisError(TTSearchError, ValueError):
@@ -48,7 +49,7 @@ verifier's score adds its own error."""
 
 # Per-question costs of a search job or of a difficulty estimate.
 COST_COLUMNS = ("samples", "generated_tokens", "prompt_tokens", "cached_prompt_tokens", "verifier_tokens",
-                "generator_flops", "verifier_flops", "total_flops")
+                "cached_verifier_tokens", "generator_flops", "verifier_flops", "total_flops")
 CANDIDATE_COST_COLUMNS = ("candidate_generated_tokens", "candidate_verifier_tokens")
 
 
@@ -188,12 +189,26 @@ def sampling_study(ks: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64), questions: in
 DIFFICULTY_KINDS = ("oracle", "predicted")
 
 
+def added_column(frame: pd.DataFrame, name: str) -> pd.Series:
+    """A column of `ttsearch.results.ADDED_COLUMNS`, its default where the rows predate it (absent or null)."""
+    default = ADDED_COLUMNS[name]
+    return frame[name].fillna(default) if name in frame else pd.Series(default, index=frame.index)
+
+
+def computed_tokens(frame: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+    """Per row, the tokens the generator and the verifier computed (prefix-cache hits are not computed)."""
+    generator = generator_computed_tokens(frame["generated_tokens"], frame["prompt_tokens"],
+                                          frame["cached_prompt_tokens"])
+    return generator, verifier_computed_tokens(frame["verifier_tokens"], added_column(frame, "cached_verifier_tokens"))
+
+
 def flops_rates(frame: pd.DataFrame) -> tuple[float, float]:
     """FLOPs per computed token of the generator and of the verifier, as the sweep billed them (NaN: unknown).
 
     Generator: generator_flops / (generated + prompt − cached prompt tokens). Verifier: verifier_flops /
-    verifier_tokens over rows with verifier tokens only, since rows whose selection reads no score are billed
-    no verifier compute (0 FLOPs, 0 tokens). Medians over rows: one generator and one verifier per sweep.
+    (verifier − cached verifier tokens) over rows with computed verifier tokens only, since rows whose selection
+    reads no score are billed no verifier compute (0 FLOPs, 0 tokens). Medians over rows: one generator and one
+    verifier per sweep.
     """
     def rate(flops: str, tokens: pd.Series) -> float:
         if flops not in frame:
@@ -201,8 +216,8 @@ def flops_rates(frame: pd.DataFrame) -> tuple[float, float]:
         ratio = (frame[flops].astype(float) / tokens.where(tokens > 0).astype(float)).dropna()
         return float(ratio.median()) if len(ratio) else math.nan
 
-    computed = frame["generated_tokens"] + frame["prompt_tokens"] - frame["cached_prompt_tokens"]
-    return rate("generator_flops", computed), rate("verifier_flops", frame["verifier_tokens"])
+    generator, verifier = computed_tokens(frame)
+    return rate("generator_flops", generator), rate("verifier_flops", verifier)
 
 
 @dataclass(frozen=True)
@@ -242,7 +257,9 @@ def estimation_cells(frame: pd.DataFrame, estimation_samples: int | None = None)
     may be any number up to the largest cell. k defaults to DEFAULT_ESTIMATION_SAMPLES, capped by the largest
     best-of-N cell. Questions whose cells all hold fewer than k candidates are absent.
     """
-    best_of_n = search_cells(frame[frame["strategy"] == "best_of_n"])
+    # The estimate reads verifier scores: keep each cell's row that was billed the verifier, with its cached tokens.
+    best_of_n = frame[frame["strategy"] == "best_of_n"].sort_values("verifier_tokens", ascending=False, kind="stable")
+    best_of_n = search_cells(best_of_n)
     if best_of_n.empty:
         raise AnalysisError("no best_of_n rows: difficulty is estimated from best-of-N samples; add best_of_n to the "
                             "sweep's strategies")
@@ -278,9 +295,11 @@ def estimation_cost(frame: pd.DataFrame, cells: pd.DataFrame, k: int) -> pd.Data
     """unique_id → COST_COLUMNS of the k samples `estimation_cells` kept: what the estimate really spent.
 
     Generated and verifier tokens are the sums over the k candidates' own counts; the prompt is the cell's one
-    prefill as recorded (a best-of-N cell is one request with n samples, so k samples pay one prompt too);
-    FLOPs use the sweep's per-token rates (`flops_rates`). Without per-candidate token columns (an older sweep)
-    every cost but `samples` is NaN: unknown, not scaled.
+    prefill as recorded (a best-of-N cell is one request with n samples, so k samples pay one prompt too). Cached
+    verifier tokens are not recorded per candidate: the k candidates get the cell's cached share of its verifier
+    tokens. FLOPs are the sweep's per-token rates (`flops_rates`) times the computed tokens (`computed_tokens`'
+    rules). Without per-candidate token columns (an older sweep) every cost but `samples` is NaN: unknown, not
+    scaled.
     """
     generator_rate, verifier_rate = flops_rates(frame)
     known = all(column in cells for column in CANDIDATE_COST_COLUMNS)
@@ -289,12 +308,15 @@ def estimation_cost(frame: pd.DataFrame, cells: pd.DataFrame, k: int) -> pd.Data
     verifier = cells["candidate_verifier_tokens"].map(_sum_or_nan) if known else nan
     prompt = cells["prompt_tokens"].astype(float) if known else nan
     cached = cells["cached_prompt_tokens"].astype(float) if known else nan
-    generator_flops = generator_rate * (generated + prompt - cached)
-    verifier_flops = (verifier * verifier_rate).where(verifier != 0, 0.0).where(verifier.notna())
+    cell_verifier = cells["verifier_tokens"].astype(float)
+    cached_share = (added_column(cells, "cached_verifier_tokens") / cell_verifier.where(cell_verifier > 0)).fillna(0.0)
+    cached_verifier = verifier * cached_share
+    generator_flops = generator_rate * generator_computed_tokens(generated, prompt, cached)
+    verifier_flops = (verifier_rate * verifier_computed_tokens(verifier, cached_verifier)).where(verifier != 0, 0.0)
     cost = pd.DataFrame({
         "samples": float(k), "generated_tokens": generated, "prompt_tokens": prompt, "cached_prompt_tokens": cached,
-        "verifier_tokens": verifier, "generator_flops": generator_flops, "verifier_flops": verifier_flops,
-        "total_flops": generator_flops + verifier_flops,
+        "verifier_tokens": verifier, "cached_verifier_tokens": cached_verifier, "generator_flops": generator_flops,
+        "verifier_flops": verifier_flops, "total_flops": generator_flops + verifier_flops,
     })
     return cost.set_axis(cells["unique_id"].to_numpy()).rename_axis("unique_id")
 

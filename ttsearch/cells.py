@@ -87,7 +87,7 @@ def outcome_rows(outcome: JobOutcome, grader: Grader, sizes: ModelSizes) -> list
     `correct` (and each `candidate_correct`) is True, False or None: None is *ungraded*, a grading failure,
     never a verdict. Majority and weighted votes group answers by the grader's equivalence. A selection
     that reads no verifier score (majority, for strategies whose search does not read the verifier either)
-    is billed no verifier compute.
+    is billed no verifier compute: its verifier tokens, cached verifier tokens and verifier FLOPs are all 0.
     """
     problem, spec, budget, seed = outcome.key
     candidates = outcome.candidates or []
@@ -135,6 +135,7 @@ def outcome_rows(outcome: JobOutcome, grader: Grader, sizes: ModelSizes) -> list
                 "correct": False if index is None else correct[index],
                 "score": None if index is None else scores[index],
                 "verifier_tokens": usage.verifier_tokens if billed else 0,
+                "cached_verifier_tokens": usage.cached_verifier_tokens if billed else 0,
                 "verifier_flops": verifier_flops if billed else 0.0,
                 "total_flops": generator_flops + (verifier_flops if billed else 0.0),
             }

@@ -26,6 +26,7 @@ from typing import Any
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from omegaconf import OmegaConf
@@ -56,6 +57,7 @@ RESULT_SCHEMA = pa.schema(
         ("prompt_tokens", pa.int64()),
         ("cached_prompt_tokens", pa.int64()),
         ("verifier_tokens", pa.int64()),
+        ("cached_verifier_tokens", pa.int64()),
         ("generator_flops", pa.float64()),
         ("verifier_flops", pa.float64()),
         ("total_flops", pa.float64()),
@@ -77,10 +79,43 @@ REQUIRED_COLUMNS = (
     "prompt_tokens", "cached_prompt_tokens", "verifier_tokens", "wall_s", "candidate_answers", "candidate_scores",
     "candidate_correct", "error",
 )  # fmt: skip
+ADDED_COLUMNS = {"cached_verifier_tokens": 0}
+"""Columns newer than the first sweeps, and the value a row of an older file reads as (no verifier prefix cache)."""
 MANIFEST = "sweep.json"
 CONFIG = "config.yaml"
 RESULTS = "results"
 PARTIAL = "partial"
+
+
+def generator_computed_tokens(generated: Any, prompt: Any, cached_prompt: Any) -> Any:
+    """Tokens the generator computed: generated plus prompt tokens, less those served from its prefix cache.
+
+    Takes counts or DataFrame columns alike; the one rule behind every generator FLOPs figure.
+    """
+    return generated + prompt - cached_prompt
+
+
+def verifier_computed_tokens(verifier: Any, cached_verifier: Any) -> Any:
+    """Tokens the verifier computed: the input tokens it read, less those served from its prefix cache.
+
+    Takes counts or DataFrame columns alike; the one rule behind every verifier FLOPs figure.
+    """
+    return verifier - cached_verifier
+
+
+def flops_of(parameters: Any, computed_tokens: Any) -> Any:
+    """FLOPs ≈ 2 × parameters × computed tokens (a forward pass costs about two FLOPs per parameter and token)."""
+    return 2.0 * parameters * computed_tokens
+
+
+def with_added_columns(table: pa.Table) -> pa.Table:
+    """`table` with every column of `ADDED_COLUMNS`, rows of files written before it existed reading its default."""
+    for name, default in ADDED_COLUMNS.items():
+        if name not in table.column_names:
+            table = table.append_column(name, pa.array([default] * table.num_rows, RESULT_SCHEMA.field(name).type))
+        elif table[name].null_count:
+            table = table.set_column(table.column_names.index(name), name, pc.fill_null(table[name], default))
+    return table
 
 
 class ResultsError(TTSearchError):
@@ -256,13 +291,15 @@ class RunStore:
         path = self.path(PARTIAL, shard_file(index, total))
         if self.fs.get_file_info(path).type != pafs.FileType.File:
             return None
-        return pq.read_table(path, filesystem=self.fs, schema=RESULT_SCHEMA)
+        return with_added_columns(pq.read_table(path, filesystem=self.fs, schema=RESULT_SCHEMA))
 
     def _read(self, folder: str, schema: pa.Schema | None = RESULT_SCHEMA) -> list[tuple[str, pa.Table]]:
-        return [
+        """Each file of `folder` in `schema` (its added columns read as their defaults), or as written (None)."""
+        read = [
             (name, pq.read_table(self.path(folder, name), filesystem=self.fs, schema=schema))
             for name in sorted(self._names(folder))
         ]
+        return read if schema is None else [(name, with_added_columns(table)) for name, table in read]
 
     def read_results(self, include_partial: bool = False) -> pa.Table:
         """Every row of the finished shards (and of the partial records if asked), in the sweep's schema."""
@@ -274,7 +311,8 @@ class RunStore:
         """The finished rows as a DataFrame, for the report and optimize.
 
         Files are read one by one so that a foreign or truncated file is named; files from sweep versions
-        with extra columns (e.g. FLOPs) merge, the extras being null where absent.
+        with extra columns (e.g. FLOPs) merge, the extras being null where absent, except the `ADDED_COLUMNS`,
+        which read as their defaults.
         """
         if self._type() != pafs.FileType.Directory:
             raise ResultsError(f"run directory {self.location()} does not exist")
@@ -289,7 +327,8 @@ class RunStore:
                 raise ResultsError(
                     f"{name} in {self.location(RESULTS)} lacks required columns: {', '.join(missing)}"
                 )
-        frame = pa.concat_tables([table for _, table in files], promote_options="permissive").to_pandas()
+        merged = pa.concat_tables([table for _, table in files], promote_options="permissive")
+        frame = with_added_columns(merged).to_pandas()
         if frame.empty:
             raise ResultsError(f"the Parquet files in {self.location(RESULTS)} hold no rows")
         return frame

@@ -13,6 +13,7 @@ from typing import Any
 
 from ttsearch.config import MODEL_FREE_VERIFIERS, SweepConfig
 from ttsearch.errors import TTSearchError
+from ttsearch.results import flops_of, generator_computed_tokens, verifier_computed_tokens
 from ttsearch.scheduler import Usage
 
 # A killed or crashed replica must take its vLLM engine processes with it (they hold RAM / GPU memory).
@@ -32,10 +33,11 @@ class ModelSizes:
     """0 for a model-free verifier."""
 
     def flops(self, usage: Usage) -> tuple[float, float]:
-        """(generator, verifier) FLOPs: the generator computed its generated tokens plus the prompt tokens
-        that were not served from the prefix cache."""
-        computed = usage.generated_tokens + usage.prompt_tokens - usage.cached_prompt_tokens
-        return 2.0 * self.generator * computed, 2.0 * self.verifier * usage.verifier_tokens
+        """(generator, verifier) FLOPs of the tokens each model computed (`ttsearch.results.generator_computed_tokens`,
+        `verifier_computed_tokens`): prefix-cache hits are not computed, so they are not billed."""
+        generator = generator_computed_tokens(usage.generated_tokens, usage.prompt_tokens, usage.cached_prompt_tokens)
+        verifier = verifier_computed_tokens(usage.verifier_tokens, usage.cached_verifier_tokens)
+        return flops_of(self.generator, generator), flops_of(self.verifier, verifier)
 
 
 def joins_cluster(cfg: SweepConfig) -> bool:

@@ -50,13 +50,24 @@ class ReplicaFailed(Exception):
 
 @dataclass
 class Usage:
-    """Compute one problem's search consumed."""
+    """Compute one problem's search consumed: token counts as the engines computed them, for the FLOPs model
+    (`ttsearch.runtime.ModelSizes.flops`), and the samples the search asked for."""
 
     generated_tokens: int = 0
+    """Tokens of the samples an engine decoded: a greedy request's n identical copies were decoded once
+    (`Generate.decoded_samples`) and are billed once."""
     prompt_tokens: int = 0
+    """Prompt tokens as each engine reports the prefill it ran (vLLM: one prompt per request; transformers: one
+    padded row per decoded sample)."""
     cached_prompt_tokens: int = 0
-    samples: int = 0  # sequences sampled (the paper's "generations")
+    """Of `prompt_tokens`, those served from the generator's prefix cache rather than computed."""
+    samples: int = 0
+    """Generations the search requested, the paper's "generations": n per request, greedy copies included, since
+    that is what the strategy's budget counts; the compute of the copies is not billed (`generated_tokens`)."""
     verifier_tokens: int = 0
+    """Input tokens the verifier read."""
+    cached_verifier_tokens: int = 0
+    """Of `verifier_tokens`, those served from the verifier's prefix cache rather than computed."""
     scored_solutions: int = 0
 
     def merge(self, other: Usage) -> None:
@@ -64,13 +75,15 @@ class Usage:
             setattr(self, name, getattr(self, name) + value)
 
     def add(self, request: Request, result: Result) -> None:
-        if isinstance(result, GenerateResult):
-            self.generated_tokens += sum(c.num_tokens for c in result.completions)
+        if isinstance(request, Generate) and isinstance(result, GenerateResult):
+            decoded = result.completions[: request.decoded_samples]  # `as_requested` repeats these n // d times
+            self.generated_tokens += sum(c.num_tokens for c in decoded)
             self.prompt_tokens += result.prompt_tokens
             self.cached_prompt_tokens += result.cached_prompt_tokens
             self.samples += len(result.completions)
         elif isinstance(result, ScoreResult):
             self.verifier_tokens += result.tokens
+            self.cached_verifier_tokens += result.cached_tokens
             self.scored_solutions += 1
 
 

@@ -19,9 +19,9 @@ import ray
 from ray.actor import ActorHandle
 
 from ttsearch.backends import wait_ready
-from ttsearch.config import GeneratorConfig
+from ttsearch.config import GeneratorConfig, VerifierConfig
 from ttsearch.models import resolve_model
-from ttsearch.requests import Completion, Generate, GenerateResult, Prompt, RequestRejected
+from ttsearch.requests import Completion, Generate, GenerateResult, Prompt, RequestRejected, Score, ScoreResult
 
 GIB = 1 << 30
 
@@ -221,13 +221,19 @@ class GeneratorReplica:
     core dies under a live actor, the actor exits so that Ray restarts the pair.
     """
 
-    def __init__(self, cfg: GeneratorConfig, cache_dir: str) -> None:
+    def __init__(self, cfg: GeneratorConfig, cache_dir: str, judge: VerifierConfig | None = None) -> None:
         if cfg.backend == "transformers":
             from actors.transformers_generator import TransformersGenerator
 
             self._generator = TransformersGenerator(cfg, cache_dir)
         else:
             self._generator = VLLMGenerator(cfg, cache_dir)
+        self._scorer = None
+        if judge is not None:  # `verifier.backend: generator`: the verifier reads on this replica's own engine
+            from actors.vllm_verifier import engine_scorer
+
+            generator = self._generator
+            self._scorer = engine_scorer(generator.engine, judge, generator.model, generator.parameters)
 
     async def ready(self) -> bool:
         """Returns once the constructor, i.e. the engine start, has finished."""
@@ -239,6 +245,18 @@ class GeneratorReplica:
 
     async def stats(self) -> dict[str, int]:
         return {**asdict(self._generator.totals), "parameters": self._generator.parameters}
+
+    async def score(self, batch: list[Score]) -> AsyncIterator[tuple[int, ScoreResult | RequestRejected]]:
+        """Verifier reads on this engine (`verifier.backend: generator`), streamed like `generate`."""
+        if self._scorer is None:
+            raise RuntimeError("this generator replica was started without a verifier (verifier.backend != generator)")
+        async for item in self._scorer.score_batch(batch):
+            yield item
+
+    async def score_stats(self) -> dict[str, float]:
+        if self._scorer is None:
+            raise RuntimeError("this generator replica was started without a verifier (verifier.backend != generator)")
+        return self._scorer.stats()
 
     async def reset_prefix_cache(self) -> bool:
         return await self._generator.reset_prefix_cache()
@@ -261,9 +279,11 @@ def cpu_core_binds(replicas: int) -> list[str]:
     return [",".join(map(str, cores[i * per_replica : (i + 1) * per_replica])) for i in range(replicas)]
 
 
-def create_generator_replicas(cfg: GeneratorConfig, cache_dir: str) -> list[ActorHandle]:
+def create_generator_replicas(
+    cfg: GeneratorConfig, cache_dir: str, judge: VerifierConfig | None = None
+) -> list[ActorHandle]:
     """Start `cfg.replicas` generator actors placed by their resources and wait until all engines are up
-    (at most `cfg.start_timeout_s`)."""
+    (at most `cfg.start_timeout_s`); with `judge`, each also serves that verifier on its engine."""
     actor_cls = ray.remote(GeneratorReplica)
     options: dict[str, Any] = {
         "num_gpus": cfg.num_gpus,
@@ -282,7 +302,7 @@ def create_generator_replicas(cfg: GeneratorConfig, cache_dir: str) -> list[Acto
     replicas = [
         actor_cls.options(
             **options, runtime_env={"env_vars": {"VLLM_CPU_OMP_THREADS_BIND": bind}} if bind else None
-        ).remote(cfg, cache_dir)
+        ).remote(cfg, cache_dir, judge)
         for bind in binds
     ]
     wait_ready(replicas, cfg.start_timeout_s, "generator", cfg.num_gpus, cfg.num_cpus)

@@ -27,7 +27,7 @@ import numpy as np
 import ray
 
 from ttsearch.backends import wait_ready
-from ttsearch.config import MODEL_FREE_VERIFIERS, VerifierConfig
+from ttsearch.config import MODEL_FREE_VERIFIERS, VerifierConfig, verifier_backend
 from ttsearch.requests import RequestRejected, Score, ScoreResult
 
 if TYPE_CHECKING:  # torch loads only where a model runs: drivers that merely create replicas stay light
@@ -555,29 +555,20 @@ class PRMScorer:
         return results
 
 
-@ray.remote
-class VerifierReplica:
-    """A Ray actor hosting one `PRMScorer`.
+class ThreadedScorer:
+    """A `PRMScorer` behind the async interface every scorer offers (`score_batch`, `stats`).
 
-    `score` is an async generator, so Ray streams each (index, result) to the caller as soon as its
-    micro-batch is done. Forward passes run in a worker thread, one at a time (a lock; concurrent
-    passes would only fight for the same cores/GPU), so `stats` and `ready` answer while it works.
-
-    Failure behaviour: created with `max_restarts=verifier.max_restarts` and `max_task_retries=0`; Ray
-    restarts a dead replica (the model loads again) while the scheduler replays the unserved scores of
-    its calls on other replicas. Scoring is deterministic, so a replay gives the same scores.
+    Forward passes run in a worker thread, one at a time (a lock; concurrent passes would only fight for
+    the same cores/GPU), so the actor's other methods answer while it works; each micro-batch's results
+    stream out as soon as it is done.
     """
 
-    def __init__(self, cfg: VerifierConfig, cache_dir: str) -> None:
-        self._scorer = PRMScorer.load(cfg, cache_dir)
+    def __init__(self, scorer: PRMScorer) -> None:
+        self._scorer = scorer
         self._lock = asyncio.Lock()
-        self._stats = {"calls": 0, "items": 0, "tokens": 0, "busy_s": 0.0}
+        self._stats = {"calls": 0, "items": 0, "scored_steps": 0, "tokens": 0, "cached_tokens": 0, "busy_s": 0.0}
 
-    def ready(self) -> bool:
-        return True
-
-    async def score(self, batch: list[Score]) -> AsyncIterator[tuple[int, ScoreResult | RequestRejected]]:
-        """Yield `(index, ScoreResult)` for every item of `batch`, in completion order."""
+    async def score_batch(self, batch: list[Score]) -> AsyncIterator[tuple[int, ScoreResult | RequestRejected]]:
         self._stats["calls"] += 1
         chunks = self._scorer.iter_scores(batch)
         while True:
@@ -590,11 +581,55 @@ class VerifierReplica:
             for index, result in chunk:
                 if isinstance(result, ScoreResult):
                     self._stats["items"] += 1
+                    self._stats["scored_steps"] += len(result.step_scores)
                     self._stats["tokens"] += result.tokens
                 yield index, result
 
     def stats(self) -> dict[str, float]:
         return {**self._stats, "num_parameters": self._scorer.num_parameters}
+
+    async def reset_prefix_cache(self) -> bool:
+        """Nothing to drop: every pass reads its whole input."""
+        return True
+
+
+@ray.remote
+class VerifierReplica:
+    """A Ray actor hosting one verifier: a vLLM engine (`verifier.backend: vllm`, see actors/vllm_verifier.py)
+    or a transformers `PRMScorer`.
+
+    `score` is an async generator, so Ray streams each (index, result) to the caller as soon as it is ready.
+
+    Failure behaviour: created with `max_restarts=verifier.max_restarts` and `max_task_retries=0`; Ray
+    restarts a dead replica (the model loads again) while the scheduler replays the unserved scores of
+    its calls on other replicas. Scoring is deterministic, so a replay gives the same scores.
+    """
+
+    def __init__(self, cfg: VerifierConfig, cache_dir: str) -> None:
+        backend = verifier_backend(cfg, generator=None)
+        if backend == "vllm":
+            from actors.vllm_verifier import start_vllm_scorer
+
+            self._scorer: Any = start_vllm_scorer(cfg, cache_dir)
+        elif backend == "transformers":
+            self._scorer = ThreadedScorer(PRMScorer.load(cfg, cache_dir))
+        else:
+            raise ValueError(f"a verifier replica runs backend 'vllm' or 'transformers', got '{backend}'")
+
+    def ready(self) -> bool:
+        return True
+
+    async def score(self, batch: list[Score]) -> AsyncIterator[tuple[int, ScoreResult | RequestRejected]]:
+        """Yield `(index, ScoreResult)` for every item of `batch`, in completion order."""
+        async for item in self._scorer.score_batch(batch):
+            yield item
+
+    def score_stats(self) -> dict[str, float]:
+        return self._scorer.stats()
+
+    async def reset_prefix_cache(self) -> bool:
+        """Drop cached blocks, so a benchmark phase does not inherit another's cache hits."""
+        return await self._scorer.reset_prefix_cache()
 
 
 def create_verifier_replicas(cfg: VerifierConfig, cache_dir: str) -> list[Any]:

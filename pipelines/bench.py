@@ -8,6 +8,12 @@ All measurements share one generator engine, in one run:
   behaviour), run on the first `sync_problems` problems; rates are per token, so a subset is fair.
 Efficiency = ready-queue tok/s ÷ offline tok/s; speed-up = ready-queue tok/s ÷ synchronous tok/s.
 The prefix cache is reset before every measurement so none inherits another's cached blocks.
+
+Cases with a model verifier also report what the verifier cost, from its replicas' counters: prompt
+tokens it read, the share its prefix cache served, tokens it computed per scored step, the fraction of
+wall time it was busy, and the ready queue's tok/s as a fraction of the same strategy's ready queue with
+the zero-cost `hash` scorer in the same run (`vs_hash`: 1.0 would mean the verifier costs nothing).
+Each of `bench.real_verifier_backends` is measured, so the run also says which backend is fastest here.
 """
 
 from __future__ import annotations
@@ -17,23 +23,24 @@ import json
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from ttsearch.backends import ActorBackend, replica_pools
 from ttsearch.cells import shard_jobs
-from ttsearch.config import MODEL_FREE_VERIFIERS, StrategySpec, SweepConfig
+from ttsearch.config import MODEL_FREE_VERIFIERS, StrategySpec, SweepConfig, verifier_backend
 from ttsearch.data import load_problems
 from ttsearch.grading import Grader
 from ttsearch.requests import Generate, Prompt, Request, RequestRejected, Result
-from ttsearch.runtime import start_ray, start_replicas
+from ttsearch.runtime import start_ray
 from ttsearch.scheduler import RetryPolicy, Scheduler, Usage
 
 
 @dataclass
 class Measurement:
     strategy: str
-    verifier: str
+    verifier_kind: str
     mode: str  # offline | ready_queue | synchronous
     problems: int
     wall_s: float
@@ -41,8 +48,8 @@ class Measurement:
     prompt_tokens: int
     cached_prompt_tokens: int
     driver_busy_s: float = 0.0
-    verifier_busy_s: float = 0.0
     max_generator_batch: int = 0
+    verifier_cost: VerifierCost | None = None  # None for a model-free verifier and the offline replay
 
     @property
     def tokens_per_s(self) -> float:
@@ -55,6 +62,34 @@ class Measurement:
     @property
     def prefix_hit_rate(self) -> float:
         return self.cached_prompt_tokens / max(self.prompt_tokens, 1)
+
+
+@dataclass(frozen=True)
+class VerifierCost:
+    """What the verifier replicas did during one measurement (differences of their `score_stats`)."""
+
+    backend: str
+    busy_s: float
+    scored_steps: int
+    prompt_tokens: int
+    cached_tokens: int
+
+    @classmethod
+    def between(cls, backend: str, before: list[dict], after: list[dict]) -> VerifierCost:
+        def delta(key: str) -> float:
+            return sum(a[key] - b[key] for a, b in zip(after, before, strict=True))
+
+        return cls(
+            backend, delta("busy_s"), int(delta("scored_steps")), int(delta("tokens")), int(delta("cached_tokens"))
+        )
+
+    @property
+    def cache_hit_rate(self) -> float:
+        return self.cached_tokens / max(self.prompt_tokens, 1)
+
+    @property
+    def computed_per_step(self) -> float:
+        return (self.prompt_tokens - self.cached_tokens) / max(self.scored_steps, 1)
 
 
 class RecordingBackend:
@@ -73,9 +108,12 @@ class RecordingBackend:
         await self.inner.check()
 
 
-async def _verifier_busy(verifiers: list[Any]) -> float:
-    stats = await asyncio.gather(*(v.stats.remote() for v in verifiers))
-    return sum(s["busy_s"] for s in stats)
+async def _reset_prefix_caches(replicas: list[Any]) -> None:
+    await asyncio.gather(*(replica.reset_prefix_cache.remote() for replica in replicas))
+
+
+async def _score_stats(verifiers: list[Any]) -> list[dict]:
+    return list(await asyncio.gather(*(v.score_stats.remote() for v in verifiers)))
 
 
 async def measure_search(
@@ -88,14 +126,15 @@ async def measure_search(
     max_in_flight: int,
     mode: str,
     grader: Grader,
+    verifier_backend: str = "",
 ) -> tuple[Measurement, list[Request]]:
     pools = replica_pools(generators, verifiers, cfg.verifier.kind, cfg.scheduler, grader)
     recorders = [RecordingBackend(b) for b in pools["generator"].backends]
     pools["generator"].backends = recorders
     scheduler = Scheduler(pools, max_in_flight, retry=RetryPolicy.from_config(cfg.scheduler))
     jobs = shard_jobs(problems, replace(cfg, strategies=[spec], budgets=[budget], seeds=[0]))
-    await asyncio.gather(*(g.reset_prefix_cache.remote() for g in generators))
-    busy_before = await _verifier_busy(verifiers)
+    await _reset_prefix_caches([*generators, *(v for v in verifiers if v not in generators)])
+    stats_before = await _score_stats(verifiers)
     began = time.perf_counter()
     usage = Usage()
     async for outcome in scheduler.run(jobs):
@@ -105,7 +144,7 @@ async def measure_search(
     wall = time.perf_counter() - began
     measurement = Measurement(
         strategy=spec.name,
-        verifier=cfg.verifier.kind,
+        verifier_kind=cfg.verifier.kind,
         mode=mode,
         problems=len(problems),
         wall_s=wall,
@@ -113,15 +152,17 @@ async def measure_search(
         prompt_tokens=usage.prompt_tokens,
         cached_prompt_tokens=usage.cached_prompt_tokens,
         driver_busy_s=scheduler.stats.driver_busy_s,
-        verifier_busy_s=await _verifier_busy(verifiers) - busy_before,
         max_generator_batch=scheduler.stats.max_batch.get("generator", 0),
+        verifier_cost=(
+            VerifierCost.between(verifier_backend, stats_before, await _score_stats(verifiers)) if verifiers else None
+        ),
     )
     return measurement, [r for rec in recorders for r in rec.requests]
 
 
 async def measure_offline(requests: list[Request], generators: list[Any], strategy: str) -> Measurement:
     """The same generation requests as one batch per replica: the engine's best case for this mix."""
-    await asyncio.gather(*(g.reset_prefix_cache.remote() for g in generators))
+    await _reset_prefix_caches(generators)
     shares = [requests[i :: len(generators)] for i in range(len(generators))]
     usage = Usage()
 
@@ -134,7 +175,7 @@ async def measure_offline(requests: list[Request], generators: list[Any], strate
     wall = time.perf_counter() - began
     return Measurement(
         strategy=strategy,
-        verifier="-",
+        verifier_kind="-",
         mode="offline",
         problems=0,
         wall_s=wall,
@@ -160,58 +201,73 @@ async def measure_batch_curve(generator: Any, question: str, sizes: list[int], m
     return curve
 
 
-async def run_benchmark(cfg: SweepConfig, generators: list[Any], verifiers_by_kind: dict[str, list[Any]]) -> dict:
+@dataclass(frozen=True)
+class Case:
+    """One benchmarked search: a strategy with a verifier kind and, for a hosted verifier, its backend."""
+
+    spec: StrategySpec
+    verifier: str
+    backend: str = ""
+
+    @property
+    def config_backend(self) -> str:
+        return self.backend or "auto"
+
+
+async def run_benchmark(
+    cfg: SweepConfig, generators: list[Any], verifiers_by_case: dict[tuple[str, str], list[Any]]
+) -> dict:
     """Every case of `benchmark_cases`, then the bare engine's batch-size curve."""
     problems = load_problems(cfg.data.path, cfg.data.limit, cfg.data.offset, cfg.data.levels)
     budget = cfg.budgets[0]
     rows: list[dict[str, Any]] = []
+    free_tok_s: dict[str, float] = {}  # ready-queue tok/s per strategy with the configured model-free scorer
     with Grader() as grader:
-        for spec, kind in benchmark_cases(cfg):
-            case_cfg = replace(cfg, verifier=replace(cfg.verifier, kind=kind))
-            verifiers = verifiers_by_kind[kind]
-            ready, requests = await measure_search(
-                problems,
-                case_cfg,
-                spec,
-                budget,
-                generators,
-                verifiers,
-                cfg.scheduler.max_in_flight,
-                "ready_queue",
-                grader,
-            )
-            sync, _ = await measure_search(
-                problems[: cfg.bench.sync_problems],
-                case_cfg,
-                spec,
-                budget,
-                generators,
-                verifiers,
-                1,
-                "synchronous",
-                grader,
-            )
-            offline = await measure_offline([r for r in requests if isinstance(r, Generate)], generators, spec.name)
-            rows.extend(_row(m, offline, sync) for m in (offline, ready, sync))
+        for case in benchmark_cases(cfg):
+            case_cfg = replace(cfg, verifier=replace(cfg.verifier, kind=case.verifier, backend=case.config_backend))
+            verifiers = verifiers_by_case[(case.verifier, case.backend)]
+
+            measure = partial(
+                measure_search, cfg=case_cfg, spec=case.spec, budget=budget, generators=generators,
+                verifiers=verifiers, grader=grader, verifier_backend=case.backend,
+            )  # fmt: skip
+            ready, requests = await measure(problems, max_in_flight=cfg.scheduler.max_in_flight, mode="ready_queue")
+            sync, _ = await measure(problems[: cfg.bench.sync_problems], max_in_flight=1, mode="synchronous")
+            generated = [r for r in requests if isinstance(r, Generate)]
+            offline = await measure_offline(generated, generators, case.spec.name)
+            if case.verifier in MODEL_FREE_VERIFIERS:
+                free_tok_s.setdefault(case.spec.name, ready.tokens_per_s)
+            free = free_tok_s.get(case.spec.name)
+            rows.extend(_row(m, offline, sync, free) for m in (offline, ready, sync))
     curve = await measure_batch_curve(
         generators[0], problems[0]["problem"], cfg.bench.batch_curve, cfg.search.max_step_tokens
     )
     return {"budget": budget, "generator_replicas": len(generators), "rows": rows, "batch_curve": curve}
 
 
-def benchmark_cases(cfg: SweepConfig) -> list[tuple[StrategySpec, str]]:
-    """(strategy, verifier kind): every strategy with the configured verifier (scheduling alone when
-    it is `hash`), then the chosen strategies again with the real verifier."""
-    cases = [(spec, cfg.verifier.kind) for spec in cfg.strategies]
+def benchmark_cases(cfg: SweepConfig) -> list[Case]:
+    """Every strategy with the configured verifier (scheduling alone when it is `hash`), then the chosen
+    strategies again with the real verifier on each of `bench.real_verifier_backends`."""
+    configured = "" if cfg.verifier.kind in MODEL_FREE_VERIFIERS else verifier_backend(cfg.verifier, cfg.generator)
+    cases = [Case(spec, cfg.verifier.kind, configured) for spec in cfg.strategies]
     if cfg.bench.real_verifier != cfg.verifier.kind:
-        cases += [(s, cfg.bench.real_verifier) for s in cfg.strategies if s.name in cfg.bench.real_verifier_strategies]
+        real = replace(cfg.verifier, kind=cfg.bench.real_verifier)
+        backends = [verifier_backend(replace(real, backend=b), cfg.generator) for b in cfg.bench.real_verifier_backends]
+        cases += [
+            Case(spec, real.kind, backend)
+            for spec in cfg.strategies
+            if spec.name in cfg.bench.real_verifier_strategies
+            for backend in dict.fromkeys(backends)
+        ]
     return cases
 
 
-def _row(m: Measurement, offline: Measurement, sync: Measurement) -> dict[str, Any]:
+def _row(m: Measurement, offline: Measurement, sync: Measurement, free_tok_s: float | None) -> dict[str, Any]:
+    cost = m.verifier_cost
     return {
         "strategy": m.strategy,
-        "verifier": m.verifier,
+        "verifier": m.verifier_kind,
+        "backend": cost.backend if cost else None,
         "mode": m.mode,
         "problems": m.problems,
         "wall_s": round(m.wall_s, 1),
@@ -222,7 +278,11 @@ def _row(m: Measurement, offline: Measurement, sync: Measurement) -> dict[str, A
         "speedup_vs_sync": round(m.tokens_per_s / sync.tokens_per_s, 2),
         "prefix_hit": round(m.prefix_hit_rate, 3),
         "sched_overhead": round(m.driver_busy_s / m.wall_s, 4),
-        "verifier_busy": round(m.verifier_busy_s / m.wall_s, 3),
+        "verifier_busy": round(cost.busy_s / m.wall_s, 3) if cost else None,
+        "verifier_prompt_tokens": cost.prompt_tokens if cost else None,
+        "verifier_cache_hit": round(cost.cache_hit_rate, 3) if cost else None,
+        "verifier_computed_per_step": round(cost.computed_per_step, 1) if cost else None,
+        "vs_hash": round(m.tokens_per_s / free_tok_s, 3) if cost and free_tok_s and m.mode == "ready_queue" else None,
         "max_gen_batch": m.max_generator_batch,
     }
 
@@ -240,17 +300,29 @@ def write_json(report: dict[str, Any], path: str | Path) -> None:
 
 
 def run_bench(cfg: SweepConfig) -> dict[str, Any]:
-    """Start Ray and the replicas the cases need, run the benchmark, return the report."""
+    """Start Ray and the replicas the cases need, run the benchmark, return the report.
+
+    With a `generator`-backend case the generator replicas are started with the judge on their engines; a
+    generator-hosted judge only adds a scoring method, so the other cases run on the same engines unchanged.
+    """
+    from actors.generator import create_generator_replicas
     from actors.verifier import create_verifier_replicas
 
-    extra = {kind for _, kind in benchmark_cases(cfg)} - {cfg.verifier.kind} - set(MODEL_FREE_VERIFIERS)
-    start_ray(cfg, extra_cpus=len(extra) * cfg.verifier.replicas * cfg.verifier.num_cpus)
-    generators, configured = start_replicas(cfg)
-    verifiers_by_kind = {cfg.verifier.kind: configured}
-    for _, kind in benchmark_cases(cfg):
-        if kind not in verifiers_by_kind:
-            hosted = kind not in MODEL_FREE_VERIFIERS
-            verifiers_by_kind[kind] = (
-                create_verifier_replicas(replace(cfg.verifier, kind=kind), cfg.cache_dir) if hosted else []
-            )
-    return asyncio.run(run_benchmark(cfg, generators, verifiers_by_kind))
+    cases = benchmark_cases(cfg)
+    hosted = {(c.verifier, c.backend) for c in cases if c.verifier not in MODEL_FREE_VERIFIERS}
+    dedicated = [key for key in hosted if key[1] != "generator"]
+    start_ray(cfg, extra_cpus=len(dedicated) * cfg.verifier.replicas * cfg.verifier.num_cpus)
+    judges = [kind for kind, backend in hosted if backend == "generator"]
+    if len(judges) > 1:
+        raise ValueError(f"one verifier at most can run on the generator replicas, the cases ask for {judges}")
+    judge = replace(cfg.verifier, kind=judges[0], backend="generator") if judges else None
+    generators = create_generator_replicas(cfg.generator, cfg.cache_dir, judge=judge)
+    verifiers_by_case: dict[tuple[str, str], list[Any]] = {
+        (c.verifier, c.backend): [] for c in cases if c.verifier in MODEL_FREE_VERIFIERS
+    }
+    for kind, backend in hosted:
+        verifier = replace(cfg.verifier, kind=kind, backend=backend)
+        verifiers_by_case[(kind, backend)] = (
+            generators if backend == "generator" else create_verifier_replicas(verifier, cfg.cache_dir)
+        )
+    return asyncio.run(run_benchmark(cfg, generators, verifiers_by_case))

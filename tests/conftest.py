@@ -94,4 +94,4 @@ def generator_replicas(ray_session, cache_dir):
 def lm_judge_replicas(ray_session, cache_dir):
     from actors.verifier import create_verifier_replicas
 
-    return create_verifier_replicas(VerifierConfig(kind="lm_judge", replicas=2), cache_dir)
+    return create_verifier_replicas(VerifierConfig(kind="lm_judge", replicas=2, backend="transformers"), cache_dir)

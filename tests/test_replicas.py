@@ -25,14 +25,14 @@ def collect(backend, batch):
     return asyncio.run(run())
 
 
-def stats(ray, handles):
-    return [ray.get(h.stats.remote()) for h in handles]
+def stats(ray, handles, method="stats"):
+    return [ray.get(getattr(h, method).remote()) for h in handles]
 
 
 def test_search_spreads_over_two_generator_and_two_verifier_replicas(
     ray_session, generator_replicas, lm_judge_replicas
 ):
-    before_g, before_v = stats(ray_session, generator_replicas), stats(ray_session, lm_judge_replicas)
+    before_g, before_v = stats(ray_session, generator_replicas), stats(ray_session, lm_judge_replicas, "score_stats")
     problems = load_problems(DataConfig().path, limit=4)
     pools = replica_pools(generator_replicas, lm_judge_replicas, "lm_judge", SchedulerConfig(max_batch_sequences=4))
     jobs = [
@@ -48,7 +48,7 @@ def test_search_spreads_over_two_generator_and_two_verifier_replicas(
 
     outcomes = asyncio.run(run())
     assert len(outcomes) == 4 and all(o.error is None and o.candidates for o in outcomes)
-    after_g, after_v = stats(ray_session, generator_replicas), stats(ray_session, lm_judge_replicas)
+    after_g, after_v = stats(ray_session, generator_replicas), stats(ray_session, lm_judge_replicas, "score_stats")
     assert all(a["requests"] > b["requests"] for a, b in zip(after_g, before_g, strict=True)), "both generators served"
     assert all(a["items"] > b["items"] for a, b in zip(after_v, before_v, strict=True)), "both verifiers served"
 

@@ -226,7 +226,9 @@ def test_replica_streams_every_item(ray_session: Any, checkpoints: dict[str, Pat
     from actors.verifier import create_verifier_replicas
 
     model = str(checkpoints["math_shepherd"])
-    cfg = VerifierConfig(kind="math_shepherd", model=model, num_cpus=1, max_batch_tokens=256)  # several passes
+    cfg = VerifierConfig(  # several passes
+        kind="math_shepherd", model=model, backend="transformers", num_cpus=1, max_batch_tokens=256
+    )
     (replica,) = create_verifier_replicas(cfg, cache_dir=str(tmp_path))
     batch = [*ITEMS, Score("Empty?", ())]
     streamed = [ray_session.get(ref) for ref in replica.score.remote(batch)]
@@ -235,7 +237,7 @@ def test_replica_streams_every_item(ray_session: Any, checkpoints: dict[str, Pat
     for index, result in streamed:
         assert result.tokens == expected[index].tokens
         assert_scores_close(result.step_scores, expected[index].step_scores)
-    stats = ray_session.get(replica.stats.remote())
+    stats = ray_session.get(replica.score_stats.remote())
     assert stats["calls"] == 1 and stats["items"] == len(batch)
     assert stats["tokens"] == sum(r.tokens for r in expected) and stats["num_parameters"] > 0
     ray_session.kill(replica)

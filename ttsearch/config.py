@@ -42,6 +42,12 @@ AGGREGATIONS = ("last", "min", "prod")
 # zero-cost deterministic score that lets the benchmark measure scheduling alone.
 MODEL_FREE_VERIFIERS = ("oracle", "majority", "hash")
 GENERATOR_BACKENDS = ("vllm", "transformers")
+# PRM families whose step score is a next-token probability at a tag: a vLLM engine can serve them (one
+# 1-token read per step, prefix-cached). The others have their own heads and run on transformers.
+VLLM_VERIFIERS = ("lm_judge", "math_shepherd", "rlhflow")
+# Where a hosted verifier runs: on the generator replicas' own engines (same model only), on a vLLM engine
+# of its own, or on transformers; "auto" takes the first of these the verifier and generator allow.
+VERIFIER_BACKENDS = ("auto", "generator", "vllm", "transformers")
 VERIFIERS = ("lm_judge", "qwen_prm", "math_shepherd", "rlhflow", "skywork", *MODEL_FREE_VERIFIERS)
 
 
@@ -78,15 +84,37 @@ class GeneratorConfig:
 class VerifierConfig:
     kind: str = "lm_judge"  # one of VERIFIERS
     model: str = EMBEDDED_MODEL
+    backend: str = "auto"  # one of VERIFIER_BACKENDS; see `verifier_backend`
     replicas: int = 1
     num_gpus: float = 0.0
     num_cpus: float = 1.0
     dtype: str = "float32"
     max_batch_tokens: int = 2048  # padded tokens per forward pass (CPU is fastest at 1-2k)
     max_input_tokens: int = 2048  # longer inputs are truncated from the left of the solution
-    torch_threads: int = 1
+    torch_threads: int = 1  # transformers backend
+    cpu_kv_cache_gib: float = 1.0  # vllm backend on CPU: RAM for the prefix cache / KV cache
+    gpu_memory_utilization: float = 0.85  # vllm backend on GPU
+    max_num_seqs: int = 256  # vllm backend: reads scheduled together
     max_restarts: int = 3  # Ray restarts a dead replica this many times (-1: forever); its work is retried meanwhile
     start_timeout_s: float = 1800.0  # replicas not placed and loaded by then stop the run (new GPU nodes: minutes)
+
+
+def verifier_backend(verifier: VerifierConfig, generator: GeneratorConfig | None) -> str:
+    """The backend a hosted verifier runs on once "auto" is resolved.
+
+    "auto" prefers the generator replicas' own engines when the verifier is the same model as the generator
+    and a vLLM-servable family: no second engine competing for the same cores or GPU memory, and a judge
+    read costs what one prefill of the new step costs (measured faster on 2 cores, see the README); then a
+    vLLM engine of its own; transformers for families vLLM cannot host. Without a `generator` (a verifier
+    replica started on its own) the generator's engines are not an option.
+    """
+    if verifier.backend != "auto":
+        return verifier.backend
+    if verifier.kind not in VLLM_VERIFIERS:
+        return "transformers"
+    if generator is not None and verifier.model == generator.model and generator.backend == "vllm":
+        return "generator"
+    return "vllm"
 
 
 @dataclass
@@ -154,6 +182,7 @@ class BenchConfig:
     sync_problems: int = 8  # the synchronous baseline runs on this many of the problems
     real_verifier: str = "lm_judge"  # measured again with this hosted verifier ...
     real_verifier_strategies: list[str] = field(default_factory=lambda: ["beam"])  # ... for these strategies
+    real_verifier_backends: list[str] = field(default_factory=lambda: ["auto"])  # ... on each of these backends
     batch_curve: list[int] = field(default_factory=lambda: [1, 16, 64, 256])  # bare engine tok/s at these batches
 
 
@@ -259,7 +288,7 @@ GREATER_THAN_ZERO = (
     "generator.replicas", "generator.max_model_len", "generator.max_num_seqs", "generator.cpu_kv_cache_gib",
     "generator.tensor_parallel_size", "generator.start_timeout_s", "generator.transformers_call_tokens",
     "verifier.replicas", "verifier.max_batch_tokens", "verifier.max_input_tokens", "verifier.torch_threads",
-    "verifier.start_timeout_s",
+    "verifier.start_timeout_s", "verifier.cpu_kv_cache_gib", "verifier.max_num_seqs",
     "search.max_steps", "search.max_step_tokens", "search.max_solution_tokens",
     "data.shards",
     "scheduler.max_in_flight", "scheduler.max_batch_sequences", "scheduler.max_batch_scores",
@@ -306,6 +335,7 @@ def validate(cfg: SweepConfig) -> None:
         "bench.real_verifier",
         f"unknown verifier '{cfg.bench.real_verifier}', expected one of {VERIFIERS}",
     )
+    _validate_verifier_backend(cfg)
     _require(
         cfg.generator.backend in GENERATOR_BACKENDS,
         "generator.backend",
@@ -317,8 +347,9 @@ def validate(cfg: SweepConfig) -> None:
     for key, (bound, meaning) in AT_LEAST.items():
         value = attrgetter(key)(cfg)
         _require(value >= bound, key, f"must be >= {bound}{meaning}, got {value}")
-    utilization = cfg.generator.gpu_memory_utilization
-    _require(0 < utilization <= 1, "generator.gpu_memory_utilization", f"must be in (0, 1], got {utilization}")
+    for key in ("generator.gpu_memory_utilization", "verifier.gpu_memory_utilization"):
+        utilization = attrgetter(key)(cfg)
+        _require(0 < utilization <= 1, key, f"must be in (0, 1], got {utilization}")
     _require(
         bool(cfg.search.step_delimiter),
         "search.step_delimiter",
@@ -333,6 +364,36 @@ def validate(cfg: SweepConfig) -> None:
         _require(size > 0, f"bench.batch_curve[{i}]", f"a batch size must be > 0, got {size}")
     _validate_request_fits_replica(cfg)
     _validate_context_fits(cfg)
+
+
+def _validate_verifier_backend(cfg: SweepConfig) -> None:
+    verifier = cfg.verifier
+    _require(
+        verifier.backend in VERIFIER_BACKENDS,
+        "verifier.backend",
+        f"unknown verifier backend '{verifier.backend}', expected one of {VERIFIER_BACKENDS}",
+    )
+    if verifier.kind in MODEL_FREE_VERIFIERS:
+        return
+    backend = verifier_backend(verifier, cfg.generator)
+    if backend in ("generator", "vllm"):
+        _require(
+            verifier.kind in VLLM_VERIFIERS,
+            "verifier.backend",
+            f"'{backend}' serves the next-token PRM families {VLLM_VERIFIERS}; '{verifier.kind}' needs 'transformers'",
+        )
+    if backend == "generator":
+        _require(
+            verifier.model == cfg.generator.model,
+            "verifier.backend",
+            f"'generator' runs the verifier on the generator's engine, so verifier.model must equal generator.model "
+            f"('{verifier.model}' vs '{cfg.generator.model}')",
+        )
+        _require(
+            cfg.generator.backend == "vllm",
+            "verifier.backend",
+            f"'generator' needs generator.backend=vllm, got '{cfg.generator.backend}'",
+        )
 
 
 def _validate_strategy(spec: StrategySpec, key: str, budgets: list[int]) -> None:

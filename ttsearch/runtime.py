@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from ttsearch.config import MODEL_FREE_VERIFIERS, SweepConfig
+from ttsearch.config import MODEL_FREE_VERIFIERS, SweepConfig, VerifierConfig, verifier_backend
 from ttsearch.errors import TTSearchError
 from ttsearch.results import flops_of, generator_computed_tokens, verifier_computed_tokens
 from ttsearch.scheduler import Usage
@@ -81,7 +81,8 @@ def start_ray(cfg: SweepConfig, extra_cpus: float = 0.0) -> None:
     if joins_cluster(cfg):
         ray.init(address=cfg.ray_address or os.environ["RAY_ADDRESS"])
         return
-    hosted_verifiers = 0 if cfg.verifier.kind in MODEL_FREE_VERIFIERS else cfg.verifier.replicas
+    verifier = hosted_verifier(cfg)
+    hosted_verifiers = 0 if verifier is None or verifier.backend == "generator" else cfg.verifier.replicas
     wanted = (
         cfg.generator.replicas * cfg.generator.num_cpus
         + hosted_verifiers * cfg.verifier.num_cpus
@@ -92,14 +93,25 @@ def start_ray(cfg: SweepConfig, extra_cpus: float = 0.0) -> None:
     ray.init(num_cpus=max(os.cpu_count() or 1, math.ceil(wanted)))
 
 
+def hosted_verifier(cfg: SweepConfig) -> VerifierConfig | None:
+    """The verifier replicas must host, its "auto" backend resolved; None for a model-free verifier."""
+    if cfg.verifier.kind in MODEL_FREE_VERIFIERS:
+        return None
+    return replace(cfg.verifier, backend=verifier_backend(cfg.verifier, cfg.generator))
+
+
 def start_replicas(cfg: SweepConfig) -> tuple[list[Any], list[Any]]:
-    """The generator replicas and, unless the verifier is model-free, the verifier replicas."""
+    """The generator replicas and the handles that serve `Score` requests: verifier replicas, the generator
+    replicas themselves (`verifier.backend: generator`), or none for a model-free verifier."""
     from actors.generator import create_generator_replicas
     from actors.verifier import create_verifier_replicas
 
+    verifier = hosted_verifier(cfg)
+    if verifier is not None and verifier.backend == "generator":
+        generators = create_generator_replicas(cfg.generator, cfg.cache_dir, judge=verifier)
+        return generators, generators
     generators = create_generator_replicas(cfg.generator, cfg.cache_dir)
-    hosted = cfg.verifier.kind not in MODEL_FREE_VERIFIERS
-    verifiers = create_verifier_replicas(cfg.verifier, cfg.cache_dir) if hosted else []
+    verifiers = create_verifier_replicas(verifier, cfg.cache_dir) if verifier is not None else []
     return generators, verifiers
 
 
@@ -108,5 +120,5 @@ def model_sizes(generators: list[Any], verifiers: list[Any]) -> ModelSizes:
     import ray
 
     generator = ray.get(generators[0].stats.remote())["parameters"]
-    verifier = ray.get(verifiers[0].stats.remote())["num_parameters"] if verifiers else 0
+    verifier = ray.get(verifiers[0].score_stats.remote())["num_parameters"] if verifiers else 0
     return ModelSizes(generator=int(generator), verifier=int(verifier))

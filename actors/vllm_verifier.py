@@ -1,0 +1,184 @@
+"""PRM scoring on a vLLM engine: each step's score is one next-token read at its tag, served by the prefix cache.
+
+For the families whose step score is a next-token probability at a tag (`lm_judge`, `math_shepherd`,
+`rlhflow`), the score of step j is read from the distribution of the token after its tag, given
+everything before it. So each new step is one engine request whose prompt is the solution's token ids up
+to and including that tag, decoding a single token and returning the log-probabilities of the family's
+good/bad tokens (`SamplingParams.logprob_token_ids`, read from the raw, unprocessed distribution). The
+input of step t extends the input of step t-1 exactly (the adapters lay solutions out so), hence the
+prefix cache serves every earlier step, the question and the instruction, and only the new step and its
+tag are computed: verifier work per step stays flat instead of growing with the depth.
+
+The same scorer runs on a dedicated verifier engine (`verifier.backend: vllm`) or on a generator
+replica's own engine (`verifier.backend: generator`), where generator and judge are the same model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import math
+import time
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from actors.verifier import Encoded, StepAdapter, make_adapter
+from ttsearch.config import GeneratorConfig, VerifierConfig
+from ttsearch.models import resolve_model
+from ttsearch.requests import RequestRejected, Score, ScoreResult
+
+
+def step_probability(logprobs: dict[int, float], good_ids: Sequence[int], bad_ids: Sequence[int]) -> float:
+    """p(good) after a softmax restricted to the good+bad tokens: sigmoid(logsumexp(good) - logsumexp(bad)),
+    the read-out every adapter uses (`StepAdapter.step_probs`), from log-probabilities instead of logits (a
+    softmax's shared normaliser cancels)."""
+    good = _logsumexp([logprobs[i] for i in good_ids])
+    bad = _logsumexp([logprobs[i] for i in bad_ids])
+    return 1.0 / (1.0 + math.exp(bad - good))
+
+
+def _logsumexp(values: Sequence[float]) -> float:
+    top = max(values)
+    if top == -math.inf:
+        return top
+    return top + math.log(sum(math.exp(v - top) for v in values))
+
+
+class BusyClock:
+    """Seconds during which at least one scoring request was in the engine: the verifier's busy time when
+    the engine is shared or serves many requests at once."""
+
+    def __init__(self) -> None:
+        self.busy_s = 0.0
+        self._active = 0
+        self._since = 0.0
+
+    def enter(self) -> None:
+        if self._active == 0:
+            self._since = time.perf_counter()
+        self._active += 1
+
+    def leave(self) -> None:
+        self._active -= 1
+        if self._active == 0:
+            self.busy_s += time.perf_counter() - self._since
+
+    def total(self) -> float:
+        return self.busy_s + (time.perf_counter() - self._since if self._active else 0.0)
+
+
+class VLLMScorer:
+    """Scores `Score` requests on an `AsyncLLM` engine through a family's `StepAdapter`."""
+
+    def __init__(self, engine: Any, adapter: StepAdapter, max_input_tokens: int, num_parameters: int) -> None:
+        self.engine = engine
+        self.adapter = adapter
+        self.max_input_tokens = max_input_tokens
+        self.num_parameters = num_parameters
+        self.label_ids = [*adapter.good_ids, *adapter.bad_ids]
+        self._ids = itertools.count()
+        self._clock = BusyClock()
+        self._stats = {"calls": 0, "items": 0, "scored_steps": 0, "tokens": 0, "cached_tokens": 0}
+
+    async def score_batch(self, batch: list[Score]) -> AsyncIterator[tuple[int, ScoreResult | RequestRejected]]:
+        """Submit the whole batch at once and yield `(index, result)` as each solution's scores are ready."""
+        self._stats["calls"] += 1
+
+        async def indexed(index: int, item: Score) -> tuple[int, ScoreResult | RequestRejected]:
+            return index, await self.score(index, item)
+
+        tasks = [asyncio.ensure_future(indexed(i, item)) for i, item in enumerate(batch)]
+        try:
+            for next_done in asyncio.as_completed(tasks):
+                yield await next_done
+        finally:  # the consumer went away: abort what is still running
+            for task in tasks:
+                task.cancel()
+
+    async def score(self, index: int, item: Score) -> ScoreResult | RequestRejected:
+        """The scores of the steps from `item.scored_steps` on; the earlier ones are the caller's."""
+        if item.scored_steps == len(item.steps):
+            return ScoreResult(())
+        try:
+            encoded = self.adapter.encode(index, item, self.max_input_tokens)
+        except ValueError as exc:
+            return RequestRejected(str(exc))
+        # Tags the caller already holds a score for need no read; a truncated-away step is never read.
+        first = max(item.scored_steps - encoded.num_cut, 0)
+        reads = await asyncio.gather(*(self._read(encoded, p) for p in encoded.positions[first:]))
+        scores = [score for score, _, _ in reads]
+        result = ScoreResult(
+            encoded.new_scores(scores) if first == 0 else tuple(scores),
+            tokens=sum(tokens for _, tokens, _ in reads),
+            cached_tokens=sum(cached for _, _, cached in reads),
+        )
+        self._stats["items"] += 1
+        self._stats["scored_steps"] += len(scores)
+        self._stats["tokens"] += result.tokens
+        self._stats["cached_tokens"] += result.cached_tokens
+        return result
+
+    async def _read(self, encoded: Encoded, position: int) -> tuple[float, int, int]:
+        """(score, prompt tokens, prompt tokens served from the prefix cache) for the tag at `position`."""
+        from vllm import SamplingParams
+        from vllm.inputs import tokens_input
+        from vllm.sampling_params import RequestOutputKind
+
+        params = SamplingParams(
+            max_tokens=1,
+            temperature=0.0,
+            logprobs=len(self.label_ids),
+            logprob_token_ids=self.label_ids,
+            detokenize=False,
+            output_kind=RequestOutputKind.FINAL_ONLY,
+        )
+        prompt = list(encoded.input_ids[: position + 1])
+        final = None
+        self._clock.enter()
+        try:
+            async for output in self.engine.generate(tokens_input(prompt), params, f"score-{next(self._ids)}"):
+                final = output
+        finally:
+            self._clock.leave()
+        assert final is not None and final.finished, "vLLM ended a scoring request without a final output"
+        [step_logprobs] = final.outputs[0].logprobs
+        logprobs = {token: entry.logprob for token, entry in step_logprobs.items()}
+        score = step_probability(logprobs, self.adapter.good_ids, self.adapter.bad_ids)
+        return score, len(prompt), final.num_cached_tokens or 0
+
+    def stats(self) -> dict[str, float]:
+        return {**self._stats, "busy_s": self._clock.total(), "num_parameters": self.num_parameters}
+
+    async def reset_prefix_cache(self) -> bool:
+        return await self.engine.reset_prefix_cache()
+
+
+
+def engine_scorer(engine: Any, cfg: VerifierConfig, model_path: str, num_parameters: int) -> VLLMScorer:
+    """A scorer for `cfg.kind` on `engine`, which serves `model_path` (its own or a generator's)."""
+    from transformers import AutoTokenizer
+
+    # The adapters tokenize with offsets (to find each tag's token), which needs the Hugging Face tokenizer.
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    return VLLMScorer(engine, make_adapter(cfg.kind, tokenizer), cfg.max_input_tokens, num_parameters)
+
+
+def start_vllm_scorer(cfg: VerifierConfig, cache_dir: str) -> VLLMScorer:
+    """A verifier engine of its own, set up like a generator engine (prefix caching on; on CPU, a KV cache of
+    `cpu_kv_cache_gib` and 32-token blocks), with room for the longest input plus the one token it reads."""
+    import torch
+    from vllm.v1.engine.async_llm import AsyncLLM
+
+    from actors.generator import count_parameters, engine_args
+
+    model_path = resolve_model(cfg.model, cache_dir)
+    engine_cfg = GeneratorConfig(
+        model=cfg.model,
+        dtype=cfg.dtype,
+        max_model_len=cfg.max_input_tokens + 1,
+        max_num_seqs=cfg.max_num_seqs,
+        cpu_kv_cache_gib=cfg.cpu_kv_cache_gib,
+        gpu_memory_utilization=cfg.gpu_memory_utilization,
+    )
+    engine = AsyncLLM.from_engine_args(engine_args(engine_cfg, model_path, torch.cuda.is_available()))
+    return engine_scorer(engine, cfg, model_path, count_parameters(engine.model_config.hf_config))

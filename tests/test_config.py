@@ -98,6 +98,12 @@ def test_overrides_apply_on_top_of_the_file():
         (["strategies=[{name: beam, beam_width: 2, colour: red}]"], "colour"),
         (["verifier.kind=astrology"], "verifier.kind"),
         (["generator.backend=llama.cpp"], "generator.backend"),
+        (["verifier.backend=tpu"], "verifier.backend"),
+        (["verifier.backend=generator", "verifier.model=/models/judge"], "verifier.backend"),
+        (["verifier.backend=generator", "generator.backend=transformers"], "verifier.backend"),
+        (["verifier.kind=qwen_prm", "verifier.backend=generator"], "verifier.backend"),
+        (["verifier.gpu_memory_utilization=0"], "verifier.gpu_memory_utilization"),
+        (["verifier.cpu_kv_cache_gib=0"], "verifier.cpu_kv_cache_gib"),
         (["strategies=[{name: revisions, revision_length: 3}]", "budgets=[4]"], "strategies[0].revision_length"),
         (["strategies=[{name: revisions, revision_length: 2, revision_window: 0}]"], "strategies[0].revision_window"),
         (["strategies=[{name: revisions, revision_chains: 3}]", "budgets=[2,4]"], "strategies[0].revision_chains"),
@@ -286,3 +292,16 @@ def test_shipped_config_is_found_from_any_directory(tmp_path, monkeypatch):
 
 def test_the_default_dataset_is_the_shipped_one():
     assert Path(DataConfig().path) == DEFAULT_DATASET and DEFAULT_DATASET.is_file()
+
+
+def test_auto_verifier_backend_prefers_the_generator_engines_then_vllm_then_transformers():
+    from ttsearch.config import GeneratorConfig, VerifierConfig, verifier_backend
+
+    judge, same = VerifierConfig(kind="lm_judge"), GeneratorConfig()
+    assert verifier_backend(judge, same) == "generator", "same model, vLLM generator: share its engines"
+    assert verifier_backend(judge, GeneratorConfig(model="/models/other")) == "vllm"
+    assert verifier_backend(judge, GeneratorConfig(backend="transformers")) == "vllm"
+    assert verifier_backend(judge, None) == "vllm", "a verifier replica on its own"
+    assert verifier_backend(VerifierConfig(kind="skywork"), same) == "transformers", "a value head: no vLLM"
+    assert verifier_backend(VerifierConfig(kind="lm_judge", backend="transformers"), same) == "transformers"
+    assert load_config(None).verifier.backend == "auto"

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import math
+import os
 import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
@@ -96,7 +97,10 @@ class VLLMScorer:
                 task.cancel()
 
     async def score(self, index: int, item: Score) -> ScoreResult | RequestRejected:
-        """The scores of the steps from `item.scored_steps` on; the earlier ones are the caller's."""
+        """The scores of the steps from `item.scored_steps` on; the earlier ones are the caller's. Failures
+        are handled as the generator handles them (`VLLMGenerator.generate`)."""
+        from vllm.exceptions import VLLMClientError
+        from vllm.v1.engine.exceptions import EngineDeadError
         if item.scored_steps == len(item.steps):
             return ScoreResult(())
         try:
@@ -105,7 +109,12 @@ class VLLMScorer:
             return RequestRejected(str(exc))
         # Tags the caller already holds a score for need no read; a truncated-away step is never read.
         first = max(item.scored_steps - encoded.num_cut, 0)
-        reads = await asyncio.gather(*(self._read(encoded, p) for p in encoded.positions[first:]))
+        try:
+            reads = await asyncio.gather(*(self._read(encoded, p) for p in encoded.positions[first:]))
+        except (VLLMClientError, ValueError) as exc:  # the engine refused this request: fail it alone
+            return RequestRejected(f"{type(exc).__name__}: {exc}")
+        except EngineDeadError:  # unrecoverable: the actor exits so that Ray restarts it with a new engine
+            os._exit(1)
         scores = [score for score, _, _ in reads]
         result = ScoreResult(
             encoded.new_scores(scores) if first == 0 else tuple(scores),

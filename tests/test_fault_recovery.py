@@ -62,7 +62,8 @@ def assert_every_row_once_and_no_errors(process: subprocess.Popen, output_dir: P
 def test_replicas_sigkilled_mid_sweep_lose_no_row(ray_session, ray_cluster, tmp_path, cache_dir):
     own_job = ray_session.get_runtime_context().get_job_id()  # the session's shared replicas stay alive
     process, output_dir, log_path = start_sweep(
-        ray_cluster, tmp_path, cache_dir, "verifier.kind=lm_judge", "verifier.replicas=2"
+        ray_cluster, tmp_path, cache_dir, "verifier.kind=lm_judge", "verifier.replicas=2",
+        "verifier.backend=transformers",  # replicas of their own, to kill
     )
     try:
         wait_for_replicas(GENERATOR_CLASS, 2, 300, ray_cluster.address, exclude_job_id=own_job)

@@ -194,3 +194,24 @@ def test_every_strategy_spends_its_budget_on_the_fakes_steps(name, spec, cost, b
         assert all("Attempt 1: so \\boxed{0}" in r.prompt.user and r.prompt.system == "sys\n\nRevise."
                    for r in rounds[1])  # fmt: skip
         assert not any("Attempt" in r.prompt.user for r in rounds[0])
+
+
+@pytest.mark.parametrize(
+    "spec", [StrategySpec(name="beam", beam_width=2), StrategySpec(name="lookahead", beam_width=2, lookahead=1)]
+)
+def test_tree_search_asks_only_for_new_steps_and_keeps_full_rescoring_scores(spec):
+    """Each Score asks from the parent's depth on; the candidates' scores equal a full rescoring of their steps."""
+
+    def respond(request: Request) -> Result:
+        if isinstance(request, Generate):
+            depth = request.prompt.assistant_prefix.count("\n\n")
+            return completions(*(f"d{depth}.{i}.{request.seed}" for i in range(request.n)))
+        return length_scorer(request)
+
+    ctx = SearchContext(uid="p", question="q", search=SearchConfig(max_steps=3), seed=0)
+    candidates, batches = drive(start(ctx, 4, spec), respond)
+    scores = [r for b in batches for r in b if isinstance(r, Score)]
+    assert all(len(r.steps) - r.scored_steps == 1 + spec.lookahead for r in scores), "the new step (+ rollout) only"
+    assert {r.scored_steps for r in scores} == {0, 1, 2}, "every depth asks from its parent's depth on"
+    for candidate in candidates:
+        assert candidate.step_scores == length_scorer(Score("q", candidate.steps)).step_scores

@@ -1,10 +1,10 @@
 """The vLLM-hosted verifier: its read-out against the adapters' formula, and on the embedded model through a
-real vLLM-CPU engine: incremental scoring equals full rescoring, the prefix cache serves the earlier steps,
-and the scores match the transformers scorer."""
+real vLLM-CPU engine in a generator replica (`verifier.backend: generator`): incremental scoring equals full
+rescoring, the prefix cache serves the earlier steps and the generator's blocks, and the scores match the
+transformers scorer."""
 
 from __future__ import annotations
 
-import asyncio
 import math
 
 import pytest
@@ -58,45 +58,33 @@ def test_busy_clock_counts_overlapping_requests_once(monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def loop():
-    """One event loop for the module: an AsyncLLM serves from the loop that first used it."""
-    loop = asyncio.new_event_loop()
-    yield loop
-    loop.close()
+def replica(ray_session, cache_dir):
+    """A generator replica of the embedded model (float32) serving the LM judge on its own engine, as
+    `verifier.backend: generator` runs it."""
+    from actors.generator import create_generator_replicas
+    from ttsearch.config import GeneratorConfig, VerifierConfig
+
+    judge = VerifierConfig(kind="lm_judge", dtype="float32")
+    (handle,) = create_generator_replicas(GeneratorConfig(dtype="float32", cpu_kv_cache_gib=0.25), cache_dir, judge)
+    yield handle
+    ray_session.kill(handle)
 
 
-@pytest.fixture(scope="module")
-def generator(cache_dir, loop):
-    """An in-process vLLM-CPU generator engine of the embedded model, float32."""
-    from actors.generator import VLLMGenerator
-    from ttsearch.config import GeneratorConfig
-
-    engine = VLLMGenerator(GeneratorConfig(dtype="float32", cpu_kv_cache_gib=0.25), cache_dir)
-    yield engine
-    engine.shutdown()
-
-
-@pytest.fixture(scope="module")
-def engine_judge(generator):
-    """The LM judge on the generator's own engine, as `verifier.backend: generator` runs it."""
-    from actors.vllm_verifier import engine_scorer
-    from ttsearch.config import VerifierConfig
-
-    return engine_scorer(generator.engine, VerifierConfig(kind="lm_judge", dtype="float32"), generator.model, 1)
+def _call(ray, method, request):
+    [(_, result)] = [ray.get(ref) for ref in method.remote([request])]
+    return result
 
 
 @pytest.mark.integration
-def test_incremental_scores_equal_full_rescoring_and_hit_the_prefix_cache(engine_judge, cache_dir, loop):
+def test_incremental_scores_equal_full_rescoring_and_hit_the_prefix_cache(ray_session, replica, cache_dir):
     from actors.verifier import PRMScorer
     from ttsearch.config import VerifierConfig
 
-    async def run():
-        await engine_judge.reset_prefix_cache()
-        incremental = [await engine_judge.score(0, Score(QUESTION, STEPS[:t], scored_steps=t - 1)) for t in range(1, 5)]
-        full = await engine_judge.score(0, Score(QUESTION, STEPS))
-        return incremental, full
-
-    incremental, full = loop.run_until_complete(run())
+    ray_session.get(replica.reset_prefix_cache.remote())
+    incremental = [
+        _call(ray_session, replica.score, Score(QUESTION, STEPS[:t], scored_steps=t - 1)) for t in range(1, 5)
+    ]
+    full = _call(ray_session, replica.score, Score(QUESTION, STEPS))
     assert all(len(r.step_scores) == 1 for r in incremental)
     scores = [r.step_scores[0] for r in incremental]
     assert len(full.step_scores) == 4
@@ -110,35 +98,31 @@ def test_incremental_scores_equal_full_rescoring_and_hit_the_prefix_cache(engine
         [Score(QUESTION, STEPS)]
     )[0]
     assert max(abs(a - b) for a, b in zip(reference.step_scores, full.step_scores, strict=True)) < 1e-4
-    stats = engine_judge.stats()
+    stats = ray_session.get(replica.score_stats.remote())
     assert stats["scored_steps"] >= 8 and stats["items"] >= 5 and stats["busy_s"] > 0
 
 
 @pytest.mark.integration
-def test_nothing_new_to_score_reads_nothing(engine_judge, loop):
-    before = engine_judge.stats()["scored_steps"]
-    result = loop.run_until_complete(engine_judge.score(0, Score(QUESTION, STEPS[:2], scored_steps=2)))
+def test_nothing_new_to_score_reads_nothing(ray_session, replica):
+    before = ray_session.get(replica.score_stats.remote())["scored_steps"]
+    result = _call(ray_session, replica.score, Score(QUESTION, STEPS[:2], scored_steps=2))
     assert result.step_scores == () and result.tokens == 0
-    assert engine_judge.stats()["scored_steps"] == before
+    assert ray_session.get(replica.score_stats.remote())["scored_steps"] == before
 
 
 @pytest.mark.integration
-def test_the_judge_reuses_the_blocks_the_generator_computed(generator, engine_judge, loop):
+def test_the_judge_reuses_the_blocks_the_generator_computed(ray_session, replica):
     """Judging a step the generator just wrote reads the generator's prompt and the step from its cache."""
     from ttsearch.requests import Generate, Prompt
 
     system = "Solve the problem step by step, separating steps with a blank line."
     request = Generate(Prompt(system, QUESTION), n=1, temperature=0.0, max_tokens=48, stop=("\n\n",))
-
-    async def run():
-        await engine_judge.reset_prefix_cache()
-        cold = await engine_judge.score(0, Score(QUESTION, STEPS[:1], system=system))
-        await engine_judge.reset_prefix_cache()
-        written = await generator.generate(request)
-        step = written.completions[0].text.strip("\n")
-        return cold, written, await engine_judge.score(0, Score(QUESTION, (step,), system=system))
-
-    cold, written, warm = loop.run_until_complete(run())
+    ray_session.get(replica.reset_prefix_cache.remote())
+    cold = _call(ray_session, replica.score, Score(QUESTION, STEPS[:1], system=system))
+    ray_session.get(replica.reset_prefix_cache.remote())
+    written = _call(ray_session, replica.generate, request)
+    step = written.completions[0].text.strip("\n")
+    warm = _call(ray_session, replica.score, Score(QUESTION, (step,), system=system))
     assert cold.cached_tokens == 0
     generated_context = written.prompt_tokens + written.completions[0].num_tokens
     assert warm.cached_tokens >= 32 * (generated_context // 32) - 32, "prompt and step blocks come from the cache"

@@ -11,6 +11,15 @@ tag are computed: verifier work per step stays flat instead of growing with the 
 
 The same scorer runs on a dedicated verifier engine (`verifier.backend: vllm`) or on a generator
 replica's own engine (`verifier.backend: generator`), where generator and judge are the same model.
+
+Token-classification PRMs (`qwen_prm`: Qwen2.5-Math-PRM's 2-class head at each "<extra_0>") run on vLLM's
+pooling runner instead (`PoolingScorer`): the same one request per new step, ending at its tag, read as
+the classifier's logits at that last token. vLLM's `Qwen2ForProcessRewardModel` defaults to STEP pooling
+(every tag of the input, found by token id), under which vLLM turns prefix caching off
+(`ModelConfig.is_prefix_caching_supported`, vllm/config/model.py); with ALL pooling prefix caching stays
+on, and a `token_classify` request that is allowed to read the cache (`skip_reading_prefix_cache=False`;
+vLLM defaults it to True for token tasks, vllm/pooling_params.py) returns the logits of the tokens it
+computed, whose last row is the tag's.
 """
 
 from __future__ import annotations
@@ -21,10 +30,11 @@ import math
 import os
 import time
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
 from typing import Any
 
 from actors.verifier import Encoded, StepAdapter, make_adapter
-from ttsearch.config import GeneratorConfig, VerifierConfig
+from ttsearch.config import VLLM_POOLING_VERIFIERS, GeneratorConfig, VerifierConfig
 from ttsearch.models import resolve_model
 from ttsearch.requests import RequestRejected, Score, ScoreResult
 
@@ -163,18 +173,66 @@ class VLLMScorer:
 
 
 
+class PoolingScorer(VLLMScorer):
+    """Scores a token-classification PRM (`qwen_prm`) on a pooling engine (`runner="pooling"`, ALL token
+    pooling, prefix caching on): each new step is one `token_classify` request whose prompt ends at the
+    step's tag; its score is the adapter's read-out (`StepAdapter.step_probs`) of the raw logits at that
+    last token. The prefix cache serves the earlier steps, so vLLM returns rows for the computed tokens
+    only; the last one is always the tag's."""
+
+    async def _read(self, encoded: Encoded, position: int) -> tuple[float, int, int]:
+        import torch
+        from vllm import PoolingParams
+        from vllm.inputs import tokens_input
+
+        # use_activation=False: raw logits, the adapter applies its own softmax (what transformers computes).
+        params = PoolingParams(task="token_classify", use_activation=False, skip_reading_prefix_cache=False)
+        prompt = list(encoded.input_ids[: position + 1])
+        final = None
+        self._clock.enter()
+        try:
+            async for output in self.engine.encode(tokens_input(prompt), params, f"score-{next(self._ids)}"):
+                final = output
+        finally:
+            self._clock.leave()
+        if final is None or not final.finished:
+            raise RuntimeError("vLLM ended a pooling request without a final output")
+        logits = torch.as_tensor(final.outputs.data)
+        if logits.ndim != 2 or logits.shape[0] == 0:
+            raise RuntimeError(f"expected [computed tokens, labels] logits, got shape {tuple(logits.shape)}")
+        score = float(self.adapter.step_probs(logits[-1:])[0])
+        return score, len(prompt), final.num_cached_tokens or 0
+
+
 def engine_scorer(engine: Any, cfg: VerifierConfig, model_path: str, num_parameters: int) -> VLLMScorer:
-    """A scorer for `cfg.kind` on `engine`, which serves `model_path` (its own or a generator's)."""
+    """A scorer for `cfg.kind` on `engine`, which serves `model_path` (its own or a generator's); a pooling
+    engine for the token-classification families (`VLLM_POOLING_VERIFIERS`)."""
     from transformers import AutoTokenizer
 
     # The adapters tokenize with offsets (to find each tag's token), which needs the Hugging Face tokenizer.
     tokenizer = AutoTokenizer.from_pretrained(model_path)
-    return VLLMScorer(engine, make_adapter(cfg.kind, tokenizer), cfg.max_input_tokens, num_parameters)
+    scorer_class = PoolingScorer if cfg.kind in VLLM_POOLING_VERIFIERS else VLLMScorer
+    return scorer_class(engine, make_adapter(cfg.kind, tokenizer), cfg.max_input_tokens, num_parameters)
+
+
+def pooling_parameters(hf_config: Any) -> int:
+    """Parameters of vLLM's `Qwen2ForProcessRewardModel` (vllm/model_executor/models/qwen2_rm.py): the base
+    model, built on the meta device from its config, plus the score head Linear(h, h), ReLU, Linear(h, 2)."""
+    import torch
+    from transformers import AutoModel
+
+    with torch.device("meta"):
+        base = AutoModel.from_config(hf_config, trust_remote_code=False)  # the library's base model, not remote code
+    hidden = hf_config.hidden_size
+    return sum(p.numel() for p in base.parameters()) + hidden * hidden + hidden + hidden * 2 + 2
 
 
 def start_vllm_scorer(cfg: VerifierConfig, cache_dir: str) -> VLLMScorer:
     """A verifier engine of its own, set up like a generator engine (prefix caching on; on CPU, a KV cache of
-    `cpu_kv_cache_gib` and 32-token blocks), with room for the longest input plus the one token it reads."""
+    `cpu_kv_cache_gib` and 32-token blocks), with room for the longest input plus the one token it reads.
+
+    Token-classification families (`VLLM_POOLING_VERIFIERS`) get a pooling engine with ALL token pooling,
+    the pooling under which vLLM keeps prefix caching on (the model's default, STEP, turns it off)."""
     import torch
     from vllm.v1.engine.async_llm import AsyncLLM
 
@@ -189,5 +247,16 @@ def start_vllm_scorer(cfg: VerifierConfig, cache_dir: str) -> VLLMScorer:
         cpu_kv_cache_gib=cfg.cpu_kv_cache_gib,
         gpu_memory_utilization=cfg.gpu_memory_utilization,
     )
-    engine = AsyncLLM.from_engine_args(engine_args(engine_cfg, model_path, torch.cuda.is_available()))
-    return engine_scorer(engine, cfg, model_path, count_parameters(engine.model_config.hf_config))
+    args = engine_args(engine_cfg, model_path, torch.cuda.is_available())
+    pooling = cfg.kind in VLLM_POOLING_VERIFIERS
+    if pooling:
+        from vllm.config import PoolerConfig
+
+        args = replace(args, runner="pooling", pooler_config=PoolerConfig(tok_pooling_type="ALL"))
+    engine = AsyncLLM.from_engine_args(args)
+    if pooling and not engine.vllm_config.cache_config.enable_prefix_caching:
+        engine.shutdown()
+        raise RuntimeError(f"vLLM turned prefix caching off for the '{cfg.kind}' pooling engine ({model_path})")
+    hf_config = engine.model_config.hf_config
+    num_parameters = pooling_parameters(hf_config) if pooling else count_parameters(hf_config)
+    return engine_scorer(engine, cfg, model_path, num_parameters)

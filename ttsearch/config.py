@@ -43,8 +43,12 @@ AGGREGATIONS = ("last", "min", "prod")
 MODEL_FREE_VERIFIERS = ("oracle", "majority", "hash")
 GENERATOR_BACKENDS = ("vllm", "transformers")
 # PRM families whose step score is a next-token probability at a tag: a vLLM engine can serve them (one
-# 1-token read per step, prefix-cached). The others have their own heads and run on transformers.
+# 1-token read per step, prefix-cached), on an engine of their own or the generator's.
 VLLM_VERIFIERS = ("lm_judge", "math_shepherd", "rlhflow")
+# PRM families with a token-classification head that vLLM hosts on its pooling runner (one read of the
+# logits at each new step's tag, prefix-cached), on an engine of their own only. `skywork`'s value head has
+# no vLLM model class and runs on transformers.
+VLLM_POOLING_VERIFIERS = ("qwen_prm",)
 # Where a hosted verifier runs: on the generator replicas' own engines (same model only), on a vLLM engine
 # of its own, or on transformers; "auto" takes the first of these the verifier and generator allow.
 VERIFIER_BACKENDS = ("auto", "generator", "vllm", "transformers")
@@ -105,11 +109,14 @@ def verifier_backend(verifier: VerifierConfig, generator: GeneratorConfig | None
     "auto" prefers the generator replicas' own engines when the verifier is the same model as the generator
     and a vLLM-servable family: no second engine competing for the same cores or GPU memory, and a judge
     read costs what one prefill of the new step costs (measured faster on 2 cores, see the README); then a
-    vLLM engine of its own; transformers for families vLLM cannot host. Without a `generator` (a verifier
-    replica started on its own) the generator's engines are not an option.
+    vLLM engine of its own, which is also where the token-classification families (`VLLM_POOLING_VERIFIERS`,
+    on vLLM's pooling runner) go; transformers for families vLLM cannot host. Without a `generator` (a
+    verifier replica started on its own) the generator's engines are not an option.
     """
     if verifier.backend != "auto":
         return verifier.backend
+    if verifier.kind in VLLM_POOLING_VERIFIERS:
+        return "vllm"
     if verifier.kind not in VLLM_VERIFIERS:
         return "transformers"
     if generator is not None and verifier.model == generator.model and generator.backend == "vllm":
@@ -376,11 +383,19 @@ def _validate_verifier_backend(cfg: SweepConfig) -> None:
     if verifier.kind in MODEL_FREE_VERIFIERS:
         return
     backend = verifier_backend(verifier, cfg.generator)
-    if backend in ("generator", "vllm"):
+    if backend == "vllm":
+        servable = (*VLLM_VERIFIERS, *VLLM_POOLING_VERIFIERS)
+        _require(
+            verifier.kind in servable,
+            "verifier.backend",
+            f"'vllm' serves the PRM families {servable}; '{verifier.kind}' needs 'transformers'",
+        )
+    if backend == "generator":
+        instead = "'vllm' or 'transformers'" if verifier.kind in VLLM_POOLING_VERIFIERS else "'transformers'"
         _require(
             verifier.kind in VLLM_VERIFIERS,
             "verifier.backend",
-            f"'{backend}' serves the next-token PRM families {VLLM_VERIFIERS}; '{verifier.kind}' needs 'transformers'",
+            f"'generator' serves the next-token PRM families {VLLM_VERIFIERS}; '{verifier.kind}' needs {instead}",
         )
     if backend == "generator":
         _require(

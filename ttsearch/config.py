@@ -176,6 +176,7 @@ class SchedulerConfig:
     max_batch_sequences: int = 256  # sequences per generator call
     max_batch_scores: int = 64  # solutions per verifier call
     max_outstanding_per_replica: int = 512  # sequences queued on one replica before we hold back
+    affinity_slack: int = 32  # sequences a run's home replica may carry beyond another before the run moves
     max_request_retries: int = 3  # a request whose replica died is served again at most this many times
     replica_wait_s: float = 600.0  # with no healthy replica of a target for this long, the sweep stops
     health_check_interval_s: float = 5.0  # how often a replica taken out of rotation is asked to answer again
@@ -316,6 +317,7 @@ AT_LEAST: dict[str, tuple[float, str]] = {
     "data.offset": (0, ""),
     "data.shard_num_cpus": (0, ""),
     "scheduler.max_request_retries": (0, " (0: never retry)"),
+    "scheduler.affinity_slack": (0, " (0: a run moves whenever its home replica carries more)"),
 }
 """Numeric keys with a lower bound that is itself allowed, and what the bound means."""
 

@@ -8,9 +8,9 @@ the least-loaded replica. Results stream back per request and are routed to thei
 advances. No barrier spans problems: a run only waits for its own requests.
 
 Each run has a home replica per pool, where its earlier requests went: its requests go there while the
-home is in rotation and has room, because that engine's prefix cache holds the run's prompt, its beams'
-shared steps and (with the judge on the generator replicas) the step just generated. Otherwise another
-replica serves it and becomes the run's new home.
+home is in rotation, has room and is not loaded well beyond the others, because that engine's prefix
+cache holds the run's prompt, its beams' shared steps and (with the judge on the generator replicas) the
+step just generated. Otherwise another replica serves it and becomes the run's new home.
 
 Backends are anything with `submit(batch) -> async iterator of (index, result)`; Ray actor pools,
 in-process verifiers and the scripted fakes of the tests all fit, so this module knows nothing about
@@ -152,7 +152,14 @@ class ReplicaPool:
     least-loaded pick never lands on a dead one.
     """
 
-    def __init__(self, backends: Sequence[Backend], max_outstanding: int, max_batch: int, homes: str | None = None):
+    def __init__(
+        self,
+        backends: Sequence[Backend],
+        max_outstanding: int,
+        max_batch: int,
+        homes: str | None = None,
+        affinity_slack: int = 32,
+    ):
         if not backends:
             raise ValueError("a replica pool needs at least one backend")
         self.backends = list(backends)
@@ -163,6 +170,7 @@ class ReplicaPool:
         self.homes = homes
         """The target whose home replicas this pool's runs follow, when both pools are served by the same
         replicas (the judge on the generator replicas reads where the step was generated); None: its own."""
+        self.affinity_slack = affinity_slack
         self.unavailable_since: float | None = None  # monotonic time the last replica left the rotation
 
     def with_room(self) -> list[int]:
@@ -170,12 +178,20 @@ class ReplicaPool:
         serving = [i for i, ok in enumerate(self.in_rotation) if ok and self.load[i] < self.max_outstanding]
         return sorted(serving, key=self.load.__getitem__)
 
-    def may_serve(self, replica: int, home: int | None) -> bool:
-        """Whether `replica` may serve a run whose home replica is `home`: its own runs, runs without a home,
-        and runs whose home is out of rotation or full (they move rather than wait)."""
-        if home is None or home == replica:
+    def may_serve(self, replica: int, home: int | None, taking: int) -> bool:
+        """Whether `replica`, about to take `taking` more sequences, may serve a run whose home is `home`.
+
+        A run stays home unless its home carries more than `affinity_slack` sequences beyond this replica
+        (the cache is worth that much queueing, not more). A run without a usable home (none yet, out of
+        rotation, full) goes where the load is lowest, give or take the slack, so new runs spread.
+        """
+        load = self.load[replica] + taking
+        if home == replica:
             return True
-        return not self.in_rotation[home] or self.load[home] >= self.max_outstanding
+        if home is not None and self.in_rotation[home] and self.load[home] < self.max_outstanding:
+            return self.load[home] - load > self.affinity_slack
+        others = [self.load[i] for i in self.with_room() if i != replica]
+        return not others or load <= min(others) + self.affinity_slack
 
     def take_out(self, replica: int) -> bool:
         """Take a failed replica out of rotation; False if it already was."""
@@ -389,11 +405,12 @@ class Scheduler:
         queue, pool = self._queues[target], self.pools[target]
         homes = pool.homes or target
         for replica in pool.with_room():
-            servable = (item for item in queue if pool.may_serve(replica, item.run.home.get(homes)))
             room = min(pool.max_batch, pool.max_outstanding - pool.load[replica])
             batch: list[_Item] = []
             weight = 0
-            for item in servable:
+            for item in queue:
+                if not pool.may_serve(replica, item.run.home.get(homes), weight):
+                    continue
                 if batch and (item.alone or weight + request_weight(item.request) > room):
                     break
                 batch.append(item)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
@@ -222,8 +223,9 @@ async def run_benchmark(
     budget = cfg.budgets[0]
     rows: list[dict[str, Any]] = []
     free_tok_s: dict[str, float] = {}  # ready-queue tok/s per strategy with the configured model-free scorer
+    cases = benchmark_cases(cfg)
     with Grader() as grader:
-        for case in benchmark_cases(cfg):
+        for number, case in enumerate(cases, 1):
             case_cfg = replace(cfg, verifier=replace(cfg.verifier, kind=case.verifier, backend=case.config_backend))
             verifiers = verifiers_by_case[(case.verifier, case.backend)]
 
@@ -238,7 +240,9 @@ async def run_benchmark(
             if case.verifier in MODEL_FREE_VERIFIERS:
                 free_tok_s.setdefault(case.spec.name, ready.tokens_per_s)
             free = free_tok_s.get(case.spec.name)
-            rows.extend(_row(m, offline, sync, free) for m in (offline, ready, sync))
+            case_rows = [_row(m, offline, sync, free) for m in (offline, ready, sync)]
+            rows.extend(case_rows)
+            _print_progress(f"case {number}/{len(cases)}: {case.spec.name}, {case.verifier} {case.backend}", case_rows)
     curve = await measure_batch_curve(
         generators[0], problems[0]["problem"], cfg.bench.batch_curve, cfg.search.max_step_tokens
     )
@@ -285,6 +289,14 @@ def _row(m: Measurement, offline: Measurement, sync: Measurement, free_tok_s: fl
         "vs_hash": round(m.tokens_per_s / free_tok_s, 3) if cost and free_tok_s and m.mode == "ready_queue" else None,
         "max_gen_batch": m.max_generator_batch,
     }
+
+
+def _print_progress(title: str, rows: list[dict[str, Any]]) -> None:
+    """A case's rows as soon as it is measured (to stderr): a full run takes long enough to watch."""
+    import pandas as pd
+
+    table = pd.DataFrame(rows).dropna(axis=1, how="all").to_string(index=False)
+    print(f"{title}\n{table}", file=sys.stderr, flush=True)
 
 
 def format_report(report: dict[str, Any]) -> str:

@@ -61,12 +61,20 @@ def ray_cluster():
             "dashboard_host": "127.0.0.1",
             "dashboard_port": dashboard_port,
             "metrics_export_port": free_port(),
+            "dashboard_agent_listen_port": free_port(),
         },
     )
     # Both nodes live in one session directory here, unlike on a real cluster. Each node's runtime-env
     # agent unpacks a job's working_dir by deleting and re-extracting it, so a shared directory would
     # let the second node pull the files from under a `ray job` driver running on the first.
-    cluster.add_node(num_cpus=6, metrics_export_port=free_port(), runtime_env_dir_name="runtime_resources_node2")
+    # Every port a node listens on is a free one: Ray's fixed defaults (the dashboard agent's 52365) collide
+    # with any other Ray instance on the machine, and a node whose agent cannot bind takes no `ray job`.
+    cluster.add_node(
+        num_cpus=6,
+        metrics_export_port=free_port(),
+        dashboard_agent_listen_port=free_port(),
+        runtime_env_dir_name="runtime_resources_node2",
+    )
     cluster.wait_for_nodes()
     ray.init(address=cluster.address, log_to_driver=False)
     cluster.dashboard_url = f"http://127.0.0.1:{dashboard_port}"

@@ -190,7 +190,11 @@ class ReplicaPool:
             return True
         if home is not None and self.in_rotation[home] and self.load[home] < self.max_outstanding:
             return self.load[home] - load > self.affinity_slack
-        others = [self.load[i] for i in self.with_room() if i != replica]
+        others = [
+            other
+            for i, other in enumerate(self.load)
+            if i != replica and self.in_rotation[i] and other < self.max_outstanding
+        ]
         return not others or load <= min(others) + self.affinity_slack
 
     def take_out(self, replica: int) -> bool:

@@ -1,58 +1,179 @@
-"""Sweep metrics for the Ray dashboard / Prometheus (`ray.util.metrics`), and the progress bar.
+"""ttsearch's metrics for the Ray dashboard / Prometheus (`ray.util.metrics`), and the sweep's progress bar.
 
-Shard tasks on every node report into Ray's metrics agents; Ray exports them as `ray_ttsearch_*`
-on each node's metrics port, which the dashboard's Grafana panels and any Prometheus scrape read.
-Accuracy so far is `ray_ttsearch_correct_total / ray_ttsearch_graded_total` per strategy label.
+Sweep shard tasks (`SweepMetrics`) and the Ray Serve ingress (`ServeMetrics`) report into Ray's per-node metrics
+agents, which serve them in Prometheus format on each node's metrics export port. Every metric is defined once,
+in `METRICS`, so that a name is always created with the same kind, description, tag keys and boundaries wherever
+it is created (Ray requires it), and `deploy/grafana/ttsearch_dashboard.json` queries exactly the names below
+(`tests/test_metrics.py` keeps the two in step).
+
+Exported names (Ray 2.60, its default OpenTelemetry export): Ray prefixes each metric name with `ray_`; the
+Prometheus exposition appends `_total` to a Counter's samples; a Histogram becomes `_bucket` (with `le`),
+`_sum` and `_count` series; a Gauge keeps its name. Besides the tags below each series carries Ray's own labels
+(`SessionName`, `WorkerId`, ...), one series per reporting worker process, so queries aggregate with
+`sum by (...)`. Under the older OpenCensus export (`RAY_enable_open_telemetry=0`) a counter is also exported,
+deprecated, as a gauge without `_total`; the dashboard reads only the `_total` form.
+
+Sweep (per-strategy compute, counted as each search ends):
+- `ray_ttsearch_searches_done_total{strategy}`: searches finished, one per cell.
+- `ray_ttsearch_generated_tokens_total{strategy}`: tokens the generator decoded.
+- `ray_ttsearch_scored_solutions_total{strategy}`: solutions the verifier scored (one per scored solution,
+  not per verifier call: a replica call scores a batch of them).
+- `ray_ttsearch_graded_total{strategy_label}`, `ray_ttsearch_correct_total{strategy_label}`: rows with a
+  graded final answer, and those graded correct. Incremented when a shard writes its rows, i.e. when the shard
+  ends, so `correct / graded` is the accuracy of the shards finished so far, not of the searches done so far;
+  both stay flat while a shard runs.
+Scheduler (sweep and serve):
+- `ray_ttsearch_queue_depth{target, shard, replica}`: requests in the scheduler's ready queue after a replica
+  call was dispatched; a sweep sets `shard` (and `replica=""`), the Serve ingress `replica` (and `shard=""`).
+- `ray_ttsearch_batch_size_bucket/_sum/_count{target}`: requests per replica call. Ray rebuilds a histogram
+  from its bucket counts, so `_sum` (and `_sum / _count`) is approximated with bucket midpoints.
+Serve ingress:
+- `ray_ttsearch_serve_requests_total{status, strategy}`: requests answered, by HTTP status code.
+- `ray_ttsearch_serve_request_latency_seconds_bucket/_sum/_count{strategy}`: request latency, arrival to
+  response.
+- `ray_ttsearch_serve_queue_depth{replica}`: requests accepted and waiting for a search slot.
+- `ray_ttsearch_serve_searches_in_flight{replica}`: searches running.
+- plus `ray_ttsearch_generated_tokens_total` and `ray_ttsearch_scored_solutions_total` per strategy.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import ray
 from ray.util.metrics import Counter, Gauge, Histogram
 
 from ttsearch.scheduler import JobOutcome
 
-BATCH_BOUNDARIES = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024]
+BATCH_BOUNDARIES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+LATENCY_BOUNDARIES = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600, 900, 1200, 1800)  # seconds
 
 
-class SweepMetrics:
+@dataclass(frozen=True)
+class MetricDef:
+    """One metric as Ray must see it wherever it is created: kind, name, description, tag keys, boundaries."""
+
+    kind: Literal["counter", "gauge", "histogram"]
+    name: str
+    description: str
+    tag_keys: tuple[str, ...]
+    boundaries: tuple[float, ...] = ()
+
+    @property
+    def exported(self) -> tuple[str, ...]:
+        """The Prometheus series names Ray 2.60 exports it under (see the module docstring)."""
+        base = f"ray_{self.name}"
+        if self.kind == "counter":
+            return (f"{base}_total",)
+        if self.kind == "histogram":
+            return (f"{base}_bucket", f"{base}_sum", f"{base}_count")
+        return (base,)
+
+    def create(self) -> Any:
+        if self.kind == "counter":
+            return Counter(self.name, self.description, tag_keys=self.tag_keys)
+        if self.kind == "gauge":
+            return Gauge(self.name, self.description, tag_keys=self.tag_keys)
+        return Histogram(self.name, self.description, boundaries=list(self.boundaries), tag_keys=self.tag_keys)
+
+
+SEARCHES_DONE = MetricDef("counter", "ttsearch_searches_done", "Searches finished", ("strategy",))
+GENERATED_TOKENS = MetricDef("counter", "ttsearch_generated_tokens", "Tokens decoded by the generator", ("strategy",))
+SCORED_SOLUTIONS = MetricDef(
+    "counter", "ttsearch_scored_solutions", "Solutions the verifier scored (not verifier calls)", ("strategy",)
+)
+GRADED = MetricDef(
+    "counter", "ttsearch_graded", "Rows with a graded final answer, counted when their shard ends", ("strategy_label",)
+)
+CORRECT = MetricDef(
+    "counter", "ttsearch_correct", "Rows answered correctly, counted when their shard ends", ("strategy_label",)
+)
+QUEUE_DEPTH = MetricDef(
+    "gauge",
+    "ttsearch_queue_depth",
+    "Requests in the scheduler's ready queue after a replica call was dispatched",
+    ("target", "shard", "replica"),
+)
+BATCH_SIZE = MetricDef(
+    "histogram", "ttsearch_batch_size", "Requests per replica call", ("target",), boundaries=BATCH_BOUNDARIES
+)
+SERVE_REQUESTS = MetricDef(
+    "counter", "ttsearch_serve_requests", "Requests the Serve ingress answered, by HTTP status", ("status", "strategy")
+)
+SERVE_LATENCY = MetricDef(
+    "histogram",
+    "ttsearch_serve_request_latency_seconds",
+    "Serve request latency from arrival to response, in seconds",
+    ("strategy",),
+    boundaries=LATENCY_BOUNDARIES,
+)
+SERVE_QUEUE_DEPTH = MetricDef(
+    "gauge", "ttsearch_serve_queue_depth", "Serve requests accepted and waiting for a search slot", ("replica",)
+)
+SERVE_IN_FLIGHT = MetricDef("gauge", "ttsearch_serve_searches_in_flight", "Serve searches running", ("replica",))
+
+METRICS: tuple[MetricDef, ...] = (
+    SEARCHES_DONE,
+    GENERATED_TOKENS,
+    SCORED_SOLUTIONS,
+    GRADED,
+    CORRECT,
+    QUEUE_DEPTH,
+    BATCH_SIZE,
+    SERVE_REQUESTS,
+    SERVE_LATENCY,
+    SERVE_QUEUE_DEPTH,
+    SERVE_IN_FLIGHT,
+)
+"""Every ttsearch metric; the Grafana dashboard shows each of them."""
+
+
+class _SearchMetrics:
+    """What a sweep shard and a Serve replica both report: the scheduler's replica calls and the compute used.
+
+    `shard` / `replica` say which of the two is reporting; the other is left empty (Prometheus drops empty labels).
+    """
+
+    def __init__(self, *, shard: str = "", replica: str = ""):
+        self._reporter = {"shard": shard, "replica": replica}
+        self.generated_tokens = GENERATED_TOKENS.create()
+        self.scored_solutions = SCORED_SOLUTIONS.create()
+        self.queue_depth = QUEUE_DEPTH.create()
+        self.batch_size = BATCH_SIZE.create()
+
+    def on_dispatch(self, target: str, size: int, queued: int) -> None:
+        """A replica call of `size` requests went to `target`, leaving `queued` requests in the ready queue."""
+        self.batch_size.observe(size, tags={"target": target})
+        self.queue_depth.set(queued, tags={"target": target, **self._reporter})
+
+    def on_usage(self, strategy: str, generated_tokens: int, scored_solutions: int) -> None:
+        """A search of `strategy` used this much compute (Ray counters only take positive increments)."""
+        tags = {"strategy": strategy}
+        if generated_tokens > 0:
+            self.generated_tokens.inc(generated_tokens, tags=tags)
+        if scored_solutions > 0:
+            self.scored_solutions.inc(scored_solutions, tags=tags)
+
+
+class SweepMetrics(_SearchMetrics):
     """One shard's reporters; tags say which strategy, target or shard a sample belongs to."""
 
     def __init__(self, shard: int):
         self.shard = str(shard)
-        self.searches_done = Counter("ttsearch_searches_done", "Finished searches", tag_keys=("strategy",))
-        self.generated_tokens = Counter(
-            "ttsearch_generated_tokens", "Tokens sampled by the generator", tag_keys=("strategy",)
-        )
-        self.verifier_calls = Counter(
-            "ttsearch_verifier_calls", "Solutions sent to the verifier", tag_keys=("strategy",)
-        )
-        self.graded = Counter("ttsearch_graded", "Graded final answers", tag_keys=("strategy_label",))
-        self.correct = Counter("ttsearch_correct", "Correct final answers", tag_keys=("strategy_label",))
-        self.queue_depth = Gauge(
-            "ttsearch_queue_depth", "Requests waiting in the ready queue", tag_keys=("target", "shard")
-        )
-        self.batch_size = Histogram(
-            "ttsearch_batch_size", "Requests per replica call", boundaries=BATCH_BOUNDARIES, tag_keys=("target",)
-        )
-
-    def on_dispatch(self, target: str, size: int, queued: int) -> None:
-        self.batch_size.observe(size, tags={"target": target})
-        self.queue_depth.set(queued, tags={"target": target, "shard": self.shard})
+        super().__init__(shard=self.shard)
+        self.searches_done = SEARCHES_DONE.create()
+        self.graded = GRADED.create()
+        self.correct = CORRECT.create()
 
     def on_outcome(self, strategy: str, outcome: JobOutcome) -> None:
-        tags = {"strategy": strategy}
-        self.searches_done.inc(1, tags=tags)
-        if outcome.usage.generated_tokens:
-            self.generated_tokens.inc(outcome.usage.generated_tokens, tags=tags)
-        if outcome.usage.scored_solutions:
-            self.verifier_calls.inc(outcome.usage.scored_solutions, tags=tags)
+        self.searches_done.inc(1, tags={"strategy": strategy})
+        self.on_usage(strategy, outcome.usage.generated_tokens, outcome.usage.scored_solutions)
 
     def on_rows(self, rows: list[dict[str, Any]]) -> None:
+        """A shard wrote its rows (it has ended): count its graded and correct answers."""
         for row in rows:
             if row["correct"] is None:  # ungraded: neither right nor wrong
                 continue
@@ -60,6 +181,29 @@ class SweepMetrics:
             self.graded.inc(1, tags=tags)
             if row["correct"]:
                 self.correct.inc(1, tags=tags)
+
+
+class ServeMetrics(_SearchMetrics):
+    """One Serve ingress replica's reporters: requests, latency and queue, and the searches' scheduler and compute."""
+
+    def __init__(self, replica: str):
+        self.replica = replica
+        super().__init__(replica=replica)
+        self.requests = SERVE_REQUESTS.create()
+        self.latency = SERVE_LATENCY.create()
+        self.waiting = SERVE_QUEUE_DEPTH.create()
+        self.in_flight = SERVE_IN_FLIGHT.create()
+
+    def on_request(self, status: int, strategy: str, latency_s: float) -> None:
+        """A request for `strategy` was answered with HTTP `status` after `latency_s` seconds."""
+        self.requests.inc(1, tags={"status": str(status), "strategy": strategy})
+        self.latency.observe(latency_s, tags={"strategy": strategy})
+
+    def set_queue(self, waiting: int, searching: int) -> None:
+        """`waiting` requests are accepted and wait for a search slot; `searching` searches are running."""
+        tags = {"replica": self.replica}
+        self.waiting.set(waiting, tags=tags)
+        self.in_flight.set(searching, tags=tags)
 
 
 @ray.remote(num_cpus=0)

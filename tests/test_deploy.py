@@ -1,32 +1,46 @@
 """The deployment configs against the project they deploy: cluster.yaml (AWS), deploy/gcp.yaml, the KubeRay
-RayJob and its Dockerfile. Nothing here reaches a cloud or needs Docker: the files are parsed and checked
-against what they must agree with — Ray's launcher schema and its `ray start` options, pyproject.toml (the
-extras, the console script, the packages the image must carry, the Ray version), the repository's files, and
-conf/gpu.yaml's replicas (every GPU worker fits one; the cluster can grow to host all of them)."""
+RayJob and RayService, their Dockerfile, and the Ray Serve config deploy/serve.yaml. Nothing here reaches a
+cloud, needs Docker or starts Ray: the files are parsed and checked against what they must agree with — Ray's
+launcher schema, its `ray start` options and Serve's config schema, pyproject.toml (the extras, the console
+script, the packages the image must carry, the Ray version), the repository's files, the Serve application
+they name (imported and built from its args, which must load as a valid ttsearch config), and conf/gpu.yaml's
+replicas (every GPU worker fits one; the cluster can grow to host all of them)."""
 
 from __future__ import annotations
 
 import copy
+import importlib
 import importlib.util
 import json
 import re
 import shlex
 import tomllib
+import typing
 from pathlib import Path
+from typing import Any
 
 import jsonschema
 import pytest
+import ray
 import yaml
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
+from pydantic import BaseModel
 from ray.scripts.scripts import start as ray_start
+from ray.serve import Application
+from ray.serve._private.api import call_user_app_builder_with_args_if_necessary
+from ray.serve.schema import ServeDeploySchema
 
+from pipelines.serve import API_KEY_ENV, APP_NAME
 from ttsearch.cli import build_parser
-from ttsearch.config import SweepConfig, load_config
+from ttsearch.config import CONF_DIR, SweepConfig, load_config
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
 LAUNCHER_CONFIGS = [ROOT / "cluster.yaml", DEPLOY / "gcp.yaml"]
+KUBERAY = {"RayJob": DEPLOY / "kuberay-rayjob.yaml", "RayService": DEPLOY / "kuberay-rayservice.yaml"}
+CLUSTER_SPEC = {"RayJob": "rayClusterSpec", "RayService": "rayClusterConfig"}  # where each keeps its RayCluster
+SERVE_CONFIGS = ["deploy/serve.yaml", "RayService"]  # Ray Serve config files: the file, the RayService's string
 KILL_CHILDREN = "RAY_kill_child_processes_on_worker_exit_with_raylet_subreaper"
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 EXTRAS = set(PYPROJECT["project"]["optional-dependencies"])
@@ -205,24 +219,56 @@ def test_gcp_machines_carry_what_their_resources_declare():
     assert any("google-api-python-client" in cmd for cmd in cfg["head_setup_commands"])
 
 
-def rayjob_documents() -> list[dict]:
-    with (DEPLOY / "kuberay-rayjob.yaml").open() as f:
+def kuberay_documents(kind: str) -> list[dict]:
+    with KUBERAY[kind].open() as f:
         return [doc for doc in yaml.safe_load_all(f) if doc]
 
 
-def rayjob() -> dict:
-    jobs = [doc for doc in rayjob_documents() if doc["kind"] == "RayJob"]
-    assert len(jobs) == 1
-    return jobs[0]
+def kuberay(kind: str) -> dict:
+    """The one `kind` resource (RayJob, RayService) of its manifest."""
+    resources = [doc for doc in kuberay_documents(kind) if doc["kind"] == kind]
+    assert len(resources) == 1
+    return resources[0]
+
+
+def ray_cluster(kind: str) -> dict:
+    """The RayCluster spec a RayJob / RayService creates."""
+    return kuberay(kind)["spec"][CLUSTER_SPEC[kind]]
 
 
 def containers(pod_template: dict) -> list[dict]:
     return pod_template["spec"]["containers"]
 
 
-def all_ray_pods() -> list[dict]:
-    cluster = rayjob()["spec"]["rayClusterSpec"]
+def all_ray_pods(kind: str) -> list[dict]:
+    cluster = ray_cluster(kind)
     return [cluster["headGroupSpec"]["template"]] + [g["template"] for g in cluster["workerGroupSpecs"]]
+
+
+def serve_config(source: str) -> dict:
+    """A Ray Serve config (ServeDeploySchema): deploy/serve.yaml, or the RayService's serveConfigV2 string."""
+    if source == "RayService":
+        return yaml.safe_load(kuberay("RayService")["spec"]["serveConfigV2"])
+    return load(ROOT / source)
+
+
+def app_config(app: dict) -> SweepConfig:
+    """The ttsearch config a Serve application's `build_app` loads from its args (config files, overrides)."""
+    args = app["args"]
+    assert isinstance(args["config"], list) and isinstance(args["overrides"], list), args
+    return load_config(args["config"], args["overrides"])
+
+
+def workload(kind: str) -> tuple[SweepConfig, int]:
+    """The ttsearch config a KubeRay manifest runs, and how many sets of its replicas run at once: a sweep
+    starts one; a service one per ingress replica (each owns its generator and verifier replicas)."""
+    spec = kuberay(kind)["spec"]
+    if kind == "RayJob":
+        args = build_parser().parse_args(shlex.split(spec["entrypoint"])[1:])
+        return load_config([ROOT / path for path in args.config], args.overrides), 1
+    [app] = serve_config(kind)["applications"]
+    cfg = app_config(app)
+    return cfg, cfg.serve.autoscaling.max_replicas
 
 
 class Dockerfile:
@@ -281,36 +327,32 @@ def test_dockerfile_installs_the_project_it_copies_with_an_extra_pyproject_defin
     assert [KILL_CHILDREN, "1"] in [words[0].split("=", 1) for words in image.all("ENV")]
 
 
+def assert_image_carries(path: str, working_dir: str) -> None:
+    """`path`, relative to a pod's working directory, is a repository file that deploy/Dockerfile copies there."""
+    in_image = f"{working_dir}/{path}"
+    assert any(in_image.startswith(f"{target}/") and (ROOT / source / in_image[len(target) + 1 :]).is_file()
+               for source, target in Dockerfile().copies().items()), f"{path} is not in the image"  # fmt: skip
+
+
 def test_rayjob_runs_a_console_script_on_a_config_the_image_carries():
-    job, image = rayjob(), Dockerfile()
-    spec = job["spec"]
+    spec = kuberay("RayJob")["spec"]
     program, *argv = shlex.split(spec["entrypoint"])
     assert program in PYPROJECT["project"]["scripts"], f"{program} is not a console script of the project"
     args = build_parser().parse_args(argv)
-    cfg = load_config([ROOT / path for path in args.config], args.overrides)
+    cfg, _ = workload("RayJob")
     for path in args.config:  # resolved from the pods' working directory, inside the image
-        in_image = f"{containers(all_ray_pods()[0])[0]['workingDir']}/{path}"
-        assert any(in_image.startswith(f"{target}/") and (ROOT / source / in_image[len(target) + 1 :]).is_file()
-                   for source, target in image.copies().items()), f"{path} is not in the image"  # fmt: skip
-    for pod in all_ray_pods():
+        assert_image_carries(path, containers(all_ray_pods("RayJob")[0])[0]["workingDir"])
+    for pod in all_ray_pods("RayJob"):
         mounts = [m["mountPath"] for m in containers(pod)[0]["volumeMounts"]]
         assert any(cfg.output_dir.startswith(f"{m}/") for m in mounts), "results land on the shared volume"
     assert spec["shutdownAfterJobFinishes"] is True
     assert isinstance(spec["ttlSecondsAfterFinished"], int) and spec["ttlSecondsAfterFinished"] >= 0
-    # One Ray everywhere: the cluster spec's, the image's (its Dockerfile) and the tag the pods pull.
-    ray_version = spec["rayClusterSpec"]["rayVersion"]
-    assert ray_version == image.args["RAY_VERSION"] and RAY_REQUIREMENT.specifier.contains(ray_version)
-    tag = image.base.split(":", 1)[1]
-    for pod in all_ray_pods():
-        for container in [*containers(pod), *pod["spec"].get("initContainers", [])]:
-            assert container["image"].endswith(f":ray{tag}"), f"{container['image']} is not built from {image.base}"
 
 
-def test_rayjob_head_and_gpu_workers_fit_the_sweep_it_runs():
-    spec = rayjob()["spec"]
-    args = build_parser().parse_args(shlex.split(spec["entrypoint"])[1:])
-    cfg = load_config([ROOT / path for path in args.config], args.overrides)
-    cluster = spec["rayClusterSpec"]
+@pytest.mark.parametrize("kind", KUBERAY)
+def test_kuberay_head_and_gpu_workers_fit_what_it_runs(kind):
+    cfg, copies = workload(kind)
+    cluster = ray_cluster(kind)
     assert cluster["enableInTreeAutoscaling"] is True
     head = cluster["headGroupSpec"]
     # KubeRay passes rayStartParams to `ray start` as --key=value strings: Ray's CLI must accept each one.
@@ -322,7 +364,7 @@ def test_rayjob_head_and_gpu_workers_fit_the_sweep_it_runs():
     assert head["rayStartParams"]["dashboard-host"] == "0.0.0.0"
     for container in containers(head["template"]):
         assert "nvidia.com/gpu" not in container.get("resources", {}).get("limits", {}), "the head is CPU-only"
-    metrics_ports = {port["containerPort"] for pod in all_ray_pods() for container in containers(pod)
+    metrics_ports = {port["containerPort"] for pod in all_ray_pods(kind) for container in containers(pod)
                      for port in container["ports"] if port.get("name") == "metrics"}  # fmt: skip
     exported = {int(group["rayStartParams"]["metrics-export-port"]) for group in [head, *cluster["workerGroupSpecs"]]}
     assert exported == metrics_ports, "the metrics port Ray exports on is the one the pods expose"
@@ -340,18 +382,34 @@ def test_rayjob_head_and_gpu_workers_fit_the_sweep_it_runs():
         for what, need_cpus, need_gpus, _ in replica_needs(cfg):
             assert cpus >= need_cpus and gpus >= need_gpus, f"a {group['groupName']} pod cannot host a {what}"
         reachable += group["maxReplicas"] * gpus
-    needed = sum(count * gpus for _, _, gpus, count in replica_needs(cfg))
+    needed = copies * sum(count * gpus for _, _, gpus, count in replica_needs(cfg))
     assert reachable >= needed, f"{needed} GPUs needed, at most {reachable} reachable"
 
 
-def test_rayjob_pods_share_image_env_and_results_volume():
-    claims = {doc["metadata"]["name"]: doc for doc in rayjob_documents() if doc["kind"] == "PersistentVolumeClaim"}
+@pytest.mark.parametrize("kind", KUBERAY)
+def test_kuberay_pods_run_one_image_one_ray_and_the_env(kind):
+    image = Dockerfile()
+    # One Ray everywhere: the cluster spec's, the image's (its Dockerfile) and the tag the pods pull.
+    ray_version = ray_cluster(kind)["rayVersion"]
+    assert ray_version == image.args["RAY_VERSION"] and RAY_REQUIREMENT.specifier.contains(ray_version)
+    tag = image.base.split(":", 1)[1]
     images = set()
-    for pod in all_ray_pods():
+    for pod in all_ray_pods(kind):
+        for container in [*containers(pod), *pod["spec"].get("initContainers", [])]:
+            assert container["image"].endswith(f":ray{tag}"), f"{container['image']} is not built from {image.base}"
         ray_container = containers(pod)[0]
         images.add(ray_container["image"])
         env = {e["name"]: e.get("value") for e in ray_container.get("env", [])}
         assert env.get(KILL_CHILDREN) == "1"
+        assert ray_container["workingDir"] == image.workdir, "conf/ is resolved from the working directory"
+    assert len(images) == 1, "head and workers must run the same image (same Ray, same code)"
+
+
+def test_rayjob_pods_share_the_results_volume():
+    claims = {doc["metadata"]["name"]: doc for doc in kuberay_documents("RayJob")
+              if doc["kind"] == "PersistentVolumeClaim"}  # fmt: skip
+    for pod in all_ray_pods("RayJob"):
+        ray_container = containers(pod)[0]
         mounts = {m["name"]: m["mountPath"] for m in ray_container["volumeMounts"]}
         volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
         results = [name for name, path in mounts.items() if path == "/mnt/results"]
@@ -359,5 +417,104 @@ def test_rayjob_pods_share_image_env_and_results_volume():
         claim = volumes[results[0]]["persistentVolumeClaim"]["claimName"]
         assert claim in claims, f"PVC {claim} is not defined in the file"
         assert "ReadWriteMany" in claims[claim]["spec"]["accessModes"]
-        assert ray_container["workingDir"] == Dockerfile().workdir, "conf/ is resolved from the working directory"
-    assert len(images) == 1, "head and workers must run the same image (same Ray, same code)"
+
+
+def nested_model(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model a field holds, directly, optionally or as list items (not as a dict's values)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if typing.get_origin(annotation) is dict:
+        return None
+    return next(filter(None, map(nested_model, typing.get_args(annotation))), None)
+
+
+def unknown_keys(data: dict, model: type[BaseModel], where: str = "") -> list[str]:
+    """Keys of `data` that `model` (and the models nested in it) does not define."""
+    unknown = []
+    for key, value in data.items():
+        field = model.model_fields.get(key)
+        if field is None:
+            unknown.append(f"{where}{key}")
+        elif (inner := nested_model(field.annotation)) is not None:
+            items = value if isinstance(value, list) else [value]
+            for i, item in enumerate(items):
+                if isinstance(item, dict):
+                    index = f"[{i}]" if isinstance(value, list) else ""
+                    unknown += unknown_keys(item, inner, f"{where}{key}{index}.")
+    return unknown
+
+
+@pytest.mark.parametrize("source", SERVE_CONFIGS)
+def test_serve_config_matches_serves_schema(source):
+    config = serve_config(source)
+    ServeDeploySchema.model_validate(config)  # types, required fields, route prefixes, unique names
+    # Serve ignores keys it does not know (forward compatibility), so a misspelt key would do nothing.
+    assert unknown_keys(config, ServeDeploySchema) == []
+    broken = copy.deepcopy(config)
+    broken["applications"][0]["route_prefx"] = "/"
+    broken["http_options"] = {**broken.get("http_options", {}), "hots": "0.0.0.0"}
+    assert set(unknown_keys(broken, ServeDeploySchema)) == {"http_options.hots", "applications[0].route_prefx"}
+
+
+@pytest.mark.parametrize("source", SERVE_CONFIGS)
+def test_serve_app_builds_from_its_import_path_on_the_shipped_configs(source, tmp_path, monkeypatch):
+    # A directory without conf/: the config files must come from the installed package, as on a node that
+    # runs the app without the source tree as its working directory (no runtime_env working_dir).
+    monkeypatch.chdir(tmp_path)
+    [app] = serve_config(source)["applications"]
+    assert app["name"] == APP_NAME and app["route_prefix"] == "/", "the app `ttsearch serve` runs, at the root"
+    assert not app.get("deployments"), "build_app sets the deployment's options from serve.autoscaling"
+    module_name, _, attribute = app["import_path"].partition(":")
+    assert module_name.split(".")[0] in PYPROJECT["tool"]["setuptools"]["packages"], "installed with the project"
+    builder = getattr(importlib.import_module(module_name), attribute)
+    assert callable(builder)
+    cfg = app_config(app)  # validates every key
+    assert cfg.verifier.kind not in ("oracle", "hash"), "a service needs a verifier that scores new questions"
+    # What Serve does with an import path that names a builder: check its signature, call it with the args.
+    built = call_user_app_builder_with_args_if_necessary(builder, app["args"])
+    assert isinstance(built, Application)
+    assert not ray.is_initialized(), "building the application must not start Ray"
+    for path in app["args"]["config"]:
+        assert Path(path).parent == Path("conf") and (CONF_DIR / Path(path).name).is_file(), path
+        assert_image_carries(path, Dockerfile().workdir)
+
+
+def test_serve_yaml_listens_where_ttsearch_serve_does():
+    config = serve_config("deploy/serve.yaml")
+    http = ServeDeploySchema.model_validate(config).http_options
+    [app] = config["applications"]
+    cfg = app_config(app)
+    assert (http.host, http.port) == (cfg.serve.host, cfg.serve.port), "the documented URLs hold for both"
+    assert cfg.serve.proxy_location == ServeDeploySchema.model_validate(config).proxy_location.value
+
+
+def test_rayservice_proxies_listen_on_the_serve_port_of_its_pods():
+    http = ServeDeploySchema.model_validate(serve_config("RayService")).http_options
+    assert http.host == "0.0.0.0", "the proxy is reached from outside its pod, through the serve Service"
+    ports = [{p["containerPort"] for c in containers(pod) for p in c["ports"] if p.get("name") == "serve"}
+             for pod in all_ray_pods("RayService")]  # fmt: skip
+    assert ports[0] == {http.port}, "the head declares the port its proxy listens on"
+    assert all(p <= {http.port} for p in ports[1:])
+
+
+def test_rayservice_serves_conf_gpu_yamls_models_and_search():
+    served, _ = workload("RayService")
+    gpu = load_config([ROOT / "conf/gpu.yaml", ROOT / "conf/revision_prompt.yaml"])
+    for section in ("generator", "verifier", "search", "scheduler"):
+        assert getattr(served, section) == getattr(gpu, section), f"{section}: conf/serve.yaml's CPU settings leak"
+
+
+def test_rayservice_pods_read_the_api_key_from_a_secret():
+    served, _ = workload("RayService")
+    assert served.serve.api_key is None, "a key in the config would win over the Secret (and sit in the repository)"
+    assert not any(doc["kind"] == "Secret" for doc in kuberay_documents("RayService"))
+    references = set()
+    for pod in all_ray_pods("RayService"):  # the ingress replica may run on any pod
+        env = {e["name"]: e for e in containers(pod)[0].get("env", [])}
+        assert API_KEY_ENV in env, "every pod that can host the ingress replica needs the key"
+        assert "value" not in env[API_KEY_ENV]
+        ref = env[API_KEY_ENV]["valueFrom"]["secretKeyRef"]
+        assert not ref.get("optional"), "without the Secret the pod must not start unprotected"
+        references.add((ref["name"], ref["key"]))
+    [(name, key)] = references
+    assert f"kubectl create secret generic {name} --from-literal={key}=" in KUBERAY["RayService"].read_text()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.fakes import ScriptedBackend, length_scorer, step_generator
+from tests.fakes import ScriptedBackend, completions, length_scorer, step_generator
 from ttsearch.config import SearchConfig, StrategySpec
 from ttsearch.requests import Completion, Generate, GenerateResult, Prompt, Request, Score, ScoreResult
 from ttsearch.scheduler import JobOutcome, ReplicaPool, Scheduler, Usage
@@ -218,3 +218,92 @@ def test_dispatch_observer_sees_every_call():
     assert [c for c in seen if c[0] == "generator"] and [c for c in seen if c[0] == "verifier"]
     assert len(seen) == len(generator.batches) + len(verifier.batches)
     assert seen[0] == ("generator", 1, 5), "a batch of 4 sequences holds one n=4 request; 5 wait"
+
+
+def contexts(n: int):
+    return [SearchContext(uid=f"p{i}", question=f"question {i}", search=SEARCH, seed=0) for i in range(n)]
+
+
+def test_concurrent_search_callers_share_replica_calls_and_match_a_batch_run():
+    """A long-lived scheduler (the service): callers arriving together land in the same generator calls, and
+    each gets the outcome a `run` of the same jobs gives."""
+    generator, verifier = ScriptedBackend(step_generator(), delay=0.001), ScriptedBackend(length_scorer)
+    scheduler = Scheduler(pools([generator], [verifier]), max_in_flight=1)
+
+    async def users():
+        outcomes = await asyncio.gather(*(scheduler.search(ctx.uid, start(ctx, 4, BEAM)) for ctx in contexts(4)))
+        await scheduler.close()
+        return outcomes
+
+    served = asyncio.run(users())
+    alone = {o.key: o for o in run_all(Scheduler(pools([ScriptedBackend(step_generator())],
+                                                       [ScriptedBackend(length_scorer)]), 1), jobs(4, BEAM))}
+    assert [o.key for o in served] == ["p0", "p1", "p2", "p3"]
+    assert all(o.candidates == alone[o.key].candidates and o.usage == alone[o.key].usage for o in served)
+    stats = scheduler.stats
+    assert stats.shared_calls["generator"] >= 1 and stats.max_runs_per_call["generator"] == 4
+    assert stats.sequences["generator"] == sum(r.n for batch in generator.batches for r in batch)
+
+
+def test_a_cancelled_search_leaves_the_queue_and_the_others_finish():
+    generator = ScriptedBackend(step_generator(depth_to_finish=4), delay=0.01)
+    scheduler = Scheduler(pools([generator], [ScriptedBackend(length_scorer)], max_batch=2), max_in_flight=1)
+    first, second = contexts(2)
+
+    async def one_user_leaves():
+        leaving = asyncio.create_task(scheduler.search("p0", start(first, 4, BEAM)))
+        staying = asyncio.create_task(scheduler.search("p1", start(second, 4, BEAM)))
+        await asyncio.sleep(0.03)
+        sent_before = sum(problem_of(r) == "question 0" for batch in generator.batches for r in batch)
+        leaving.cancel()
+        outcome = await staying
+        await scheduler.close()
+        sent_after = sum(problem_of(r) == "question 0" for batch in generator.batches for r in batch)
+        return leaving, outcome, sent_before, sent_after
+
+    leaving, outcome, sent_before, sent_after = asyncio.run(one_user_leaves())
+    assert leaving.cancelled() and scheduler.stats.cancelled_runs == 1
+    assert outcome.error is None and outcome.candidates
+    assert sent_after == sent_before, "no request of the cancelled search was sent after it was cancelled"
+    assert all(not queue for queue in scheduler._queues.values())
+
+
+def test_a_fatal_scheduler_error_fails_every_search_caller():
+    def broken(request):
+        raise AssertionError("not reached")
+
+    class Crashing(ScriptedBackend):
+        async def submit(self, batch):
+            self.batches.append(batch)
+            yield 99, completions("x")  # an index outside the call: a scheduler bug surfaces as its error
+
+    scheduler = Scheduler(pools([Crashing(broken)], [ScriptedBackend(length_scorer)]), max_in_flight=1)
+
+    async def users():
+        results = await asyncio.gather(
+            *(scheduler.search(ctx.uid, start(ctx, 4, BEAM)) for ctx in contexts(2)), return_exceptions=True
+        )
+        await scheduler.close()
+        return results
+
+    results = asyncio.run(users())
+    assert all(isinstance(r, KeyError) for r in results)
+
+
+def test_a_batch_window_lets_requests_arriving_apart_share_a_call():
+    def first_calls(window: float) -> list[list[Request]]:
+        generator = ScriptedBackend(step_generator())
+        scheduler = Scheduler(pools([generator], [ScriptedBackend(length_scorer)]), 1, batch_window_s=window)
+
+        async def two_users_5ms_apart():
+            first, second = contexts(2)
+            one = asyncio.create_task(scheduler.search("p0", start(first, 2, StrategySpec(name="best_of_n"))))
+            await asyncio.sleep(0.005)
+            await asyncio.gather(one, scheduler.search("p1", start(second, 2, StrategySpec(name="best_of_n"))))
+            await scheduler.close()
+
+        asyncio.run(two_users_5ms_apart())
+        return generator.batches
+
+    assert [len(batch) for batch in first_calls(0.0)] == [1, 1], "no window: each request goes out as it comes"
+    assert [len(batch) for batch in first_calls(0.05)] == [2], "a 50 ms window: both users in one call"

@@ -7,10 +7,11 @@ import json
 
 import pytest
 
-from pipelines.solve import policy_plan, solve_question, spec_for
+from pipelines.solve import solve_question
 from ttsearch.config import load_config
 from ttsearch.policy import POLICY_FILE, POLICY_VERSION, load_policy
 from ttsearch.runtime import model_sizes
+from ttsearch.service import policy_plan, spec_for
 
 STRATEGIES = "strategies=[{name: best_of_n, selections: [majority, weighted]}, {name: beam, beam_width: 2}]"
 
@@ -48,10 +49,10 @@ def test_plan_spends_the_rest_of_the_budget_on_the_bins_strategy(tmp_path):
 
 def test_labels_map_back_to_the_sweeps_strategy_configuration():
     cfg = load_config(None, [STRATEGIES, "budgets=[2,4]"])
-    spec, selection = spec_for("beam(M=2)/weighted", cfg)
+    spec, selection = spec_for("beam(M=2)/weighted", cfg.strategies)
     assert spec.name == "beam" and spec.beam_width == 2 and selection == "weighted"
     with pytest.raises(ValueError, match="does not define"):
-        spec_for("lookahead(M=2,k=1)/weighted", cfg)
+        spec_for("lookahead(M=2,k=1)/weighted", cfg.strategies)
 
 
 @pytest.mark.integration

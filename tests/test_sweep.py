@@ -40,7 +40,7 @@ SEARCH_READS_VERIFIER = {"beam", "lookahead"}  # the issue's billing rule, state
 COUNTERS = {  # metric → the tag it is counted by; exact exported names (Ray appends _total to a counter)
     "ray_ttsearch_searches_done_total": "strategy",
     "ray_ttsearch_generated_tokens_total": "strategy",
-    "ray_ttsearch_verifier_calls_total": "strategy",
+    "ray_ttsearch_scored_solutions_total": "strategy",
     "ray_ttsearch_graded_total": "strategy_label",
     "ray_ttsearch_correct_total": "strategy_label",
     "ray_ttsearch_batch_size_count": "target",
@@ -129,10 +129,10 @@ def check_metrics(before: dict[tuple, float], after: dict[tuple, float], rows: l
         grown = increase(before, after, name, tag)
         if name in expected and grown != expected[name]:
             problems.append(f"{name}: grew by {grown}, the rows say {expected[name]}")
-    if set(increase(before, after, "ray_ttsearch_verifier_calls_total", "strategy")) != set(
+    if set(increase(before, after, "ray_ttsearch_scored_solutions_total", "strategy")) != set(
         expected["ray_ttsearch_searches_done_total"]
     ):
-        problems.append("ray_ttsearch_verifier_calls_total: not counted for every strategy")
+        problems.append("ray_ttsearch_scored_solutions_total: not counted for every strategy")
     if set(increase(before, after, "ray_ttsearch_batch_size_count", "target")) != {"generator", "verifier"}:
         problems.append("ray_ttsearch_batch_size: no replica calls observed for both targets")
     if not any(metric == "ray_ttsearch_queue_depth" for _, metric, _ in after):

@@ -83,6 +83,27 @@ def _solve(args: argparse.Namespace) -> None:
           f"{solution.flops:.3g} FLOPs (difficulty estimation included)")
 
 
+SERVE_CONFIGS = [str(CONF_DIR / "serve.yaml"), str(CONF_DIR / "revision_prompt.yaml")]
+"""`ttsearch serve`'s default: the service, with the revision prompt texts so `strategy: revisions` is servable."""
+
+
+def _serve(args: argparse.Namespace) -> None:
+    from pipelines.serve import run_serve
+
+    run_serve(args.config or SERVE_CONFIGS, args.overrides)
+
+
+def _loadtest(args: argparse.Namespace) -> None:
+    from pipelines.loadtest import format_report, run_loadtest, write_json
+
+    report = run_loadtest(args.config or SERVE_CONFIGS, args.overrides, args.url, args.concurrency,
+                          args.requests_per_client)  # fmt: skip
+    print(format_report(report))
+    if args.json:
+        write_json(report, args.json)
+        print(f"\nwritten to {args.json}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ttsearch", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -121,6 +142,19 @@ def build_parser() -> argparse.ArgumentParser:
     solve.add_argument("--budget", type=int, required=True, help="total samples, difficulty estimation included")
     solve.add_argument("overrides", nargs="*", help="key=value overrides of the sweep's config")
     solve.set_defaults(handler=_solve)
+    serve = commands.add_parser("serve", help="an OpenAI-compatible search service on Ray Serve")
+    serve.add_argument("--config", action="append", help="YAML config, repeatable (default conf/serve.yaml)")
+    serve.add_argument("overrides", nargs="*", help="key=value overrides, e.g. serve.port=8001")
+    serve.set_defaults(handler=_serve)
+    loadtest = commands.add_parser("loadtest", help="closed-loop load test of the service at several concurrencies")
+    loadtest.add_argument("--config", action="append", help="YAML config, repeatable (default conf/serve.yaml)")
+    loadtest.add_argument("--url", help="a running service's base URL (default: start one from the config, "
+                                        "localhost only)")  # fmt: skip
+    loadtest.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16, 32], help="clients at each level")
+    loadtest.add_argument("--requests-per-client", type=int, default=2, help="requests each client sends per level")
+    loadtest.add_argument("--json", help="also write the report as JSON here")
+    loadtest.add_argument("overrides", nargs="*", help="key=value overrides")
+    loadtest.set_defaults(handler=_loadtest)
     return parser
 
 

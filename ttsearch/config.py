@@ -52,6 +52,7 @@ VLLM_POOLING_VERIFIERS = ("qwen_prm",)
 # Where a hosted verifier runs: on the generator replicas' own engines (same model only), on a vLLM engine
 # of its own, or on transformers; "auto" takes the first of these the verifier and generator allow.
 VERIFIER_BACKENDS = ("auto", "generator", "vllm", "transformers")
+PROXY_LOCATIONS = ("EveryNode", "HeadOnly", "Disabled")  # Ray Serve's ProxyLocation values
 VERIFIERS = ("lm_judge", "qwen_prm", "math_shepherd", "rlhflow", "skywork", *MODEL_FREE_VERIFIERS)
 
 
@@ -181,6 +182,7 @@ class SchedulerConfig:
     replica_wait_s: float = 600.0  # with no healthy replica of a target for this long, the sweep stops
     health_check_interval_s: float = 5.0  # how often a replica taken out of rotation is asked to answer again
     call_timeout_s: float = 1800.0  # a replica call that streams no result for this long counts as a failure
+    batch_window_s: float = 0.0  # a dispatch waits this long for more requests to join its calls (serve: a few ms)
 
 
 @dataclass
@@ -195,6 +197,37 @@ class BenchConfig:
 
 
 @dataclass
+class ServeAutoscalingConfig:
+    """Ray Serve autoscaling of the ingress replicas; each ingress replica owns its generator (and verifier)
+    replicas, so scaling it out adds engines too. min_replicas == max_replicas: a fixed count."""
+
+    min_replicas: int = 1
+    max_replicas: int = 1
+    target_ongoing_requests: float = 16.0  # requests per ingress replica Serve aims for when it scales
+
+
+@dataclass
+class ServeConfig:
+    """`ttsearch serve`: the HTTP service (see conf/serve.yaml)."""
+
+    host: str = "127.0.0.1"  # localhost only unless you say otherwise (0.0.0.0 in a pod behind a Service)
+    port: int = 8000
+    proxy_location: str = "EveryNode"  # Serve's HTTP proxies: EveryNode, HeadOnly or Disabled
+    model_name: str = "ttsearch"  # the `model` clients name; any other is a 404
+    api_key: str | None = None  # a bearer key clients must send; the TTSEARCH_API_KEY variable also sets it
+    autoscaling: ServeAutoscalingConfig = field(default_factory=ServeAutoscalingConfig)
+    max_pending_requests: int = 64  # per ingress replica, searching or waiting; more get 503 + Retry-After
+    max_concurrent_searches: int = 32  # per ingress replica: questions in the ready queue at once
+    retry_after_s: int = 5
+    max_budget: int = 64
+    max_body_bytes: int = 65536
+    max_question_chars: int = 4000
+    budget: int = 4  # a request's budget when it names none
+    strategy: StrategySpec = field(default_factory=StrategySpec)  # its strategy when it names none (selections[0])
+    policy_dir: str | None = None  # a sweep output_dir holding policy.json (`ttsearch optimize`): compute_optimal
+
+
+@dataclass
 class SweepConfig:
     data: DataConfig = field(default_factory=DataConfig)
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
@@ -203,6 +236,7 @@ class SweepConfig:
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     strategies: list[StrategySpec] = field(default_factory=lambda: [StrategySpec()])
     bench: BenchConfig = field(default_factory=BenchConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
     budgets: list[int] = field(default_factory=lambda: [4])
     seeds: list[int] = field(default_factory=lambda: [0])
     output_dir: str = "runs/sweep"
@@ -303,6 +337,9 @@ GREATER_THAN_ZERO = (
     "scheduler.max_outstanding_per_replica", "scheduler.replica_wait_s", "scheduler.health_check_interval_s",
     "scheduler.call_timeout_s",
     "bench.sync_problems",
+    "serve.port", "serve.max_pending_requests", "serve.max_concurrent_searches", "serve.retry_after_s",
+    "serve.max_budget", "serve.max_body_bytes", "serve.max_question_chars", "serve.budget",
+    "serve.autoscaling.min_replicas", "serve.autoscaling.target_ongoing_requests",
 )  # fmt: skip
 """Numeric keys that must be > 0 (a count, a size or a timeout of zero would hang or do nothing)."""
 
@@ -318,6 +355,7 @@ AT_LEAST: dict[str, tuple[float, str]] = {
     "data.shard_num_cpus": (0, ""),
     "scheduler.max_request_retries": (0, " (0: never retry)"),
     "scheduler.affinity_slack": (0, " (0: a run moves whenever its home replica carries more)"),
+    "scheduler.batch_window_s": (0, " (0: no wait, requests of one event-loop tick share a call)"),
 }
 """Numeric keys with a lower bound that is itself allowed, and what the bound means."""
 
@@ -333,7 +371,7 @@ def validate(cfg: SweepConfig) -> None:
     for i, spec in enumerate(cfg.strategies):
         _validate_strategy(spec, f"strategies[{i}]", cfg.budgets)
     if any(spec.name == "revisions" for spec in cfg.strategies):
-        _validate_revision_prompt(cfg.search.revision_prompt)
+        validate_revision_prompt(cfg.search.revision_prompt)
     _require(
         cfg.verifier.kind in VERIFIERS,
         "verifier.kind",
@@ -373,6 +411,28 @@ def validate(cfg: SweepConfig) -> None:
         _require(size > 0, f"bench.batch_curve[{i}]", f"a batch size must be > 0, got {size}")
     _validate_request_fits_replica(cfg)
     _validate_context_fits(cfg)
+    _validate_serve(cfg.serve)
+
+
+def _validate_serve(serve: ServeConfig) -> None:
+    scaling = serve.autoscaling
+    _require(
+        scaling.max_replicas >= scaling.min_replicas,
+        "serve.autoscaling.max_replicas",
+        f"must be >= serve.autoscaling.min_replicas {scaling.min_replicas}, got {scaling.max_replicas}",
+    )
+    _require(serve.port < 65536, "serve.port", f"must be a TCP port (1-65535), got {serve.port}")
+    _require(
+        serve.proxy_location in PROXY_LOCATIONS,
+        "serve.proxy_location",
+        f"expected one of {PROXY_LOCATIONS}, got '{serve.proxy_location}'",
+    )
+    _require(
+        serve.budget <= serve.max_budget, "serve.budget", f"must be <= serve.max_budget {serve.max_budget}, got "
+        f"{serve.budget}"
+    )
+    for field_name, message in strategy_errors(serve.strategy, [serve.budget]):
+        _require(False, f"serve.strategy.{field_name}", message)
 
 
 def _validate_verifier_backend(cfg: SweepConfig) -> None:
@@ -414,38 +474,45 @@ def _validate_verifier_backend(cfg: SweepConfig) -> None:
 
 
 def _validate_strategy(spec: StrategySpec, key: str, budgets: list[int]) -> None:
-    _require(spec.name in STRATEGIES, f"{key}.name", f"unknown strategy '{spec.name}', expected one of {STRATEGIES}")
-    _require(bool(spec.selections), f"{key}.selections", "at least one selection mode is needed, got []")
+    for field_name, message in strategy_errors(spec, budgets):
+        _require(False, f"{key}.{field_name}", message)
+
+
+def strategy_errors(spec: StrategySpec, budgets: list[int]) -> list[tuple[str, str]]:
+    """What is wrong with running `spec` at these budgets, as (field of the spec, the rule and the value found);
+    empty when nothing is. The sweep's config check and the service's request check share these rules."""
+    errors: list[tuple[str, str]] = []
+    if spec.name not in STRATEGIES:
+        return [("name", f"unknown strategy '{spec.name}', expected one of {STRATEGIES}")]
+    if not spec.selections:
+        errors.append(("selections", "at least one selection mode is needed, got []"))
     for mode in spec.selections:
-        _require(mode in SELECTIONS, f"{key}.selections", f"unknown selection '{mode}', expected one of {SELECTIONS}")
-    _require(
-        spec.aggregation in AGGREGATIONS,
-        f"{key}.aggregation",
-        f"unknown aggregation '{spec.aggregation}', expected one of {AGGREGATIONS}",
-    )
+        if mode not in SELECTIONS:
+            errors.append(("selections", f"unknown selection '{mode}', expected one of {SELECTIONS}"))
+    if spec.aggregation not in AGGREGATIONS:
+        errors.append(("aggregation", f"unknown aggregation '{spec.aggregation}', expected one of {AGGREGATIONS}"))
     divisor = {"beam": "beam_width", "lookahead": "beam_width", "revisions": revision_divisor(spec)}.get(spec.name)
     if divisor is not None:  # the budget must split into whole beams / whole revision chains
         size = getattr(spec, divisor)
-        _require(size > 0, f"{key}.{divisor}", f"must be > 0, got {size}")
-        for budget in budgets:
-            _require(
-                budget % size == 0 and budget >= size,
-                f"{key}.{divisor}",
-                f"budget {budget} is not a positive multiple of {divisor} {size}",
-            )
+        if size <= 0:
+            errors.append((divisor, f"must be > 0, got {size}"))
+        else:
+            errors += [
+                (divisor, f"budget {budget} is not a positive multiple of {divisor} {size}")
+                for budget in budgets
+                if budget % size != 0 or budget < size
+            ]
     if spec.name == "revisions":
-        _require(spec.revision_window > 0, f"{key}.revision_window", f"must be > 0, got {spec.revision_window}")
-        _require(
-            spec.revision_chains >= 0,
-            f"{key}.revision_chains",
-            f"must be >= 0 (0: use revision_length), got {spec.revision_chains}",
-        )
-    _require(spec.lookahead >= 0, f"{key}.lookahead", f"must be >= 0, got {spec.lookahead}")
-    _require(
-        spec.name == "lookahead" or spec.lookahead == 0,
-        f"{key}.lookahead",
-        f"only the lookahead strategy rolls out, got lookahead {spec.lookahead} for strategy '{spec.name}'",
-    )
+        if spec.revision_window <= 0:
+            errors.append(("revision_window", f"must be > 0, got {spec.revision_window}"))
+        if spec.revision_chains < 0:
+            errors.append(("revision_chains", f"must be >= 0 (0: use revision_length), got {spec.revision_chains}"))
+    if spec.lookahead < 0:
+        errors.append(("lookahead", f"must be >= 0, got {spec.lookahead}"))
+    elif spec.name != "lookahead" and spec.lookahead != 0:
+        errors.append(("lookahead", f"only the lookahead strategy rolls out, got lookahead {spec.lookahead} for "
+                                    f"strategy '{spec.name}'"))  # fmt: skip
+    return errors
 
 
 def largest_request(spec: StrategySpec, budget: int) -> int:
@@ -517,7 +584,8 @@ def revision_length(spec: StrategySpec, budget: int) -> int:
     return budget // spec.revision_chains if spec.revision_chains > 0 else spec.revision_length
 
 
-def _validate_revision_prompt(prompt: RevisionPromptConfig) -> None:
+def validate_revision_prompt(prompt: RevisionPromptConfig) -> None:
+    """The texts the revisions strategy needs (a sweep's check, and the service's for a revisions request)."""
     key = "search.revision_prompt"
     try:
         shows_attempt = "\0" in prompt.attempt_format.format(number=1, attempt="\0")

@@ -105,6 +105,8 @@ class Failure(StrEnum):
     INFRASTRUCTURE = "infrastructure"
     """Replicas died or timed out and the request's retries ran out: nothing about the cell is wrong, so it is
     never written as finished and a re-run computes it again."""
+    CANCELLED = "cancelled"
+    """The caller of `Scheduler.search` went away (a client disconnected): its queued requests are dropped."""
 
 
 @dataclass
@@ -119,11 +121,15 @@ class JobOutcome:
 
 @dataclass
 class SchedulerStats:
-    """What the scheduler did; the benchmark reads these."""
+    """What the scheduler did; the benchmark, the service's stats route and the load test read these."""
 
     calls: dict[str, int] = field(default_factory=dict)
     requests: dict[str, int] = field(default_factory=dict)
+    sequences: dict[str, int] = field(default_factory=dict)  # `request_weight` summed: the batch the engine saw
     max_batch: dict[str, int] = field(default_factory=dict)
+    shared_calls: dict[str, int] = field(default_factory=dict)  # calls carrying requests of more than one run
+    max_runs_per_call: dict[str, int] = field(default_factory=dict)
+    cancelled_runs: int = 0  # runs whose caller went away (`Scheduler.search` cancelled)
     driver_busy_s: float = 0.0  # time spent in scheduler and strategy code, outside awaits
 
 
@@ -216,7 +222,7 @@ def request_weight(request: Request) -> int:
     return request.n if isinstance(request, Generate) else 1
 
 
-@dataclass
+@dataclass(eq=False)  # identity: runs are kept in sets
 class _Run:
     key: Any
     steps: StrategyRun
@@ -226,6 +232,7 @@ class _Run:
     pending: int = 0
     closed: bool = False
     home: dict[str, int] = field(default_factory=dict)  # target -> the replica its last requests went to
+    done: asyncio.Future[JobOutcome] | None = None  # set for a `Scheduler.search` run; None: a `run` job
 
 
 @dataclass
@@ -260,20 +267,33 @@ class Scheduler:
         max_in_flight: int,
         on_dispatch: DispatchObserver | None = None,
         retry: RetryPolicy | None = None,
+        batch_window_s: float = 0.0,
     ):
         self.pools = pools
         self.max_in_flight = max_in_flight
         self.on_dispatch = on_dispatch
         self.retry = retry or RetryPolicy()
+        self.batch_window_s = batch_window_s
+        """How long a dispatch waits for more requests to join its calls. 0 (a sweep): requests queued in the same
+        event-loop tick share a call, and the engine batches the rest. A service sets a few milliseconds, so users
+        whose requests arrive that close together share one call."""
         self.stats = SchedulerStats()
         self._queues: dict[str, deque[_Item]] = {target: deque() for target in pools}
         self._tasks: set[asyncio.Task] = set()
+        self._jobs: Iterator[tuple[Any, StrategyRun]] = iter(())
+        self._in_flight = 0  # `run` jobs only; `search` callers bound their own concurrency
+        self._exhausted = True
+        self._outcomes: asyncio.Queue[JobOutcome | None] | None = None  # set while `run` is going
+        self._searches: set[_Run] = set()
+        self._dispatch_scheduled = False
+        self._ended = False
+        self._fatal: BaseException | None = None
 
     @classmethod
     def from_config(
         cls, pools: dict[str, ReplicaPool], cfg: SchedulerConfig, on_dispatch: DispatchObserver | None = None
     ) -> Scheduler:
-        return cls(pools, cfg.max_in_flight, on_dispatch, RetryPolicy.from_config(cfg))
+        return cls(pools, cfg.max_in_flight, on_dispatch, RetryPolicy.from_config(cfg), cfg.batch_window_s)
 
     async def run(self, jobs: Iterable[tuple[Any, StrategyRun]]) -> AsyncIterator[JobOutcome]:
         """Run every job to completion, yielding outcomes in completion order.
@@ -281,23 +301,62 @@ class Scheduler:
         Raises `ReplicasUnavailable` when a target has had no replica for too long, or the scheduler's
         own error; outcomes already yielded stand.
         """
+        if self._outcomes is not None or self._searches:
+            raise RuntimeError("a scheduler runs one `run` at a time, and not alongside `search` callers")
         self._jobs = iter(jobs)
         self._in_flight = 0
         self._exhausted = False
-        self._outcomes: asyncio.Queue[JobOutcome | None] = asyncio.Queue()
+        self._outcomes = outcomes = asyncio.Queue()
         self._dispatch_scheduled = False
         self._ended = False
-        self._fatal: BaseException | None = None
+        self._fatal = None
         try:
             self._dispatch()
-            while (outcome := await self._outcomes.get()) is not None:
+            while (outcome := await outcomes.get()) is not None:
                 yield outcome
             if self._fatal is not None:
                 raise self._fatal
         finally:
-            for task in list(self._tasks):
-                task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+            self._outcomes = None
+            await self.close()
+
+    async def search(self, key: Any, steps: StrategyRun) -> JobOutcome:
+        """Run one strategy run alongside every other run in flight and return its outcome: the entry point of
+        a long-lived scheduler that many concurrent callers (a service's requests) share, so their requests
+        land in the same replica calls.
+
+        Cancelling the caller ends the run: its queued requests leave the queue and none are sent for it
+        again (a replica call already carrying one finishes for its other runs). Raises the scheduler's own
+        error, or `ReplicasUnavailable`, if that ends every search in flight.
+        """
+        if self._outcomes is not None:
+            raise RuntimeError("`search` cannot join a scheduler that is inside `run`")
+        if self._ended:
+            raise RuntimeError("this scheduler has stopped") from self._fatal
+        run = _Run(key=key, steps=steps, started=time.perf_counter(), done=asyncio.get_running_loop().create_future())
+        self._searches.add(run)
+        try:
+            self._advance(run, None)
+            self._schedule_dispatch()
+            return await asyncio.shield(run.done)
+        except asyncio.CancelledError:
+            if not run.closed:
+                self.stats.cancelled_runs += 1
+                self._finish(run, None, "cancelled by its caller", Failure.CANCELLED)
+            raise
+        finally:
+            self._searches.discard(run)
+
+    @property
+    def stopped(self) -> bool:
+        """A fatal error (its own, or no replica of a target for `replica_wait_s`) ended this scheduler."""
+        return self._fatal is not None
+
+    async def close(self) -> None:
+        """Stop the background tasks (replica calls, health checks); a long-lived scheduler's owner calls it."""
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
 
     # -- runs ---------------------------------------------------------------------------------
     def _admit(self) -> None:
@@ -309,14 +368,22 @@ class Scheduler:
             key, steps = job
             self._in_flight += 1
             self._advance(_Run(key=key, steps=steps, started=time.perf_counter()), None)
-        if self._exhausted and self._in_flight == 0:
+        if self._exhausted and self._in_flight == 0 and self._outcomes is not None:
             self._end()
 
     def _end(self, fatal: BaseException | None = None) -> None:
-        if not self._ended:
+        """`run`: its last outcome is out (or `fatal` stops it). A fatal error also fails every `search` caller,
+        and stops the scheduler for good."""
+        if self._outcomes is not None and not self._ended:
             self._ended = True
             self._fatal = fatal
             self._outcomes.put_nowait(None)
+        if fatal is not None:
+            self._ended = True
+            self._fatal = fatal
+            for run in list(self._searches):
+                if run.done is not None and not run.done.done():
+                    run.done.set_exception(fatal)
 
     def _advance(self, run: _Run, results: list[Result] | None) -> None:
         """Feed a run its results and queue what it asks for next, or finish it."""
@@ -345,14 +412,19 @@ class Scheduler:
             return
         run.closed = True
         run.steps.close()
-        self._in_flight -= 1
         if failure is not None:  # its other requests leave the queue instead of being served for nothing
             for queue in self._queues.values():
                 alive = [item for item in queue if item.run is not run]
                 queue.clear()
                 queue.extend(alive)
-        wall = time.perf_counter() - run.started
-        self._outcomes.put_nowait(JobOutcome(run.key, candidates, run.usage, wall, error, failure))
+        outcome = JobOutcome(run.key, candidates, run.usage, time.perf_counter() - run.started, error, failure)
+        if run.done is not None:
+            if not run.done.done():
+                run.done.set_result(outcome)
+        else:
+            self._in_flight -= 1
+            assert self._outcomes is not None
+            self._outcomes.put_nowait(outcome)
         self._schedule_dispatch()  # admit the next job there, not recursively from here
 
     def _route(self, item: _Item, result: Result | RequestRejected) -> None:
@@ -389,7 +461,11 @@ class Scheduler:
         """Coalesce all results that arrive in one event-loop tick into one dispatch."""
         if not self._dispatch_scheduled and not self._ended:
             self._dispatch_scheduled = True
-            asyncio.get_running_loop().call_soon(self._dispatch)
+            loop = asyncio.get_running_loop()
+            if self.batch_window_s > 0:
+                loop.call_later(self.batch_window_s, self._dispatch)
+            else:
+                loop.call_soon(self._dispatch)
 
     def _dispatch(self) -> None:
         self._dispatch_scheduled = False
@@ -434,7 +510,7 @@ class Scheduler:
     def _send(self, target: str, replica: int, batch: list[_Item]) -> None:
         weight = sum(request_weight(item.request) for item in batch)
         self.pools[target].load[replica] += weight
-        self._record_call(target, len(batch))
+        self._record_call(target, batch, weight)
         if self.on_dispatch is not None:
             self.on_dispatch(target, len(batch), len(self._queues[target]))
         self._spawn(self._call(target, replica, batch, weight))
@@ -513,11 +589,14 @@ class Scheduler:
             self._schedule_dispatch()
             return
 
-    def _record_call(self, target: str, size: int) -> None:
-        stats = self.stats
+    def _record_call(self, target: str, batch: list[_Item], weight: int) -> None:
+        stats, size, runs = self.stats, len(batch), len({id(item.run) for item in batch})
         stats.calls[target] = stats.calls.get(target, 0) + 1
         stats.requests[target] = stats.requests.get(target, 0) + size
+        stats.sequences[target] = stats.sequences.get(target, 0) + weight
         stats.max_batch[target] = max(stats.max_batch.get(target, 0), size)
+        stats.shared_calls[target] = stats.shared_calls.get(target, 0) + (runs > 1)
+        stats.max_runs_per_call[target] = max(stats.max_runs_per_call.get(target, 0), runs)
 
     @contextlib.contextmanager
     def _busy(self) -> Iterator[None]:

@@ -1,0 +1,141 @@
+"""The service's request rules and response shape, without Ray or a model: every bad request is a 4xx naming
+its field, before any compute."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from openai.types.chat import ChatCompletion
+
+from ttsearch.api import ApiError, chat_completion, parse_chat_request
+from ttsearch.config import RevisionPromptConfig, SearchConfig, ServeConfig, StrategySpec, SweepConfig
+from ttsearch.scheduler import Usage
+from ttsearch.service import Answer
+
+SERVE = ServeConfig(max_budget=16, max_body_bytes=2048, max_question_chars=200, budget=4)
+SEARCH = SearchConfig(max_steps=4, max_step_tokens=48, max_solution_tokens=192)
+QUESTION = [{"role": "user", "content": "What is 3 + 4?"}]
+
+
+def parse(body, serve=SERVE, has_policy=False, search=SEARCH):
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return parse_chat_request(raw, SweepConfig(serve=serve, search=search), has_policy)
+
+
+def refused(body, **kwargs) -> ApiError:
+    with pytest.raises(ApiError) as caught:
+        parse(body, **kwargs)
+    return caught.value
+
+
+def test_a_plain_request_gets_the_configured_default_search():
+    request = parse({"model": "ttsearch", "messages": QUESTION})
+    assert request.question == "What is 3 + 4?"
+    settings = request.settings
+    assert (settings.budget, settings.strategy.name, settings.selection, settings.seed) == (4, "best_of_n",
+                                                                                             "weighted", 0)
+    assert not settings.compute_optimal
+
+
+def test_search_settings_ride_in_the_body():
+    settings = parse({"messages": QUESTION, "strategy": "beam", "budget": 8, "beam_width": 2, "selection": "majority",
+                      "aggregation": "min", "seed": 7}).settings  # fmt: skip
+    assert (settings.strategy.name, settings.strategy.beam_width, settings.strategy.aggregation) == ("beam", 2, "min")
+    assert (settings.budget, settings.selection, settings.seed) == (8, "majority", 7)
+    lookahead = parse({"messages": QUESTION, "strategy": "lookahead", "beam_width": 2, "lookahead": 1}).settings
+    assert lookahead.strategy.lookahead == 1
+
+
+def test_text_parts_and_earlier_turns_are_accepted():
+    messages = [{"role": "system", "content": "be brief"}, {"role": "assistant", "content": "hi"},
+                {"role": "user", "content": [{"type": "text", "text": "What is "}, {"type": "text", "text": "2+2?"}]}]
+    assert parse({"messages": messages}).question == "What is 2+2?"
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "param"),
+    [
+        ({}, 400, "messages"),
+        ({"messages": []}, 400, "messages"),
+        ({"messages": "What is 3 + 4?"}, 400, "messages"),
+        ({"messages": [{"role": "wizard", "content": "x"}]}, 400, "messages[0]"),
+        ({"messages": [*QUESTION, {"role": "assistant", "content": "7"}]}, 400, "messages[1].role"),
+        ({"messages": [{"role": "user", "content": "   "}]}, 400, "messages[0].content"),
+        ({"messages": [{"role": "user", "content": {"text": "x"}}]}, 400, "messages[0].content"),
+        ({"messages": [{"role": "user", "content": "x" * 201}]}, 400, "messages[0].content"),
+        ({"messages": QUESTION, "strategy": "mcts"}, 400, "strategy"),
+        ({"messages": QUESTION, "selection": "best"}, 400, "selection"),
+        ({"messages": QUESTION, "aggregation": "mean"}, 400, "aggregation"),
+        ({"messages": QUESTION, "budget": 0}, 400, "budget"),
+        ({"messages": QUESTION, "budget": -4}, 400, "budget"),
+        ({"messages": QUESTION, "budget": 32}, 400, "budget"),
+        ({"messages": QUESTION, "budget": "8"}, 400, "budget"),
+        ({"messages": QUESTION, "budget": True}, 400, "budget"),
+        ({"messages": QUESTION, "strategy": "beam", "budget": 6, "beam_width": 4}, 400, "beam_width"),
+        ({"messages": QUESTION, "strategy": "beam", "budget": 2}, 400, "budget"),  # default M=4 > 2
+        ({"messages": QUESTION, "strategy": "beam", "beam_width": 0}, 400, "beam_width"),
+        ({"messages": QUESTION, "lookahead": 2}, 400, "lookahead"),  # best-of-N does not roll out
+        ({"messages": QUESTION, "seed": -1}, 400, "seed"),
+        ({"messages": QUESTION, "temperature": 2.0}, 400, "temperature"),
+        ({"messages": QUESTION, "model": "gpt-4o"}, 404, "model"),
+        ({"messages": QUESTION, "stream": True}, 400, "stream"),
+        ({"messages": QUESTION, "n": 3}, 400, "n"),
+        ({"messages": QUESTION, "compute_optimal": True}, 400, "compute_optimal"),  # no policy configured
+        ({"messages": QUESTION, "compute_optimal": "yes"}, 400, "compute_optimal"),
+        ([QUESTION], 400, None),
+    ],
+)
+def test_bad_requests_are_refused_naming_the_field(body, status, param):
+    error = refused(body)
+    assert (error.status, error.param) == (status, param), error.message
+    shape = error.body()["error"]
+    assert set(shape) == {"message", "type", "param", "code"} and shape["message"]
+
+
+def test_body_limits_and_invalid_json():
+    assert refused(b"{not json").status == 400
+    big = json.dumps({"messages": QUESTION, "user": "x" * 4096}).encode()
+    assert refused(big).status == 413
+
+
+def test_compute_optimal_leaves_the_strategy_to_the_policy():
+    settings = parse({"messages": QUESTION, "compute_optimal": True, "budget": 8}, has_policy=True).settings
+    assert settings.compute_optimal and settings.budget == 8
+    error = refused({"messages": QUESTION, "compute_optimal": True, "strategy": "beam"}, has_policy=True)
+    assert (error.status, error.param) == (400, "strategy")
+
+
+def test_a_search_longer_than_the_models_context_is_refused():
+    error = refused({"messages": QUESTION, "strategy": "lookahead", "beam_width": 2, "lookahead": 40})
+    assert (error.status, error.param, error.code) == (400, "lookahead", "context_length_exceeded")
+
+
+def test_revisions_need_the_revision_prompt_configured():
+    error = refused({"messages": QUESTION, "strategy": "revisions", "budget": 4})
+    assert (error.status, error.param) == (400, "strategy") and "attempt_format" in error.message
+    prompt = RevisionPromptConfig(attempt_format="Attempt {number}:\n{attempt}", instruction="Write a new solution.")
+    search = SearchConfig(max_steps=4, max_step_tokens=48, max_solution_tokens=192, revision_prompt=prompt)
+    settings = parse({"messages": QUESTION, "strategy": "revisions", "budget": 4}, search=search).settings
+    assert settings.strategy.name == "revisions" and settings.strategy.revision_length == 4
+
+
+def test_the_configured_default_strategy_keeps_its_settings():
+    serve = ServeConfig(budget=4, strategy=StrategySpec(name="beam", beam_width=2, aggregation="min",
+                                                        selections=["majority"]))  # fmt: skip
+    settings = parse({"messages": QUESTION}, serve=serve).settings
+    assert (settings.strategy.beam_width, settings.strategy.aggregation, settings.selection) == (2, "min", "majority")
+
+
+def test_the_response_is_an_openai_chat_completion_with_the_search_cost():
+    search = Usage(generated_tokens=120, prompt_tokens=300, cached_prompt_tokens=200, samples=4, verifier_tokens=90,
+                   cached_verifier_tokens=60, scored_solutions=4)  # fmt: skip
+    estimation = Usage(generated_tokens=30, prompt_tokens=40, samples=2)
+    answer = Answer(solution="3 + 4 = 7.\n\n$\\boxed{7}$", answer="7", strategy_label="best_of_n/weighted",
+                    search_budget=4, search=search, estimation=estimation, flops=1.5e12, wall_s=2.0)  # fmt: skip
+    body = chat_completion(answer, "ttsearch")
+    parsed = ChatCompletion.model_validate(body)  # the official client's own model of the response
+    assert parsed.choices[0].message.content == answer.solution and parsed.model == "ttsearch"
+    assert parsed.usage.completion_tokens == 150 and parsed.usage.prompt_tokens == 340
+    assert body["usage"]["samples"] == 6 and body["usage"]["verifier_tokens"] == 90 and body["answer"] == "7"
+    assert body["search"]["estimation_samples"] == 2

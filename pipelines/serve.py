@@ -24,7 +24,7 @@ from ray.serve import Application
 
 from ttsearch.api import ApiError, chat_completion, parse_chat_request
 from ttsearch.backends import replica_pools
-from ttsearch.config import SweepConfig, load_config
+from ttsearch.config import StrategySpec, SweepConfig, load_config
 from ttsearch.grading import Grader
 from ttsearch.policy import Policy, SolveError
 from ttsearch.runtime import model_sizes, start_ray, start_replicas
@@ -36,7 +36,7 @@ API_KEY_ENV = "TTSEARCH_API_KEY"
 api = FastAPI(title="ttsearch", description="Compute-optimal test-time search, OpenAI-compatible")
 
 
-def policy_of(cfg: SweepConfig) -> tuple[Policy | None, list]:
+def policy_of(cfg: SweepConfig) -> tuple[Policy | None, list[StrategySpec]]:
     """The compute-optimal policy the service may use, checked against the models it serves: a policy fitted
     with another generator or verifier would pick strategies for the wrong models."""
     if cfg.serve.policy_dir is None:
@@ -56,12 +56,14 @@ def policy_of(cfg: SweepConfig) -> tuple[Policy | None, list]:
 class SearchServer:
     """One ingress replica: its engines, its ready queue, and the bounded queue of requests in front of it."""
 
-    def __init__(self, cfg: SweepConfig):
+    def __init__(self, cfg: SweepConfig, policy: Policy | None, strategies: list[StrategySpec]):
+        """`policy` and the `strategies` its labels name come from `build_app`, which read them where the app was
+        built, so the replica reads no file."""
         from pipelines.metrics import ServeMetrics
 
         self.cfg = cfg
         self.api_key = cfg.serve.api_key or os.environ.get(API_KEY_ENV) or None
-        self.policy, strategies = policy_of(cfg)
+        self.policy = policy
         generators, verifiers = start_replicas(cfg)
         self.grader = Grader()
         self.metrics = ServeMetrics(serve.get_replica_context().replica_id.unique_id)
@@ -198,8 +200,8 @@ def build_app(args: dict[str, Any]) -> Application:
     cfg = load_config([config] if isinstance(config, str) else list(config), list(args.get("overrides") or []))
     if cfg.verifier.kind in ("oracle", "hash"):
         raise SolveError(f"verifier.kind={cfg.verifier.kind} cannot score a new question; serve a model verifier")
-    policy_of(cfg)  # a policy that does not fit the served models is refused now
-    return SearchServer.options(**deployment_options(cfg)).bind(cfg)
+    policy, strategies = policy_of(cfg)  # a policy that does not fit the served models is refused now
+    return SearchServer.options(**deployment_options(cfg)).bind(cfg, policy, strategies)
 
 
 def run_serve(config: list[str], overrides: list[str], block: bool = True) -> str:

@@ -9,6 +9,7 @@ replicas (every GPU worker fits one; the cluster can grow to host all of them)."
 from __future__ import annotations
 
 import copy
+import dataclasses
 import importlib
 import importlib.util
 import json
@@ -500,8 +501,11 @@ def test_rayservice_proxies_listen_on_the_serve_port_of_its_pods():
 def test_rayservice_serves_conf_gpu_yamls_models_and_search():
     served, _ = workload("RayService")
     gpu = load_config([ROOT / "conf/gpu.yaml", ROOT / "conf/revision_prompt.yaml"])
-    for section in ("generator", "verifier", "search", "scheduler"):
+    for section in ("generator", "verifier", "search"):
         assert getattr(served, section) == getattr(gpu, section), f"{section}: conf/serve.yaml's CPU settings leak"
+    # The scheduler is gpu.yaml's but for the service's batch window (conf/serve.yaml), which sweeps leave at 0.
+    window = load_config(ROOT / "conf/serve.yaml").scheduler.batch_window_s
+    assert window > 0 and served.scheduler == dataclasses.replace(gpu.scheduler, batch_window_s=window)
 
 
 def test_rayservice_pods_read_the_api_key_from_a_secret():

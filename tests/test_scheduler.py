@@ -268,6 +268,38 @@ def test_a_cancelled_search_leaves_the_queue_and_the_others_finish():
     assert all(not queue for queue in scheduler._queues.values())
 
 
+def test_a_cancelled_search_aborts_a_call_that_carries_only_its_requests():
+    class Slow(ScriptedBackend):
+        """Records each call that ended before all its results were out (the scheduler closed it)."""
+
+        aborted = 0
+
+        async def submit(self, batch):
+            served = 0
+            try:
+                async for item in super().submit(batch):
+                    served += 1
+                    yield item
+            finally:
+                Slow.aborted += served < len(batch)
+
+    generator = Slow(step_generator(), delay=0.5)
+    scheduler = Scheduler(pools([generator], [ScriptedBackend(length_scorer)]), 1)
+    [ctx] = contexts(1)
+
+    async def leave_mid_call():
+        search = asyncio.create_task(scheduler.search("p0", start(ctx, 4, StrategySpec(name="best_of_n"))))
+        await asyncio.sleep(0.05)
+        search.cancel()
+        await asyncio.sleep(0.05)
+        in_flight = len(scheduler._calls)
+        await scheduler.close()
+        return in_flight
+
+    assert asyncio.run(leave_mid_call()) == 0 and Slow.aborted == 1, "the call was cancelled, not served to the end"
+    assert scheduler.pools["generator"].load == [0]
+
+
 def test_a_fatal_scheduler_error_fails_every_search_caller():
     def broken(request):
         raise AssertionError("not reached")

@@ -280,6 +280,7 @@ class Scheduler:
         self.stats = SchedulerStats()
         self._queues: dict[str, deque[_Item]] = {target: deque() for target in pools}
         self._tasks: set[asyncio.Task] = set()
+        self._calls: dict[asyncio.Task, list[_Item]] = {}  # replica calls in flight and what they carry
         self._jobs: Iterator[tuple[Any, StrategyRun]] = iter(())
         self._in_flight = 0  # `run` jobs only; `search` callers bound their own concurrency
         self._exhausted = True
@@ -325,8 +326,9 @@ class Scheduler:
         a long-lived scheduler that many concurrent callers (a service's requests) share, so their requests
         land in the same replica calls.
 
-        Cancelling the caller ends the run: its queued requests leave the queue and none are sent for it
-        again (a replica call already carrying one finishes for its other runs). Raises the scheduler's own
+        Cancelling the caller ends the run: its queued requests leave the queue, none are sent for it again,
+        and a replica call carrying only its requests is cancelled, which aborts them on the replica (a call
+        shared with other runs finishes for them). Raises the scheduler's own
         error, or `ReplicasUnavailable`, if that ends every search in flight.
         """
         if self._outcomes is not None:
@@ -417,6 +419,11 @@ class Scheduler:
                 alive = [item for item in queue if item.run is not run]
                 queue.clear()
                 queue.extend(alive)
+            # ... and a call that carries nothing else is cancelled, which aborts its requests on the replica.
+            current = asyncio.current_task()
+            for task, batch in list(self._calls.items()):
+                if task is not current and all(item.run.closed for item in batch):
+                    task.cancel()
         outcome = JobOutcome(run.key, candidates, run.usage, time.perf_counter() - run.started, error, failure)
         if run.done is not None:
             if not run.done.done():
@@ -513,15 +520,17 @@ class Scheduler:
         self._record_call(target, batch, weight)
         if self.on_dispatch is not None:
             self.on_dispatch(target, len(batch), len(self._queues[target]))
-        self._spawn(self._call(target, replica, batch, weight))
+        self._calls[self._spawn(self._call(target, replica, batch, weight))] = batch
 
-    def _spawn(self, coroutine: Any, name: str | None = None) -> None:
+    def _spawn(self, coroutine: Any, name: str | None = None) -> asyncio.Task:
         task = asyncio.create_task(coroutine, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
+        return task
 
     def _task_done(self, task: asyncio.Task) -> None:
         self._tasks.discard(task)
+        self._calls.pop(task, None)
         if not task.cancelled() and task.exception() is not None:
             self._end(task.exception())
 
@@ -552,9 +561,9 @@ class Scheduler:
                     self._route(unserved.pop(index), result)
                 self._schedule_dispatch()
         finally:
-            await stream.aclose()
-            pool.load[replica] -= weight
+            pool.load[replica] -= weight  # first: a cancellation may interrupt the close below
             self._schedule_dispatch()
+            await stream.aclose()
 
     # -- replica health -----------------------------------------------------------------------
     def _take_out(self, target: str, replica: int) -> None:

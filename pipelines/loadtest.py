@@ -72,7 +72,7 @@ def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 2)
 
 
-async def _level(url: str, key: str, questions: list[str], concurrency: int, per_client: int,
+async def _level(url: str, key: str, questions: list[str], concurrency: int, per_client: int, search: dict[str, Any],
                  timeout_s: float) -> dict[str, Any]:  # fmt: skip
     from openai import APIStatusError, AsyncOpenAI
 
@@ -86,7 +86,7 @@ async def _level(url: str, key: str, questions: list[str], concurrency: int, per
             started = time.perf_counter()
             try:
                 await client.chat.completions.create(
-                    model=model, messages=[{"role": "user", "content": question}], extra_body={"seed": j}
+                    model=model, messages=[{"role": "user", "content": question}], extra_body={**search, "seed": j}
                 )
                 latencies.append(time.perf_counter() - started)
             except APIStatusError as error:
@@ -112,12 +112,12 @@ async def _stats(url: str, key: str) -> dict[str, Any]:
 
 
 async def _measure(url: str, key: str, questions: list[str], levels: list[int], per_client: int,
-                   timeout_s: float) -> list[dict[str, Any]]:  # fmt: skip
+                   search: dict[str, Any], timeout_s: float) -> list[dict[str, Any]]:  # fmt: skip
     # One request first, uncounted: the engines' first batches compile and warm their caches.
-    await _level(url, key, questions[-1:], 1, 1, timeout_s)
+    await _level(url, key, questions[-1:], 1, 1, search, timeout_s)
     reports = []
     for concurrency in levels:
-        reports.append(await _level(url, key, questions, concurrency, per_client, timeout_s))
+        reports.append(await _level(url, key, questions, concurrency, per_client, search, timeout_s))
         print(_line(reports[-1]), file=sys.stderr, flush=True)
     return reports
 
@@ -158,8 +158,10 @@ def stop_service(process: subprocess.Popen) -> None:
             process.wait()
 
 
-def run_loadtest(config: list[str], overrides: list[str], url: str | None, levels: list[int],
-                 per_client: int, timeout_s: float = 1800.0) -> dict[str, Any]:  # fmt: skip
+def run_loadtest(config: list[str], overrides: list[str], url: str | None, levels: list[int], per_client: int,
+                 search: dict[str, Any] | None = None, timeout_s: float = 1800.0) -> dict[str, Any]:  # fmt: skip
+    """`search`: the search fields every request sends (strategy, budget, beam_width); none: the service's default."""
+    search = search or {}
     if any(c < 1 for c in levels) or per_client < 1:
         raise LoadTestError(f"concurrency levels and requests per client must be >= 1, got {levels}, {per_client}")
     if url is not None and urlsplit(url).hostname not in LOCAL_HOSTS:
@@ -174,7 +176,7 @@ def run_loadtest(config: list[str], overrides: list[str], url: str | None, level
         process = start_service(config, overrides, cfg, timeout_s)
         url = f"http://{cfg.serve.host}:{cfg.serve.port}"
     try:
-        reports = asyncio.run(_measure(url.rstrip("/"), key, questions, levels, per_client, timeout_s))
+        reports = asyncio.run(_measure(url.rstrip("/"), key, questions, levels, per_client, search, timeout_s))
     finally:
         if process is not None:
             stop_service(process)
@@ -182,8 +184,9 @@ def run_loadtest(config: list[str], overrides: list[str], url: str | None, level
     ratio = None
     if 1 in by_level and 16 in by_level and by_level[1]["requests_per_min"]:
         ratio = round(by_level[16]["requests_per_min"] / by_level[1]["requests_per_min"], 2)
+    default = {"strategy": cfg.serve.strategy.name, "budget": cfg.serve.budget}
     return {"url": url, "requests_per_client": per_client, "max_pending_requests": cfg.serve.max_pending_requests,
-            "levels": reports, "throughput_16_vs_1": ratio}  # fmt: skip
+            "search": {**default, **search}, "levels": reports, "throughput_16_vs_1": ratio}  # fmt: skip
 
 
 def format_report(report: dict[str, Any]) -> str:
@@ -192,7 +195,8 @@ def format_report(report: dict[str, Any]) -> str:
     columns = ["concurrency", "requests", "failed", "requests_per_min", "p50_latency_s", "p95_latency_s",
                "mean_generator_batch", "shared_generator_calls"]  # fmt: skip
     table = pd.DataFrame(report["levels"])[columns].to_string(index=False)
-    return f"{table}\n\nthroughput at C=16 / C=1: {report['throughput_16_vs_1']}"
+    search = ", ".join(f"{k}={v}" for k, v in report["search"].items())
+    return f"requests: {search}\n{table}\n\nthroughput at C=16 / C=1: {report['throughput_16_vs_1']}"
 
 
 def write_json(report: dict[str, Any], path: str | Path) -> None:

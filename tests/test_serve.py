@@ -36,7 +36,8 @@ def service(ray_session, cache_dir, tmp_path_factory):
     port = free_port()
     overrides = [
         *SHORT, "generator.replicas=1", "generator.cpu_kv_cache_gib=1", f"cache_dir={cache_dir}",
-        f"serve.api_key={KEY}", f"serve.policy_dir={policy_dir}", "serve.budget=2", "serve.max_budget=16",
+        f"serve.api_key={KEY}", f"serve.policy_dir={policy_dir}", "serve.budget=2", "serve.strategy.name=best_of_n",
+        "serve.max_budget=16",
         "serve.max_pending_requests=4", "serve.max_concurrent_searches=4", "serve.max_body_bytes=4096",
         "serve.max_question_chars=1000",
         "scheduler.batch_window_s=0.2",

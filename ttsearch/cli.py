@@ -96,8 +96,10 @@ def _serve(args: argparse.Namespace) -> None:
 def _loadtest(args: argparse.Namespace) -> None:
     from pipelines.loadtest import format_report, run_loadtest, write_json
 
+    search = {name: value for name, value in (("strategy", args.strategy), ("budget", args.budget),
+                                              ("beam_width", args.beam_width)) if value is not None}  # fmt: skip
     report = run_loadtest(args.config or SERVE_CONFIGS, args.overrides, args.url, args.concurrency,
-                          args.requests_per_client)  # fmt: skip
+                          args.requests_per_client, search)  # fmt: skip
     print(format_report(report))
     if args.json:
         write_json(report, args.json)
@@ -152,6 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
                                         "localhost only)")  # fmt: skip
     loadtest.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16, 32], help="clients at each level")
     loadtest.add_argument("--requests-per-client", type=int, default=2, help="requests each client sends per level")
+    loadtest.add_argument("--strategy", help="the search every request asks for (default: the service's)")
+    loadtest.add_argument("--budget", type=int, help="the requests' budget (default: the service's)")
+    loadtest.add_argument("--beam-width", type=int, help="the requests' beam width (beam, lookahead)")
     loadtest.add_argument("--json", help="also write the report as JSON here")
     loadtest.add_argument("overrides", nargs="*", help="key=value overrides")
     loadtest.set_defaults(handler=_loadtest)

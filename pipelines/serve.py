@@ -29,7 +29,7 @@ from ttsearch.grading import Grader
 from ttsearch.policy import Policy, SolveError
 from ttsearch.runtime import model_sizes, start_ray, start_replicas
 from ttsearch.scheduler import Failure, Scheduler
-from ttsearch.service import SearchFailed, SearchService, load_policy_run
+from ttsearch.service import SearchFailed, SearchService, check_usable_verifier, load_policy_run
 
 APP_NAME = "ttsearch"
 API_KEY_ENV = "TTSEARCH_API_KEY"
@@ -198,8 +198,12 @@ def build_app(args: dict[str, Any]) -> Application:
     `overrides` (key=value strings). The config is checked here, before any replica starts."""
     config = args.get("config") or []
     cfg = load_config([config] if isinstance(config, str) else list(config), list(args.get("overrides") or []))
-    if cfg.verifier.kind in ("oracle", "hash"):
-        raise SolveError(f"verifier.kind={cfg.verifier.kind} cannot score a new question; serve a model verifier")
+    return application(cfg)
+
+
+def application(cfg: SweepConfig) -> Application:
+    """The app for a loaded config; the verifier and the policy are checked here, before any replica starts."""
+    check_usable_verifier(cfg.verifier.kind)
     policy, strategies = policy_of(cfg)  # a policy that does not fit the served models is refused now
     return SearchServer.options(**deployment_options(cfg)).bind(cfg, policy, strategies)
 
@@ -207,8 +211,8 @@ def build_app(args: dict[str, Any]) -> Application:
 def run_serve(config: list[str], overrides: list[str], block: bool = True) -> str:
     """Start (or join) Ray, start Serve's HTTP proxy on serve.host:serve.port and deploy the app; with
     `block`, serve until interrupted. Returns the base URL."""
-    app = build_app({"config": config, "overrides": overrides})
     cfg = load_config(config, overrides)
+    app = application(cfg)
     start_ray(cfg)
     serve.start(proxy_location=cfg.serve.proxy_location, http_options={"host": cfg.serve.host, "port": cfg.serve.port})
     serve.run(app, name=APP_NAME, route_prefix="/")

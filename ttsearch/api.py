@@ -51,7 +51,7 @@ class ApiError(Exception):
             return "authentication_error"
         if self.status == 404:
             return "not_found_error"
-        if self.status == 429 or self.status == 503:
+        if self.status == 503:
             return "overloaded_error"
         return "invalid_request_error" if self.status < 500 else "server_error"
 

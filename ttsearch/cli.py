@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ttsearch.config import CONF_DIR, load_config
 from ttsearch.errors import TTSearchError
@@ -106,13 +106,25 @@ def _loadtest(args: argparse.Namespace) -> None:
         print(f"\nwritten to {args.json}")
 
 
+SERVE_CONFIG_HELP = "YAML config, repeatable (default conf/serve.yaml + conf/revision_prompt.yaml)"
+
+
+def _config_command(commands: Any, name: str, handler: Any, help: str, config_help: str,
+                    overrides_help: str) -> argparse.ArgumentParser:  # fmt: skip
+    """A subcommand that reads layered `--config` files plus trailing key=value overrides."""
+    command = commands.add_parser(name, help=help)
+    command.add_argument("--config", action="append", help=config_help)
+    command.add_argument("overrides", nargs="*", help=overrides_help)
+    command.set_defaults(handler=handler)
+    return command
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ttsearch", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    sweep = commands.add_parser("sweep", help="run strategies × budgets × seeds over a problem set")
-    sweep.add_argument("--config", action="append", help="YAML config; repeat to layer files (later ones win)")
-    sweep.add_argument("overrides", nargs="*", help="key=value overrides, e.g. data.limit=8 budgets=[4,16]")
-    sweep.set_defaults(handler=_sweep)
+    _config_command(commands, "sweep", _sweep, "run strategies × budgets × seeds over a problem set",
+                    "YAML config; repeat to layer files (later ones win)",
+                    "key=value overrides, e.g. data.limit=8 budgets=[4,16]")  # fmt: skip
     bench = commands.add_parser("bench", help="throughput: ready queue vs offline ceiling vs synchronous search")
     bench.add_argument("--config", action="append", help="YAML config, repeatable (default conf/bench.yaml)")
     bench.add_argument("--json", help="also write the report as JSON here")
@@ -144,12 +156,11 @@ def build_parser() -> argparse.ArgumentParser:
     solve.add_argument("--budget", type=int, required=True, help="total samples, difficulty estimation included")
     solve.add_argument("overrides", nargs="*", help="key=value overrides of the sweep's config")
     solve.set_defaults(handler=_solve)
-    serve = commands.add_parser("serve", help="an OpenAI-compatible search service on Ray Serve")
-    serve.add_argument("--config", action="append", help="YAML config, repeatable (default conf/serve.yaml)")
-    serve.add_argument("overrides", nargs="*", help="key=value overrides, e.g. serve.port=8001")
-    serve.set_defaults(handler=_serve)
-    loadtest = commands.add_parser("loadtest", help="closed-loop load test of the service at several concurrencies")
-    loadtest.add_argument("--config", action="append", help="YAML config, repeatable (default conf/serve.yaml)")
+    _config_command(commands, "serve", _serve, "an OpenAI-compatible search service on Ray Serve",
+                    SERVE_CONFIG_HELP, "key=value overrides, e.g. serve.port=8001")  # fmt: skip
+    loadtest = _config_command(commands, "loadtest", _loadtest,
+                               "closed-loop load test of the service at several concurrencies", SERVE_CONFIG_HELP,
+                               "key=value overrides")  # fmt: skip
     loadtest.add_argument("--url", help="a running service's base URL (default: start one from the config, "
                                         "localhost only)")  # fmt: skip
     loadtest.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16, 32], help="clients at each level")
@@ -158,8 +169,6 @@ def build_parser() -> argparse.ArgumentParser:
     loadtest.add_argument("--budget", type=int, help="the requests' budget (default: the service's)")
     loadtest.add_argument("--beam-width", type=int, help="the requests' beam width (beam, lookahead)")
     loadtest.add_argument("--json", help="also write the report as JSON here")
-    loadtest.add_argument("overrides", nargs="*", help="key=value overrides")
-    loadtest.set_defaults(handler=_loadtest)
     return parser
 
 

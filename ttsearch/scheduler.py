@@ -376,16 +376,14 @@ class Scheduler:
     def _end(self, fatal: BaseException | None = None) -> None:
         """`run`: its last outcome is out (or `fatal` stops it). A fatal error also fails every `search` caller,
         and stops the scheduler for good."""
-        if self._outcomes is not None and not self._ended:
-            self._ended = True
-            self._fatal = fatal
+        if self._ended:
+            return
+        self._ended, self._fatal = True, fatal
+        if self._outcomes is not None:
             self._outcomes.put_nowait(None)
-        if fatal is not None:
-            self._ended = True
-            self._fatal = fatal
-            for run in list(self._searches):
-                if run.done is not None and not run.done.done():
-                    run.done.set_exception(fatal)
+        for run in self._searches:  # only a fatal error ends a scheduler that `search` callers share
+            if run.done is not None and not run.done.done():
+                run.done.set_exception(fatal)
 
     def _advance(self, run: _Run, results: list[Result] | None) -> None:
         """Feed a run its results and queue what it asks for next, or finish it."""

@@ -106,6 +106,15 @@ def spec_for(label: str, strategies: list[StrategySpec]) -> tuple[StrategySpec, 
     raise SolveError(f"the policy chose '{label}', which the sweep's config.yaml does not define")
 
 
+def check_usable_verifier(kind: str) -> None:
+    """Refuse a verifier that cannot score a new question, before any replica starts."""
+    if kind in UNUSABLE_VERIFIERS:
+        raise SolveError(
+            f"verifier.kind={kind} cannot score a new question (oracle needs the ground truth, hash is a benchmark "
+            "device): pass a model verifier, e.g. verifier.kind=lm_judge"
+        )
+
+
 def load_policy_run(run_dir: str, overrides: list[str] = ()) -> tuple[SweepConfig, Policy]:
     """The policy in `run_dir` and the config of the sweep it was fitted on (its replicas, search settings and
     the strategy configurations its labels name), `overrides` applied."""
@@ -115,11 +124,7 @@ def load_policy_run(run_dir: str, overrides: list[str] = ()) -> tuple[SweepConfi
         path = Path(tmp) / CONFIG
         path.write_text(store.read_text(CONFIG))
         cfg = load_config(path, list(overrides))
-    if cfg.verifier.kind in UNUSABLE_VERIFIERS:
-        raise SolveError(
-            f"verifier.kind={cfg.verifier.kind} cannot score a new question (oracle needs the ground truth, hash is a "
-            "benchmark device): pass a model verifier, e.g. verifier.kind=lm_judge"
-        )
+    check_usable_verifier(cfg.verifier.kind)
     return cfg, policy
 
 
@@ -143,7 +148,7 @@ class SearchService:
         self.policy_strategies = policy_strategies or []
         """The strategy configurations of the sweep the policy was fitted on (its labels name them)."""
 
-    async def answer(self, question: str, settings: SearchSettings, key: object = None) -> Answer:
+    async def answer(self, question: str, settings: SearchSettings) -> Answer:
         """Search `question` as `settings` say; raises `SolveError` for a budget the policy cannot split or a
         search that failed. Cancelling the caller stops the search's requests."""
         started = time.perf_counter()
@@ -154,7 +159,7 @@ class SearchService:
             if self.policy is None:
                 raise SolveError("compute_optimal needs a policy fitted by `ttsearch optimize`; none is configured")
             search_budget(self.policy, settings.budget)  # before the estimation samples are spent
-            estimated = await self._run(key, ctx, self.policy.estimation_samples, StrategySpec(name="best_of_n"))
+            estimated = await self._run(ctx, self.policy.estimation_samples, StrategySpec(name="best_of_n"))
             estimation = estimated.usage
             # The policy's own score: its aggregation, averaged, binned by `policy.bin_of` (its fitting rule).
             scores = [aggregate(c.step_scores, self.policy.aggregation) for c in estimated.candidates or []]
@@ -163,7 +168,7 @@ class SearchService:
             budget, label = policy_plan(self.policy, settings.budget, score)
             spec, selection = spec_for(label, self.policy_strategies)
             ctx = replace(ctx, seed=settings.seed + 1)
-        searched = await self._run(key, ctx, budget, spec)
+        searched = await self._run(ctx, budget, spec)
         # Majority voting compares answers with math-verify in worker processes: off the event loop.
         chosen = await asyncio.to_thread(
             select, searched.candidates or [], selection, spec.aggregation, self.grader.same_answers
@@ -182,8 +187,8 @@ class SearchService:
             difficulty_score=score,
         )
 
-    async def _run(self, key: object, ctx: SearchContext, budget: int, spec: StrategySpec) -> JobOutcome:
-        outcome = await self.scheduler.search(key if key is not None else ctx.uid, start(ctx, budget, spec))
+    async def _run(self, ctx: SearchContext, budget: int, spec: StrategySpec) -> JobOutcome:
+        outcome = await self.scheduler.search(ctx.uid, start(ctx, budget, spec))
         if outcome.error:
             raise SearchFailed(f"search failed: {outcome.error.strip().splitlines()[-1]}", outcome.failure)
         return outcome

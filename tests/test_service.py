@@ -73,3 +73,21 @@ def test_compute_optimal_refusals_come_before_any_generation(policy, budget, mes
     with pytest.raises(SolveError, match=message):
         answer(svc, SearchSettings(budget=budget, compute_optimal=True))
     assert generator.batches == [], "nothing was generated for a request refused up front"
+
+
+def test_a_stopped_ready_queue_is_an_infrastructure_failure_not_a_crash():
+    """Every replica gone for too long stops the scheduler: the question fails as INFRASTRUCTURE (a 503 with
+    Retry-After in the service), not with the scheduler's own exception."""
+    from tests.fakes import DyingBackend
+    from ttsearch.scheduler import Failure, ReplicaPool, RetryPolicy
+    from ttsearch.service import SearchFailed
+
+    dead = DyingBackend(step_generator(), results_before_death=0)
+    limits = {"max_outstanding": 4096, "max_batch": 1024}
+    pools_ = {"generator": ReplicaPool([dead], **limits), "verifier": ReplicaPool([ScriptedBackend(length_scorer)],
+                                                                                 **limits)}  # fmt: skip
+    retry = RetryPolicy(max_request_retries=100, replica_wait_s=0.05, health_check_interval_s=0.01)
+    svc = SearchService(Scheduler(pools_, 1, retry=retry), SEARCH, ModelSizes(100, 100), SameAnswers())
+    with pytest.raises(SearchFailed, match="ready queue stopped") as caught:
+        answer(svc, SearchSettings(budget=2))
+    assert caught.value.failure == Failure.INFRASTRUCTURE and svc.scheduler.stopped

@@ -188,7 +188,12 @@ class SearchService:
         )
 
     async def _run(self, ctx: SearchContext, budget: int, spec: StrategySpec) -> JobOutcome:
-        outcome = await self.scheduler.search(ctx.uid, start(ctx, budget, spec))
+        try:
+            outcome = await self.scheduler.search(ctx.uid, start(ctx, budget, spec))
+        except Exception as exc:  # the ready queue itself stopped (no replica for too long, or its own error)
+            if not self.scheduler.stopped:
+                raise
+            raise SearchFailed(f"the ready queue stopped: {exc}", Failure.INFRASTRUCTURE) from exc
         if outcome.error:
             raise SearchFailed(f"search failed: {outcome.error.strip().splitlines()[-1]}", outcome.failure)
         return outcome

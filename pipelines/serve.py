@@ -59,7 +59,7 @@ class SearchServer:
     def __init__(self, cfg: SweepConfig, policy: Policy | None, strategies: list[StrategySpec]):
         """`policy` and the `strategies` its labels name come from `build_app`, which read them where the app was
         built, so the replica reads no file."""
-        from pipelines.metrics import ServeMetrics
+        from ttsearch.metrics import ServeMetrics
 
         self.cfg = cfg
         self.api_key = cfg.serve.api_key or os.environ.get(API_KEY_ENV) or None

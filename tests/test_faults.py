@@ -44,7 +44,7 @@ def assert_same_as_fault_free(outcomes: list[JobOutcome], failed: str | None = N
     assert sorted(o.key for o in outcomes) == sorted(key for key in reference if key != failed), "every problem once"
     for outcome in outcomes:
         assert outcome.error is None and outcome.failure is None, outcome.error
-        assert outcome.candidates == reference[outcome.key].candidates, "a replay is the same sample"
+        assert outcome.value == reference[outcome.key].value, "a replay is the same sample"
 
 
 def test_a_replica_that_dies_mid_batch_loses_nothing_and_leaves_the_rotation():
@@ -107,7 +107,7 @@ def test_retries_are_bounded_and_the_problem_fails_as_infrastructure():
     outcomes = run_all(scheduler, jobs(PROBLEMS, BEAM))
     assert len(outcomes) == PROBLEMS
     for outcome in outcomes:
-        assert outcome.failure is Failure.INFRASTRUCTURE and outcome.candidates is None
+        assert outcome.failure is Failure.INFRASTRUCTURE and outcome.value is None
         assert "gave up after 4 failed calls (3 retries)" in outcome.error and "actor died" in outcome.error
 
 

@@ -1,6 +1,6 @@
 """The ttsearch metrics against the Grafana dashboard that shows them, and what each reporter records.
 
-No Ray is started: `ray.util.metrics`' Counter / Gauge / Histogram are replaced, in `pipelines.metrics`, by fakes that
+No Ray is started: `ray.util.metrics`' Counter / Gauge / Histogram are replaced, in `ttsearch.metrics`, by fakes that
 record what is created and recorded and refuse what Ray refuses (a missing or unknown tag key, a tag value that
 is not a string, a counter increment that is not positive, one name created with two different definitions).
 """
@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from pipelines import metrics
-from pipelines.metrics import METRICS, ServeMetrics, SweepMetrics
+from ttsearch import metrics
+from ttsearch.config import StrategySpec
+from ttsearch.metrics import METRICS, LabelMetrics, ServeMetrics, SweepMetrics
 from ttsearch.scheduler import JobOutcome, Usage
 
 DASHBOARD = Path(__file__).resolve().parents[1] / "deploy" / "grafana" / "ttsearch_dashboard.json"
@@ -90,9 +91,10 @@ def exported_names(name: str, kind: str) -> set[str]:
 
 
 def created_metrics(registry: Registry) -> dict[str, str]:
-    """name → kind of every metric the sweep's and the Serve ingress's reporters create (both in one process, so
-    a name defined twice differently fails here)."""
+    """name → kind of every metric the sweep's, the labeller's and the Serve ingress's reporters create (all in one
+    process, so a name defined twice differently fails here)."""
     SweepMetrics(0)
+    LabelMetrics(0)
     ServeMetrics("replica-0")
     return {name: definition[0] for name, definition in registry.definitions.items()}
 
@@ -204,8 +206,9 @@ def test_usage_counts_tokens_and_scored_solutions_and_skips_zero(registry):
 
 def test_sweep_counts_searches_usage_and_graded_rows(registry):
     sweep = SweepMetrics(0)
-    sweep.on_outcome("beam", JobOutcome(key=("p0",), candidates=[], usage=Usage(generated_tokens=50), wall_s=1.0))
-    sweep.on_outcome("beam", JobOutcome(key=("p1",), candidates=None, usage=Usage(scored_solutions=4), wall_s=1.0))
+    beam = StrategySpec(name="beam")
+    sweep.on_outcome(JobOutcome(key=("p0", beam, 4, 0), value=[], usage=Usage(generated_tokens=50), wall_s=1.0))
+    sweep.on_outcome(JobOutcome(key=("p1", beam, 4, 0), value=None, usage=Usage(scored_solutions=4), wall_s=1.0))
     assert registry.recorded("ttsearch_searches_done") == [("inc", 1, {"strategy": "beam"})] * 2
     assert registry.recorded("ttsearch_generated_tokens") == [("inc", 50, {"strategy": "beam"})]
     assert registry.recorded("ttsearch_scored_solutions") == [("inc", 4, {"strategy": "beam"})]
@@ -216,3 +219,14 @@ def test_sweep_counts_searches_usage_and_graded_rows(registry):
     ])  # fmt: skip
     assert registry.recorded("ttsearch_graded") == [("inc", 1, {"strategy_label": "beam"})] * 2
     assert registry.recorded("ttsearch_correct") == [("inc", 1, {"strategy_label": "beam"})]
+
+
+def test_labelling_counts_questions_usage_and_labelled_steps(registry):
+    label = LabelMetrics(1)
+    label.on_outcome(JobOutcome(key={"unique_id": "q"}, value=[], usage=Usage(generated_tokens=70), wall_s=1.0))
+    assert registry.recorded("ttsearch_searches_done") == [("inc", 1, {"strategy": "label"})]
+    assert registry.recorded("ttsearch_generated_tokens") == [("inc", 70, {"strategy": "label"})]
+    label.on_rows([{"hard_labels": [True, False, None]}, {"hard_labels": [], "error": "boom"}])
+    assert registry.recorded("ttsearch_labelled_steps") == [
+        ("inc", 1, {"outcome": outcome}) for outcome in ("reachable", "unreachable", "ungraded")
+    ]

@@ -47,7 +47,7 @@ def test_search_spreads_over_two_generator_and_two_verifier_replicas(
         return [o async for o in Scheduler(pools, max_in_flight=4).run(jobs)]
 
     outcomes = asyncio.run(run())
-    assert len(outcomes) == 4 and all(o.error is None and o.candidates for o in outcomes)
+    assert len(outcomes) == 4 and all(o.error is None and o.value for o in outcomes)
     after_g, after_v = stats(ray_session, generator_replicas), stats(ray_session, lm_judge_replicas, "score_stats")
     assert all(a["requests"] > b["requests"] for a, b in zip(after_g, before_g, strict=True)), "both generators served"
     assert all(a["items"] > b["items"] for a, b in zip(after_v, before_v, strict=True)), "both verifiers served"

@@ -9,12 +9,13 @@ from typing import Any
 import pytest
 
 from tests.fakes import length_scorer, step_generator
-from ttsearch.cells import CellKey, ShardResult, cell_key, run_shard
+from ttsearch.cells import CellKey, SweepWork, cell_key
 from ttsearch.config import load_config
 from ttsearch.requests import Generate, Request, Result
 from ttsearch.results import RunStore
 from ttsearch.runtime import ModelSizes
 from ttsearch.scheduler import Failure, JobOutcome, ReplicasUnavailable, Usage
+from ttsearch.sharded import ShardResult, run_shard
 from ttsearch.strategies import StrategyRun
 
 PROBLEMS = [
@@ -76,7 +77,7 @@ class FakeScheduler:
 def shard(store: RunStore, scheduler: FakeScheduler) -> ShardResult:
     import asyncio
 
-    return asyncio.run(run_shard(store, 0, 1, PROBLEMS, CFG, SIZES, lambda grader: scheduler, node_id="n"))
+    return asyncio.run(run_shard(store, 0, 1, PROBLEMS, SweepWork(CFG, SIZES), lambda grader: scheduler, node_id="n"))
 
 
 @pytest.fixture(scope="module")
@@ -144,7 +145,7 @@ def test_finished_cells_are_checkpointed_while_the_shard_runs(tmp_path, uninterr
 
     def run(interval: float) -> None:
         saved_before_each_cell.clear()
-        asyncio.run(run_shard(store, 0, 1, PROBLEMS, CFG, SIZES, lambda grader: Peeking(), node_id="n",
+        asyncio.run(run_shard(store, 0, 1, PROBLEMS, SweepWork(CFG, SIZES), lambda grader: Peeking(), node_id="n",
                               checkpoint_interval_s=interval))  # fmt: skip
 
     run(interval=3600.0)

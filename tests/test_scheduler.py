@@ -39,7 +39,7 @@ def test_requests_of_different_problems_share_one_generator_call():
     assert sorted(o.key for o in outcomes) == [f"p{i}" for i in range(5)]
     first = generator.batches[0]
     assert len(first) == 5 and len({r.prompt.user for r in first}) == 5, "one call carries all 5 problems' first step"
-    assert all(o.error is None and o.candidates for o in outcomes)
+    assert all(o.error is None and o.value for o in outcomes)
     assert scheduler.stats.max_batch["generator"] == 5
 
 
@@ -53,7 +53,7 @@ def test_results_match_running_each_problem_alone():
     )
     by_key = {o.key: o for o in alone}
     for outcome in together:
-        assert outcome.candidates == by_key[outcome.key].candidates
+        assert outcome.value == by_key[outcome.key].value
         assert outcome.usage == by_key[outcome.key].usage
 
 
@@ -103,7 +103,7 @@ def test_the_judge_on_the_generator_replicas_scores_where_the_step_was_generated
         "verifier": ReplicaPool(replicas, max_outstanding=4096, max_batch=8, homes="generator"),
     }
     outcomes = run_all(Scheduler(colocated, max_in_flight=8), jobs(8, BEAM))
-    assert all(o.error is None and o.candidates for o in outcomes)
+    assert all(o.error is None and o.value for o in outcomes)
     for replica in replicas:
         assert problems_served(replica, Score) <= problems_served(replica, Generate)
     assert all(problems_served(r, Score) for r in replicas)
@@ -131,7 +131,7 @@ def test_a_full_home_replica_hands_its_runs_to_one_with_room():
     generators = [ScriptedBackend(step_generator(), delay=0.001) for _ in range(2)]
     scheduler = Scheduler(pools(generators, [ScriptedBackend(length_scorer)], max_outstanding=4), max_in_flight=3)
     outcomes = run_all(scheduler, jobs(3, BEAM))
-    assert all(o.error is None and o.candidates for o in outcomes)
+    assert all(o.error is None and o.value for o in outcomes)
     assert problems_served(generators[0], Generate) & problems_served(generators[1], Generate)
 
 
@@ -239,7 +239,7 @@ def test_concurrent_search_callers_share_replica_calls_and_match_a_batch_run():
     alone = {o.key: o for o in run_all(Scheduler(pools([ScriptedBackend(step_generator())],
                                                        [ScriptedBackend(length_scorer)]), 1), jobs(4, BEAM))}
     assert [o.key for o in served] == ["p0", "p1", "p2", "p3"]
-    assert all(o.candidates == alone[o.key].candidates and o.usage == alone[o.key].usage for o in served)
+    assert all(o.value == alone[o.key].value and o.usage == alone[o.key].usage for o in served)
     stats = scheduler.stats
     assert stats.shared_calls["generator"] >= 1 and stats.max_runs_per_call["generator"] == 4
     assert stats.sequences["generator"] == sum(r.n for batch in generator.batches for r in batch)
@@ -263,7 +263,7 @@ def test_a_cancelled_search_leaves_the_queue_and_the_others_finish():
 
     leaving, outcome, sent_before, sent_after = asyncio.run(one_user_leaves())
     assert leaving.cancelled() and scheduler.stats.cancelled_runs == 1
-    assert outcome.error is None and outcome.candidates
+    assert outcome.error is None and outcome.value
     assert sent_after == sent_before, "no request of the cancelled search was sent after it was cancelled"
     assert all(not queue for queue in scheduler._queues.values())
 

@@ -150,24 +150,27 @@ def replica_pools(
     generators: list[Any], verifiers: list[Any], verifier_kind: str, cfg: SchedulerConfig, grader: Grader | None = None
 ) -> dict[str, ReplicaPool]:
     """Pools over actor handles; a model-free verifier runs in the driver instead of on replicas, and a verifier
-    hosted on the generator replicas follows each run to the replica that generated its steps."""
+    hosted on the generator replicas follows each run to the replica that generated its steps. A target without
+    replicas gets no pool (labelling needs no verifier, `eval-prm` no generator): a request for it fails its run."""
     verifier_backends: list[Backend] = (
         [ModelFreeVerifier(verifier_kind, grader)]
         if verifier_kind in MODEL_FREE_VERIFIERS
         else [ActorBackend(handle, "score") for handle in verifiers]
     )
-    return {
-        "generator": ReplicaPool(
+    pools = {}
+    if generators:
+        pools["generator"] = ReplicaPool(
             [ActorBackend(handle, "generate") for handle in generators],
             max_outstanding=cfg.max_outstanding_per_replica,
             max_batch=cfg.max_batch_sequences,
             affinity_slack=cfg.affinity_slack,
-        ),
-        "verifier": ReplicaPool(
+        )
+    if verifier_backends:
+        pools["verifier"] = ReplicaPool(
             verifier_backends,
             max_outstanding=cfg.max_outstanding_per_replica,
             max_batch=cfg.max_batch_scores,
             homes="generator" if list(verifiers) == list(generators) else None,
             affinity_slack=cfg.affinity_slack,
-        ),
-    }
+        )
+    return pools

@@ -1,28 +1,22 @@
 """Cells: the unit of work of a sweep, one (problem, strategy configuration, budget, seed) search.
 
-A cell becomes one result row per selection mode of its strategy. This module plans shards, turns
-problems into strategy runs for the scheduler, and turns finished cells into rows.
+A cell becomes one result row per selection mode of its strategy. This module turns problems into strategy
+runs for the scheduler and finished cells into rows: the sweep's `ShardWork` (`ttsearch.sharded` runs it).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import time
-from collections.abc import Callable, Collection, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from collections.abc import Collection, Hashable, Iterator
 from typing import Any
 
-import pyarrow as pa
-
 from ttsearch.config import StrategySpec, SweepConfig
-from ttsearch.errors import TTSearchError
 from ttsearch.grading import Grader
-from ttsearch.results import RESULT_SCHEMA, RunStore
+from ttsearch.metrics import SweepMetrics
+from ttsearch.results import RESULT_SCHEMA
 from ttsearch.runtime import ModelSizes
-from ttsearch.scheduler import Failure, JobOutcome, Scheduler
+from ttsearch.scheduler import JobOutcome
 from ttsearch.selection import aggregate, select
+from ttsearch.sharded import ShardWork
 from ttsearch.strategies import (
     SEARCH_READS_VERIFIER,
     SearchContext,
@@ -31,9 +25,6 @@ from ttsearch.strategies import (
     strategy_config,
     strategy_label,
 )
-
-CHECKPOINT_INTERVAL_S = 60.0
-"""How often a shard task saves its finished cells as its partial record while it runs."""
 
 CellKey = tuple[str, str, int, int]
 """(unique_id, strategy_config, budget, seed): names a cell across runs, shards and retries."""
@@ -45,14 +36,6 @@ def cell_key(problem: dict[str, Any], spec: StrategySpec, budget: int, seed: int
 
 def row_cell_key(row: dict[str, Any]) -> CellKey:
     return (row["unique_id"], row["strategy_config"], row["budget"], row["seed"])
-
-
-def plan_shards(problems: list[dict[str, Any]], shards: int) -> list[list[dict[str, Any]]]:
-    """Contiguous, deterministic shards: the same sweep always cuts the same way, so it can resume."""
-    shards = min(shards, len(problems))
-    size, extra = divmod(len(problems), shards)
-    bounds = [i * size + min(i, extra) for i in range(shards + 1)]
-    return [problems[bounds[i] : bounds[i + 1]] for i in range(shards)]
 
 
 def rows_per_problem(cfg: SweepConfig) -> int:
@@ -90,7 +73,7 @@ def outcome_rows(outcome: JobOutcome, grader: Grader, sizes: ModelSizes) -> list
     is billed no verifier compute: its verifier tokens, cached verifier tokens and verifier FLOPs are all 0.
     """
     problem, spec, budget, seed = outcome.key
-    candidates = outcome.candidates or []
+    candidates = outcome.value or []
     answers = [c.answer for c in candidates]
     correct = grader.grade_many([(answer, problem["answer"]) for answer in answers])
     scores = [aggregate(c.step_scores, spec.aggregation) for c in candidates]
@@ -143,96 +126,29 @@ def outcome_rows(outcome: JobOutcome, grader: Grader, sizes: ModelSizes) -> list
     return rows
 
 
-class SweepStopped(TTSearchError):
-    """A shard task stopped on an error the user can act on; the cells it finished are saved."""
+class SweepWork(ShardWork):
+    """A sweep's shards: a unit is a cell, its rows one per selection mode (`outcome_rows`)."""
 
+    schema = RESULT_SCHEMA
+    unit = "search"
 
-SchedulerFactory = Callable[[Grader], Scheduler]
-"""Builds a shard's scheduler around the shard's grader (model-free verifiers grade with it)."""
+    def __init__(self, cfg: SweepConfig, sizes: ModelSizes) -> None:
+        self.cfg, self.sizes = cfg, sizes
 
+    def units(self, problems: list[dict[str, Any]]) -> list[Hashable]:
+        return [cell_key(*cell) for cell in cells(problems, self.cfg)]
 
-@dataclass(frozen=True)
-class ShardResult:
-    """What one shard task did; `missing` cells hit infrastructure failures and are left for a re-run."""
+    def jobs(self, problems: list[dict[str, Any]], skip: Collection[Hashable]) -> Iterator[tuple[Any, StrategyRun]]:
+        return shard_jobs(problems, self.cfg, skip)
 
-    shard: int
-    rows: int
-    failed: int
-    """Rows of cells that failed deterministically (error rows, kept)."""
-    missing: int
-    """Cells without a row: the shard is saved as a partial record, not as finished."""
-    node_id: str
+    def unit_of_job(self, key: Any) -> Hashable:
+        return cell_key(*key)
 
+    def unit_of_row(self, row: dict[str, Any]) -> Hashable:
+        return row_cell_key(row)
 
-async def run_shard(
-    store: RunStore,
-    shard: int,
-    total: int,
-    problems: list[dict[str, Any]],
-    cfg: SweepConfig,
-    sizes: ModelSizes,
-    make_scheduler: SchedulerFactory,
-    node_id: str = "",
-    on_outcome: Callable[[JobOutcome], None] | None = None,
-    on_resumed: Callable[[set[CellKey]], None] | None = None,
-    on_rows: Callable[[list[dict[str, Any]]], None] | None = None,
-    checkpoint_interval_s: float = CHECKPOINT_INTERVAL_S,
-) -> ShardResult:
-    """Search the shard's cells that have no row yet and save the shard.
+    def rows(self, outcome: JobOutcome, grader: Grader) -> list[dict[str, Any]]:
+        return outcome_rows(outcome, grader, self.sizes)
 
-    Cells saved in the shard's partial record by an earlier attempt are skipped. When every cell has a row
-    (an answer, or an error row for a deterministic failure) the shard is written as finished; cells that
-    hit an infrastructure failure get no row and the finished ones go to the partial record. If the search
-    itself raises (e.g. `ReplicasUnavailable`), the cells finished so far are saved as partial first; and every
-    `checkpoint_interval_s` the finished cells are saved as partial anyway, for a task killed without warning.
-    """
-    saved = store.read_partial(shard, total)
-    rows = saved.to_pylist() if saved is not None else []
-    done = {row_cell_key(row) for row in rows}
-    if on_resumed is not None:
-        on_resumed(done)
-    missing = 0
-    with Grader() as grader, ThreadPoolExecutor(max_workers=1, thread_name_prefix="grading") as grading:
-        graded: list[Future] = []
-
-        async def collect() -> list[dict[str, Any]]:
-            fresh = [row for future in graded for row in await asyncio.wrap_future(future)]
-            return [row | {"shard": shard, "node_id": node_id} for row in fresh]
-
-        try:
-            checkpointed = time.monotonic()
-            async for outcome in make_scheduler(grader).run(shard_jobs(problems, cfg, skip=done)):
-                if outcome.failure is Failure.INFRASTRUCTURE:
-                    missing += 1
-                    continue
-                graded.append(grading.submit(outcome_rows, outcome, grader, sizes))
-                if on_outcome is not None:
-                    on_outcome(outcome)
-                if time.monotonic() - checkpointed >= checkpoint_interval_s:
-                    # A task killed outright (SIGKILL, a lost node) runs no cleanup: what it finished survives here.
-                    store.write_partial(shard, total, _table(rows + await collect(), problems, cfg))
-                    checkpointed = time.monotonic()
-        except BaseException:
-            with contextlib.suppress(Exception):  # best effort: the search's own error is what gets raised
-                if finished := rows + await collect():
-                    store.write_partial(shard, total, _table(finished, problems, cfg))
-            raise
-        fresh = await collect()
-    if on_rows is not None:
-        on_rows(fresh)
-    rows += fresh
-    table = _table(rows, problems, cfg)
-    if missing:
-        store.write_partial(shard, total, table)
-    else:
-        store.write_shard(shard, total, table)
-    failed = sum(row["error"] is not None for row in rows)
-    return ShardResult(shard, len(rows), failed, missing, node_id)
-
-
-def _table(rows: list[dict[str, Any]], problems: list[dict[str, Any]], cfg: SweepConfig) -> pa.Table:
-    """Rows in the shard's cell order (outcomes arrive in completion order), so a resumed shard's file
-    holds its rows in the same order as an uninterrupted one."""
-    order = {cell_key(*cell): i for i, cell in enumerate(cells(problems, cfg))}
-    rows = sorted(rows, key=lambda row: order[row_cell_key(row)])
-    return pa.Table.from_pylist(rows, schema=RESULT_SCHEMA)
+    def metrics(self, shard: int) -> SweepMetrics:
+        return SweepMetrics(shard)

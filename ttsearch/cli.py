@@ -32,11 +32,39 @@ def _sweep(args: argparse.Namespace) -> int:
     return 1 if counts.missing or counts.failed else 0
 
 
+def _label(args: argparse.Namespace) -> int:
+    """Exit code 1 when questions are missing (a re-run computes them) or failed (error rows, kept)."""
+    from pipelines.label import run_label, summarize
+
+    cfg = load_config(args.config or [CONF_DIR / "label.yaml"], args.overrides)
+    summary = summarize(cfg, run_label(cfg))
+    print(f"\nlabels saved in {cfg.output_dir}\n{summary.lines()}")
+    if summary.missing_questions:
+        _error(f"{summary.missing_questions} questions missing (infrastructure failures): re-run the same command "
+               "to label them")
+    elif summary.failed_questions:
+        _error(f"{summary.failed_questions} questions failed (a request no engine can serve): see their 'error' "
+               "column")
+    return 1 if summary.missing_questions or summary.failed_questions else 0
+
+
+def _eval_prm(args: argparse.Namespace) -> None:
+    from pipelines.eval_prm import format_report, run_eval_prm
+
+    cfg = load_config(args.config, args.overrides)
+    print(format_report(run_eval_prm(cfg)))
+    print(f"\nwritten to {cfg.eval_prm.output}/eval.md and eval.json")
+
+
 def _bench(args: argparse.Namespace) -> None:
     if args.faults:
         from pipelines.fault_bench import format_report, run_fault_bench, write_json
 
         report = run_fault_bench(args.config or [str(CONF_DIR / "faults.yaml")], args.overrides, args.kill_at)
+    elif args.label:
+        from pipelines.label_bench import format_report, run_label_bench, write_json
+
+        report = run_label_bench(load_config(args.config or [CONF_DIR / "label.yaml"], args.overrides))
     else:
         from pipelines.bench import format_report, run_bench, write_json
 
@@ -125,6 +153,13 @@ def build_parser() -> argparse.ArgumentParser:
     _config_command(commands, "sweep", _sweep, "run strategies × budgets × seeds over a problem set",
                     "YAML config; repeat to layer files (later ones win)",
                     "key=value overrides, e.g. data.limit=8 budgets=[4,16]")  # fmt: skip
+    _config_command(commands, "label", _label, "Monte Carlo step labels for PRM training (K samples, R rollouts "
+                    "from every step prefix)", "YAML config, repeatable (default conf/label.yaml)",
+                    "key=value overrides, e.g. data.limit=100 label.rollouts=8")  # fmt: skip
+    _config_command(commands, "eval-prm", _eval_prm, "a verifier on ProcessBench (first-error F1) and on held-out "
+                    "`ttsearch label` steps (ROC AUC)", "YAML config, repeatable (the verifier: verifier.kind/model)",
+                    "key=value overrides, e.g. verifier.kind=math_shepherd verifier.model=runs/prm/model "
+                    "eval_prm.labels=runs/labels")  # fmt: skip
     bench = commands.add_parser("bench", help="throughput: ready queue vs offline ceiling vs synchronous search")
     bench.add_argument("--config", action="append", help="YAML config, repeatable (default conf/bench.yaml)")
     bench.add_argument("--json", help="also write the report as JSON here")
@@ -133,6 +168,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="instead: the same sweep clean and with one generator and one verifier replica SIGKILLed "
         "(default config conf/faults.yaml)",
+    )
+    bench.add_argument(
+        "--label",
+        action="store_true",
+        help="instead: labelled steps per minute of `ttsearch label`, the ready queue vs one prefix at a time on "
+        "one engine (default config conf/label.yaml)",
     )
     bench.add_argument(
         "--kill-at", type=float, default=0.2, help="with --faults: kill at this fraction of the clean run's search time"

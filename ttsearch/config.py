@@ -228,6 +228,65 @@ class ServeConfig:
 
 
 @dataclass
+class LabelConfig:
+    """`ttsearch label`: Monte Carlo step labels (Snell et al.'s Algorithm 1, Math-Shepherd's estimator).
+
+    For each question, `samples` solutions are sampled and split into steps at `search.step_delimiter`; from
+    every step prefix `rollouts` completions run to the end and are graded. A step's soft label is the share
+    of its rollouts that reach the reference answer (the paper's and Math-Shepherd's SE), its hard label
+    whether any does (Math-Shepherd's HE). Samples and rollouts are drawn at `search.temperature`.
+    """
+
+    samples: int = 4  # K: solutions sampled per question
+    rollouts: int = 4  # R: completions from every step prefix
+    max_steps: int = 8  # label at most this many leading step prefixes of a solution (later steps get no label)
+    reference_prefixes: bool = False  # also roll out from prefixes of the question's reference solution
+    seed: int = 0  # every sample and rollout is seeded from (question, seed, position): a re-run is a replay
+
+
+@dataclass
+class PRMTrainConfig:
+    """`ttsearch train-prm`: a Math-Shepherd-format PRM (a tag after each step, p("+") vs p("-") at the tag,
+    binary cross-entropy on the step labels), trained with transformers' `Trainer` inside Ray Train."""
+
+    labels: list[str] = field(default_factory=list)  # `ttsearch label` output_dirs and/or first-error-step files
+    base_model: str = EMBEDDED_MODEL  # any Hugging Face causal LM: "embedded", a local directory or a hub id
+    output_dir: str = "runs/prm"
+    target: str = "soft"  # which `ttsearch label` label to fit: "soft" (success share) or "hard" (any success)
+    heldout_fraction: float = 0.1  # questions kept out of training, by a hash of their id (eval-prm reads the same)
+    epochs: float = 1.0
+    learning_rate: float = 2e-5
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.0
+    batch_size: int = 8  # solutions per device and optimizer step (before gradient accumulation)
+    gradient_accumulation_steps: int = 1
+    max_input_tokens: int = 1024  # longer solutions are cut from the left, as the verifier cuts them
+    dtype: str = "float32"  # the weights trained and saved; bfloat16 on GPUs that have it
+    num_workers: int = 1  # Ray Train workers (data-parallel)
+    use_gpu: bool = False
+    cpus_per_worker: float = 1.0
+    eval_steps: int = 50  # held-out loss every this many optimizer steps (and at the end)
+    save_steps: int = 200  # a Ray Train checkpoint every this many optimizer steps (and at the end)
+    logging_steps: int = 5
+    seed: int = 0
+
+
+@dataclass
+class EvalPRMConfig:
+    """`ttsearch eval-prm`: ProcessBench's protocol, and step ROC AUC on held-out `ttsearch label` steps."""
+
+    # ProcessBench subset files; the GSM8K and MATH subsets ship with the package (Apache-2.0)
+    processbench: list[str] = field(
+        default_factory=lambda: ["data/processbench/gsm8k.json", "data/processbench/math.json"]
+    )
+    limit: int | None = None  # first `limit` items of each subset (null: all)
+    labels: str | None = None  # a `ttsearch label` output_dir: its held-out questions' steps give the AUC
+    heldout_fraction: float = 0.1  # must match the `prm.heldout_fraction` the PRM was trained with
+    threshold: float = 0.5  # the first step scored below this is the predicted first error
+    output: str = "runs/eval_prm"  # eval.md and eval.json go here
+
+
+@dataclass
 class SweepConfig:
     data: DataConfig = field(default_factory=DataConfig)
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
@@ -237,6 +296,9 @@ class SweepConfig:
     strategies: list[StrategySpec] = field(default_factory=lambda: [StrategySpec()])
     bench: BenchConfig = field(default_factory=BenchConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
+    label: LabelConfig = field(default_factory=LabelConfig)
+    prm: PRMTrainConfig = field(default_factory=PRMTrainConfig)
+    eval_prm: EvalPRMConfig = field(default_factory=EvalPRMConfig)
     budgets: list[int] = field(default_factory=lambda: [4])
     seeds: list[int] = field(default_factory=lambda: [0])
     output_dir: str = "runs/sweep"
@@ -340,6 +402,9 @@ GREATER_THAN_ZERO = (
     "serve.port", "serve.max_pending_requests", "serve.max_concurrent_searches", "serve.retry_after_s",
     "serve.max_budget", "serve.max_body_bytes", "serve.max_question_chars", "serve.budget",
     "serve.autoscaling.min_replicas", "serve.autoscaling.target_ongoing_requests",
+    "label.samples", "label.rollouts", "label.max_steps",
+    "prm.epochs", "prm.learning_rate", "prm.batch_size", "prm.gradient_accumulation_steps", "prm.max_input_tokens",
+    "prm.num_workers", "prm.cpus_per_worker", "prm.eval_steps", "prm.save_steps", "prm.logging_steps",
 )  # fmt: skip
 """Numeric keys that must be > 0 (a count, a size or a timeout of zero would hang or do nothing)."""
 
@@ -356,6 +421,8 @@ AT_LEAST: dict[str, tuple[float, str]] = {
     "scheduler.max_request_retries": (0, " (0: never retry)"),
     "scheduler.affinity_slack": (0, " (0: a run moves whenever its home replica carries more)"),
     "scheduler.batch_window_s": (0, " (0: no wait, requests of one event-loop tick share a call)"),
+    "prm.weight_decay": (0, ""),
+    "prm.warmup_ratio": (0, ""),
 }
 """Numeric keys with a lower bound that is itself allowed, and what the bound means."""
 
@@ -412,6 +479,23 @@ def validate(cfg: SweepConfig) -> None:
     _validate_request_fits_replica(cfg)
     _validate_context_fits(cfg)
     _validate_serve(cfg.serve)
+    _validate_prm(cfg)
+
+
+PRM_TARGETS = ("soft", "hard")
+
+
+def _validate_prm(cfg: SweepConfig) -> None:
+    """`ttsearch train-prm` and `eval-prm` settings."""
+    _require(cfg.prm.target in PRM_TARGETS, "prm.target", f"expected one of {PRM_TARGETS}, got '{cfg.prm.target}'")
+    for key in ("prm.heldout_fraction", "eval_prm.heldout_fraction"):
+        fraction = attrgetter(key)(cfg)
+        _require(0 <= fraction < 1, key, f"must be in [0, 1), got {fraction}")
+    _require(cfg.prm.warmup_ratio < 1, "prm.warmup_ratio", f"must be < 1, got {cfg.prm.warmup_ratio}")
+    threshold = cfg.eval_prm.threshold
+    _require(0 <= threshold <= 1, "eval_prm.threshold", f"a step score threshold is in [0, 1], got {threshold}")
+    limit = cfg.eval_prm.limit
+    _require(limit is None or limit > 0, "eval_prm.limit", f"must be > 0 (null: all), got {limit}")
 
 
 def _validate_serve(serve: ServeConfig) -> None:

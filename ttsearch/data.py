@@ -1,4 +1,9 @@
-"""Problem sets: MATH-500-style rows from JSON Lines or Parquet, checked before any compute."""
+"""Problem sets: MATH-style or GSM8K-style rows from JSON Lines or Parquet, checked before any compute.
+
+MATH rows carry `problem`, `answer` and a reference `solution`; GSM8K rows carry `question` and an `answer` that is
+the reference reasoning followed by `#### N`, read here as problem, answer N and solution (the reasoning, its
+`<<48/2=24>>` calculator notes dropped).
+"""
 
 from __future__ import annotations
 
@@ -11,9 +16,12 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ttsearch.config import DEFAULT_DATASET
 from ttsearch.errors import TTSearchError
 
 REQUIRED_FIELDS = ("problem", "answer")
+GSM8K_ANSWER = re.compile(r"\n?####\s*(?P<answer>[^\n]+?)\s*$")
+CALCULATOR_NOTE = re.compile(r"<<[^<>]*>>")
 
 
 class DataError(TTSearchError):
@@ -25,7 +33,7 @@ def load_problems(
 ) -> list[dict[str, Any]]:
     """Rows with unique_id, problem, answer, subject, level (int, 0 when unknown); a DataError names the
     file and line (or row) of anything unusable, and a selection that leaves no rows."""
-    path = Path(path)
+    path = resolve_data_path(path)
     if not path.is_file():
         raise DataError(f"dataset not found: {path}")
     if offset < 0:
@@ -59,6 +67,16 @@ def load_problems(
     return selected
 
 
+def resolve_data_path(path: str | Path) -> Path:
+    """`path` as given; a `data/NAME` that the working directory lacks is the shipped NAME (the package's datasets),
+    so the documented configs work from any directory, under `ray job submit` and from an installed wheel."""
+    path = Path(path)
+    if path.exists() or path.is_absolute() or path.parts[:1] != ("data",):
+        return path
+    shipped = DEFAULT_DATASET.parent.joinpath(*path.parts[1:])
+    return shipped if shipped.exists() else path
+
+
 def _read_parquet(path: Path) -> list[dict[str, Any]]:
     try:
         return pq.read_table(path).to_pylist()
@@ -87,6 +105,8 @@ def _read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
 
 
 def _normalise(record: dict[str, Any], path: Path, where: str, number: int) -> dict[str, Any]:
+    if "problem" not in record and isinstance(record.get("question"), str):
+        record = _from_gsm8k(record, path, where, number)
     for name in REQUIRED_FIELDS:
         value = record.get(name)
         if not isinstance(value, str) or not value.strip():
@@ -98,4 +118,17 @@ def _normalise(record: dict[str, Any], path: Path, where: str, number: int) -> d
         "answer": record["answer"],
         "subject": str(record.get("subject") or ""),
         "level": int(level.group()) if level else 0,
+        "solution": str(record.get("solution") or ""),
     }
+
+
+def _from_gsm8k(record: dict[str, Any], path: Path, where: str, number: int) -> dict[str, Any]:
+    """A GSM8K row as a MATH-style one: the number after `####` is the answer, the reasoning the solution."""
+    answer = record.get("answer")
+    found = GSM8K_ANSWER.search(answer) if isinstance(answer, str) else None
+    if found is None:
+        raise DataError(f"{path}: {where} {number}: a GSM8K row's 'answer' must end with '#### <answer>'")
+    reasoning = CALCULATOR_NOTE.sub("", answer[: found.start()]).strip()
+    final = found["answer"].replace(",", "")
+    return {**record, "problem": record["question"], "answer": final,
+            "solution": f"{reasoning}\nThe answer is $\\boxed{{{final}}}$."}

@@ -108,11 +108,14 @@ def flops_of(parameters: Any, computed_tokens: Any) -> Any:
     return 2.0 * parameters * computed_tokens
 
 
-def with_added_columns(table: pa.Table) -> pa.Table:
-    """`table` with every column of `ADDED_COLUMNS`, rows of files written before it existed reading its default."""
+def with_added_columns(table: pa.Table, schema: pa.Schema = RESULT_SCHEMA) -> pa.Table:
+    """`table` with every column of `ADDED_COLUMNS` that `schema` has, rows of files written before it existed
+    reading its default."""
     for name, default in ADDED_COLUMNS.items():
+        if schema.get_field_index(name) < 0:
+            continue
         if name not in table.column_names:
-            table = table.append_column(name, pa.array([default] * table.num_rows, RESULT_SCHEMA.field(name).type))
+            table = table.append_column(name, pa.array([default] * table.num_rows, schema.field(name).type))
         elif table[name].null_count:
             table = table.set_column(table.column_names.index(name), name, pc.fill_null(table[name], default))
     return table
@@ -131,17 +134,13 @@ def output_path(output_dir: str) -> str:
     return output_dir if "://" in output_dir else str(Path(output_dir).resolve())
 
 
-def sweep_fingerprint(cfg: SweepConfig, problems: list[dict[str, Any]]) -> dict[str, Any]:
-    """Everything that decides which rows a sweep produces and what they mean.
-
-    Problems count by content (id, text, answer), so an edited dataset is a different sweep; models by
-    everything that changes their numbers (backend, dtype, context length, verifier truncation).
-    """
-    plain = OmegaConf.to_container(OmegaConf.structured(cfg))
+def problems_fingerprint(cfg: SweepConfig, problems: list[dict[str, Any]]) -> dict[str, Any]:
+    """The problems (by content: id, text, answer), their sharding and the generator (everything that changes
+    its numbers): what every sharded run's rows depend on."""
     content = hashlib.sha256()
     for problem in problems:
         content.update(json.dumps([problem["unique_id"], problem["problem"], problem["answer"]]).encode())
-    generator, verifier = cfg.generator, cfg.verifier
+    generator = cfg.generator
     return {
         "problems": content.hexdigest(),
         "num_problems": len(problems),
@@ -152,6 +151,19 @@ def sweep_fingerprint(cfg: SweepConfig, problems: list[dict[str, Any]]) -> dict[
             "dtype": generator.dtype,
             "max_model_len": generator.max_model_len,
         },
+    }
+
+
+def sweep_fingerprint(cfg: SweepConfig, problems: list[dict[str, Any]]) -> dict[str, Any]:
+    """Everything that decides which rows a sweep produces and what they mean.
+
+    Problems count by content (id, text, answer), so an edited dataset is a different sweep; models by
+    everything that changes their numbers (backend, dtype, context length, verifier truncation).
+    """
+    plain = OmegaConf.to_container(OmegaConf.structured(cfg))
+    verifier = cfg.verifier
+    return {
+        **problems_fingerprint(cfg, problems),
         "verifier": {
             "kind": verifier.kind,
             "model": verifier.model,
@@ -163,10 +175,17 @@ def sweep_fingerprint(cfg: SweepConfig, problems: list[dict[str, Any]]) -> dict[
 
 
 class RunStore:
-    """One run directory behind one pyarrow filesystem; every path below is relative to the directory."""
+    """One run directory behind one pyarrow filesystem; every path below is relative to the directory.
 
-    def __init__(self, location: str | Path, filesystem: pafs.FileSystem | None = None):
+    `schema` is the rows' schema: a sweep's result rows by default, `ttsearch label`'s step labels for a
+    labelling run; both are sharded, resumed and claimed the same way.
+    """
+
+    def __init__(
+        self, location: str | Path, filesystem: pafs.FileSystem | None = None, schema: pa.Schema = RESULT_SCHEMA
+    ):
         """`location`: a local path or a filesystem URI; or, with `filesystem`, a path inside that filesystem."""
+        self.schema = schema
         if filesystem is not None:
             self.uri, self.fs, self.root = str(location), filesystem, str(location)
             return
@@ -291,21 +310,22 @@ class RunStore:
         path = self.path(PARTIAL, shard_file(index, total))
         if self.fs.get_file_info(path).type != pafs.FileType.File:
             return None
-        return with_added_columns(pq.read_table(path, filesystem=self.fs, schema=RESULT_SCHEMA))
+        return with_added_columns(pq.read_table(path, filesystem=self.fs, schema=self.schema), self.schema)
 
-    def _read(self, folder: str, schema: pa.Schema | None = RESULT_SCHEMA) -> list[tuple[str, pa.Table]]:
-        """Each file of `folder` in `schema` (its added columns read as their defaults), or as written (None)."""
+    def _read(self, folder: str, as_written: bool = False) -> list[tuple[str, pa.Table]]:
+        """Each file of `folder` in the store's schema (its added columns read as their defaults), or as written."""
+        schema = None if as_written else self.schema
         read = [
             (name, pq.read_table(self.path(folder, name), filesystem=self.fs, schema=schema))
             for name in sorted(self._names(folder))
         ]
-        return read if schema is None else [(name, with_added_columns(table)) for name, table in read]
+        return read if as_written else [(name, with_added_columns(table, self.schema)) for name, table in read]
 
     def read_results(self, include_partial: bool = False) -> pa.Table:
         """Every row of the finished shards (and of the partial records if asked), in the sweep's schema."""
         folders = (RESULTS, PARTIAL) if include_partial else (RESULTS,)
         tables = [table for folder in folders for _, table in self._read(folder)]
-        return pa.concat_tables(tables) if tables else RESULT_SCHEMA.empty_table()
+        return pa.concat_tables(tables) if tables else self.schema.empty_table()
 
     def load_frame(self) -> pd.DataFrame:
         """The finished rows as a DataFrame, for the report and optimize.
@@ -316,7 +336,7 @@ class RunStore:
         """
         if self._type() != pafs.FileType.Directory:
             raise ResultsError(f"run directory {self.location()} does not exist")
-        files = self._read(RESULTS, schema=None)
+        files = self._read(RESULTS, as_written=True)
         if not files:
             raise ResultsError(
                 f"no Parquet files in {self.location(RESULTS)}: run `ttsearch sweep` with output_dir={self.location()}"

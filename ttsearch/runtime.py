@@ -115,6 +115,24 @@ def start_replicas(cfg: SweepConfig) -> tuple[list[Any], list[Any]]:
     return generators, verifiers
 
 
+def start_generator_replicas(cfg: SweepConfig) -> list[Any]:
+    """The generator replicas alone, for commands that sample without scoring (`ttsearch label`)."""
+    from actors.generator import create_generator_replicas
+
+    return create_generator_replicas(cfg.generator, cfg.cache_dir)
+
+
+def start_verifier_replicas(cfg: SweepConfig) -> list[Any]:
+    """The verifier replicas alone, for commands that score solutions without generating any (`ttsearch
+    eval-prm`): "auto" resolves without a generator, so a hosted verifier gets an engine of its own."""
+    from actors.verifier import create_verifier_replicas
+
+    if cfg.verifier.kind in MODEL_FREE_VERIFIERS:
+        raise TTSearchError(f"verifier.kind '{cfg.verifier.kind}' is model-free: it has no replicas to start")
+    verifier = replace(cfg.verifier, backend=verifier_backend(cfg.verifier, None))
+    return create_verifier_replicas(verifier, cfg.cache_dir)
+
+
 def model_sizes(generators: list[Any], verifiers: list[Any]) -> ModelSizes:
     """Parameter counts as the first replica of each model reports them."""
     import ray

@@ -24,7 +24,7 @@ import contextlib
 import time
 import traceback
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
@@ -32,7 +32,10 @@ from typing import Any, Protocol
 from ttsearch.config import SchedulerConfig
 from ttsearch.errors import TTSearchError
 from ttsearch.requests import Generate, GenerateResult, Request, RequestRejected, Result, ScoreResult
-from ttsearch.strategies.common import Candidate, StrategyRun
+
+RequestRun = Generator[list[Request], list[Result], Any]
+"""A pure state machine the scheduler drives: it yields requests, receives their results, returns its value (a
+search strategy's run, a labelling run; see `ttsearch.strategies.common`)."""
 
 
 class Backend(Protocol):
@@ -112,7 +115,8 @@ class Failure(StrEnum):
 @dataclass
 class JobOutcome:
     key: Any
-    candidates: list[Candidate] | None  # None when the run failed
+    value: Any
+    """What the run returned: a search's candidates, a labelling run's labelled solutions; None when it failed."""
     usage: Usage
     wall_s: float
     error: str | None = None
@@ -225,7 +229,7 @@ def request_weight(request: Request) -> int:
 @dataclass(eq=False)  # identity: runs are kept in sets
 class _Run:
     key: Any
-    steps: StrategyRun
+    steps: RequestRun
     started: float
     usage: Usage = field(default_factory=Usage)
     results: list[Result | None] = field(default_factory=list)
@@ -281,7 +285,7 @@ class Scheduler:
         self._queues: dict[str, deque[_Item]] = {target: deque() for target in pools}
         self._tasks: set[asyncio.Task] = set()
         self._calls: dict[asyncio.Task, list[_Item]] = {}  # replica calls in flight and what they carry
-        self._jobs: Iterator[tuple[Any, StrategyRun]] = iter(())
+        self._jobs: Iterator[tuple[Any, RequestRun]] = iter(())
         self._in_flight = 0  # `run` jobs only; `search` callers bound their own concurrency
         self._exhausted = True
         self._outcomes: asyncio.Queue[JobOutcome | None] | None = None  # set while `run` is going
@@ -296,7 +300,7 @@ class Scheduler:
     ) -> Scheduler:
         return cls(pools, cfg.max_in_flight, on_dispatch, RetryPolicy.from_config(cfg), cfg.batch_window_s)
 
-    async def run(self, jobs: Iterable[tuple[Any, StrategyRun]]) -> AsyncIterator[JobOutcome]:
+    async def run(self, jobs: Iterable[tuple[Any, RequestRun]]) -> AsyncIterator[JobOutcome]:
         """Run every job to completion, yielding outcomes in completion order.
 
         Raises `ReplicasUnavailable` when a target has had no replica for too long, or the scheduler's
@@ -321,7 +325,7 @@ class Scheduler:
             self._outcomes = None
             await self.close()
 
-    async def search(self, key: Any, steps: StrategyRun) -> JobOutcome:
+    async def search(self, key: Any, steps: RequestRun) -> JobOutcome:
         """Run one strategy run alongside every other run in flight and return its outcome: the entry point of
         a long-lived scheduler that many concurrent callers (a service's requests) share, so their requests
         land in the same replica calls.
@@ -406,7 +410,7 @@ class Scheduler:
             self._queues[request.target].append(_Item(run, slot, request))
 
     def _finish(
-        self, run: _Run, candidates: list[Candidate] | None, error: str | None = None, failure: Failure | None = None
+        self, run: _Run, value: Any, error: str | None = None, failure: Failure | None = None
     ) -> None:
         if run.closed:
             return
@@ -422,7 +426,7 @@ class Scheduler:
             for task, batch in list(self._calls.items()):
                 if task is not current and all(item.run.closed for item in batch):
                     task.cancel()
-        outcome = JobOutcome(run.key, candidates, run.usage, time.perf_counter() - run.started, error, failure)
+        outcome = JobOutcome(run.key, value, run.usage, time.perf_counter() - run.started, error, failure)
         if run.done is not None:
             if not run.done.done():
                 run.done.set_result(outcome)

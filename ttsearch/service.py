@@ -162,7 +162,7 @@ class SearchService:
             estimated = await self._run(ctx, self.policy.estimation_samples, StrategySpec(name="best_of_n"))
             estimation = estimated.usage
             # The policy's own score: its aggregation, averaged, binned by `policy.bin_of` (its fitting rule).
-            scores = [aggregate(c.step_scores, self.policy.aggregation) for c in estimated.candidates or []]
+            scores = [aggregate(c.step_scores, self.policy.aggregation) for c in estimated.value or []]
             score = sum(scores) / len(scores) if scores else 0.0
             difficulty_bin = self.policy.bin_of(score)
             budget, label = policy_plan(self.policy, settings.budget, score)
@@ -171,7 +171,7 @@ class SearchService:
         searched = await self._run(ctx, budget, spec)
         # Majority voting compares answers with math-verify in worker processes: off the event loop.
         chosen = await asyncio.to_thread(
-            select, searched.candidates or [], selection, spec.aggregation, self.grader.same_answers
+            select, searched.value or [], selection, spec.aggregation, self.grader.same_answers
         )
         flops = sum(sum(self.sizes.flops(usage)) for usage in (estimation, searched.usage))
         return Answer(

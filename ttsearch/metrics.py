@@ -22,7 +22,10 @@ Sweep (per-strategy compute, counted as each search ends):
   graded final answer, and those graded correct. Incremented when a shard writes its rows, i.e. when the shard
   ends, so `correct / graded` is the accuracy of the shards finished so far, not of the searches done so far;
   both stay flat while a shard runs.
-Scheduler (sweep and serve):
+Labelling (`ttsearch label`, whose questions also count as searches of strategy "label"):
+- `ray_ttsearch_labelled_steps_total{outcome}`: step prefixes labelled: `reachable` (some rollout reached the
+  reference answer), `unreachable`, `ungraded` (no rollout could be graded). Counted when a shard ends.
+Scheduler (sweep, label and serve):
 - `ray_ttsearch_queue_depth{target, shard, replica}`: requests in the scheduler's ready queue after a replica
   call was dispatched; a sweep sets `shard` (and `replica=""`), the Serve ingress `replica` (and `shard=""`).
 - `ray_ttsearch_batch_size_bucket/_sum/_count{target}`: requests per replica call. Ray rebuilds a histogram
@@ -91,6 +94,13 @@ GRADED = MetricDef(
 CORRECT = MetricDef(
     "counter", "ttsearch_correct", "Rows answered correctly, counted when their shard ends", ("strategy_label",)
 )
+LABELLED_STEPS = MetricDef(
+    "counter",
+    "ttsearch_labelled_steps",
+    "Step prefixes `ttsearch label` labelled, by outcome (reachable: some rollout reached the answer), counted "
+    "when their shard ends",
+    ("outcome",),
+)
 QUEUE_DEPTH = MetricDef(
     "gauge",
     "ttsearch_queue_depth",
@@ -121,6 +131,7 @@ METRICS: tuple[MetricDef, ...] = (
     SCORED_SOLUTIONS,
     GRADED,
     CORRECT,
+    LABELLED_STEPS,
     QUEUE_DEPTH,
     BATCH_SIZE,
     SERVE_REQUESTS,
@@ -168,7 +179,9 @@ class SweepMetrics(_SearchMetrics):
         self.graded = GRADED.create()
         self.correct = CORRECT.create()
 
-    def on_outcome(self, strategy: str, outcome: JobOutcome) -> None:
+    def on_outcome(self, outcome: JobOutcome) -> None:
+        """A cell's search ended; its key is (problem, strategy spec, budget, seed)."""
+        strategy = outcome.key[1].name
         self.searches_done.inc(1, tags={"strategy": strategy})
         self.on_usage(strategy, outcome.usage.generated_tokens, outcome.usage.scored_solutions)
 
@@ -181,6 +194,29 @@ class SweepMetrics(_SearchMetrics):
             self.graded.inc(1, tags=tags)
             if row["correct"]:
                 self.correct.inc(1, tags=tags)
+
+
+class LabelMetrics(_SearchMetrics):
+    """One `ttsearch label` shard's reporters: questions labelled (as searches of strategy "label"), their compute,
+    and the labelled steps by outcome."""
+
+    STRATEGY = "label"
+
+    def __init__(self, shard: int):
+        super().__init__(shard=str(shard))
+        self.searches_done = SEARCHES_DONE.create()
+        self.labelled_steps = LABELLED_STEPS.create()
+
+    def on_outcome(self, outcome: JobOutcome) -> None:
+        self.searches_done.inc(1, tags={"strategy": self.STRATEGY})
+        self.on_usage(self.STRATEGY, outcome.usage.generated_tokens, outcome.usage.scored_solutions)
+
+    def on_rows(self, rows: list[dict[str, Any]]) -> None:
+        """A shard wrote its rows: count its labelled steps by whether a rollout succeeded from them."""
+        for row in rows:
+            for hard in row.get("hard_labels") or ():
+                outcome = "ungraded" if hard is None else "reachable" if hard else "unreachable"
+                self.labelled_steps.inc(1, tags={"outcome": outcome})
 
 
 class ServeMetrics(_SearchMetrics):
@@ -223,8 +259,10 @@ class ProgressCounter:
         return len(self.done)
 
 
-def run_with_progress(work: Callable[[], Any], counter: Any, total: int, initial: int, desc: str) -> Any:
-    """Run `work` in a thread while a tqdm bar follows `counter` (searches done / total, with ETA)."""
+def run_with_progress(
+    work: Callable[[], Any], counter: Any, total: int, initial: int, desc: str, unit: str = "search"
+) -> Any:
+    """Run `work` in a thread while a tqdm bar follows `counter` (units done / total, with ETA)."""
     from tqdm import tqdm
 
     result: dict[str, Any] = {}
@@ -237,7 +275,7 @@ def run_with_progress(work: Callable[[], Any], counter: Any, total: int, initial
 
     thread = threading.Thread(target=target, name="sweep", daemon=True)
     thread.start()
-    with tqdm(total=total, initial=initial, desc=desc, unit="search", dynamic_ncols=True) as bar:
+    with tqdm(total=total, initial=initial, desc=desc, unit=unit, dynamic_ncols=True) as bar:
         while thread.is_alive():
             thread.join(timeout=1.0)
             bar.update(initial + ray.get(counter.value.remote()) - bar.n)

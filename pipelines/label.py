@@ -1,0 +1,91 @@
+"""`ttsearch label`: Monte Carlo step labels for PRM training, as sharded, resumable Ray Data work.
+
+Every question's labelling (`ttsearch.labels.label_question`: K samples, then R rollouts from each step prefix)
+goes through the shard's ready queue with every other question's, on the generator replicas, into a results store
+like the sweep's (`results/shard-K-of-N.parquet`, rows in `ttsearch.labels.LABEL_SCHEMA`); a re-run into the same
+`output_dir` computes only the questions without rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+
+from ttsearch.config import SweepConfig
+from ttsearch.data import DataError, load_problems
+from ttsearch.labels import LabelWork, label_fingerprint, label_store
+from ttsearch.runtime import check_output_dir
+from ttsearch.sharded import run_shards
+
+
+@dataclass(frozen=True)
+class LabelSummary:
+    """What a labelling run holds: what `ttsearch label` prints and decides its exit code on."""
+
+    questions: int
+    labelled_questions: int
+    failed_questions: int
+    """Questions that failed deterministically (an error row, kept)."""
+    missing_questions: int
+    """Questions without rows yet (infrastructure failures, a stopped run): a re-run computes them."""
+    solutions: int
+    sampled_correct: float
+    """Share of the sampled solutions whose own answer was right."""
+    steps: int
+    nonzero_steps: float
+    """Share of the labelled steps with a soft label above 0: from them, some rollout reached the answer."""
+    mean_soft_label: float
+    reference_solutions: int
+    generated_tokens: int
+
+    def lines(self) -> str:
+        return "\n".join([
+            f"questions: {self.labelled_questions} labelled, {self.failed_questions} failed, "
+            f"{self.missing_questions} missing (of {self.questions})",
+            f"solutions: {self.solutions} ({self.reference_solutions} reference), sampled solutions correct: "
+            f"{self.sampled_correct:.1%}",
+            f"labelled steps: {self.steps}, with a non-zero label: {self.nonzero_steps:.1%}, mean soft label "
+            f"{self.mean_soft_label:.3f}",
+            f"generated tokens: {self.generated_tokens}",
+        ])  # fmt: skip
+
+
+def run_label(cfg: SweepConfig, generators: list[Any] | None = None) -> pa.Table:
+    """Check inputs, claim `cfg.output_dir`, label the questions that have no rows yet (starting generator
+    replicas unless given), return every saved row."""
+    problems = load_problems(cfg.data.path, cfg.data.limit, cfg.data.offset, cfg.data.levels)
+    if cfg.label.reference_prefixes:
+        lacking = [problem["unique_id"] for problem in problems if not problem["solution"].strip()]
+        if lacking:
+            raise DataError(f"label.reference_prefixes needs a reference 'solution' for every question; "
+                            f"{cfg.data.path} has none for {len(lacking)}, e.g. {lacking[0]}")  # fmt: skip
+    check_output_dir(cfg)
+    store = label_store(cfg.output_dir)
+    store.claim(label_fingerprint(cfg, problems), cfg)
+    replicas = None if generators is None else (generators, [])
+    return run_shards(cfg, lambda *_: LabelWork(cfg), store, problems, replicas, needs_verifier=False)
+
+
+def summarize(cfg: SweepConfig, table: pa.Table) -> LabelSummary:
+    """Counts and label shares of the rows `run_label` returned."""
+    rows = table.to_pylist()
+    total = label_store(cfg.output_dir).manifest()["num_problems"]
+    failed = {row["unique_id"] for row in rows if row["error"] is not None}
+    solutions = [row for row in rows if row["error"] is None]
+    sampled = [row["solution_correct"] for row in solutions if row["source"] == "sample"]
+    labels = [label for row in solutions for label in row["soft_labels"] if label is not None]
+    return LabelSummary(
+        questions=total,
+        labelled_questions=len({row["unique_id"] for row in solutions}),
+        failed_questions=len(failed),
+        missing_questions=total - len({row["unique_id"] for row in rows}),
+        solutions=len(solutions),
+        sampled_correct=sum(verdict is True for verdict in sampled) / max(len(sampled), 1),
+        steps=len(labels),
+        nonzero_steps=sum(label > 0 for label in labels) / max(len(labels), 1),
+        mean_soft_label=sum(labels) / max(len(labels), 1),
+        reference_solutions=sum(row["source"] == "reference" for row in solutions),
+        generated_tokens=sum(row["generated_tokens"] or 0 for row in rows),
+    )

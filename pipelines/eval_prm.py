@@ -40,7 +40,7 @@ def run_eval_prm(cfg: SweepConfig, verifiers: list[Any] | None = None) -> EvalRe
     check_eval_config(cfg)
     section = cfg.eval_prm
     subsets = {subset_name(path): load_processbench(path, section.limit) for path in section.processbench}
-    solutions = load_heldout_solutions(section.labels, section.heldout_fraction) if section.labels is not None else []
+    solutions = load_heldout_solutions(section.labels, cfg.prm.heldout_fraction) if section.labels is not None else []
     store = RunStore(section.output)
     if verifiers is None:
         start_ray(cfg)

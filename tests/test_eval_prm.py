@@ -36,7 +36,7 @@ def test_eval_prm_scores_every_item_and_writes_the_report(tmp_path, lm_judge_rep
     output = tmp_path / "eval"
     cfg = load_config(overrides=[
         "verifier.kind=lm_judge", "verifier.backend=transformers", f"eval_prm.processbench=[{subset}]",
-        f"eval_prm.labels={labels}", "eval_prm.heldout_fraction=0.5", f"eval_prm.output={output}",
+        f"eval_prm.labels={labels}", "prm.heldout_fraction=0.5", f"eval_prm.output={output}",
     ])  # fmt: skip
 
     report = run_eval_prm(cfg, verifiers=lm_judge_replicas)

@@ -216,7 +216,7 @@ def test_heldout_solutions_are_the_held_out_rows_cut_to_their_labelled_steps(tmp
 
 def test_heldout_solutions_refuse_a_split_that_holds_nothing_out(tmp_path):
     location = str(write_labels(tmp_path / "labels", [label_row(uid, ["a"], [True]) for uid in ("q0", "q1")]))
-    held_out_none = r"no labelled steps among the questions held out at eval_prm\.heldout_fraction=0\.0 \(2 questions"
+    held_out_none = r"no labelled steps among the questions held out at prm\.heldout_fraction=0\.0 \(2 questions"
     with pytest.raises(DataError, match=held_out_none):
         load_heldout_solutions(location, 0.0)
     with pytest.raises(DataError, match="eval_prm.labels: .*holds no `ttsearch label` output"):
@@ -257,7 +257,7 @@ def test_report_scores_planted_results_and_keeps_failed_items_out_of_the_metrics
     labels = str(write_labels(tmp_path / "labels", [label_row(held, ["a", "b", "c"], [True, None, False])]))
     solutions = load_heldout_solutions(labels, 0.5)
     cfg = load_config(overrides=[f"eval_prm.processbench=[{subset_path}]", f"eval_prm.labels={labels}",
-                                 "eval_prm.heldout_fraction=0.5", "verifier.kind=lm_judge"])  # fmt: skip
+                                 "prm.heldout_fraction=0.5", "verifier.kind=lm_judge"])  # fmt: skip
     planted = [(0.2, 0.9, 0.9), (0.9, 0.6, 0.1), (0.9, 0.9, 0.9), (0.9, 0.8, 0.7), (0.9, 0.3, 0.9)]
     scores = {("processbench/toy", i): s for i, s in enumerate(planted)} | {(LABELS, 0): (0.8, 0.1, 0.3)}
     report = build_report(cfg, subsets, solutions, scores, {}, verifier_tokens=123, wall_s=1.5)

@@ -48,10 +48,16 @@ def _label(args: argparse.Namespace) -> int:
     return 1 if summary.missing_questions or summary.failed_questions else 0
 
 
+def _train_prm(args: argparse.Namespace) -> None:
+    from pipelines.train_prm import format_report, run_train_prm
+
+    print(format_report(run_train_prm(load_config(args.config or [CONF_DIR / "prm.yaml"], args.overrides))))
+
+
 def _eval_prm(args: argparse.Namespace) -> None:
     from pipelines.eval_prm import format_report, run_eval_prm
 
-    cfg = load_config(args.config, args.overrides)
+    cfg = load_config(args.config or [CONF_DIR / "prm.yaml"], args.overrides)
     print(format_report(run_eval_prm(cfg)))
     print(f"\nwritten to {cfg.eval_prm.output}/eval.md and eval.json")
 
@@ -156,8 +162,11 @@ def build_parser() -> argparse.ArgumentParser:
     _config_command(commands, "label", _label, "Monte Carlo step labels for PRM training (K samples, R rollouts "
                     "from every step prefix)", "YAML config, repeatable (default conf/label.yaml)",
                     "key=value overrides, e.g. data.limit=100 label.rollouts=8")  # fmt: skip
+    _config_command(commands, "train-prm", _train_prm, "train a Math-Shepherd-format PRM on step labels with "
+                    "transformers' Trainer in Ray Train", "YAML config, repeatable (default conf/prm.yaml)",
+                    "key=value overrides, e.g. 'prm.labels=[runs/labels]' prm.epochs=2")  # fmt: skip
     _config_command(commands, "eval-prm", _eval_prm, "a verifier on ProcessBench (first-error F1) and on held-out "
-                    "`ttsearch label` steps (ROC AUC)", "YAML config, repeatable (the verifier: verifier.kind/model)",
+                    "`ttsearch label` steps (ROC AUC)", "YAML config, repeatable (default conf/prm.yaml)",
                     "key=value overrides, e.g. verifier.kind=math_shepherd verifier.model=runs/prm/model "
                     "eval_prm.labels=runs/labels")  # fmt: skip
     bench = commands.add_parser("bench", help="throughput: ready queue vs offline ceiling vs synchronous search")

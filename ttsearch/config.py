@@ -280,8 +280,8 @@ class EvalPRMConfig:
         default_factory=lambda: ["data/processbench/gsm8k.json", "data/processbench/math.json"]
     )
     limit: int | None = None  # first `limit` items of each subset (null: all)
-    labels: str | None = None  # a `ttsearch label` output_dir: its held-out questions' steps give the AUC
-    heldout_fraction: float = 0.1  # must match the `prm.heldout_fraction` the PRM was trained with
+    labels: str | None = None  # a `ttsearch label` output_dir: the steps of its questions held out of training
+    # (`prm.heldout_fraction`, the split train-prm used) give the AUC
     threshold: float = 0.5  # the first step scored below this is the predicted first error
     output: str = "runs/eval_prm"  # eval.md and eval.json go here
 
@@ -488,9 +488,8 @@ PRM_TARGETS = ("soft", "hard")
 def _validate_prm(cfg: SweepConfig) -> None:
     """`ttsearch train-prm` and `eval-prm` settings."""
     _require(cfg.prm.target in PRM_TARGETS, "prm.target", f"expected one of {PRM_TARGETS}, got '{cfg.prm.target}'")
-    for key in ("prm.heldout_fraction", "eval_prm.heldout_fraction"):
-        fraction = attrgetter(key)(cfg)
-        _require(0 <= fraction < 1, key, f"must be in [0, 1), got {fraction}")
+    fraction = cfg.prm.heldout_fraction
+    _require(0 <= fraction < 1, "prm.heldout_fraction", f"must be in [0, 1), got {fraction}")
     _require(cfg.prm.warmup_ratio < 1, "prm.warmup_ratio", f"must be < 1, got {cfg.prm.warmup_ratio}")
     threshold = cfg.eval_prm.threshold
     _require(0 <= threshold <= 1, "eval_prm.threshold", f"a step score threshold is in [0, 1], got {threshold}")

@@ -228,8 +228,8 @@ def load_heldout_solutions(location: str, fraction: float) -> list[LabelledSolut
         questions = len(set(table.column("unique_id").to_pylist()))
         raise DataError(
             f"eval_prm.labels: {location} has no labelled steps among the questions held out at "
-            f"eval_prm.heldout_fraction={fraction} ({questions} questions in all); it must match the "
-            "prm.heldout_fraction the PRM was trained with, and be > 0"
+            f"prm.heldout_fraction={fraction} ({questions} questions in all); it must be > 0 (the fraction the PRM "
+            "was trained with)"
         )
     return labelled
 
@@ -344,7 +344,7 @@ def build_report(
         subsets=metrics,
         mean_f1=mean_f1,
         labels=cfg.eval_prm.labels,
-        heldout_fraction=cfg.eval_prm.heldout_fraction,
+        heldout_fraction=cfg.prm.heldout_fraction,
         num_heldout_solutions=len(solutions),
         step_auc=auc,
         failed=[_failed_item(key, *why, subsets, solutions) for key, why in sorted(failed.items())],

@@ -439,11 +439,12 @@ def _model_class(config: Any, adapter: type[StepAdapter]) -> Any:
 
 
 @contextlib.contextmanager
-def _gather_before(head: torch.nn.Module, rows: torch.Tensor, cols: torch.Tensor) -> Iterator[None]:
-    """Make `head` project only the hidden states at (rows, cols).
+def project_only_at(head: torch.nn.Module, rows: torch.Tensor, cols: torch.Tensor) -> Iterator[None]:
+    """Make `head` project only the hidden states at (rows, cols): scoring, and training a PRM (`train-prm`).
 
     A causal LM's output projection over every position of a micro-batch would be [b, s, vocab]
-    (8192 tokens x 49k vocab = 1.6 GB in float32) when we need a few positions per solution. Hooking
+    (8192 tokens x 49k vocab = 1.6 GB in float32, and as much again for its gradient in training) when we
+    need a few positions per solution. Hooking
     the head's input (rather than calling the base model and the head ourselves) keeps whatever the
     model does after the head (logit scaling, soft-capping) exact. Logits come back as [1, k, vocab].
     """
@@ -555,7 +556,7 @@ class PRMScorer:
             if head is None:  # a classifier or value head: [b, s, 2] or [b, s, 1] is small, gather afterwards
                 logits = _logits(self.model(**inputs))[rows, cols]
             else:
-                with _gather_before(head, rows, cols):
+                with project_only_at(head, rows, cols):
                     logits = _logits(self.model(**inputs))[0]
             if logits.shape[0] != rows.numel():
                 raise RuntimeError(f"expected logits for {rows.numel()} tag tokens, got shape {tuple(logits.shape)}")

@@ -15,6 +15,7 @@ from typing import Any
 
 from ttsearch.backends import replica_pools
 from ttsearch.config import SweepConfig
+from ttsearch.data import load_first_error_items
 from ttsearch.prm_eval import (
     EvalReport,
     JobKey,
@@ -23,7 +24,6 @@ from ttsearch.prm_eval import (
     check_eval_config,
     format_report,
     load_heldout_solutions,
-    load_processbench,
     scoring_jobs,
     subset_name,
 )
@@ -39,7 +39,7 @@ def run_eval_prm(cfg: SweepConfig, verifiers: list[Any] | None = None) -> EvalRe
     """
     check_eval_config(cfg)
     section = cfg.eval_prm
-    subsets = {subset_name(path): load_processbench(path, section.limit) for path in section.processbench}
+    subsets = {subset_name(path): load_first_error_items(path, section.limit) for path in section.processbench}
     solutions = load_heldout_solutions(section.labels, cfg.prm.heldout_fraction) if section.labels is not None else []
     store = RunStore(section.output)
     if verifiers is None:

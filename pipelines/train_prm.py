@@ -18,13 +18,11 @@ The weights train in `prm.dtype` as loaded (no float32 master copy), and are sav
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
 import shutil
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -311,6 +309,8 @@ def _step_label_trainer_class() -> type:
     import torch
     from transformers import Trainer
 
+    from actors.verifier import project_only_at
+
     class StepLabelTrainer(Trainer):
         loss_is_scaled_for_ga = False
 
@@ -326,7 +326,7 @@ def _step_label_trainer_class() -> type:
             num_items_in_batch: torch.Tensor | int | None = None,
         ) -> Any:
             head = self.accelerator.unwrap_model(model).get_output_embeddings()
-            with _project_only(head, inputs["tag_rows"], inputs["tag_cols"]):
+            with project_only_at(head, inputs["tag_rows"], inputs["tag_cols"]):
                 output = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], use_cache=False)
             logits = output.logits[0].float()  # [k, vocab]: one row per labelled tag
             margin = torch.logsumexp(logits[:, self.good_ids], -1) - torch.logsumexp(logits[:, self.bad_ids], -1)
@@ -334,25 +334,6 @@ def _step_label_trainer_class() -> type:
             return (loss, {"margins": margin}) if return_outputs else loss
 
     return StepLabelTrainer
-
-
-@contextlib.contextmanager
-def _project_only(head: torch.nn.Module, rows: torch.Tensor, cols: torch.Tensor) -> Iterator[None]:
-    """Make the LM head project only the hidden states at (rows, cols), as logits [1, k, vocab].
-
-    The full logits of a batch, [batch, seq, vocab] in float32, would dwarf the model on a CPU (4 x 1024 tokens x
-    49k vocab = 800 MB, and as much again for their gradient); the loss needs only the tags. Hooking the head's
-    input rather than calling its layers ourselves keeps whatever the model does after the head.
-    """
-
-    def gather(_module: torch.nn.Module, args: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
-        return (args[0][rows, cols].unsqueeze(0), *args[1:])
-
-    handle = head.register_forward_pre_hook(gather)
-    try:
-        yield
-    finally:
-        handle.remove()
 
 
 def _final_step_log_callback() -> Any:

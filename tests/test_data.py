@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from ttsearch.config import DataConfig
-from ttsearch.data import DataError, load_problems
+from ttsearch.data import DataError, FirstErrorItem, load_first_error_items, load_problems
 
 
 def test_shipped_math500_loads_with_its_fields():
     rows = load_problems(DataConfig().path)
     assert len(rows) == 500
-    assert set(rows[0]) == {"unique_id", "problem", "answer", "subject", "level"}
+    assert set(rows[0]) == {"unique_id", "problem", "answer", "subject", "level", "solution"}
     assert {r["level"] for r in rows} == {1, 2, 3, 4, 5}
     assert len({r["unique_id"] for r in rows}) == 500
 
@@ -108,3 +110,82 @@ def test_an_unreadable_parquet_file_is_named(tmp_path):
     path.write_bytes(path.read_bytes()[:-20])
     with pytest.raises(DataError, match=rf"^{re.escape(str(path))}: not a readable Parquet file \("):
         load_problems(path)
+
+
+# -- first-error-step files (ProcessBench, PRM800K converted) ------------------------------------
+SHIPPED = Path(__file__).resolve().parents[1] / "data" / "processbench"
+
+
+def item(index: int, label: int, num_steps: int = 3) -> dict[str, Any]:
+    """A ProcessBench item as the benchmark's files hold it."""
+    return {
+        "id": f"toy-{index}",
+        "generator": "hand",
+        "problem": f"What is {index} + 1?",
+        "steps": [f"Step {step} of item {index}." for step in range(num_steps)],
+        "final_answer_correct": label == -1,
+        "label": label,
+    }
+
+
+def write_subset(path: Path, items: list[Any]) -> Path:
+    path.write_text(json.dumps(items))
+    return path
+
+
+def test_first_error_items_read_json_lines_too(tmp_path):
+    path = tmp_path / "prm800k.jsonl"
+    path.write_text(json.dumps(item(0, 2) | {"id": 7}) + "\n\n" + json.dumps(item(1, -1)) + "\n")
+    assert [(i.id, i.label) for i in load_first_error_items(path)] == [("7", 2), ("toy-1", -1)]
+    path.write_text(json.dumps(item(0, 5)) + "\n")
+    with pytest.raises(DataError, match=r"prm800k\.jsonl: line 1 \(id 'toy-0'\): 'label'"):
+        load_first_error_items(path)
+
+
+
+
+def test_load_first_error_items_reads_items_and_applies_limit(tmp_path):
+    path = write_subset(tmp_path / "toy.json", [item(0, 1), item(1, -1), item(2, 0)])
+    items = load_first_error_items(path, limit=2)
+    steps = [tuple(f"Step {step} of item {index}." for step in range(3)) for index in range(2)]
+    assert items == [
+        FirstErrorItem("toy-0", "What is 0 + 1?", steps[0], 1),
+        FirstErrorItem("toy-1", "What is 1 + 1?", steps[1], -1),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ({"items": []}, r"toy\.json: expected a JSON list of first-error items, got a dict"),
+        ([], r"toy\.json: holds no items"),
+        ([item(0, 0), "x"], r"toy\.json: item 1: expected an object, got a str"),
+        ([item(0, 0), {k: v for k, v in item(1, 0).items() if k != "steps"}], r"item 1: missing key\(s\) \['steps'\]"),
+        ([item(0, 0), item(1, 3)],
+         r"item 1 \(id 'toy-1'\): 'label' must be -1 \(no wrong step\) or the index of the first wrong step in 0\.\.2"),
+        ([item(0, -2)], r"item 0 \(id 'toy-0'\): 'label' .* got -2"),
+        ([item(0, 0) | {"label": True}], r"item 0 \(id 'toy-0'\): 'label' .* got True"),
+        ([item(0, 0) | {"steps": []}], r"item 0 \(id 'toy-0'\): 'steps' must be a non-empty list of strings"),
+        ([item(0, 0) | {"steps": ["a", 2]}], r"'steps' must be a non-empty list of strings, got \['a', 2\]"),
+        ([item(0, 0) | {"problem": None}], r"item 0 \(id 'toy-0'\): 'problem' must be a non-empty string, got None"),
+    ],
+)
+def test_load_first_error_items_errors_name_the_file_the_item_and_the_key(tmp_path, content, message):
+    path = write_subset(tmp_path / "toy.json", content)
+    with pytest.raises(DataError, match=message) as caught:
+        load_first_error_items(path)
+    assert str(path) in str(caught.value)
+
+
+@pytest.mark.parametrize(("subset", "num_items", "num_erroneous"), [("gsm8k", 400, 207), ("math", 1000, 594)])
+def test_the_shipped_processbench_subsets_load_whole(subset, num_items, num_erroneous):
+    items = load_first_error_items(SHIPPED / f"{subset}.json")
+    assert len(items) == num_items and sum(i.label != -1 for i in items) == num_erroneous
+
+
+def test_load_first_error_items_refuses_a_missing_or_unparsable_file(tmp_path):
+    with pytest.raises(DataError, match="first-error-step file not found: .*missing.json"):
+        load_first_error_items(tmp_path / "missing.json")
+    (tmp_path / "bad.json").write_text("[{")
+    with pytest.raises(DataError, match=r"bad\.json: not valid JSON"):
+        load_first_error_items(tmp_path / "bad.json")

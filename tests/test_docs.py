@@ -59,3 +59,33 @@ def test_documented_sweep_command_is_valid(
     stated = stated_values([resolve_config_path(path) for path in args.config or []], args.overrides)
     assert args.config and stated, f"{where}: names no config file"
     assert mismatches(stated, cfg) == [], where
+
+
+PRM_COMMAND = re.compile(r"ttsearch (?P<command>label|train-prm|eval-prm|bench --label)(?P<args>[^`#\n]*)")
+PRM_DEFAULT_CONFIGS = {"label": "conf/label.yaml", "bench --label": "conf/label.yaml", "train-prm": "conf/prm.yaml",
+                       "eval-prm": "conf/prm.yaml"}  # fmt: skip
+
+
+def documented_prm_commands() -> list[tuple[str, list[str]]]:
+    """(where, argv) of every `ttsearch label` / `train-prm` / `eval-prm` / `bench --label` command in the README."""
+    text = re.sub(r"\\\n#?\s*", " ", (ROOT / "README.md").read_text())
+    return [(f"README.md: ttsearch {m['command']}{m['args']}", [*m["command"].split(), *shlex.split(m["args"])])
+            for m in PRM_COMMAND.finditer(text)]  # fmt: skip
+
+
+PRM_COMMANDS = documented_prm_commands()
+
+
+@pytest.mark.parametrize(("where", "argv"), PRM_COMMANDS, ids=[where for where, _ in PRM_COMMANDS])
+def test_documented_prm_command_is_valid(where: str, argv: list[str], monkeypatch) -> None:
+    """The labelling, training and evaluation commands parse and load their config as the CLI would."""
+    monkeypatch.chdir(ROOT)
+    args = build_parser().parse_args(argv)
+    default = PRM_DEFAULT_CONFIGS[" ".join(argv[:2]) if argv[:2] == ["bench", "--label"] else argv[0]]
+    load_config(args.config or [default], args.overrides)
+
+
+def test_the_readme_documents_each_prm_command():
+    assert {" ".join(argv[:2]) if argv[0] == "bench" else argv[0] for _, argv in PRM_COMMANDS} == set(
+        PRM_DEFAULT_CONFIGS
+    )

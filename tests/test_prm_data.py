@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from actors.verifier import MathShepherdAdapter
+from ttsearch.data import DataError
 from ttsearch.labels import LABEL_SCHEMA, is_heldout, label_store
 from ttsearch.prm_data import (
     Features,
@@ -92,35 +93,16 @@ def test_first_error_file_json_and_jsonl(tmp_path):
     ]
 
 
-@pytest.mark.parametrize(
-    ("bad", "message"),
-    [
-        (item(3), r"item 1 \(id 'pb-0'\): 'label' must be -1 .* in 0..2, got 3"),
-        (item(-2), "got -2"),
-        (item(True), "got True"),
-        ({"id": "x", "problem": "p", "steps": ["a"]}, "item 1: missing field.*label"),
-        (item(0, steps=[]), "'steps' must be a non-empty list of strings"),
-        (item(0, problem=""), "'problem' must be a non-empty string"),
-        ("not an object", "item 1: expected an object"),
-    ],
-)
-def test_first_error_file_names_file_and_item(tmp_path, bad, message):
+def test_first_error_file_errors_come_from_the_shared_loader(tmp_path):
+    """The rules themselves are tested with the loader (`tests/test_data.py`); here: they apply to training input."""
     path = tmp_path / "bench.json"
-    path.write_text(json.dumps([item(-1), bad]))
-    with pytest.raises(PRMDataError, match=message) as error:
+    path.write_text(json.dumps([item(-1), item(3)]))
+    with pytest.raises(DataError, match=r"bench\.json: item 1 \(id 'pb-0'\): 'label' must be -1 .* in 0\.\.2, got 3"):
         read_first_error_file(path)
-    assert str(path) in str(error.value)
-
-
-def test_first_error_file_bad_json_names_line(tmp_path):
-    path = tmp_path / "bench.jsonl"
-    path.write_text(json.dumps(item(-1)) + "\n{oops\n")
-    with pytest.raises(PRMDataError, match=r"bench.jsonl: line 2: not valid JSON"):
-        read_first_error_file(path)
-    whole = tmp_path / "bench.json"
-    whole.write_text(json.dumps({"id": "x"}))
-    with pytest.raises(PRMDataError, match="expected a JSON list"):
-        read_first_error_file(whole)
+    lines = tmp_path / "bench.jsonl"
+    lines.write_text(json.dumps(item(-1)) + "\n{oops\n")
+    with pytest.raises(DataError, match=r"bench\.jsonl:2: not valid JSON"):
+        read_first_error_file(lines)
 
 
 def test_label_rows_soft_and_hard_targets():

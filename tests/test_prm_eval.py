@@ -11,17 +11,16 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
+from tests.test_data import item, write_subset
 from ttsearch.config import ConfigError, load_config
-from ttsearch.data import DataError
+from ttsearch.data import DataError, load_first_error_items
 from ttsearch.labels import LABEL_SCHEMA, is_heldout, label_store
 from ttsearch.prm_eval import (
     LABELS,
-    ProcessBenchItem,
     build_report,
     check_eval_config,
     format_report,
     load_heldout_solutions,
-    load_processbench,
     predicted_error,
     score_steps,
     scoring_jobs,
@@ -29,25 +28,6 @@ from ttsearch.prm_eval import (
     subset_metrics,
 )
 from ttsearch.requests import Score, ScoreResult
-
-SHIPPED = Path(__file__).resolve().parents[1] / "data" / "processbench"
-
-
-def item(index: int, label: int, num_steps: int = 3) -> dict[str, Any]:
-    """A ProcessBench item as the benchmark's files hold it."""
-    return {
-        "id": f"toy-{index}",
-        "generator": "hand",
-        "problem": f"What is {index} + 1?",
-        "steps": [f"Step {step} of item {index}." for step in range(num_steps)],
-        "final_answer_correct": label == -1,
-        "label": label,
-    }
-
-
-def write_subset(path: Path, items: list[Any]) -> Path:
-    path.write_text(json.dumps(items))
-    return path
 
 
 def label_row(unique_id: str, steps: list[str], hard_labels: list[bool | None], sample: int = 0) -> dict[str, Any]:
@@ -127,55 +107,6 @@ def test_step_auc_on_planted_scores():
     assert step_auc([], []).auc is None and step_auc([], []).positive_share is None
 
 
-# -- loading ProcessBench ----------------------------------------------------------------------
-
-
-def test_load_processbench_reads_items_and_applies_limit(tmp_path):
-    path = write_subset(tmp_path / "toy.json", [item(0, 1), item(1, -1), item(2, 0)])
-    items = load_processbench(path, limit=2)
-    steps = [tuple(f"Step {step} of item {index}." for step in range(3)) for index in range(2)]
-    assert items == [
-        ProcessBenchItem("toy-0", "What is 0 + 1?", steps[0], 1),
-        ProcessBenchItem("toy-1", "What is 1 + 1?", steps[1], -1),
-    ]
-
-
-@pytest.mark.parametrize(
-    ("content", "message"),
-    [
-        ({"items": []}, r"toy\.json: expected a JSON list of ProcessBench items, got a dict"),
-        ([], r"toy\.json: holds no items"),
-        ([item(0, 0), "x"], r"toy\.json: item 1: expected an object, got a str"),
-        ([item(0, 0), {k: v for k, v in item(1, 0).items() if k != "steps"}], r"item 1: missing key\(s\) \['steps'\]"),
-        ([item(0, 0), item(1, 3)], r"item 1 \(id 'toy-1'\): 'label' must be -1 \(no error\) or a step index in 0\.\.2"),
-        ([item(0, -2)], r"item 0 \(id 'toy-0'\): 'label' .* got -2"),
-        ([item(0, 0) | {"label": True}], r"item 0 \(id 'toy-0'\): 'label' .* got True"),
-        ([item(0, 0) | {"steps": []}], r"item 0 \(id 'toy-0'\): 'steps' must be a non-empty list of strings"),
-        ([item(0, 0) | {"steps": ["a", 2]}], r"'steps' must be a non-empty list of strings, got \['a', 2\]"),
-        ([item(0, 0) | {"problem": None}], r"item 0 \(id 'toy-0'\): 'problem' must be a string, got a NoneType"),
-    ],
-)
-def test_load_processbench_errors_name_the_file_the_item_and_the_key(tmp_path, content, message):
-    path = write_subset(tmp_path / "toy.json", content)
-    with pytest.raises(DataError, match=message) as caught:
-        load_processbench(path)
-    assert str(path) in str(caught.value)
-
-
-@pytest.mark.parametrize(("subset", "num_items", "num_erroneous"), [("gsm8k", 400, 207), ("math", 1000, 594)])
-def test_the_shipped_processbench_subsets_load_whole(subset, num_items, num_erroneous):
-    items = load_processbench(SHIPPED / f"{subset}.json")
-    assert len(items) == num_items and sum(i.label != -1 for i in items) == num_erroneous
-
-
-def test_load_processbench_refuses_a_missing_or_unparsable_file(tmp_path):
-    with pytest.raises(DataError, match="ProcessBench subset not found: .*missing.json"):
-        load_processbench(tmp_path / "missing.json")
-    (tmp_path / "bad.json").write_text("[{")
-    with pytest.raises(DataError, match=r"bad\.json: not valid JSON"):
-        load_processbench(tmp_path / "bad.json")
-
-
 # -- the config checks before any replica starts -----------------------------------------------
 
 
@@ -240,7 +171,7 @@ def test_score_steps_reads_every_step_once_and_checks_the_count():
 
 
 def test_scoring_jobs_cover_every_item_and_solution_under_the_search_system_prompt(tmp_path):
-    subsets = {"toy": load_processbench(write_subset(tmp_path / "toy.json", [item(0, 0), item(1, -1)]))}
+    subsets = {"toy": load_first_error_items(write_subset(tmp_path / "toy.json", [item(0, 0), item(1, -1)]))}
     [held] = question_ids(0.5, True, 1)
     solutions = load_heldout_solutions(str(write_labels(tmp_path / "l", [label_row(held, ["x"], [True])])), 0.5)
     jobs = scoring_jobs(subsets, solutions, system="Be brief.")
@@ -252,7 +183,7 @@ def test_scoring_jobs_cover_every_item_and_solution_under_the_search_system_prom
 
 def test_report_scores_planted_results_and_keeps_failed_items_out_of_the_metrics(tmp_path):
     subset_path = write_subset(tmp_path / "toy.json", [item(0, 0), item(1, 2), item(2, 1), item(3, -1), item(4, -1)])
-    subsets = {"toy": load_processbench(subset_path)}
+    subsets = {"toy": load_first_error_items(subset_path)}
     [held] = question_ids(0.5, True, 1)
     labels = str(write_labels(tmp_path / "labels", [label_row(held, ["a", "b", "c"], [True, None, False])]))
     solutions = load_heldout_solutions(labels, 0.5)
@@ -288,8 +219,8 @@ def test_report_scores_planted_results_and_keeps_failed_items_out_of_the_metrics
 
 def test_report_of_several_subsets_averages_f1_and_says_n_a_where_undefined(tmp_path):
     subsets = {
-        "a": load_processbench(write_subset(tmp_path / "a.json", [item(0, 0), item(1, -1)])),
-        "b": load_processbench(write_subset(tmp_path / "b.json", [item(0, 0)])),
+        "a": load_first_error_items(write_subset(tmp_path / "a.json", [item(0, 0), item(1, -1)])),
+        "b": load_first_error_items(write_subset(tmp_path / "b.json", [item(0, 0)])),
     }
     cfg = load_config(overrides=["eval_prm.processbench=[a.json,b.json]", "verifier.kind=qwen_prm"])
     scores = {("processbench/a", 0): (0.1, 0.9, 0.9), ("processbench/a", 1): (0.9,) * 3,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -132,3 +133,60 @@ def _from_gsm8k(record: dict[str, Any], path: Path, where: str, number: int) -> 
     final = found["answer"].replace(",", "")
     return {**record, "problem": record["question"], "answer": final,
             "solution": f"{reasoning}\nThe answer is $\\boxed{{{final}}}$."}
+
+
+@dataclass(frozen=True)
+class FirstErrorItem:
+    """A solution annotated with its first wrong step: a ProcessBench item, or PRM800K converted to its fields."""
+
+    id: str
+    problem: str
+    steps: tuple[str, ...]
+    label: int
+    """0-based index of the first wrong step; -1: every step is right."""
+
+
+FIRST_ERROR_KEYS = ("id", "problem", "steps", "label")
+
+
+def load_first_error_items(path: str | Path, limit: int | None = None) -> list[FirstErrorItem]:
+    """The first `limit` items (None: all) of a first-error-step file: a JSON list (ProcessBench's subset files) or
+    JSON Lines (one item a line), each with id, problem, steps and label; a DataError names the file, the item (or
+    line) and the key of anything unusable."""
+    path = resolve_data_path(path)
+    if not path.is_file():
+        raise DataError(f"first-error-step file not found: {path}")
+    if path.suffix == ".jsonl":
+        records = [(f"line {number}", record) for number, record in _read_jsonl(path)]
+    else:
+        try:
+            listed = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise DataError(f"{path}: not valid JSON ({exc})") from None
+        if not isinstance(listed, list):
+            raise DataError(f"{path}: expected a JSON list of first-error items, got a {type(listed).__name__}")
+        records = [(f"item {index}", record) for index, record in enumerate(listed)]
+    if not records:
+        raise DataError(f"{path}: holds no items")
+    return [_first_error_item(record, f"{path}: {where}") for where, record in records[:limit]]
+
+
+def _first_error_item(record: Any, where: str) -> FirstErrorItem:
+    """One item, checked key by key (a bool is not an index, though Python counts it as an int)."""
+    if not isinstance(record, dict):
+        raise DataError(f"{where}: expected an object, got a {type(record).__name__}")
+    missing = [key for key in FIRST_ERROR_KEYS if key not in record]
+    if missing:
+        raise DataError(f"{where}: missing key(s) {missing} (an item needs {list(FIRST_ERROR_KEYS)})")
+    item_id, problem, steps, label = (record[key] for key in FIRST_ERROR_KEYS)
+    if isinstance(item_id, bool) or not isinstance(item_id, str | int):
+        raise DataError(f"{where}: 'id' must be a string or an integer, got {item_id!r}")
+    where = f"{where} (id '{item_id}')"
+    if not isinstance(problem, str) or not problem.strip():
+        raise DataError(f"{where}: 'problem' must be a non-empty string, got {problem!r:.80}")
+    if not isinstance(steps, list) or not steps or not all(isinstance(step, str) for step in steps):
+        raise DataError(f"{where}: 'steps' must be a non-empty list of strings, got {steps!r:.80}")
+    if isinstance(label, bool) or not isinstance(label, int) or not -1 <= label < len(steps):
+        raise DataError(f"{where}: 'label' must be -1 (no wrong step) or the index of the first wrong step in "
+                        f"0..{len(steps) - 1}, got {label!r}")  # fmt: skip
+    return FirstErrorItem(str(item_id), problem, tuple(steps), label)

@@ -10,15 +10,15 @@ Nothing here loads a model.
 
 from __future__ import annotations
 
-import json
 import math
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 import pyarrow as pa
 
+from ttsearch.data import load_first_error_items
 from ttsearch.errors import TTSearchError
 from ttsearch.labels import is_heldout, read_labels
 from ttsearch.requests import Score
@@ -29,7 +29,6 @@ if TYPE_CHECKING:  # torch and the verifier's adapters load only where features 
     from actors.verifier import StepAdapter
 
 Target = Literal["soft", "hard"]
-FIRST_ERROR_FIELDS = ("id", "problem", "steps", "label")
 
 
 class PRMDataError(TTSearchError):
@@ -92,57 +91,13 @@ def first_error_labels(num_steps: int, first_error: int) -> tuple[float, ...]:
 
 
 def read_first_error_file(path: str | Path) -> list[StepExample]:
-    """The items of a ProcessBench-style JSON file (a list of objects) or a JSON Lines file (one object a line),
-    each with `id`, `problem`, `steps` and `label`; a PRMDataError names the file and item of anything unusable."""
-    path = Path(path)
-    if path.suffix == ".jsonl":
-        items: Iterable[tuple[str, Any]] = _jsonl_items(path)
-    else:
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise PRMDataError(f"{path}: not valid JSON ({exc})") from None
-        if not isinstance(data, list):
-            raise PRMDataError(f"{path}: expected a JSON list of first-error items, got a {type(data).__name__}")
-        items = ((f"item {i}", item) for i, item in enumerate(data))
-    examples = [_first_error_example(item, f"{path}: {where}") for where, item in items]
-    if not examples:
-        raise PRMDataError(f"{path}: holds no items")
+    """A first-error-step file's items (`ttsearch.data.load_first_error_items`: ProcessBench's JSON list, or JSON
+    Lines) as examples labelled by `first_error_labels`."""
+    examples = []
+    for item in load_first_error_items(path):
+        labels = first_error_labels(len(item.steps), item.label)
+        examples.append(StepExample(item.id, item.problem, item.steps[: len(labels)], labels))
     return examples
-
-
-def _jsonl_items(path: Path) -> Iterator[tuple[str, Any]]:
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            yield f"line {number}", json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise PRMDataError(f"{path}: line {number}: not valid JSON ({exc})") from None
-
-
-def _first_error_example(item: Any, where: str) -> StepExample:
-    """One item, checked field by field (a bool is not an index, though Python counts it as an int)."""
-    if not isinstance(item, dict):
-        raise PRMDataError(f"{where}: expected an object with fields {FIRST_ERROR_FIELDS}, got {type(item).__name__}")
-    missing = [key for key in FIRST_ERROR_FIELDS if key not in item]
-    if missing:
-        raise PRMDataError(f"{where}: missing field(s) {', '.join(missing)} (needs {', '.join(FIRST_ERROR_FIELDS)})")
-    item_id, problem, steps, label = (item[key] for key in FIRST_ERROR_FIELDS)
-    if isinstance(item_id, bool) or not isinstance(item_id, str | int):
-        raise PRMDataError(f"{where}: 'id' must be a string or an integer, got {item_id!r}")
-    where = f"{where} (id {item_id!r})"
-    if not isinstance(problem, str) or not problem.strip():
-        raise PRMDataError(f"{where}: 'problem' must be a non-empty string, got {problem!r}")
-    if not isinstance(steps, list) or not steps or not all(isinstance(step, str) for step in steps):
-        raise PRMDataError(f"{where}: 'steps' must be a non-empty list of strings, got {steps!r:.80}")
-    if isinstance(label, bool) or not isinstance(label, int) or not -1 <= label < len(steps):
-        raise PRMDataError(
-            f"{where}: 'label' must be -1 (every step right) or the index of the first wrong step in "
-            f"0..{len(steps) - 1}, got {label!r}"
-        )
-    labels = first_error_labels(len(steps), label)
-    return StepExample(str(item_id), problem, tuple(steps[: len(labels)]), labels)
 
 
 def label_examples(table: pa.Table, target: Target, where: str) -> list[StepExample]:

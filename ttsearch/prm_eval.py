@@ -12,14 +12,12 @@ Two measures, both read from one `Score` of each solution:
 
 from __future__ import annotations
 
-import json
 from collections.abc import Generator, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from ttsearch.config import MODEL_FREE_VERIFIERS, ConfigError, SweepConfig, verifier_backend
-from ttsearch.data import DataError, resolve_data_path
+from ttsearch.data import DataError, FirstErrorItem
 from ttsearch.labels import is_heldout, read_labels
 from ttsearch.requests import Score, ScoreResult
 
@@ -32,17 +30,6 @@ JobKey = tuple[str, int]
 """(source, index in that source): which ProcessBench item or held-out solution a scoring job is."""
 ScoreRun = Generator[list[Score], list[ScoreResult], tuple[float, ...]]
 """A scheduler run that reads one solution and returns its step scores."""
-
-
-@dataclass(frozen=True)
-class ProcessBenchItem:
-    """One solution of a ProcessBench subset file."""
-
-    id: str
-    problem: str
-    steps: tuple[str, ...]
-    label: int
-    """0-based index of the first wrong step; -1: every step is right."""
 
 
 @dataclass(frozen=True)
@@ -160,51 +147,6 @@ def subset_name(path: str | Path) -> str:
     return Path(path).stem
 
 
-def load_processbench(path: str | Path, limit: int | None = None) -> list[ProcessBenchItem]:
-    """The first `limit` items (None: all) of a ProcessBench subset file, a JSON list of {id, problem, steps,
-    label, ...}; a DataError names the file, the item and the key of anything unusable."""
-    path = resolve_data_path(path)
-    if not path.is_file():
-        raise DataError(f"ProcessBench subset not found: {path}")
-    try:
-        records = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(records, list):
-        raise DataError(f"{path}: expected a JSON list of ProcessBench items, got a {type(records).__name__}")
-    if not records:
-        raise DataError(f"{path}: holds no items")
-    selected = records if limit is None else records[:limit]
-    return [_processbench_item(record, path, index) for index, record in enumerate(selected)]
-
-
-def _processbench_item(record: Any, path: Path, index: int) -> ProcessBenchItem:
-    where = f"{path}: item {index}"
-    if not isinstance(record, dict):
-        raise DataError(f"{where}: expected an object, got a {type(record).__name__}")
-    missing = [key for key in ("id", "problem", "steps", "label") if key not in record]
-    if missing:
-        raise DataError(f"{where}: missing key(s) {missing}")
-    where = f"{where} (id '{record['id']}')"
-    if not isinstance(record["problem"], str):
-        raise DataError(f"{where}: 'problem' must be a string, got a {type(record['problem']).__name__}")
-    steps = record["steps"]
-    if not isinstance(steps, list) or not steps or not all(isinstance(step, str) for step in steps):
-        raise DataError(f"{where}: 'steps' must be a non-empty list of strings, got {_short(steps)}")
-    label = record["label"]
-    if isinstance(label, bool) or not isinstance(label, int) or not -1 <= label < len(steps):
-        raise DataError(
-            f"{where}: 'label' must be -1 (no error) or a step index in 0..{len(steps) - 1} for its "
-            f"{len(steps)} steps, got {label!r}"
-        )
-    return ProcessBenchItem(id=str(record["id"]), problem=record["problem"], steps=tuple(steps), label=label)
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
 def load_heldout_solutions(location: str, fraction: float) -> list[LabelledSolution]:
     """The rows of a `ttsearch label` run whose question `is_heldout` at `fraction` (the split `train-prm` drew),
     cut to their labelled steps; rows without any non-null label are left out (they add no AUC step)."""
@@ -243,7 +185,7 @@ def score_steps(score: Score) -> ScoreRun:
 
 
 def scoring_jobs(
-    subsets: dict[str, list[ProcessBenchItem]], solutions: Sequence[LabelledSolution], system: str
+    subsets: dict[str, list[FirstErrorItem]], solutions: Sequence[LabelledSolution], system: str
 ) -> list[tuple[JobKey, ScoreRun]]:
     """One scheduler job per ProcessBench item and held-out solution, so one ready queue batches them all.
 
@@ -305,7 +247,7 @@ def step_auc(scores: Sequence[float], labels: Sequence[bool]) -> StepAUC:
 
 def build_report(
     cfg: SweepConfig,
-    subsets: dict[str, list[ProcessBenchItem]],
+    subsets: dict[str, list[FirstErrorItem]],
     solutions: Sequence[LabelledSolution],
     scores: dict[JobKey, tuple[float, ...]],
     failed: dict[JobKey, tuple[str, str]],
@@ -357,7 +299,7 @@ def _failed_item(
     key: JobKey,
     failure: str,
     error: str,
-    subsets: dict[str, list[ProcessBenchItem]],
+    subsets: dict[str, list[FirstErrorItem]],
     solutions: Sequence[LabelledSolution],
 ) -> FailedItem:
     source, index = key

@@ -13,6 +13,8 @@ import time
 from dataclasses import asdict
 from typing import Any
 
+from tqdm import tqdm
+
 from ttsearch.backends import replica_pools
 from ttsearch.config import SweepConfig
 from ttsearch.data import load_first_error_items
@@ -63,10 +65,12 @@ async def _score(
     failed: dict[JobKey, tuple[str, str]] = {}
     tokens = 0
     started = time.perf_counter()
-    async for outcome in scheduler.run(jobs):
-        tokens += outcome.usage.verifier_tokens
-        if outcome.value is None:
-            failed[outcome.key] = (str(outcome.failure), outcome.error or "(no message)")
-        else:
-            scores[outcome.key] = outcome.value  # `score_steps` returns the step scores
+    with tqdm(total=len(jobs), desc="scored", unit="solution", dynamic_ncols=True) as progress:
+        async for outcome in scheduler.run(jobs):
+            progress.update()
+            tokens += outcome.usage.verifier_tokens
+            if outcome.value is None:
+                failed[outcome.key] = (str(outcome.failure), outcome.error or "(no message)")
+            else:
+                scores[outcome.key] = outcome.value  # `score_steps` returns the step scores
     return scores, failed, tokens, time.perf_counter() - started

@@ -24,6 +24,7 @@ from ttsearch.prm_eval import (
     ScoreRun,
     build_report,
     check_eval_config,
+    evenly_spaced,
     format_report,
     load_heldout_solutions,
     scoring_jobs,
@@ -41,7 +42,8 @@ def run_eval_prm(cfg: SweepConfig, verifiers: list[Any] | None = None) -> EvalRe
     """
     check_eval_config(cfg)
     section = cfg.eval_prm
-    subsets = {subset_name(path): load_first_error_items(path, section.limit) for path in section.processbench}
+    subsets = {subset_name(path): evenly_spaced(load_first_error_items(path), section.limit)
+               for path in section.processbench}  # fmt: skip
     solutions = load_heldout_solutions(section.labels, cfg.prm.heldout_fraction) if section.labels is not None else []
     store = RunStore(section.output)
     if verifiers is None:

@@ -19,6 +19,7 @@ from ttsearch.prm_eval import (
     LABELS,
     build_report,
     check_eval_config,
+    evenly_spaced,
     format_report,
     load_heldout_solutions,
     predicted_error,
@@ -232,3 +233,9 @@ def test_report_of_several_subsets_averages_f1_and_says_n_a_where_undefined(tmp_
     assert "Step ROC AUC" not in markdown and report.step_auc is None
     both = replace(report, subsets={"a": report.subsets["a"], "c": report.subsets["a"]}, mean_f1=1.0)
     assert "| average |  |  |  |  |  | 100.0 |  |" in format_report(both)
+
+
+def test_a_limit_spreads_over_the_subset_so_both_classes_stay():
+    labels = [3] * 6 + [-1] * 4  # ordered as ProcessBench's files are: the erroneous solutions first
+    picked = evenly_spaced(labels, 4)
+    assert picked == [3, 3, 3, -1] and evenly_spaced(labels, None) == labels and evenly_spaced(labels, 20) == labels

@@ -279,7 +279,7 @@ class EvalPRMConfig:
     processbench: list[str] = field(
         default_factory=lambda: ["data/processbench/gsm8k.json", "data/processbench/math.json"]
     )
-    limit: int | None = None  # first `limit` items of each subset (null: all)
+    limit: int | None = None  # `limit` items of each subset, evenly spaced over its file (null: all)
     labels: str | None = None  # a `ttsearch label` output_dir: the steps of its questions held out of training
     # (`prm.heldout_fraction`, the split train-prm used) give the AUC
     threshold: float = 0.5  # the first step scored below this is the predicted first error

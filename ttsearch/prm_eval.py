@@ -15,12 +15,14 @@ from __future__ import annotations
 from collections.abc import Generator, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from ttsearch.config import MODEL_FREE_VERIFIERS, ConfigError, SweepConfig, verifier_backend
 from ttsearch.data import DataError, FirstErrorItem
 from ttsearch.labels import is_heldout, read_labels
 from ttsearch.requests import Score, ScoreResult
 
+T = TypeVar("T")
 LABELS = "labels"
 """The source name of held-out label solutions; a ProcessBench subset's is "processbench/<file stem>"."""
 MAX_LISTED_FAILURES = 20
@@ -145,6 +147,14 @@ def check_eval_config(cfg: SweepConfig) -> None:
 def subset_name(path: str | Path) -> str:
     """A ProcessBench subset is named by its file's stem, as the benchmark names its splits."""
     return Path(path).stem
+
+
+def evenly_spaced(items: Sequence[T], limit: int | None) -> list[T]:
+    """`limit` items spread evenly over `items` (all of them when None): ProcessBench's files are ordered (the
+    erroneous solutions first), so their first `limit` items would leave one class out and F1 undefined."""
+    if limit is None or limit >= len(items):
+        return list(items)
+    return [items[i * len(items) // limit] for i in range(limit)]
 
 
 def load_heldout_solutions(location: str, fraction: float) -> list[LabelledSolution]:

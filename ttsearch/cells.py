@@ -131,6 +131,7 @@ class SweepWork(ShardWork):
 
     schema = RESULT_SCHEMA
     unit = "search"
+    title = "searches"
 
     def __init__(self, cfg: SweepConfig, sizes: ModelSizes) -> None:
         self.cfg, self.sizes = cfg, sizes

@@ -194,6 +194,7 @@ class LabelWork(ShardWork):
 
     schema = LABEL_SCHEMA
     unit = "question"
+    title = "questions"
 
     def __init__(self, cfg: SweepConfig) -> None:
         self.cfg = cfg

@@ -53,6 +53,8 @@ class ShardWork(ABC):
     schema: ClassVar[pa.Schema]
     unit: ClassVar[str]
     """What the progress bar counts: "search", "question"."""
+    title: ClassVar[str]
+    """The progress bar's title: "searches", "questions"."""
 
     @abstractmethod
     def units(self, problems: list[dict[str, Any]]) -> list[Hashable]:
@@ -277,7 +279,7 @@ def run_shards(
     total = len(work.units(problems))
     initial = sum(len(work.units(shards[i])) for i in finished)
     try:
-        run_with_progress(dataset.take_all, progress, total, initial, f"{work.unit}s", work.unit)
+        run_with_progress(dataset.take_all, progress, total, initial, work.title, work.unit)
     except Exception as exc:
         cause = _user_error(exc)
         if cause is None:

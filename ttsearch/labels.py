@@ -167,7 +167,9 @@ def labelled_rows(outcome: JobOutcome, grader: Grader) -> list[dict[str, Any]]:
     base = {"unique_id": problem["unique_id"], "question": problem["problem"], "reference": problem["answer"],
             "wall_s": outcome.wall_s, "error": outcome.error}  # fmt: skip
     if outcome.value is None:
-        return [base | {"source": None, "steps": [], "generated_tokens": outcome.usage.generated_tokens}]
+        # The label columns empty rather than absent: every reader (summary, benchmark, metrics) sees one row shape.
+        usage = {"source": None, "steps": [], "generated_tokens": outcome.usage.generated_tokens}
+        return [base | step_labels([]) | usage]
     trajectories: list[Trajectory] = outcome.value
     answers = [answer for t in trajectories for answer in (t.answer, *(a for step in t.rollout_answers for a in step))]
     verdicts = iter(grader.grade_many([(answer, problem["answer"]) for answer in answers]))

@@ -147,7 +147,7 @@ class FlakyReplica(ScriptedBackend):
 def test_label_shards_through_the_ready_queue_resume_only_the_missing_questions(tmp_path):
     """Two runs of a shard: the first loses one question to an infrastructure failure (the replica fails its
     requests), the re-run labels exactly that one, and the rows equal an uninterrupted run's."""
-    cfg = load_config(None, ["search.step_delimiter='\n'", "label.samples=2", "label.rollouts=2", "label.max_steps=3"])
+    cfg = load_config(None, [r'search.step_delimiter="\n"', "label.samples=2", "label.rollouts=2", "label.max_steps=3"])
     cfg = replace(cfg, search=replace(cfg.search, max_solution_tokens=64))
     problems = [PROBLEM | {"unique_id": f"q{i}", "problem": f"What is {i} + 3?"} for i in range(3)]
     work = LabelWork(cfg)

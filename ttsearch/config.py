@@ -245,22 +245,20 @@ class LabelConfig:
 
 
 @dataclass
-class PRMTrainConfig:
-    """`ttsearch train-prm`: a Math-Shepherd-format PRM (a tag after each step, p("+") vs p("-") at the tag,
-    binary cross-entropy on the step labels), trained with transformers' `Trainer` inside Ray Train."""
+class FineTuneConfig:
+    """What `train-prm` and `train-revision` share: fine-tuning a causal LM with transformers' `Trainer` inside
+    Ray Train, checkpointed and resumable."""
 
-    labels: list[str] = field(default_factory=list)  # `ttsearch label` output_dirs and/or first-error-step files
     base_model: str = EMBEDDED_MODEL  # any Hugging Face causal LM: "embedded", a local directory or a hub id
-    output_dir: str = "runs/prm"
-    target: str = "soft"  # which `ttsearch label` label to fit: "soft" (success share) or "hard" (any success)
-    heldout_fraction: float = 0.1  # questions kept out of training, by a hash of their id (eval-prm reads the same)
+    output_dir: str = "runs/model"  # checkpoints/, model/, loss_curve.png, train.json
+    heldout_fraction: float = 0.1  # questions kept out of training, by a hash of their id (evaluations draw the same)
     epochs: float = 1.0
     learning_rate: float = 2e-5
     weight_decay: float = 0.0
     warmup_ratio: float = 0.0
-    batch_size: int = 8  # solutions per device and optimizer step (before gradient accumulation)
+    batch_size: int = 8  # examples per device and optimizer step (before gradient accumulation)
     gradient_accumulation_steps: int = 1
-    max_input_tokens: int = 1024  # longer solutions are cut from the left, as the verifier cuts them
+    max_input_tokens: int = 1024
     dtype: str = "float32"  # the weights trained and saved; bfloat16 on GPUs that have it
     num_workers: int = 1  # Ray Train workers (data-parallel)
     use_gpu: bool = False
@@ -269,6 +267,57 @@ class PRMTrainConfig:
     save_steps: int = 200  # a Ray Train checkpoint every this many optimizer steps (and at the end)
     logging_steps: int = 5
     seed: int = 0
+
+
+@dataclass
+class PRMTrainConfig(FineTuneConfig):
+    """`ttsearch train-prm`: a Math-Shepherd-format PRM (a tag after each step, p("+") vs p("-") at the tag,
+    binary cross-entropy on the step labels). Longer solutions than `max_input_tokens` are cut from the left, as
+    the verifier cuts them."""
+
+    labels: list[str] = field(default_factory=list)  # `ttsearch label` output_dirs and/or first-error-step files
+    output_dir: str = "runs/prm"
+    target: str = "soft"  # which `ttsearch label` label to fit: "soft" (success share) or "hard" (any success)
+
+
+@dataclass
+class RevisionDataConfig:
+    """`ttsearch revision-data`: training trajectories for a revision model (Snell et al. §6.1).
+
+    For each question, `samples` attempts are sampled from the plain prompt and graded. Each correct attempt
+    (at most `trajectories_per_question`, distinct texts) ends one trajectory whose earlier attempts are wrong
+    ones of the same question: the nearest to it by normalised character edit distance, ordered by increasing
+    similarity (the nearest last, just before the correct one). Their number is drawn uniformly from
+    `min_wrong`..min(`window`, wrong attempts available), seeded by the question, so training covers every chain
+    position the revisions strategy reaches; each trajectory is rendered in the strategy's prompt format.
+    """
+
+    samples: int = 16  # attempts sampled per question
+    window: int = 4  # the most wrong attempts before the correct one: the revisions strategy's revision_window
+    min_wrong: int = 1  # the fewest; 0 also trains first attempts (plain prompt -> correct attempt)
+    trajectories_per_question: int = 4  # correct attempts used per question, each ending its own trajectory
+    seed: int = 0  # sampling and the draws are seeded from (question, seed): a re-run is a replay
+
+
+@dataclass
+class RevisionTrainConfig(FineTuneConfig):
+    """`ttsearch train-revision`: supervised fine-tuning of the generator on `ttsearch revision-data`
+    trajectories, the loss on the final (correct) attempt only. The result drops in as `generator.model`."""
+
+    data: list[str] = field(default_factory=list)  # `ttsearch revision-data` output_dirs
+    output_dir: str = "runs/revision"
+
+
+@dataclass
+class EvalRevisionConfig:
+    """`ttsearch eval-revision`: does revising help? For each model, the revisions strategy (chains of
+    `revision_length` attempts) and best-of-N at the same budget over `data`, then pass@1 of attempt t by t."""
+
+    models: list[str] = field(default_factory=lambda: [EMBEDDED_MODEL, "runs/revision/model"])  # the first is the base
+    budget: int = 8  # samples per question for each strategy
+    revision_length: int = 4  # T: attempts per chain (budget / T chains)
+    revision_window: int = 4  # earlier attempts shown when writing the next
+    output: str = "runs/eval_revision"  # a sweep directory per model, revision_curve.png, eval.md and eval.json
 
 
 @dataclass
@@ -299,6 +348,9 @@ class SweepConfig:
     label: LabelConfig = field(default_factory=LabelConfig)
     prm: PRMTrainConfig = field(default_factory=PRMTrainConfig)
     eval_prm: EvalPRMConfig = field(default_factory=EvalPRMConfig)
+    revision_data: RevisionDataConfig = field(default_factory=RevisionDataConfig)
+    revision: RevisionTrainConfig = field(default_factory=RevisionTrainConfig)
+    eval_revision: EvalRevisionConfig = field(default_factory=EvalRevisionConfig)
     budgets: list[int] = field(default_factory=lambda: [4])
     seeds: list[int] = field(default_factory=lambda: [0])
     output_dir: str = "runs/sweep"
@@ -388,6 +440,9 @@ def _require(condition: bool, key: str, message: str) -> None:
         raise ConfigError(f"bad config: key '{key}': {message}")
 
 
+FINE_TUNE_SECTIONS = ("prm", "revision")
+"""The config sections that are a `FineTuneConfig`."""
+
 GREATER_THAN_ZERO = (
     "generator.replicas", "generator.max_model_len", "generator.max_num_seqs", "generator.cpu_kv_cache_gib",
     "generator.tensor_parallel_size", "generator.start_timeout_s", "generator.transformers_call_tokens",
@@ -403,8 +458,11 @@ GREATER_THAN_ZERO = (
     "serve.max_budget", "serve.max_body_bytes", "serve.max_question_chars", "serve.budget",
     "serve.autoscaling.min_replicas", "serve.autoscaling.target_ongoing_requests",
     "label.samples", "label.rollouts", "label.max_steps",
-    "prm.epochs", "prm.learning_rate", "prm.batch_size", "prm.gradient_accumulation_steps", "prm.max_input_tokens",
-    "prm.num_workers", "prm.cpus_per_worker", "prm.eval_steps", "prm.save_steps", "prm.logging_steps",
+    *(f"{section}.{key}" for section in FINE_TUNE_SECTIONS for key in (
+        "epochs", "learning_rate", "batch_size", "gradient_accumulation_steps", "max_input_tokens", "num_workers",
+        "cpus_per_worker", "eval_steps", "save_steps", "logging_steps")),
+    "revision_data.samples", "revision_data.window", "revision_data.trajectories_per_question",
+    "eval_revision.budget", "eval_revision.revision_length", "eval_revision.revision_window",
 )  # fmt: skip
 """Numeric keys that must be > 0 (a count, a size or a timeout of zero would hang or do nothing)."""
 
@@ -421,8 +479,8 @@ AT_LEAST: dict[str, tuple[float, str]] = {
     "scheduler.max_request_retries": (0, " (0: never retry)"),
     "scheduler.affinity_slack": (0, " (0: a run moves whenever its home replica carries more)"),
     "scheduler.batch_window_s": (0, " (0: no wait, requests of one event-loop tick share a call)"),
-    "prm.weight_decay": (0, ""),
-    "prm.warmup_ratio": (0, ""),
+    **{f"{section}.{key}": (0, "") for section in FINE_TUNE_SECTIONS for key in ("weight_decay", "warmup_ratio")},
+    "revision_data.min_wrong": (0, " (0: trajectories without a wrong attempt too)"),
 }
 """Numeric keys with a lower bound that is itself allowed, and what the bound means."""
 
@@ -480,6 +538,7 @@ def validate(cfg: SweepConfig) -> None:
     _validate_context_fits(cfg)
     _validate_serve(cfg.serve)
     _validate_prm(cfg)
+    _validate_revision(cfg)
 
 
 PRM_TARGETS = ("soft", "hard")
@@ -488,13 +547,27 @@ PRM_TARGETS = ("soft", "hard")
 def _validate_prm(cfg: SweepConfig) -> None:
     """`ttsearch train-prm` and `eval-prm` settings."""
     _require(cfg.prm.target in PRM_TARGETS, "prm.target", f"expected one of {PRM_TARGETS}, got '{cfg.prm.target}'")
-    fraction = cfg.prm.heldout_fraction
-    _require(0 <= fraction < 1, "prm.heldout_fraction", f"must be in [0, 1), got {fraction}")
-    _require(cfg.prm.warmup_ratio < 1, "prm.warmup_ratio", f"must be < 1, got {cfg.prm.warmup_ratio}")
+    for section in FINE_TUNE_SECTIONS:
+        tune: FineTuneConfig = getattr(cfg, section)
+        fraction = tune.heldout_fraction
+        _require(0 <= fraction < 1, f"{section}.heldout_fraction", f"must be in [0, 1), got {fraction}")
+        _require(tune.warmup_ratio < 1, f"{section}.warmup_ratio", f"must be < 1, got {tune.warmup_ratio}")
     threshold = cfg.eval_prm.threshold
     _require(0 <= threshold <= 1, "eval_prm.threshold", f"a step score threshold is in [0, 1], got {threshold}")
     limit = cfg.eval_prm.limit
     _require(limit is None or limit > 0, "eval_prm.limit", f"must be > 0 (null: all), got {limit}")
+
+
+def _validate_revision(cfg: SweepConfig) -> None:
+    """`ttsearch revision-data`, `train-revision` and `eval-revision` settings."""
+    data = cfg.revision_data
+    _require(data.min_wrong <= data.window, "revision_data.min_wrong",
+             f"must be <= revision_data.window ({data.window}), got {data.min_wrong}")  # fmt: skip
+    evaluation = cfg.eval_revision
+    _require(evaluation.budget % evaluation.revision_length == 0, "eval_revision.budget",
+             f"must be a multiple of eval_revision.revision_length ({evaluation.revision_length}), got "
+             f"{evaluation.budget}")  # fmt: skip
+    _require(bool(evaluation.models), "eval_revision.models", "at least one model is needed, got []")
 
 
 def _validate_serve(serve: ServeConfig) -> None:

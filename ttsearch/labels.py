@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Collection, Generator, Hashable, Iterator
+from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,7 @@ from ttsearch.metrics import LabelMetrics
 from ttsearch.requests import Generate, GenerateResult, Request, Result
 from ttsearch.results import RunStore, problems_fingerprint
 from ttsearch.scheduler import JobOutcome
-from ttsearch.sharded import ShardWork
+from ttsearch.sharded import QuestionWork
 from ttsearch.strategies.common import SearchContext
 
 LABEL_SCHEMA = pa.schema(
@@ -191,31 +191,14 @@ def label_fingerprint(cfg: SweepConfig, problems: list[dict[str, Any]]) -> dict[
     return {**problems_fingerprint(cfg, problems), "search": search, "label": plain["label"]}
 
 
-class LabelWork(ShardWork):
-    """`ttsearch label`'s shards: a unit is a question, its rows one per labelled solution (`labelled_rows`)."""
+class LabelWork(QuestionWork):
+    """`ttsearch label`'s shards: a question's rows are one per labelled solution (`labelled_rows`)."""
 
     schema = LABEL_SCHEMA
-    unit = "question"
-    title = "questions"
 
-    def __init__(self, cfg: SweepConfig) -> None:
-        self.cfg = cfg
-
-    def units(self, problems: list[dict[str, Any]]) -> list[Hashable]:
-        return [problem["unique_id"] for problem in problems]
-
-    def jobs(self, problems: list[dict[str, Any]], skip: Collection[Hashable]) -> Iterator[tuple[Any, LabelRun]]:
-        for problem in problems:
-            if problem["unique_id"] in skip:
-                continue
-            ctx = SearchContext(problem["unique_id"], problem["problem"], self.cfg.search, self.cfg.label.seed)
-            yield problem, label_question(ctx, self.cfg.label, problem.get("solution", ""))
-
-    def unit_of_job(self, key: Any) -> Hashable:
-        return key["unique_id"]
-
-    def unit_of_row(self, row: dict[str, Any]) -> Hashable:
-        return row["unique_id"]
+    def question_run(self, problem: dict[str, Any]) -> LabelRun:
+        ctx = SearchContext(problem["unique_id"], problem["problem"], self.cfg.search, self.cfg.label.seed)
+        return label_question(ctx, self.cfg.label, problem.get("solution", ""))
 
     def rows(self, outcome: JobOutcome, grader: Grader) -> list[dict[str, Any]]:
         return labelled_rows(outcome, grader)

@@ -196,20 +196,29 @@ class SweepMetrics(_SearchMetrics):
                 self.correct.inc(1, tags=tags)
 
 
-class LabelMetrics(_SearchMetrics):
-    """One `ttsearch label` shard's reporters: questions labelled (as searches of strategy "label"), their compute,
-    and the labelled steps by outcome."""
+class QuestionMetrics(_SearchMetrics):
+    """One shard's reporters for work done a question at a time (`ttsearch label`, `revision-data`): questions
+    finished (as searches of the work's name) and their compute."""
 
-    STRATEGY = "label"
-
-    def __init__(self, shard: int):
+    def __init__(self, shard: int, work: str):
         super().__init__(shard=str(shard))
+        self.work = work
         self.searches_done = SEARCHES_DONE.create()
-        self.labelled_steps = LABELLED_STEPS.create()
 
     def on_outcome(self, outcome: JobOutcome) -> None:
-        self.searches_done.inc(1, tags={"strategy": self.STRATEGY})
-        self.on_usage(self.STRATEGY, outcome.usage.generated_tokens, outcome.usage.scored_solutions)
+        self.searches_done.inc(1, tags={"strategy": self.work})
+        self.on_usage(self.work, outcome.usage.generated_tokens, outcome.usage.scored_solutions)
+
+    def on_rows(self, rows: list[dict[str, Any]]) -> None:
+        """A shard wrote its rows (nothing more to count by default)."""
+
+
+class LabelMetrics(QuestionMetrics):
+    """`ttsearch label`'s reporters, with the labelled steps by outcome."""
+
+    def __init__(self, shard: int):
+        super().__init__(shard, "label")
+        self.labelled_steps = LABELLED_STEPS.create()
 
     def on_rows(self, rows: list[dict[str, Any]]) -> None:
         """A shard wrote its rows: count its labelled steps by whether a rollout succeeded from them."""

@@ -78,6 +78,32 @@ class ShardWork(ABC):
     def metrics(self, shard: int) -> ShardMetrics: ...
 
 
+class QuestionWork(ShardWork):
+    """Work done a question at a time (`ttsearch label`, `revision-data`): a unit is a question's unique_id, its
+    run `question_run(problem)`."""
+
+    unit = "question"
+    title = "questions"
+
+    def __init__(self, cfg: SweepConfig) -> None:
+        self.cfg = cfg
+
+    @abstractmethod
+    def question_run(self, problem: dict[str, Any]) -> RequestRun: ...
+
+    def units(self, problems: list[dict[str, Any]]) -> list[Hashable]:
+        return [problem["unique_id"] for problem in problems]
+
+    def jobs(self, problems: list[dict[str, Any]], skip: Collection[Hashable]) -> Iterator[tuple[Any, RequestRun]]:
+        return ((problem, self.question_run(problem)) for problem in problems if problem["unique_id"] not in skip)
+
+    def unit_of_job(self, key: Any) -> Hashable:
+        return key["unique_id"]
+
+    def unit_of_row(self, row: dict[str, Any]) -> Hashable:
+        return row["unique_id"]
+
+
 class SweepStopped(TTSearchError):
     """A shard task stopped on an error the user can act on; the units it finished are saved."""
 

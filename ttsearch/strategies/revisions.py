@@ -14,6 +14,7 @@ one request list after the last round: T+1 round trips per problem instead of 2T
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 from ttsearch.config import StrategySpec, revision_length
@@ -63,17 +64,25 @@ def revision_chains(
 
 
 def _prompt(ctx: SearchContext, templates: RevisionPrompt, chain: list[Candidate], window: int) -> Prompt:
-    """The plain prompt for a chain's first attempt; later ones show its last `window` attempts."""
-    if not chain:
-        return ctx.prompt(())
-    first_shown = max(len(chain) - window, 0)
+    return revision_prompt(ctx.search.system_prompt, ctx.question, [attempt.text for attempt in chain], window,
+                           templates)  # fmt: skip
+
+
+def revision_prompt(
+    system_prompt: str, question: str, attempts: Sequence[str], window: int, templates: RevisionPrompt
+) -> Prompt:
+    """The prompt for the attempt after `attempts` (oldest first): the plain prompt when there are none, else one
+    showing the last `window` of them. The one rendering that inference and the revision model's training data
+    (`ttsearch revision-data`) share, so the model is trained on exactly the text it is later shown."""
+    if not attempts:
+        return Prompt(system=system_prompt, user=question)
+    first_shown = max(len(attempts) - window, 0)
     shown = [
-        templates.attempt_format.format(number=number, attempt=attempt.text)
-        for number, attempt in enumerate(chain[first_shown:], start=first_shown + 1)
+        templates.attempt_format.format(number=number, attempt=attempt)
+        for number, attempt in enumerate(attempts[first_shown:], start=first_shown + 1)
     ]
     return Prompt(
-        system=_join(ctx.search.system_prompt, templates.system_suffix),
-        user=_join(ctx.question, *shown, templates.instruction),
+        system=_join(system_prompt, templates.system_suffix), user=_join(question, *shown, templates.instruction)
     )
 
 

@@ -147,6 +147,16 @@ def drive(run, respond: Callable[[Request], Result]):
         results = [respond(r) for r in requests]
 
 
+class Grades:
+    """A grader whose verdicts are scripted per answer (None: a grading failure; unlisted answers are wrong)."""
+
+    def __init__(self, verdicts: dict[str | None, bool | None]):
+        self.verdicts = verdicts
+
+    def grade_many(self, pairs):
+        return [self.verdicts.get(answer, False) for answer, _ in pairs]
+
+
 def forms_only(answer: str, others: Sequence[str]) -> list[bool]:
     """A `SameAnswers` without math-verify: answers are the same only when their canonical forms are."""
     return [False] * len(others)

@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pyarrow as pa
 
-from tests.fakes import ScriptedBackend, drive
+from tests.fakes import Grades, ScriptedBackend, drive
 from ttsearch.config import LabelConfig, SchedulerConfig, SearchConfig, load_config
 from ttsearch.labels import (
     LABEL_SCHEMA,
@@ -94,16 +94,6 @@ def test_reference_steps_split_at_the_delimiter_else_lines_else_sentences():
     assert reference_steps("We add. Then $x=2$. So 5.", "\n\n") == ("We add.", "Then $x=2$.", "So 5.")
     assert reference_steps("one step", "\n") == ("one step",)
     assert reference_steps("  ", "\n") == ()
-
-
-class Grades:
-    """A grader whose verdicts are scripted per answer (None: a grading failure)."""
-
-    def __init__(self, verdicts: dict[str | None, bool | None]):
-        self.verdicts = verdicts
-
-    def grade_many(self, pairs):
-        return [self.verdicts.get(answer, False) for answer, _ in pairs]
 
 
 def test_labelled_rows_grade_rollouts_into_soft_and_hard_labels():

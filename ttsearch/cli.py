@@ -39,13 +39,16 @@ def _label(args: argparse.Namespace) -> int:
     cfg = load_config(args.config or [CONF_DIR / "label.yaml"], args.overrides)
     summary = summarize(cfg, run_label(cfg))
     print(f"\nlabels saved in {cfg.output_dir}\n{summary.lines()}")
-    if summary.missing_questions:
-        _error(f"{summary.missing_questions} questions missing (infrastructure failures): re-run the same command "
-               "to label them")
-    elif summary.failed_questions:
-        _error(f"{summary.failed_questions} questions failed (a request no engine can serve): see their 'error' "
-               "column")
-    return 1 if summary.missing_questions or summary.failed_questions else 0
+    return _questions_exit_code(summary.missing_questions, summary.failed_questions, "label")
+
+
+def _questions_exit_code(missing: int, failed: int, verb: str) -> int:
+    """Exit code 1 when questions are missing (a re-run computes them) or failed (error rows, kept)."""
+    if missing:
+        _error(f"{missing} questions missing (infrastructure failures): re-run the same command to {verb} them")
+    elif failed:
+        _error(f"{failed} questions failed (a request no engine can serve): see their 'error' column")
+    return 1 if missing or failed else 0
 
 
 def _train_prm(args: argparse.Namespace) -> None:
@@ -60,6 +63,29 @@ def _eval_prm(args: argparse.Namespace) -> None:
     cfg = load_config(args.config or [CONF_DIR / "prm.yaml"], args.overrides)
     print(format_report(run_eval_prm(cfg)))
     print(f"\nwritten to {cfg.eval_prm.output}/eval.md and eval.json")
+
+
+def _revision_data(args: argparse.Namespace) -> int:
+    from pipelines.revision_data import run_revision_data, summarize
+
+    cfg = load_config(args.config or REVISION_CONFIGS, args.overrides)
+    summary = summarize(cfg, run_revision_data(cfg))
+    print(f"\ntrajectories saved in {cfg.output_dir}\n{summary.lines()}")
+    return _questions_exit_code(summary.missing_questions, summary.failed_questions, "sample")
+
+
+def _train_revision(args: argparse.Namespace) -> None:
+    from pipelines.train_revision import format_report, run_train_revision
+
+    print(format_report(run_train_revision(load_config(args.config or REVISION_CONFIGS, args.overrides))))
+
+
+def _eval_revision(args: argparse.Namespace) -> None:
+    from pipelines.eval_revision import format_report, run_eval_revision
+
+    cfg = load_config(args.config or [*REVISION_CONFIGS, str(CONF_DIR / "eval_revision.yaml")], args.overrides)
+    print(format_report(run_eval_revision(cfg)))
+    print(f"\nwritten to {cfg.eval_revision.output}/eval.md, eval.json and revision_curve.png")
 
 
 def _bench(args: argparse.Namespace) -> None:
@@ -117,6 +143,8 @@ def _solve(args: argparse.Namespace) -> None:
           f"{solution.flops:.3g} FLOPs (difficulty estimation included)")
 
 
+REVISION_CONFIGS = [str(CONF_DIR / "revision.yaml"), str(CONF_DIR / "revision_prompt.yaml")]
+"""The revision model's commands' default: its settings, with the revision prompt texts the trajectories use."""
 SERVE_CONFIGS = [str(CONF_DIR / "serve.yaml"), str(CONF_DIR / "revision_prompt.yaml")]
 """`ttsearch serve`'s default: the service, with the revision prompt texts so `strategy: revisions` is servable."""
 
@@ -169,6 +197,18 @@ def build_parser() -> argparse.ArgumentParser:
                     "`ttsearch label` steps (ROC AUC)", "YAML config, repeatable (default conf/prm.yaml)",
                     "key=value overrides, e.g. verifier.kind=math_shepherd verifier.model=runs/prm/model "
                     "eval_prm.labels=runs/labels")  # fmt: skip
+    revision_help = "YAML config, repeatable (default conf/revision.yaml + conf/revision_prompt.yaml)"
+    _config_command(commands, "revision-data", _revision_data, "training trajectories for a revision model: K "
+                    "attempts per question, near-miss wrong attempts then a correct one", revision_help,
+                    "key=value overrides, e.g. data.limit=100 revision_data.samples=32")  # fmt: skip
+    _config_command(commands, "train-revision", _train_revision, "fine-tune the generator to revise, on "
+                    "`ttsearch revision-data` trajectories, with transformers' Trainer in Ray Train", revision_help,
+                    "key=value overrides, e.g. 'revision.data=[runs/revision_data]' revision.epochs=2")  # fmt: skip
+    _config_command(commands, "eval-revision", _eval_revision, "pass@1 of revision attempt t, and revisions vs "
+                    "best-of-N at equal budget, for a base and a fine-tuned generator",
+                    "YAML config, repeatable (default conf/revision.yaml + conf/revision_prompt.yaml + "
+                    "conf/eval_revision.yaml)",
+                    "key=value overrides, e.g. 'eval_revision.models=[embedded,runs/revision/model]'")  # fmt: skip
     bench = commands.add_parser("bench", help="throughput: ready queue vs offline ceiling vs synchronous search")
     bench.add_argument("--config", action="append", help="YAML config, repeatable (default conf/bench.yaml)")
     bench.add_argument("--json", help="also write the report as JSON here")

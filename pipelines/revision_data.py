@@ -36,6 +36,8 @@ class RevisionDataSummary:
     """Share of the sampled attempts graded correct."""
     questions_with_correct: int
     trajectories: int
+    reference_trajectories: int
+    """Trajectories ending in the reference solution (`revision_data.reference_fallback`), of `trajectories`."""
     wrong_attempts: dict[int, int]
     """How many trajectories show 0, 1, ... wrong attempts before the correct one."""
     generated_tokens: int
@@ -47,7 +49,8 @@ class RevisionDataSummary:
             f"{self.failed_questions} failed, {self.missing_questions} missing (of {self.questions})",
             f"attempts: {self.samples}, correct: {self.correct_samples:.1%}; questions with a correct attempt: "
             f"{self.questions_with_correct}",
-            f"trajectories: {self.trajectories}" + (f" ({lengths} wrong attempts first)" if lengths else ""),
+            f"trajectories: {self.trajectories}, {self.reference_trajectories} of them ending in the reference solution"
+            + (f"; {lengths} wrong attempts first" if lengths else ""),
             f"generated tokens: {self.generated_tokens}",
         ])  # fmt: skip
 
@@ -79,6 +82,7 @@ def summarize(cfg: SweepConfig, table: pa.Table) -> RevisionDataSummary:
         correct_samples=sum(row["correct_samples"] for row in questions.values()) / max(samples, 1),
         questions_with_correct=sum(row["correct_samples"] > 0 for row in questions.values()),
         trajectories=len(trajectories),
+        reference_trajectories=sum(row["target_source"] == "reference" for row in trajectories),
         wrong_attempts=dict(Counter(len(row["attempts"]) for row in trajectories)),
         generated_tokens=sum(row["generated_tokens"] or 0 for row in questions.values()),
     )

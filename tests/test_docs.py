@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.test_config import mismatches, stated_values
-from ttsearch.cli import build_parser, main
+from ttsearch.cli import DEFAULT_CONFIGS, build_parser, main
 from ttsearch.config import load_config, resolve_config_path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,13 +61,13 @@ def test_documented_sweep_command_is_valid(
     assert mismatches(stated, cfg) == [], where
 
 
-PRM_COMMAND = re.compile(r"ttsearch (?P<command>label|train-prm|eval-prm|bench --label)(?P<args>[^`#\n]*)")
-PRM_DEFAULT_CONFIGS = {"label": "conf/label.yaml", "bench --label": "conf/label.yaml", "train-prm": "conf/prm.yaml",
-                       "eval-prm": "conf/prm.yaml"}  # fmt: skip
+PRM_COMMAND = re.compile(
+    rf"ttsearch (?P<command>{'|'.join(map(re.escape, DEFAULT_CONFIGS))})(?=[\s`])(?P<args>[^`#\n]*)"
+)
 
 
 def documented_prm_commands() -> list[tuple[str, list[str]]]:
-    """(where, argv) of every `ttsearch label` / `train-prm` / `eval-prm` / `bench --label` command in the README."""
+    """(where, argv) of every model-training command in the README (`label`, `train-prm`, `revision-data`, ...)."""
     text = re.sub(r"\\\n#?\s*", " ", (ROOT / "README.md").read_text())
     return [(f"README.md: ttsearch {m['command']}{m['args']}", [*m["command"].split(), *shlex.split(m["args"])])
             for m in PRM_COMMAND.finditer(text)]  # fmt: skip
@@ -81,11 +81,10 @@ def test_documented_prm_command_is_valid(where: str, argv: list[str], monkeypatc
     """The labelling, training and evaluation commands parse and load their config as the CLI would."""
     monkeypatch.chdir(ROOT)
     args = build_parser().parse_args(argv)
-    default = PRM_DEFAULT_CONFIGS[" ".join(argv[:2]) if argv[:2] == ["bench", "--label"] else argv[0]]
-    load_config(args.config or [default], args.overrides)
+    load_config(args.config or DEFAULT_CONFIGS[" ".join(argv[:2]) if argv[0] == "bench" else argv[0]], args.overrides)
 
 
 def test_the_readme_documents_each_prm_command():
     assert {" ".join(argv[:2]) if argv[0] == "bench" else argv[0] for _, argv in PRM_COMMANDS} == set(
-        PRM_DEFAULT_CONFIGS
+        DEFAULT_CONFIGS
     )

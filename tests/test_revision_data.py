@@ -150,3 +150,16 @@ def test_revision_data_shards_run_through_the_ready_queue_and_read_back_only_tra
     assert store.finished_shards(1) == {0} and store.read_results().num_rows == 3
     trajectories = read_trajectories(tmp_path)
     assert trajectories.column("unique_id").to_pylist() == ["q0", "q2"]
+
+
+def test_reference_fallback_ends_a_trajectory_only_where_no_attempt_is_right():
+    overrides = ["revision_data.reference_fallback=true", "revision_data.min_wrong=2", "revision_data.window=2"]
+    cfg = load_config(["conf/revision.yaml", "conf/revision_prompt.yaml"], overrides)
+    problem = PROBLEM | {"solution": "Adding, $2 + 3 = \\boxed{5}$."}
+    wrong, _ = drive(sample_attempts(SearchContext("q1", "?", cfg.search, 0), 2), attempts_respond([FAR, MID]))
+    [row] = trajectory_rows(JobOutcome(key=problem, value=wrong, usage=Usage(), wall_s=1.0), Grades({"5": True}), cfg)
+    assert row["target_source"] == "reference" and row["target"] == problem["solution"]
+    assert row["target_answer"] == "5" and row["attempts"] == [FAR, MID] and row["correct_samples"] == 0
+    right, _ = drive(sample_attempts(SearchContext("q1", "?", cfg.search, 0), 3), attempts_respond([FAR, MID, RIGHT]))
+    [row] = trajectory_rows(JobOutcome(key=problem, value=right, usage=Usage(), wall_s=1.0), Grades({"5": True}), cfg)
+    assert row["target_source"] == "sample" and row["target"] == RIGHT

@@ -14,6 +14,20 @@ if TYPE_CHECKING:  # the analysis stack (pandas, matplotlib) loads only for the 
     from ttsearch.analysis import ReportFile
 
 
+REVISION_CONFIGS = [str(CONF_DIR / "revision.yaml"), str(CONF_DIR / "revision_prompt.yaml")]
+"""The revision model's commands' default: its settings, with the revision prompt texts the trajectories use."""
+DEFAULT_CONFIGS: dict[str, list[str]] = {
+    "label": [str(CONF_DIR / "label.yaml")],
+    "bench --label": [str(CONF_DIR / "label.yaml")],
+    "train-prm": [str(CONF_DIR / "prm.yaml")],
+    "eval-prm": [str(CONF_DIR / "prm.yaml")],
+    "revision-data": REVISION_CONFIGS,
+    "train-revision": REVISION_CONFIGS,
+    "eval-revision": [*REVISION_CONFIGS, str(CONF_DIR / "eval_revision.yaml")],
+}
+"""The configs a command reads without `--config` (the model-training commands'; the sweep has none)."""
+
+
 def _sweep(args: argparse.Namespace) -> int:
     """Exit code 1 when rows are missing (a re-run computes them) or failed (error rows, kept)."""
     from pipelines.sweep import row_counts, run_sweep, summary
@@ -36,7 +50,7 @@ def _label(args: argparse.Namespace) -> int:
     """Exit code 1 when questions are missing (a re-run computes them) or failed (error rows, kept)."""
     from pipelines.label import run_label, summarize
 
-    cfg = load_config(args.config or [CONF_DIR / "label.yaml"], args.overrides)
+    cfg = load_config(args.config or DEFAULT_CONFIGS["label"], args.overrides)
     summary = summarize(cfg, run_label(cfg))
     print(f"\nlabels saved in {cfg.output_dir}\n{summary.lines()}")
     return _questions_exit_code(summary.missing_questions, summary.failed_questions, "label")
@@ -54,13 +68,13 @@ def _questions_exit_code(missing: int, failed: int, verb: str) -> int:
 def _train_prm(args: argparse.Namespace) -> None:
     from pipelines.train_prm import format_report, run_train_prm
 
-    print(format_report(run_train_prm(load_config(args.config or [CONF_DIR / "prm.yaml"], args.overrides))))
+    print(format_report(run_train_prm(load_config(args.config or DEFAULT_CONFIGS["train-prm"], args.overrides))))
 
 
 def _eval_prm(args: argparse.Namespace) -> None:
     from pipelines.eval_prm import format_report, run_eval_prm
 
-    cfg = load_config(args.config or [CONF_DIR / "prm.yaml"], args.overrides)
+    cfg = load_config(args.config or DEFAULT_CONFIGS["eval-prm"], args.overrides)
     print(format_report(run_eval_prm(cfg)))
     print(f"\nwritten to {cfg.eval_prm.output}/eval.md and eval.json")
 
@@ -68,7 +82,7 @@ def _eval_prm(args: argparse.Namespace) -> None:
 def _revision_data(args: argparse.Namespace) -> int:
     from pipelines.revision_data import run_revision_data, summarize
 
-    cfg = load_config(args.config or REVISION_CONFIGS, args.overrides)
+    cfg = load_config(args.config or DEFAULT_CONFIGS["revision-data"], args.overrides)
     summary = summarize(cfg, run_revision_data(cfg))
     print(f"\ntrajectories saved in {cfg.output_dir}\n{summary.lines()}")
     return _questions_exit_code(summary.missing_questions, summary.failed_questions, "sample")
@@ -77,13 +91,14 @@ def _revision_data(args: argparse.Namespace) -> int:
 def _train_revision(args: argparse.Namespace) -> None:
     from pipelines.train_revision import format_report, run_train_revision
 
-    print(format_report(run_train_revision(load_config(args.config or REVISION_CONFIGS, args.overrides))))
+    cfg = load_config(args.config or DEFAULT_CONFIGS["train-revision"], args.overrides)
+    print(format_report(run_train_revision(cfg)))
 
 
 def _eval_revision(args: argparse.Namespace) -> None:
     from pipelines.eval_revision import format_report, run_eval_revision
 
-    cfg = load_config(args.config or [*REVISION_CONFIGS, str(CONF_DIR / "eval_revision.yaml")], args.overrides)
+    cfg = load_config(args.config or DEFAULT_CONFIGS["eval-revision"], args.overrides)
     print(format_report(run_eval_revision(cfg)))
     print(f"\nwritten to {cfg.eval_revision.output}/eval.md, eval.json and revision_curve.png")
 
@@ -96,7 +111,7 @@ def _bench(args: argparse.Namespace) -> None:
     elif args.label:
         from pipelines.label_bench import format_report, run_label_bench, write_json
 
-        report = run_label_bench(load_config(args.config or [CONF_DIR / "label.yaml"], args.overrides))
+        report = run_label_bench(load_config(args.config or DEFAULT_CONFIGS["bench --label"], args.overrides))
     else:
         from pipelines.bench import format_report, run_bench, write_json
 
@@ -143,8 +158,6 @@ def _solve(args: argparse.Namespace) -> None:
           f"{solution.flops:.3g} FLOPs (difficulty estimation included)")
 
 
-REVISION_CONFIGS = [str(CONF_DIR / "revision.yaml"), str(CONF_DIR / "revision_prompt.yaml")]
-"""The revision model's commands' default: its settings, with the revision prompt texts the trajectories use."""
 SERVE_CONFIGS = [str(CONF_DIR / "serve.yaml"), str(CONF_DIR / "revision_prompt.yaml")]
 """`ttsearch serve`'s default: the service, with the revision prompt texts so `strategy: revisions` is servable."""
 

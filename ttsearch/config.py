@@ -296,6 +296,8 @@ class RevisionDataConfig:
     window: int = 4  # the most wrong attempts before the correct one: the revisions strategy's revision_window
     min_wrong: int = 1  # the fewest; 0 also trains first attempts (plain prompt -> correct attempt)
     trajectories_per_question: int = 4  # correct attempts used per question, each ending its own trajectory
+    reference_fallback: bool = False  # a question without a correct attempt: its reference solution ends one
+    # trajectory instead (not the paper's recipe; for a generator that rarely gets a question right)
     seed: int = 0  # sampling and the draws are seeded from (question, seed): a re-run is a replay
 
 

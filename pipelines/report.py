@@ -28,6 +28,7 @@ from ttsearch.analysis import (
     graded_rows,
     markdown_table,
     mean_curves,
+    mean_se_text,
     oracle_pass_at_1,
     oracle_samples,
     plot_curves,
@@ -36,6 +37,7 @@ from ttsearch.analysis import (
     ungraded_note,
 )
 from ttsearch.results import CONFIG, RESULTS, ResultsError, RunStore
+from ttsearch.revision_eval import attempt_accuracy, attempt_table, curve_label, plot_attempt_curves
 
 ERRORS_LISTED = 5
 # Per-problem costs shown per strategy × budget when the column exists: (column, table title, format).
@@ -57,7 +59,7 @@ def _by_budget(long: pd.DataFrame, title: str, text: Callable[[pd.Series], str])
 
 
 def _mean_se(row: pd.Series) -> str:
-    return f"{row['mean']:.1f}" if pd.isna(row["se"]) else f"{row['mean']:.1f} ± {row['se']:.1f}"
+    return mean_se_text(row["mean"], row["se"])
 
 
 def _bin_table(frame: pd.DataFrame, bins: pd.Series) -> tuple[pd.DataFrame, dict[int, str]]:
@@ -169,6 +171,26 @@ def build_report(run_dir: str | Path | RunStore) -> ReportFile:
     return ReportFile(store.location("report", "report.md"), excluded, ungraded)
 
 
+def _revision_section(frame: pd.DataFrame, out: Path) -> list[str]:
+    """pass@1 of revision attempt t per revisions configuration and budget, plotted into `out`; none without
+    revisions rows."""
+    curves = attempt_accuracy(frame)
+    if curves.empty:
+        return []
+    labels = [curve_label(config, budget) for config, budget in zip(curves["strategy_config"], curves["budget"],
+                                                                    strict=True)]  # fmt: skip
+    curves = curves.assign(label=labels)
+    table = attempt_table(curves)
+    table.index.name = "pass@1 % (± s.e.)"
+    title = "Revisions: pass@1 of attempt t"
+    plot_attempt_curves(out / "accuracy_by_attempt.png", title, curves)
+    return ["## Revisions: pass@1 by attempt", "", f"![{title}](accuracy_by_attempt.png)", "",
+            "A revisions cell's candidates are its chains' attempts; attempt t of a chain saw the chain's earlier "
+            "attempts. Attempt t's pass@1 is the share of graded t-th attempts that are right (over chains, problems "
+            "and seeds), ± 1 standard error over problems: a rising curve means revising helps.", "",
+            markdown_table(table), ""]  # fmt: skip
+
+
 def _markdown(store: RunStore, frame: pd.DataFrame, graded: pd.DataFrame, cells: pd.DataFrame,
               accuracy: pd.DataFrame, coverage: pd.DataFrame, bins: pd.Series, bin_table: pd.DataFrame | None,
               bin_titles: dict[int, str], left_out: tuple[int, int], out: Path) -> list[str]:
@@ -194,6 +216,8 @@ def _markdown(store: RunStore, frame: pd.DataFrame, graded: pd.DataFrame, cells:
                 label="search", ylabel="coverage %"), "",
            "For best-of-N the candidates are all N samples; for beam and lookahead they are the final beams.", "",
            _by_budget(coverage, "coverage % (± s.e.)", _mean_se), ""]
+
+    md += _revision_section(frame, out)
 
     md += ["## By difficulty (oracle pass@1 bins)", ""]
     if bin_table is None:

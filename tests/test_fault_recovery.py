@@ -116,7 +116,7 @@ def _work_on(node_id: str, address: str, own_job: str, list_tasks) -> bool:
 
 
 def test_one_over_long_prompt_fails_only_its_problem(tmp_path, cache_dir, ray_session, generator_replicas):
-    from pipelines.sweep import row_counts, run_sweep
+    from ttsearch.cells import row_counts, run_sweep
     from ttsearch.config import load_config
     from ttsearch.data import load_problems
 

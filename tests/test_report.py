@@ -151,6 +151,23 @@ def test_difficulty_bins_follow_planted_pass_at_1(sweep):
     assert "| 1 | 0.867 – 1.000 | 0.933 | 4 |" in markdown  # 30, 29, 27, 26 of 30 right
 
 
+def test_revisions_rows_add_pass_at_1_by_attempt(sweep, tmp_path):
+    assert "## Revisions" not in sweep[2]  # a sweep without revisions has no such section
+    # q00..q03: 2 chains of 2 attempts (budget 4); the second attempt of both chains is right on q00 and q01 only.
+    rows = [row for uid in QUESTIONS[:4] for row in best_of_n_rows(uid)]
+    for i, uid in enumerate(QUESTIONS[:4]):
+        flags = [False, i < 2, False, i < 2]
+        rows += [result_row(uid, "revisions", f"revisions(T=2,w=1)/{sel}", 4, 0, flags, i < 2, selection=sel,
+                            strategy_config="revisions(T=2,w=1)") for sel in ("weighted", "majority")]  # fmt: skip
+    write_results(tmp_path, rows, files=1)
+    markdown = build_report(tmp_path).path.read_text()
+    assert (tmp_path / "report" / "accuracy_by_attempt.png").stat().st_size > 5000
+    assert "](accuracy_by_attempt.png)" in markdown
+    # attempt 1: 0 of 8 right; attempt 2: 4 of 8, per question 1, 1, 0, 0 → s.e. 0.577 / √4 = 0.289
+    assert table_row(markdown, "Revisions: pass@1 by attempt", "revisions(T=2,w=1) N=4") == ["0.0 ± 0.0",
+                                                                                          "50.0 ± 28.9"]
+
+
 def test_pass_at_1_counts_samples_shared_by_selections_once():
     # q: budget 1 has one right candidate under three selections, budget 2 two wrong ones under one selection.
     rows = [result_row("q", "best_of_n", f"best_of_n/{sel}", 1, 0, [True], True, selection=sel)

@@ -171,7 +171,7 @@ def test_a_filter_that_leaves_no_problems_claims_nothing(tmp_path, capsys):
 
 
 def test_row_counts_say_done_failed_and_missing(tmp_path):
-    from pipelines.sweep import row_counts
+    from ttsearch.cells import row_counts
 
     cfg = load_config(None, ["strategies=[{name: best_of_n, selections: [naive, majority]}]", "budgets=[2,4]",
                              f"output_dir={tmp_path}"])  # fmt: skip

@@ -14,7 +14,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.sweep import run_sweep, summary
+from pipelines.sweep import summary
+from ttsearch.cells import run_sweep
 from ttsearch.config import CONF_DIR, DEFAULT_DATASET, EMBEDDED_MODEL, load_config
 from ttsearch.models import resolve_model
 from ttsearch.results import ResultsError, RunStore

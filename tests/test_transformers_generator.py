@@ -12,7 +12,7 @@ import pytest
 
 from actors.generator import chat_prompt_ids
 from actors.transformers_generator import TransformersGenerator, calls, finish, prefill_tokens
-from pipelines.sweep import run_sweep
+from ttsearch.cells import run_sweep
 from ttsearch.config import GeneratorConfig, load_config
 from ttsearch.requests import Completion, Generate, GenerateResult, Prompt
 

@@ -455,6 +455,12 @@ def plot_curves(path: Path | None, title: str, frame: pd.DataFrame, *, value: st
     return fig
 
 
+def mean_se_text(mean: float, se: float | None) -> str:
+    """A point as the reports' tables print it (%, one decimal): "mean ± se", or the mean alone where the error is
+    undefined (one seed and one question)."""
+    return f"{mean:.1f}" if se is None or pd.isna(se) else f"{mean:.1f} ± {se:.1f}"
+
+
 def markdown_table(table: pd.DataFrame) -> str:
     """A markdown table with the index as first column (pandas' `to_markdown` needs `tabulate`, not installed)."""
     lines = [[table.index.name or "", *table.columns], ["---"] * (len(table.columns) + 1)]

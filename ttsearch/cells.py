@@ -1,22 +1,34 @@
 """Cells: the unit of work of a sweep, one (problem, strategy configuration, budget, seed) search.
 
 A cell becomes one result row per selection mode of its strategy. This module turns problems into strategy
-runs for the scheduler and finished cells into rows: the sweep's `ShardWork` (`ttsearch.sharded` runs it).
+runs for the scheduler and finished cells into rows: the sweep's `ShardWork` (`ttsearch.sharded` runs it);
+`run_sweep` runs a whole sweep, so every command that sweeps (`ttsearch sweep`, `ttsearch eval-revision`)
+shares one resumable path.
+
+The problems are cut into `data.shards` fixed shards that Ray Data spreads over the nodes; each shard searches
+its cells through its own ready-queue scheduler against the shared replicas and saves its rows through the
+results store (`ttsearch.results`). A re-run of the same sweep into the same `output_dir` computes only the cells
+that have no row yet: whole missing shards, and the cells of partial shards that hit infrastructure failures.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Hashable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from ttsearch.config import StrategySpec, SweepConfig
+from ttsearch.data import load_problems
 from ttsearch.grading import Grader
 from ttsearch.metrics import SweepMetrics
-from ttsearch.results import RESULT_SCHEMA
-from ttsearch.runtime import ModelSizes
+from ttsearch.results import RESULT_SCHEMA, RunStore, sweep_fingerprint
+from ttsearch.runtime import ModelSizes, check_output_dir, model_sizes
 from ttsearch.scheduler import JobOutcome
 from ttsearch.selection import aggregate, select
-from ttsearch.sharded import ShardWork
+from ttsearch.sharded import ShardWork, run_shards
 from ttsearch.strategies import (
     SEARCH_READS_VERIFIER,
     SearchContext,
@@ -153,3 +165,40 @@ class SweepWork(ShardWork):
 
     def metrics(self, shard: int) -> SweepMetrics:
         return SweepMetrics(shard)
+
+
+@dataclass(frozen=True)
+class RowCounts:
+    """The sweep's rows after a run: what `ttsearch sweep` reports and decides its exit code on."""
+
+    done: int
+    ungraded: int
+    """Done rows whose chosen answer could not be graded (grading failed twice): kept, left out of accuracy."""
+    failed: int
+    """Error rows: cells that failed deterministically (a strategy bug, a request no engine can serve)."""
+    missing: int
+    """Rows not computed yet (infrastructure failures, a stopped run): a re-run computes them."""
+
+    def line(self) -> str:
+        return (
+            f"rows: {self.done} done ({self.ungraded} ungraded), {self.failed} failed (problem errors), "
+            f"{self.missing} missing"
+        )
+
+
+def run_sweep(cfg: SweepConfig, replicas: tuple[list[Any], list[Any]] | None = None) -> pa.Table:
+    """Check inputs, claim the output directory, search the unfinished cells (starting replicas unless given, and
+    stopping them at the end), return every saved row (finished shards and partial records)."""
+    problems = load_problems(cfg.data.path, cfg.data.limit, cfg.data.offset, cfg.data.levels)
+    check_output_dir(cfg)
+    store = RunStore(cfg.output_dir)
+    store.claim(sweep_fingerprint(cfg, problems), cfg)
+    return run_shards(cfg, lambda gens, vers: SweepWork(cfg, model_sizes(gens, vers)), store, problems, replicas)
+
+
+def row_counts(cfg: SweepConfig, table: pa.Table) -> RowCounts:
+    """Done / failed / missing rows of the sweep in `cfg.output_dir`, from the rows `run_sweep` returned."""
+    expected = RunStore(cfg.output_dir).manifest()["num_problems"] * rows_per_problem(cfg)
+    failed = table.column("error").is_valid().to_pylist().count(True)
+    ungraded = pc.sum(pc.and_(pc.is_null(table.column("correct")), pc.is_null(table.column("error")))).as_py() or 0
+    return RowCounts(table.num_rows - failed, ungraded, failed, expected - table.num_rows)

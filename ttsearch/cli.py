@@ -30,7 +30,8 @@ DEFAULT_CONFIGS: dict[str, list[str]] = {
 
 def _sweep(args: argparse.Namespace) -> int:
     """Exit code 1 when rows are missing (a re-run computes them) or failed (error rows, kept)."""
-    from pipelines.sweep import row_counts, run_sweep, summary
+    from pipelines.sweep import summary
+    from ttsearch.cells import row_counts, run_sweep
 
     cfg = load_config(args.config, args.overrides)
     table = run_sweep(cfg)

@@ -20,6 +20,7 @@ import pyarrow as pa
 
 from ttsearch.data import load_first_error_items
 from ttsearch.errors import TTSearchError
+from ttsearch.finetune import padded
 from ttsearch.labels import is_heldout, read_labels
 from ttsearch.requests import Score
 
@@ -217,12 +218,7 @@ def collate(batch: Sequence[Features], pad_id: int) -> dict[str, torch.Tensor]:
     alone), and the labelled tags flattened across the batch as (row, column) pairs with their targets."""
     import torch
 
-    width = max(len(item.input_ids) for item in batch)
-    input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
-    for row, item in enumerate(batch):
-        input_ids[row, : len(item.input_ids)] = torch.tensor(item.input_ids)
-        attention_mask[row, : len(item.input_ids)] = 1
+    input_ids, attention_mask = padded([item.input_ids for item in batch], pad_id)
     return {
         "input_ids": input_ids,
         "attention_mask": attention_mask,

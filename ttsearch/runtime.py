@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -140,3 +141,39 @@ def model_sizes(generators: list[Any], verifiers: list[Any]) -> ModelSizes:
     generator = ray.get(generators[0].stats.remote())["parameters"]
     verifier = ray.get(verifiers[0].score_stats.remote())["num_parameters"] if verifiers else 0
     return ModelSizes(generator=int(generator), verifier=int(verifier))
+
+
+REPLICA_STOP_TIMEOUT_S = 120.0
+"""How long `stop_replicas` waits for Ray to report the killed replicas dead."""
+STOP_POLL_S = 0.2
+
+
+def stop_replicas(generators: list[Any], verifiers: list[Any], timeout_s: float = REPLICA_STOP_TIMEOUT_S) -> None:
+    """Stop replica actors and wait until Ray reports each dead.
+
+    Generator engines are shut down first, in order (their processes have exited and their memory is free when
+    that returns, and no engine logs its own death as an error); then every actor is killed without restart, a
+    verifier's engine processes dying with it (`ttsearch.runtime.RAY_ENV`). A generator replica that also serves
+    the verifier is stopped once.
+    """
+    import ray
+    from ray.exceptions import ActorDiedError, ActorUnavailableError, GetTimeoutError
+
+    deadline = time.monotonic() + timeout_s
+    ray.wait([generator.shutdown.remote() for generator in generators], num_returns=len(generators),
+             timeout=timeout_s)  # fmt: skip
+    distinct = list(dict.fromkeys([*generators, *verifiers]))  # actor handles hash and compare by actor id
+    for handle in distinct:
+        ray.kill(handle, no_restart=True)
+    for handle in distinct:
+        # The kill reaches the actor asynchronously, so a call may still be answered: ask until one fails as dead.
+        while time.monotonic() < deadline:
+            try:
+                ray.get(handle.ready.remote(), timeout=max(0.0, deadline - time.monotonic()))
+            except ActorDiedError:
+                break
+            except (GetTimeoutError, ActorUnavailableError):
+                pass
+            time.sleep(STOP_POLL_S)
+        else:
+            raise TTSearchError(f"a replica was killed but not reported dead within {timeout_s:g} s")

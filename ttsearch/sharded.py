@@ -268,12 +268,16 @@ def run_shards(
 ) -> pa.Table:
     """Compute every unit of `problems` that has no row in `store` yet (the store is claimed by the caller),
     starting Ray and the replicas (unless given; the verifier's only if `needs_verifier`) only if there is
-    something to compute; return every saved row (finished shards and partial records)."""
+    something to compute; return every saved row (finished shards and partial records).
+
+    Replicas it started are stopped when the work is done, so one process can run several models in turn (e.g.
+    `eval-revision`) without two models' engines sharing the machine; after a failure they are left to Ray, which
+    ends them with the driver."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     from ttsearch.metrics import ProgressCounter, run_with_progress
-    from ttsearch.runtime import start_generator_replicas, start_ray, start_replicas
+    from ttsearch.runtime import start_generator_replicas, start_ray, start_replicas, stop_replicas
 
     shards = plan_shards(problems, cfg.data.shards)
     finished = store.finished_shards(len(shards))
@@ -281,6 +285,7 @@ def run_shards(
     if not pending:
         return store.read_results(include_partial=True)
     start_ray(cfg)
+    started = replicas is None
     if replicas is None:
         replicas = start_replicas(cfg) if needs_verifier else (start_generator_replicas(cfg), [])
     generators, verifiers = replicas
@@ -311,6 +316,8 @@ def run_shards(
         if cause is None:
             raise
         raise SweepStopped(f"{cause}; the finished work is saved: re-run the same command for the rest") from None
+    if started:
+        stop_replicas(generators, verifiers)
     return store.read_results(include_partial=True)
 
 

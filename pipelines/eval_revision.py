@@ -1,0 +1,44 @@
+"""`ttsearch eval-revision`: does revising help? For each model (the base first, then e.g. the fine-tuned revision
+model), a sweep of the revisions strategy and best-of-N at one budget, then pass@1 of attempt t by t.
+
+Each model's sweep is an ordinary resumable sweep in its own directory under `eval_revision.output`, so a re-run
+computes only what is missing; one model's replicas are stopped before the next model's start
+(`ttsearch.sharded.run_shards`). The numbers are `ttsearch.revision_eval`'s; this writes revision_curve.png, eval.md
+and eval.json next to the sweeps.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+
+from ttsearch.cells import row_counts, run_sweep
+from ttsearch.config import SweepConfig
+from ttsearch.results import RunStore
+from ttsearch.revision_eval import (
+    CURVE,
+    RevisionEvalReport,
+    attempt_curves,
+    curve_title,
+    format_report,
+    model_eval,
+    model_sweeps,
+    plot_attempt_curves,
+)
+
+
+def run_eval_revision(cfg: SweepConfig) -> RevisionEvalReport:
+    """Sweep every model in turn (all checked before the first starts) and write the report."""
+    section = cfg.eval_revision
+    models = []
+    for model, sweep in zip(section.models, model_sweeps(cfg), strict=True):
+        table = run_sweep(sweep)
+        models.append(model_eval(model, sweep.output_dir, table, asdict(row_counts(sweep, table))))
+    report = RevisionEvalReport(section.budget, section.revision_length, section.revision_window, cfg.verifier.kind,
+                                models)  # fmt: skip
+    store = RunStore(section.output)
+    with store.local_dir() as out:
+        plot_attempt_curves(out / CURVE, curve_title(report), attempt_curves(report))
+    store.write_text(json.dumps(asdict(report), indent=2), "eval.json")
+    store.write_text(format_report(report), "eval.md")
+    return report

@@ -1,0 +1,71 @@
+"""`ttsearch train-revision`: fine-tune the generator into a revision model on `ttsearch revision-data` trajectories.
+
+Supervised fine-tuning (Snell et al. 2024, §6.1): the input is the revisions strategy's prompt (the question and the
+earlier wrong attempts), the target the correct attempt that followed them; the loss is the model's own next-token
+cross-entropy on the target only (`ttsearch.revision_train_data`). The prompt is tokenised exactly as a generator
+replica renders it for vLLM, so the result drops in as `generator.model=<revision.output_dir>/model`. The baseline
+is the base model's own held-out loss, evaluated in the workers before training.
+
+The driver reads, tokenises and splits the trajectories before Ray starts; the training itself, its checkpoints,
+resumption and outputs are `ttsearch.finetune`'s, shared with `train-prm`.
+"""
+
+from __future__ import annotations
+
+import time
+
+from ttsearch.config import SweepConfig
+from ttsearch.finetune import FineTuneJob, TrainReport, fine_tune, loss_lines, output_dir, output_lines
+from ttsearch.models import resolve_model
+from ttsearch.revision_train_data import RevisionSummary, build_examples, collate, load_trajectories
+
+BASELINE = "the base model before training"
+
+
+def run_train_revision(cfg: SweepConfig) -> TrainReport[RevisionSummary]:
+    """Train the revision model `cfg.revision` describes; write model/, loss_curve.png and train.json into
+    `revision.output_dir`."""
+    started = time.perf_counter()
+    tune = cfg.revision
+    job = FineTuneJob(
+        section="revision",
+        settings=tune,
+        collate=collate,
+        evaluate_base=True,
+        title="Revision model training loss",
+        loss_name="cross-entropy per target token",
+        baseline_name=BASELINE,
+    )
+    out = output_dir(cfg, job)
+    rows = load_trajectories(tune.data)
+    from transformers import AutoTokenizer  # after the checks above: bad input fails without loading it
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model(tune.base_model, cfg.cache_dir))
+    examples = build_examples(rows, tokenizer, tune.heldout_fraction, tune.max_input_tokens)
+    return fine_tune(cfg, job, out, examples, started)
+
+
+def _split_line(name: str, summary: RevisionSummary) -> str:
+    return (
+        f"{name:<9} {summary.num_questions} questions, {summary.num_trajectories} trajectories, "
+        f"{summary.num_target_tokens} target tokens of {summary.num_tokens}"
+    )
+
+
+def format_report(report: TrainReport[RevisionSummary]) -> str:
+    """The report as the CLI prints it."""
+    resumed = " (resumed from a checkpoint)" if report.resumed else ""
+    lines = [
+        f"fine-tuned a revision model from {report.base_model} in {report.wall_s:.1f} s: "
+        f"{report.num_steps} optimizer steps{resumed}",
+        _split_line("train:", report.train),
+        _split_line("held-out:", report.heldout),
+    ]
+    if report.num_dropped:
+        lines.append(
+            f"dropped:  {report.num_dropped} trajectories longer than revision.max_input_tokens="
+            f"{report.config['max_input_tokens']} (a cut prompt is a context inference never shows)"
+        )
+    lines += loss_lines(report, BASELINE)
+    lines += output_lines(report, "generator.model=")
+    return "\n".join(lines)

@@ -203,7 +203,7 @@ def test_summary_leaves_ungraded_rows_out_of_accuracy_and_counts_any_right_candi
 
 
 def test_sweep_exits_1_with_the_row_summary_when_rows_are_missing(tmp_path, capsys, monkeypatch):
-    import pipelines.sweep
+    import ttsearch.cells
 
     overrides = ["strategies=[{name: best_of_n, selections: [naive, majority]}]", "budgets=[2,4]",
                  f"output_dir={tmp_path}"]  # fmt: skip
@@ -211,7 +211,7 @@ def test_sweep_exits_1_with_the_row_summary_when_rows_are_missing(tmp_path, caps
     RunStore(tmp_path).claim(sweep_fingerprint(cfg, PROBLEMS), cfg)
     saved = rows().slice(0, 5).to_pylist()
     saved[0]["error"] = "ValueError: a strategy bug"
-    monkeypatch.setattr(pipelines.sweep, "run_sweep", lambda cfg: pa.Table.from_pylist(saved, schema=RESULT_SCHEMA))
+    monkeypatch.setattr(ttsearch.cells, "run_sweep", lambda cfg: pa.Table.from_pylist(saved, schema=RESULT_SCHEMA))
     with pytest.raises(SystemExit) as exit_info:
         main(["sweep", *overrides])
     out, err = capsys.readouterr()

@@ -16,8 +16,7 @@ import pyarrow as pa
 from ttsearch.config import SweepConfig
 from ttsearch.data import DataError, load_problems
 from ttsearch.labels import LabelWork, label_fingerprint, label_store
-from ttsearch.runtime import check_output_dir
-from ttsearch.sharded import run_shards
+from ttsearch.sharded import run_question_work
 
 
 @dataclass(frozen=True)
@@ -61,11 +60,8 @@ def run_label(cfg: SweepConfig, generators: list[Any] | None = None) -> pa.Table
         if lacking:
             raise DataError(f"label.reference_prefixes needs a reference 'solution' for every question; "
                             f"{cfg.data.path} has none for {len(lacking)}, e.g. {lacking[0]}")  # fmt: skip
-    check_output_dir(cfg)
     store = label_store(cfg.output_dir)
-    store.claim(label_fingerprint(cfg, problems), cfg)
-    replicas = None if generators is None else (generators, [])
-    return run_shards(cfg, lambda *_: LabelWork(cfg), store, problems, replicas, needs_verifier=False)
+    return run_question_work(cfg, LabelWork(cfg), store, label_fingerprint(cfg, problems), problems, generators)
 
 
 def summarize(cfg: SweepConfig, table: pa.Table) -> LabelSummary:

@@ -18,8 +18,7 @@ import pyarrow as pa
 from ttsearch.config import SweepConfig, validate_revision_prompt
 from ttsearch.data import load_problems
 from ttsearch.revision_data import RevisionDataWork, revision_fingerprint, revision_store
-from ttsearch.runtime import check_output_dir
-from ttsearch.sharded import run_shards
+from ttsearch.sharded import run_question_work
 
 
 @dataclass(frozen=True)
@@ -60,11 +59,9 @@ def run_revision_data(cfg: SweepConfig, generators: list[Any] | None = None) -> 
     generator replicas unless given), return every saved row."""
     validate_revision_prompt(cfg.search.revision_prompt)  # the rows are rendered with it
     problems = load_problems(cfg.data.path, cfg.data.limit, cfg.data.offset, cfg.data.levels)
-    check_output_dir(cfg)
-    store = revision_store(cfg.output_dir)
-    store.claim(revision_fingerprint(cfg, problems), cfg)
-    replicas = None if generators is None else (generators, [])
-    return run_shards(cfg, lambda *_: RevisionDataWork(cfg), store, problems, replicas, needs_verifier=False)
+    fingerprint = revision_fingerprint(cfg, problems)
+    return run_question_work(cfg, RevisionDataWork(cfg), revision_store(cfg.output_dir), fingerprint, problems,
+                             generators)  # fmt: skip
 
 
 def summarize(cfg: SweepConfig, table: pa.Table) -> RevisionDataSummary:

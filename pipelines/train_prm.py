@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 from ttsearch.config import SweepConfig
-from ttsearch.finetune import Examples, FineTuneJob, TrainReport, fine_tune, loss_lines, output_dir, output_lines
+from ttsearch.finetune import Examples, FineTuneJob, TrainReport, fine_tune, format_train_report, output_dir
 from ttsearch.models import resolve_model
 from ttsearch.prm_data import (
     PRMDataError,
@@ -111,24 +111,15 @@ def _step_label_trainer(tokenizer: Any, **arguments: Any) -> Any:
     return StepLabelTrainer(**arguments)
 
 
-def _split_line(name: str, summary: SplitSummary) -> str:
+def _split_line(summary: SplitSummary) -> str:
     return (
-        f"{name:<9} {summary.num_questions} questions, {summary.num_solutions} solutions, {summary.num_steps} "
-        f"labelled steps ({summary.nonzero_share:.0%} with a label > 0, mean label {summary.mean_label:.3f})"
+        f"{summary.num_questions} questions, {summary.num_solutions} solutions, {summary.num_steps} labelled steps "
+        f"({summary.nonzero_share:.0%} with a label > 0, mean label {summary.mean_label:.3f})"
     )
 
 
 def format_report(report: TrainReport[SplitSummary]) -> str:
     """The report as the CLI prints it."""
-    resumed = " (resumed from a checkpoint)" if report.resumed else ""
-    lines = [
-        f"trained a Math-Shepherd PRM from {report.base_model} in {report.wall_s:.1f} s: "
-        f"{report.num_steps} optimizer steps{resumed}",
-        _split_line("train:", report.train),
-        _split_line("held-out:", report.heldout),
-    ]
-    if report.num_dropped:
-        lines.append(f"dropped:  {report.num_dropped} solutions without a labelled step (no graded rollout)")
-    lines += loss_lines(report, BASELINE)
-    lines += output_lines(report, "verifier.kind=math_shepherd verifier.model=")
-    return "\n".join(lines)
+    return format_train_report(report, "trained a Math-Shepherd PRM", _split_line,
+                               "solutions without a labelled step (no graded rollout)", BASELINE,
+                               "verifier.kind=math_shepherd verifier.model=")  # fmt: skip

@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 
 from ttsearch.config import SweepConfig
-from ttsearch.finetune import FineTuneJob, TrainReport, fine_tune, loss_lines, output_dir, output_lines
+from ttsearch.finetune import FineTuneJob, TrainReport, fine_tune, format_train_report, output_dir
 from ttsearch.models import resolve_model
 from ttsearch.revision_train_data import RevisionSummary, build_examples, collate, load_trajectories
 
@@ -45,27 +45,16 @@ def run_train_revision(cfg: SweepConfig) -> TrainReport[RevisionSummary]:
     return fine_tune(cfg, job, out, examples, started)
 
 
-def _split_line(name: str, summary: RevisionSummary) -> str:
+def _split_line(summary: RevisionSummary) -> str:
     return (
-        f"{name:<9} {summary.num_questions} questions, {summary.num_trajectories} trajectories, "
+        f"{summary.num_questions} questions, {summary.num_trajectories} trajectories, "
         f"{summary.num_target_tokens} target tokens of {summary.num_tokens}"
     )
 
 
 def format_report(report: TrainReport[RevisionSummary]) -> str:
     """The report as the CLI prints it."""
-    resumed = " (resumed from a checkpoint)" if report.resumed else ""
-    lines = [
-        f"fine-tuned a revision model from {report.base_model} in {report.wall_s:.1f} s: "
-        f"{report.num_steps} optimizer steps{resumed}",
-        _split_line("train:", report.train),
-        _split_line("held-out:", report.heldout),
-    ]
-    if report.num_dropped:
-        lines.append(
-            f"dropped:  {report.num_dropped} trajectories longer than revision.max_input_tokens="
-            f"{report.config['max_input_tokens']} (a cut prompt is a context inference never shows)"
-        )
-    lines += loss_lines(report, BASELINE)
-    lines += output_lines(report, "generator.model=")
-    return "\n".join(lines)
+    dropped = (f"trajectories longer than revision.max_input_tokens={report.config['max_input_tokens']} (a cut "
+               "prompt is a context inference never shows)")  # fmt: skip
+    return format_train_report(report, "fine-tuned a revision model", _split_line, dropped, BASELINE,
+                               "generator.model=")  # fmt: skip

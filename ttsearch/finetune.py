@@ -376,24 +376,33 @@ def _loss(value: float | None) -> str:
     return "–" if value is None or not math.isfinite(value) else f"{value:.4f}"
 
 
-def loss_lines(report: TrainReport[Any], baseline_name: str) -> list[str]:
-    """The report's train and held-out loss lines, the baseline (`FineTuneJob.baseline_name`) beside the latter."""
-    lines = [f"train loss: {_loss(report.first_train_loss)} first, {_loss(report.final_train_loss)} last"]
+def format_train_report(
+    report: TrainReport[Summary], trained: str, split_line: Callable[[Summary], str], dropped: str, baseline_name: str,
+    use: str,
+) -> str:
+    """The report as `train-prm` / `train-revision` print it: what was `trained`, each split (`split_line`), the
+    dropped examples (`dropped` says what they are), the losses with the baseline beside the held-out one, and
+    what was written; `use` says how to load the model (e.g. `generator.model=`)."""
+    resumed = " (resumed from a checkpoint)" if report.resumed else ""
+    lines = [
+        f"{trained} from {report.base_model} in {report.wall_s:.1f} s: {report.num_steps} optimizer steps{resumed}",
+        f"train:    {split_line(report.train)}",
+        f"held-out: {split_line(report.heldout)}",
+    ]
+    if report.num_dropped:
+        lines.append(f"dropped:  {report.num_dropped} {dropped}")
+    lines.append(f"train loss: {_loss(report.first_train_loss)} first, {_loss(report.final_train_loss)} last")
     if report.final_eval_loss is not None:
         lines.append(
             f"held-out loss: {_loss(report.final_eval_loss)} ({baseline_name}: {_loss(report.baseline_eval_loss)})"
         )
-    return lines
-
-
-def output_lines(report: TrainReport[Any], use: str) -> list[str]:
-    """The report's lines naming what was written; `use` says how to load the model (e.g. `generator.model=`)."""
     out = Path(report.output_dir)
-    return [
+    lines += [
         f"model: {report.model_dir}  (use as {use}{report.model_dir})",
         f"checkpoint: {report.checkpoint}",
         f"loss curve: {out / 'loss_curve.png'}, report: {out / 'train.json'}",
     ]
+    return "\n".join(lines)
 
 
 def padded(rows: Sequence[Sequence[int]], value: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -321,6 +321,24 @@ def run_shards(
     return store.read_results(include_partial=True)
 
 
+def run_question_work(
+    cfg: SweepConfig,
+    work: QuestionWork,
+    store: RunStore,
+    fingerprint: dict[str, Any],
+    problems: list[dict[str, Any]],
+    generators: list[Any] | None = None,
+) -> pa.Table:
+    """Claim `store` for the run `fingerprint` describes (another run's directory is refused) and compute the
+    questions without rows on the generator replicas (started unless given); return every saved row."""
+    from ttsearch.runtime import check_output_dir
+
+    check_output_dir(cfg)
+    store.claim(fingerprint, cfg)
+    replicas = None if generators is None else (generators, [])
+    return run_shards(cfg, lambda *_: work, store, problems, replicas, needs_verifier=False)
+
+
 def _user_error(exc: BaseException) -> TTSearchError | None:
     """The TTSearchError inside a shard task's failure (Ray wraps it, perhaps several times), if any."""
     seen: set[int] = set()

@@ -29,7 +29,7 @@ run: model
 	$(BIN)/ttsearch optimize runs/main
 
 test: model
-	$(BIN)/pytest -q -rfEs --durations=10
+	$(BIN)/pytest -q -rfEs --durations=25
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

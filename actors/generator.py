@@ -21,7 +21,15 @@ from ray.actor import ActorHandle
 from ttsearch.backends import wait_ready
 from ttsearch.config import GeneratorConfig, VerifierConfig
 from ttsearch.models import resolve_model
-from ttsearch.requests import Completion, Generate, GenerateResult, Prompt, RequestRejected, Score, ScoreResult
+from ttsearch.requests import (
+    Completion,
+    Generate,
+    GenerateResult,
+    RequestRejected,
+    Score,
+    ScoreResult,
+    chat_prompt_ids,
+)
 
 GIB = 1 << 30
 
@@ -75,15 +83,6 @@ def count_parameters(hf_config: Any) -> int:
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(hf_config)
     return sum(p.numel() for p in model.parameters())
-
-
-def chat_prompt_ids(tokenizer: Any, prompt: Prompt) -> list[int]:
-    """Chat-template the prompt and append the assistant's partial solution."""
-    messages = [{"role": "system", "content": prompt.system}] if prompt.system else []
-    messages.append({"role": "user", "content": prompt.user})
-    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    # The template already holds its special tokens; adding BOS again would change the prefix.
-    return tokenizer.encode(text + prompt.assistant_prefix, add_special_tokens=False)
 
 
 def prompt_too_long(prompt_ids: list[int], max_model_len: int) -> RequestRejected | None:

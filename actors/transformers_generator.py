@@ -34,10 +34,10 @@ import zlib
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
 
-from actors.generator import GeneratorTotals, chat_prompt_ids, prompt_too_long
+from actors.generator import GeneratorTotals, prompt_too_long
 from ttsearch.config import GeneratorConfig
 from ttsearch.models import resolve_model
-from ttsearch.requests import Completion, Generate, GenerateResult, RequestRejected
+from ttsearch.requests import Completion, Generate, GenerateResult, RequestRejected, chat_prompt_ids
 
 
 def finish(

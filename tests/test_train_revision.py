@@ -16,13 +16,12 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from actors.generator import chat_prompt_ids
 from pipelines.train_revision import format_report, run_train_revision
 from tests.test_train_prm import save_tiny_llama
 from ttsearch.config import CONF_DIR, load_config
 from ttsearch.finetune import TrainReport
 from ttsearch.labels import is_heldout
-from ttsearch.requests import Prompt
+from ttsearch.requests import Prompt, chat_prompt_ids
 from ttsearch.revision_data import REVISION_SCHEMA, revision_store
 from ttsearch.revision_train_data import (
     IGNORE_INDEX,

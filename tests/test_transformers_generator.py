@@ -10,11 +10,10 @@ import asyncio
 
 import pytest
 
-from actors.generator import chat_prompt_ids
 from actors.transformers_generator import TransformersGenerator, calls, finish, prefill_tokens
 from ttsearch.cells import run_sweep
 from ttsearch.config import GeneratorConfig, load_config
-from ttsearch.requests import Completion, Generate, GenerateResult, Prompt
+from ttsearch.requests import Completion, Generate, GenerateResult, Prompt, chat_prompt_ids
 
 VOCAB = {0: "</s>", 1: "a", 2: "b", 3: "\n\n", 4: "c\n\nd", 5: "x##"}
 STEP = ("\n\n",)

@@ -70,10 +70,7 @@ def label_store(location: str | Path) -> RunStore:
 
 def read_labels(location: str | Path) -> pa.Table:
     """The labelled solutions of a finished (or partly finished) `ttsearch label` run; error rows left out."""
-    store = label_store(location)
-    if not store.exists("results") and not store.exists("partial"):
-        raise FileNotFoundError(f"{store.location()} holds no `ttsearch label` output (no results/ or partial/)")
-    table = store.read_results(include_partial=True)
+    table = label_store(location).read_saved("label")
     return table.filter(pc.is_null(table.column("error")))
 
 

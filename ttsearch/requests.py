@@ -8,7 +8,7 @@ cheaply across Ray and compare by value in tests.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 
 @dataclass(frozen=True)
@@ -22,6 +22,16 @@ class Prompt:
     system: str
     user: str
     assistant_prefix: str = ""
+
+
+def chat_prompt_ids(tokenizer: Any, prompt: Prompt) -> list[int]:
+    """The token ids a generator feeds its engine for `prompt`: the chat template applied, then the assistant's
+    partial solution. Training (`ttsearch train-revision`) builds its inputs with it too, so they are the same ids."""
+    messages = [{"role": "system", "content": prompt.system}] if prompt.system else []
+    messages.append({"role": "user", "content": prompt.user})
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    # The template already holds its special tokens; adding BOS again would change the prefix.
+    return tokenizer.encode(text + prompt.assistant_prefix, add_special_tokens=False)
 
 
 @dataclass(frozen=True)

@@ -321,6 +321,13 @@ class RunStore:
         ]
         return read if as_written else [(name, with_added_columns(table, self.schema)) for name, table in read]
 
+    def read_saved(self, command: str) -> pa.Table:
+        """Every row a (finished or partly finished) run of `ttsearch <command>` saved here; FileNotFoundError
+        when it saved none, for readers of another command's output (training data)."""
+        if not self.exists(RESULTS) and not self.exists(PARTIAL):
+            raise FileNotFoundError(f"{self.location()} holds no `ttsearch {command}` output (no results/ or partial/)")
+        return self.read_results(include_partial=True)
+
     def read_results(self, include_partial: bool = False) -> pa.Table:
         """Every row of the finished shards (and of the partial records if asked), in the sweep's schema."""
         folders = (RESULTS, PARTIAL) if include_partial else (RESULTS,)

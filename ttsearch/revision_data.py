@@ -69,7 +69,6 @@ class Attempt:
     text: str
     raw: str
     answer: str | None
-    generated_tokens: int
 
 
 @dataclass(frozen=True)
@@ -90,7 +89,7 @@ def sample_attempts(ctx: SearchContext, samples: int) -> AttemptRun:
     attempts = []
     for completion in result.completions:
         text = ctx.candidate(ctx.split_steps(completion.text), (), completion.ended_solution).text
-        attempts.append(Attempt(text, completion.text, extract_answer(text), completion.num_tokens))
+        attempts.append(Attempt(text, completion.text, extract_answer(text)))
     return attempts
 
 
@@ -166,12 +165,7 @@ def revision_store(location: str | Path) -> RunStore:
 
 def read_trajectories(location: str | Path) -> pa.Table:
     """The trajectories of a finished (or partly finished) `ttsearch revision-data` run: one row each."""
-    store = revision_store(location)
-    if not store.exists("results") and not store.exists("partial"):
-        raise FileNotFoundError(
-            f"{store.location()} holds no `ttsearch revision-data` output (no results/ or partial/)"
-        )
-    table = store.read_results(include_partial=True)
+    table = revision_store(location).read_saved("revision-data")
     return table.filter(pc.is_valid(table.column("trajectory")))
 
 

@@ -2,7 +2,7 @@
 
 A trajectory's prompt (the question and its earlier wrong attempts, rendered by the revisions strategy's
 `revision_prompt` when the data was made) becomes exactly the ids a generator replica gives vLLM for it
-(`actors.generator.chat_prompt_ids`: the model's chat template and its generation prompt); the correct attempt
+(`ttsearch.requests.chat_prompt_ids`: the model's chat template and its generation prompt); the correct attempt
 follows, ended by EOS, as the model must write it. The loss is on the correct attempt only: the prompt's labels are
 -100. A trajectory longer than `max_input_tokens` is dropped, not cut: a cut prompt is a context inference never
 shows. Nothing here loads a model.
@@ -20,7 +20,7 @@ import pyarrow as pa
 from ttsearch.errors import TTSearchError
 from ttsearch.finetune import Examples, padded
 from ttsearch.labels import is_heldout
-from ttsearch.requests import Prompt
+from ttsearch.requests import Prompt, chat_prompt_ids
 from ttsearch.revision_data import read_trajectories
 
 if TYPE_CHECKING:
@@ -90,8 +90,6 @@ def load_trajectories(entries: Sequence[str]) -> list[dict[str, Any]]:
 def tokenize(row: dict[str, Any], tokenizer: Any, max_input_tokens: int) -> RevisionFeatures | None:
     """The trajectory `row` (`COLUMNS`) as the generator's prompt ids then the target's ids and EOS; None when
     longer than `max_input_tokens`."""
-    from actors.generator import chat_prompt_ids  # loads Ray's client library: only where examples are built
-
     prompt = chat_prompt_ids(tokenizer, Prompt(system=row["system"], user=row["user"]))
     target = [*tokenizer.encode(row["target"], add_special_tokens=False), tokenizer.eos_token_id]
     if len(prompt) + len(target) > max_input_tokens:

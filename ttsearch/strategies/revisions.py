@@ -48,9 +48,11 @@ def revision_chains(
         raise ValueError(f"revision_window must be >= 1, got {window}")
     chains: list[list[Candidate]] = [[] for _ in range(budget // length)]
     for round_ in range(length):
-        sampled = yield [
-            ctx.solve(_prompt(ctx, templates, chain, window), 1, round_, index) for index, chain in enumerate(chains)
+        prompts = [
+            revision_prompt(ctx.search.system_prompt, ctx.question, [a.text for a in chain], window, templates)
+            for chain in chains
         ]
+        sampled = yield [ctx.solve(prompt, 1, round_, index) for index, prompt in enumerate(prompts)]
         for chain, result in zip(chains, sampled, strict=True):
             [completion] = result.completions
             steps = ctx.split_steps(completion.text)
@@ -61,11 +63,6 @@ def revision_chains(
         ctx.candidate(attempt.steps, result.step_scores, attempt.finished, attempt.generated_tokens, result.tokens)
         for attempt, result in zip(attempts, scored, strict=True)
     ]
-
-
-def _prompt(ctx: SearchContext, templates: RevisionPrompt, chain: list[Candidate], window: int) -> Prompt:
-    return revision_prompt(ctx.search.system_prompt, ctx.question, [attempt.text for attempt in chain], window,
-                           templates)  # fmt: skip
 
 
 def revision_prompt(

@@ -14,7 +14,7 @@ from typing import Any
 import pyarrow as pa
 
 from ttsearch.config import SweepConfig
-from ttsearch.data import DataError, load_problems
+from ttsearch.data import load_problems, require_solutions
 from ttsearch.labels import LabelWork, label_fingerprint, label_store
 from ttsearch.sharded import run_question_work
 
@@ -56,10 +56,7 @@ def run_label(cfg: SweepConfig, generators: list[Any] | None = None) -> pa.Table
     replicas unless given), return every saved row."""
     problems = load_problems(cfg.data.path, cfg.data.limit, cfg.data.offset, cfg.data.levels)
     if cfg.label.reference_prefixes:
-        lacking = [problem["unique_id"] for problem in problems if not problem["solution"].strip()]
-        if lacking:
-            raise DataError(f"label.reference_prefixes needs a reference 'solution' for every question; "
-                            f"{cfg.data.path} has none for {len(lacking)}, e.g. {lacking[0]}")  # fmt: skip
+        require_solutions(problems, cfg.data.path, "label.reference_prefixes")
     store = label_store(cfg.output_dir)
     return run_question_work(cfg, LabelWork(cfg), store, label_fingerprint(cfg, problems), problems, generators)
 

@@ -16,7 +16,7 @@ from typing import Any
 import pyarrow as pa
 
 from ttsearch.config import SweepConfig, validate_revision_prompt
-from ttsearch.data import load_problems
+from ttsearch.data import load_problems, require_solutions
 from ttsearch.revision_data import RevisionDataWork, revision_fingerprint, revision_store
 from ttsearch.sharded import run_question_work
 
@@ -59,6 +59,8 @@ def run_revision_data(cfg: SweepConfig, generators: list[Any] | None = None) -> 
     generator replicas unless given), return every saved row."""
     validate_revision_prompt(cfg.search.revision_prompt)  # the rows are rendered with it
     problems = load_problems(cfg.data.path, cfg.data.limit, cfg.data.offset, cfg.data.levels)
+    if cfg.revision_data.reference_fallback:
+        require_solutions(problems, cfg.data.path, "revision_data.reference_fallback")
     fingerprint = revision_fingerprint(cfg, problems)
     return run_question_work(cfg, RevisionDataWork(cfg), revision_store(cfg.output_dir), fingerprint, problems,
                              generators)  # fmt: skip

@@ -163,3 +163,21 @@ def test_reference_fallback_ends_a_trajectory_only_where_no_attempt_is_right():
     right, _ = drive(sample_attempts(SearchContext("q1", "?", cfg.search, 0), 3), attempts_respond([FAR, MID, RIGHT]))
     [row] = trajectory_rows(JobOutcome(key=problem, value=right, usage=Usage(), wall_s=1.0), Grades({"5": True}), cfg)
     assert row["target_source"] == "sample" and row["target"] == RIGHT
+
+
+def test_reference_fallback_refuses_questions_without_a_reference_solution_before_anything_runs(tmp_path):
+    import json
+    from pathlib import Path
+
+    from pipelines.revision_data import run_revision_data
+    from ttsearch.data import DataError
+
+    rows = [json.loads(line) for line in Path("data/math500.jsonl").read_text().splitlines()[:2]]
+    rows[1]["solution"] = ""
+    data = tmp_path / "math.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    cfg = load_config(["conf/revision.yaml", "conf/revision_prompt.yaml"],
+                      [f"data.path={data}", "data.levels=[]", f"output_dir={tmp_path / 'out'}"])  # fmt: skip
+    with pytest.raises(DataError, match=r"revision_data\.reference_fallback needs a reference 'solution'.*none for 1"):
+        run_revision_data(cfg)
+    assert not (tmp_path / "out").exists(), "nothing claimed"

@@ -190,3 +190,11 @@ def _first_error_item(record: Any, where: str) -> FirstErrorItem:
         raise DataError(f"{where}: 'label' must be -1 (no wrong step) or the index of the first wrong step in "
                         f"0..{len(steps) - 1}, got {label!r}")  # fmt: skip
     return FirstErrorItem(str(item_id), problem, tuple(steps), label)
+
+
+def require_solutions(problems: list[dict[str, Any]], path: str, key: str) -> None:
+    """Refuse, before anything runs, problems without a reference solution where `key` needs one for each."""
+    lacking = [problem["unique_id"] for problem in problems if not problem["solution"].strip()]
+    if lacking:
+        raise DataError(f"{key} needs a reference 'solution' for every question; {path} has none for "
+                        f"{len(lacking)}, e.g. {lacking[0]}")  # fmt: skip

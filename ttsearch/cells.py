@@ -30,9 +30,9 @@ from ttsearch.scheduler import JobOutcome
 from ttsearch.selection import aggregate, select
 from ttsearch.sharded import ShardWork, run_shards
 from ttsearch.strategies import (
-    SEARCH_READS_VERIFIER,
     SearchContext,
     StrategyRun,
+    search_reads_verifier,
     start,
     strategy_config,
     strategy_label,
@@ -120,7 +120,7 @@ def outcome_rows(outcome: JobOutcome, grader: Grader, sizes: ModelSizes) -> list
     for selection in spec.selections:
         chosen = select(candidates, selection, spec.aggregation, grader.same_answers)
         index = candidates.index(chosen) if chosen is not None else None
-        billed = spec.name in SEARCH_READS_VERIFIER or selection != "majority"
+        billed = search_reads_verifier(spec) or selection != "majority"
         rows.append(
             base
             | {

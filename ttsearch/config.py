@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from operator import attrgetter
 from pathlib import Path
 
@@ -35,7 +35,9 @@ DEFAULT_DATASET = _shipped("datasets", "data") / "math500.jsonl"
 """MATH-500, shipped with the package: the default `data.path`."""
 
 EMBEDDED_MODEL = "embedded"
-STRATEGIES = ("best_of_n", "beam", "lookahead", "revisions")
+STRATEGIES = ("best_of_n", "beam", "lookahead", "revisions", "dvts", "rebase", "particle_filter", "early_stop")
+EARLY_STOP_INNER = ("best_of_n", "beam", "lookahead", "revisions", "dvts", "rebase", "particle_filter")
+"""What `early_stop` can wrap: every strategy but itself."""
 SELECTIONS = ("naive", "weighted", "majority")
 AGGREGATIONS = ("last", "min", "prod")
 # Scored in the driver, no replica hosts them. `hash` is a benchmark device, not a verifier: a
@@ -152,13 +154,18 @@ class StrategySpec:
     name: str = "best_of_n"  # one of STRATEGIES
     selections: list[str] = field(default_factory=lambda: ["weighted"])
     aggregation: str = "last"  # how a solution's step scores become one score
-    beam_width: int = 4  # M: beam search keeps N/M beams and expands each M times
+    beam_width: int = 4  # M: beam search keeps N/M beams and expands each M times; dvts: N/M subtrees, M ways each
     lookahead: int = 0  # k: rollout steps at temperature 0 (lookahead only)
     revision_length: int = 4  # T: attempts per chain; budget N runs N/T chains in parallel (revisions only)
     # P > 0 fixes the number of parallel chains instead (T = N/P, overriding revision_length), so one sweep
     # holds the same sequential:parallel split at every budget; P=1 is fully sequential (revisions only).
     revision_chains: int = 0
     revision_window: int = 4  # earlier attempts of its chain a revision sees, most recent last (revisions only)
+    rebase_temperature: float = 0.2  # rebase: a node's share of the width is softmax(score / this) over live nodes
+    particle_temperature: float = 1.0  # particle_filter: resampling weights are softmax(logit(score) / this)
+    early_stop_inner: str = "best_of_n"  # early_stop: the strategy run in rounds (its settings are this spec's)
+    early_stop_round: int = 4  # early_stop: budget of one round of the inner strategy (divides the budget)
+    early_stop_share: float = 0.75  # early_stop: stop once the leading answer holds this share of the candidates
 
 
 @dataclass
@@ -642,6 +649,8 @@ def strategy_errors(spec: StrategySpec, budgets: list[int]) -> list[tuple[str, s
     errors: list[tuple[str, str]] = []
     if spec.name not in STRATEGIES:
         return [("name", f"unknown strategy '{spec.name}', expected one of {STRATEGIES}")]
+    if spec.name == "early_stop":
+        return _early_stop_errors(spec, budgets)
     if not spec.selections:
         errors.append(("selections", "at least one selection mode is needed, got []"))
     for mode in spec.selections:
@@ -649,7 +658,8 @@ def strategy_errors(spec: StrategySpec, budgets: list[int]) -> list[tuple[str, s
             errors.append(("selections", f"unknown selection '{mode}', expected one of {SELECTIONS}"))
     if spec.aggregation not in AGGREGATIONS:
         errors.append(("aggregation", f"unknown aggregation '{spec.aggregation}', expected one of {AGGREGATIONS}"))
-    divisor = {"beam": "beam_width", "lookahead": "beam_width", "revisions": revision_divisor(spec)}.get(spec.name)
+    divisor = {"beam": "beam_width", "lookahead": "beam_width", "dvts": "beam_width",
+               "revisions": revision_divisor(spec)}.get(spec.name)  # fmt: skip
     if divisor is not None:  # the budget must split into whole beams / whole revision chains
         size = getattr(spec, divisor)
         if size <= 0:
@@ -665,6 +675,9 @@ def strategy_errors(spec: StrategySpec, budgets: list[int]) -> list[tuple[str, s
             errors.append(("revision_window", f"must be > 0, got {spec.revision_window}"))
         if spec.revision_chains < 0:
             errors.append(("revision_chains", f"must be >= 0 (0: use revision_length), got {spec.revision_chains}"))
+    for name, key in (("rebase", "rebase_temperature"), ("particle_filter", "particle_temperature")):
+        if spec.name == name and getattr(spec, key) <= 0:
+            errors.append((key, f"must be > 0, got {getattr(spec, key)}"))
     if spec.lookahead < 0:
         errors.append(("lookahead", f"must be >= 0, got {spec.lookahead}"))
     elif spec.name != "lookahead" and spec.lookahead != 0:
@@ -673,11 +686,40 @@ def strategy_errors(spec: StrategySpec, budgets: list[int]) -> list[tuple[str, s
     return errors
 
 
+def _early_stop_errors(spec: StrategySpec, budgets: list[int]) -> list[tuple[str, str]]:
+    """`early_stop`'s own settings, then its inner strategy's at the round budget (named by this spec's fields)."""
+    errors: list[tuple[str, str]] = []
+    if spec.early_stop_inner not in EARLY_STOP_INNER:
+        return [("early_stop_inner", f"unknown strategy '{spec.early_stop_inner}' to stop early, expected one of "
+                                     f"{EARLY_STOP_INNER}")]  # fmt: skip
+    size = spec.early_stop_round
+    if size <= 0:
+        return [("early_stop_round", f"must be > 0, got {size}")]
+    errors += [
+        ("early_stop_round", f"budget {budget} is not a positive multiple of early_stop_round {size}")
+        for budget in budgets
+        if budget % size != 0 or budget < size
+    ]
+    if not 0 < spec.early_stop_share <= 1:
+        errors.append(("early_stop_share", f"a share of the candidates is in (0, 1], got {spec.early_stop_share}"))
+    return errors + strategy_errors(inner_spec(spec), [size])
+
+
+def inner_spec(spec: StrategySpec) -> StrategySpec:
+    """The strategy `early_stop` runs in rounds: this spec's settings under the inner strategy's name."""
+    return replace(spec, name=spec.early_stop_inner)
+
+
 def largest_request(spec: StrategySpec, budget: int) -> int:
     """Sequences of the widest single request the strategy sends at this budget (the scheduler's
-    `request_weight`): best-of-N samples all N solutions in one request and beam/lookahead search all N
-    first steps; a revision attempt and a score are one sequence each."""
-    return 1 if spec.name == "revisions" else budget
+    `request_weight`): best-of-N samples all N solutions in one request, beam/lookahead search and REBASE all N
+    first steps, a DVTS subtree its M children; a revision attempt, a particle's step and a score are one
+    sequence each; early stopping sends what its inner strategy sends at the round budget."""
+    if spec.name == "early_stop":
+        return largest_request(inner_spec(spec), spec.early_stop_round)
+    if spec.name == "dvts":
+        return spec.beam_width
+    return 1 if spec.name in ("revisions", "particle_filter") else budget
 
 
 def _validate_request_fits_replica(cfg: SweepConfig) -> None:
@@ -704,7 +746,9 @@ at once."""
 def worst_case_tokens(spec: StrategySpec, budget: int, search: SearchConfig, key: str) -> tuple[int, str]:
     """Upper bound on the generated tokens in one request's context (the growing prefix plus what it
     generates), and the sum that makes it, naming the keys."""
-    if spec.name in ("beam", "lookahead"):  # a prefix of steps, then k rollout steps after the last one
+    if spec.name == "early_stop":
+        return worst_case_tokens(inner_spec(spec), spec.early_stop_round, search, key)
+    if spec.name in ("beam", "lookahead", "dvts", "rebase", "particle_filter"):  # steps, then k rollout steps
         steps = search.max_steps + spec.lookahead
         how = f"(search.max_steps {search.max_steps} + {key}.lookahead {spec.lookahead})"
         return steps * search.max_step_tokens, f"{how} x search.max_step_tokens {search.max_step_tokens}"

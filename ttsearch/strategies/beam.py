@@ -16,8 +16,8 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ttsearch.config import StrategySpec
-from ttsearch.requests import Completion, Result
-from ttsearch.strategies.common import Candidate, SearchContext, StrategyRun
+from ttsearch.requests import Result
+from ttsearch.strategies.common import Candidate, SearchContext, StrategyRun, sampled_step
 
 
 def beam_search(ctx: SearchContext, budget: int, spec: StrategySpec) -> StrategyRun:
@@ -27,7 +27,7 @@ def beam_search(ctx: SearchContext, budget: int, spec: StrategySpec) -> Strategy
     for depth in range(ctx.search.max_steps):
         samples_per_beam = budget if depth == 0 else spec.beam_width
         expansions = yield [ctx.expand(beam.steps, samples_per_beam, depth, i) for i, beam in enumerate(beams)]
-        parents, children, ended = _children(beams, expansions)
+        parents, children, ended = _children(ctx, beams, expansions)
         rollouts = yield from _rollouts(ctx, children, ended, spec.lookahead)
         scored = yield [
             ctx.score(steps + rollout, scored_steps=len(parent.steps))
@@ -51,14 +51,8 @@ def beam_search(ctx: SearchContext, budget: int, spec: StrategySpec) -> Strategy
     return finished
 
 
-def _step(completion: Completion) -> tuple[str, bool]:
-    """A sampled step's text, and whether the solution ended there (EOS, or nothing left to say)."""
-    step = completion.text.strip("\n")
-    return step, completion.ended_solution or not step.strip()
-
-
 def _children(
-    beams: list[Candidate], expansions: list[Result]
+    ctx: SearchContext, beams: list[Candidate], expansions: list[Result]
 ) -> tuple[list[Candidate], list[tuple[str, ...]], list[bool]]:
     """Each child's parent beam, the beam extended by each of its sampled steps, and whether that child has
     ended."""
@@ -67,9 +61,9 @@ def _children(
     ended: list[bool] = []
     for beam, result in zip(beams, expansions, strict=True):
         for completion in result.completions:
-            step, done = _step(completion)
+            steps, done = ctx.extend(beam, completion)
             parents.append(beam)
-            children.append(beam.steps + ((step,) if step.strip() else ()))
+            children.append(steps)
             ended.append(done)
     return parents, children, ended
 
@@ -84,7 +78,7 @@ def _rollouts(ctx: SearchContext, children: list[tuple[str, ...]], ended: list[b
         results = yield [replace(ctx.expand(children[i] + rollouts[i], 1), temperature=0.0, seed=None) for i in live]
         still_live = []
         for i, result in zip(live, results, strict=True):
-            step, done = _step(result.completions[0])
+            step, done = sampled_step(result.completions[0])
             if step.strip():
                 rollouts[i] += (step,)
             if not done:

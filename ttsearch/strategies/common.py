@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from ttsearch.config import SearchConfig
 from ttsearch.grading import extract_answer
-from ttsearch.requests import Generate, Prompt, Request, Result, Score
+from ttsearch.requests import Completion, Generate, Prompt, Request, Result, Score
 
 StrategyRun = Generator[list[Request], list[Result], list["Candidate"]]
 
@@ -50,15 +50,19 @@ class SearchContext:
     search: SearchConfig
     seed: int
     reference: str | None = None  # ground truth, forwarded only so the oracle verifier can grade
+    round: int = 0
+    """Which round of a strategy run in rounds (`early_stop`) this is: every round samples with seeds of its own,
+    round 0 with the plain strategy's."""
 
     def prompt(self, steps: tuple[str, ...]) -> Prompt:
         """Same system/user text for every call of a problem, so the prefix cache can hit."""
         prefix = "".join(step + self.search.step_delimiter for step in steps)
         return Prompt(system=self.search.system_prompt, user=self.question, assistant_prefix=prefix)
 
-    def request_seed(self, *path: int) -> int:
-        """A sampling seed that depends only on (problem, sweep seed, position in the search)."""
-        key = "|".join([self.uid, str(self.seed), *map(str, path)])
+    def request_seed(self, *path: int | str) -> int:
+        """A sampling seed that depends only on (problem, sweep seed, round, position in the search)."""
+        rounds = [f"round{self.round}"] if self.round else []
+        key = "|".join([self.uid, str(self.seed), *rounds, *map(str, path)])
         return zlib.crc32(key.encode())
 
     def expand(self, steps: tuple[str, ...], n: int, *path: int) -> Generate:
@@ -86,6 +90,11 @@ class SearchContext:
         """Score `steps` from step `scored_steps` on (the caller holds the earlier steps' scores)."""
         return Score(self.question, steps, self.reference, scored_steps, system=self.search.system_prompt)
 
+    def extend(self, parent: Candidate, completion: Completion) -> tuple[tuple[str, ...], bool]:
+        """`parent`'s steps with a sampled next step (none if it is blank), and whether the solution ended there."""
+        step, done = sampled_step(completion)
+        return parent.steps + ((step,) if step.strip() else ()), done
+
     def split_steps(self, text: str) -> tuple[str, ...]:
         return tuple(step for step in text.split(self.search.step_delimiter) if step.strip())
 
@@ -98,3 +107,35 @@ class SearchContext:
         verifier_tokens: int | None = None,
     ) -> Candidate:
         return Candidate(steps, scores, finished, self.search.step_delimiter, generated_tokens, verifier_tokens)
+
+
+def sampled_step(completion: Completion) -> tuple[str, bool]:
+    """A sampled step's text, and whether the solution ended there (EOS, or nothing left to say)."""
+    step = completion.text.strip("\n")
+    return step, completion.ended_solution or not step.strip()
+
+
+def step_value(candidate: Candidate) -> float:
+    """What step-level searches rank a partial solution by: the verifier's score of its last step (0 unscored)."""
+    return candidate.step_scores[-1] if candidate.step_scores else 0.0
+
+
+def grow(
+    ctx: SearchContext, nodes: list[Candidate], widths: list[int], depth: int, keys: list[int]
+) -> Generator[list[Request], list[Result], list[list[Candidate]]]:
+    """Sample `widths[i]` next steps of `nodes[i]` (seeded by (depth, keys[i])) and score each child's new step,
+    carrying its parent's scores forward (one prefix-cached verifier read per step). Returns each node's children,
+    in sampling order; a node's `keys` entry must stay the same across re-runs, so a retry replays it."""
+    expansions = yield [ctx.expand(node.steps, width, depth, key) for node, width, key in zip(nodes, widths, keys,
+                                                                                           strict=True)]
+    children = [
+        (parent, *ctx.extend(parent, completion))
+        for parent, result in zip(nodes, expansions, strict=True)
+        for completion in result.completions
+    ]
+    scored = yield [ctx.score(steps, scored_steps=len(parent.steps)) for parent, steps, _ in children]
+    grown = iter(
+        ctx.candidate(steps, parent.step_scores + tuple(result.step_scores), finished=done)
+        for (parent, steps, done), result in zip(children, scored, strict=True)
+    )
+    return [[next(grown) for _ in range(width)] for width in widths]

@@ -139,3 +139,94 @@ def test_the_response_is_an_openai_chat_completion_with_the_search_cost():
     assert parsed.usage.completion_tokens == 150 and parsed.usage.prompt_tokens == 340
     assert body["usage"]["samples"] == 6 and body["usage"]["verifier_tokens"] == 90 and body["answer"] == "7"
     assert body["search"]["estimation_samples"] == 2
+
+
+def test_the_newer_strategies_take_their_settings_from_the_body():
+    dvts = parse({"messages": QUESTION, "strategy": "dvts", "budget": 8, "beam_width": 2}).settings.strategy
+    assert (dvts.name, dvts.beam_width) == ("dvts", 2)
+    rebase = parse({"messages": QUESTION, "strategy": "rebase", "rebase_temperature": 0.5}).settings.strategy
+    assert (rebase.name, rebase.rebase_temperature) == ("rebase", 0.5)
+    particles = parse({"messages": QUESTION, "strategy": "particle_filter", "particle_temperature": 2}).settings
+    assert particles.strategy.particle_temperature == 2.0 and isinstance(particles.strategy.particle_temperature,
+                                                                         float)  # fmt: skip
+    body = {"messages": QUESTION, "strategy": "early_stop", "budget": 8, "early_stop_inner": "beam", "beam_width": 2,
+            "early_stop_round": 4, "early_stop_share": 1, "selection": "majority"}  # fmt: skip
+    early = parse(body).settings
+    assert early.strategy == StrategySpec(name="early_stop", early_stop_inner="beam", beam_width=2, early_stop_round=4,
+                                          early_stop_share=1.0, selections=["majority"])  # fmt: skip
+    assert (early.budget, early.selection) == (8, "majority")
+
+
+def test_unset_settings_of_the_newer_strategies_are_the_configured_defaults():
+    default = StrategySpec(name="early_stop", early_stop_inner="lookahead", beam_width=2, lookahead=1,
+                           early_stop_round=4, early_stop_share=0.5, rebase_temperature=0.1)  # fmt: skip
+    serve = ServeConfig(budget=8, max_budget=16, strategy=default)
+    assert parse({"messages": QUESTION}, serve=serve).settings.strategy == default
+    rebase = parse({"messages": QUESTION, "strategy": "rebase"}, serve=serve).settings.strategy
+    assert (rebase.name, rebase.rebase_temperature, rebase.lookahead) == ("rebase", 0.1, 0), "k only for lookahead"
+    lookahead = parse({"messages": QUESTION, "strategy": "lookahead"}, serve=serve).settings.strategy
+    assert (lookahead.beam_width, lookahead.lookahead) == (2, 1)
+
+
+@pytest.mark.parametrize(
+    ("extra", "param"),
+    [
+        ({"strategy": "rebase", "rebase_temperature": 0}, "rebase_temperature"),
+        ({"strategy": "rebase", "rebase_temperature": -0.5}, "rebase_temperature"),
+        ({"strategy": "particle_filter", "particle_temperature": "1.0"}, "particle_temperature"),
+        ({"strategy": "particle_filter", "particle_temperature": True}, "particle_temperature"),
+        ({"strategy": "early_stop", "early_stop_round": 3}, "early_stop_round"),  # does not divide budget 4
+        ({"strategy": "early_stop", "early_stop_round": 0}, "early_stop_round"),
+        ({"strategy": "early_stop", "early_stop_round": 2.0}, "early_stop_round"),
+        ({"strategy": "early_stop", "budget": 2}, "budget"),  # the default round of 4 > 2
+        ({"strategy": "early_stop", "early_stop_share": 1.5}, "early_stop_share"),
+        ({"strategy": "early_stop", "early_stop_share": 0}, "early_stop_share"),
+        ({"strategy": "early_stop", "early_stop_inner": "early_stop"}, "early_stop_inner"),
+        ({"strategy": "early_stop", "early_stop_inner": "mcts"}, "early_stop_inner"),
+        # the inner strategy is checked at the round's budget: beam's default M=4 does not fit a round of 2
+        ({"strategy": "early_stop", "early_stop_inner": "beam", "early_stop_round": 2}, "early_stop_round"),
+        ({"strategy": "early_stop", "early_stop_inner": "beam", "budget": 8, "beam_width": 8}, "beam_width"),
+        ({"strategy": "early_stop", "lookahead": 1}, "lookahead"),  # best-of-N rounds do not roll out
+        ({"strategy": "dvts", "budget": 6, "beam_width": 4}, "beam_width"),
+    ],
+)
+def test_bad_settings_of_the_newer_strategies_are_refused_naming_the_field(extra, param):
+    error = refused({"messages": QUESTION, **extra})
+    assert (error.status, error.param) == (400, param), error.message
+    assert "unsupported" not in error.message, "refused for its value, not as an unknown field"
+
+
+@pytest.mark.parametrize("literal", [b"NaN", b"Infinity", b"1e400"])
+def test_numbers_that_are_no_setting_are_refused(literal):
+    raw = b'{"messages": [{"role": "user", "content": "x"}], "strategy": "rebase", "rebase_temperature": ' + literal
+    error = refused(raw + b"}")
+    assert (error.status, error.param) == (400, "rebase_temperature") and "finite" in error.message, error.message
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [{"rebase_temperature": 0.5}, {"particle_temperature": 1.0}, {"early_stop_inner": "beam"}, {"early_stop_round": 2},
+     {"early_stop_share": 0.5}],
+)  # fmt: skip
+def test_compute_optimal_refuses_the_newer_strategies_settings(extra):
+    error = refused({"messages": QUESTION, "compute_optimal": True, **extra}, has_policy=True)
+    assert (error.status, error.param) == (400, next(iter(extra))) and "policy chooses" in error.message
+
+
+def test_early_stopping_revisions_needs_the_revision_prompt_configured():
+    body = {"messages": QUESTION, "strategy": "early_stop", "early_stop_inner": "revisions", "budget": 8}
+    error = refused(body)
+    assert (error.status, error.param) == (400, "early_stop_inner") and "attempt_format" in error.message
+    prompt = RevisionPromptConfig(attempt_format="Attempt {number}:\n{attempt}", instruction="Write a new solution.")
+    search = SearchConfig(max_steps=4, max_step_tokens=48, max_solution_tokens=192, revision_prompt=prompt)
+    spec = parse(body, search=search).settings.strategy
+    assert (spec.name, spec.early_stop_inner, spec.early_stop_round) == ("early_stop", "revisions", 4)
+    # A service whose default is revisions lends its chain settings, which a request cannot set, to early stopping.
+    serve = ServeConfig(max_budget=16, budget=4, strategy=StrategySpec(name="revisions", revision_length=2))
+    assert parse(body, serve=serve, search=search).settings.strategy.revision_length == 2
+
+
+def test_early_stopping_lookahead_longer_than_the_context_names_lookahead():
+    error = refused({"messages": QUESTION, "strategy": "early_stop", "early_stop_inner": "lookahead", "beam_width": 2,
+                     "lookahead": 40})  # fmt: skip
+    assert (error.status, error.param, error.code) == (400, "lookahead", "context_length_exceeded")

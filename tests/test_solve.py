@@ -12,6 +12,7 @@ from ttsearch.config import load_config
 from ttsearch.policy import POLICY_FILE, POLICY_VERSION, load_policy
 from ttsearch.runtime import model_sizes
 from ttsearch.service import policy_plan, spec_for
+from ttsearch.strategies import strategy_label
 
 STRATEGIES = "strategies=[{name: best_of_n, selections: [majority, weighted]}, {name: beam, beam_width: 2}]"
 
@@ -53,6 +54,24 @@ def test_labels_map_back_to_the_sweeps_strategy_configuration():
     assert spec.name == "beam" and spec.beam_width == 2 and selection == "weighted"
     with pytest.raises(ValueError, match="does not define"):
         spec_for("lookahead(M=2,k=1)/weighted", cfg.strategies)
+
+
+NEWER_STRATEGIES = (
+    "strategies=[{name: dvts, beam_width: 2}, {name: rebase, rebase_temperature: 0.5}, {name: rebase}, "
+    "{name: particle_filter, particle_temperature: 2.0, selections: [majority, weighted]}, "
+    "{name: early_stop}, {name: early_stop, early_stop_share: 0.5}, "
+    "{name: early_stop, early_stop_inner: beam, beam_width: 2, early_stop_round: 2, aggregation: min}, "
+    "{name: early_stop, early_stop_inner: particle_filter, particle_temperature: 0.5}]"
+)
+
+
+def test_labels_of_the_newer_strategies_map_back_to_their_configuration():
+    """A policy names a configuration by its label: every configuration must get a label of its own back."""
+    cfg = load_config(None, [NEWER_STRATEGIES, "budgets=[4,8]"])
+    pairs = [(spec, selection) for spec in cfg.strategies for selection in spec.selections]
+    assert len(pairs) == 9 and {spec.name for spec, _ in pairs} == {"dvts", "rebase", "particle_filter", "early_stop"}
+    for spec, selection in pairs:
+        assert spec_for(strategy_label(spec, selection), cfg.strategies) == (spec, selection)
 
 
 @pytest.mark.integration

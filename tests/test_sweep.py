@@ -33,11 +33,14 @@ TINY = [  # on tiny_dataset(): one MATH-500 problem and one the model gets right
     "search.max_solution_tokens=48",
     "strategies=[{name: best_of_n, selections: [naive, weighted, majority]},"
     " {name: beam, beam_width: 2}, {name: lookahead, beam_width: 2, lookahead: 1},"
-    " {name: revisions, revision_length: 2, revision_window: 1, selections: [weighted, majority]}]",
+    " {name: revisions, revision_length: 2, revision_window: 1, selections: [weighted, majority]},"
+    " {name: dvts, beam_width: 2}, {name: rebase}, {name: particle_filter},"
+    " {name: early_stop, early_stop_round: 1, early_stop_share: 1.0, selections: [weighted, majority]}]",
 ]
 COPY_PROBLEM = {"unique_id": "copy/1", "problem": "Copy this text exactly: The answer is $\\boxed{7}$.", "answer": "7",
                 "subject": "Copying", "level": 1}  # fmt: skip
-SEARCH_READS_VERIFIER = {"beam", "lookahead"}  # the billing rule, stated here rather than imported
+# The billing rule, stated here rather than imported: step-level searches read the verifier.
+SEARCH_READS_VERIFIER = {"beam", "lookahead", "dvts", "rebase", "particle_filter"}
 COUNTERS = {  # metric → the tag it is counted by; exact exported names (Ray appends _total to a counter)
     "ray_ttsearch_searches_done_total": "strategy",
     "ray_ttsearch_generated_tokens_total": "strategy",
@@ -197,7 +200,7 @@ def test_tiny_sweep_runs_every_strategy_on_two_nodes(
     before = scrape_metrics(ray_session)
     table = run_sweep(cfg, replicas=(generator_replicas, lm_judge_replicas))
     rows = table.to_pylist()
-    assert len(rows) == 2 * (3 + 1 + 1 + 2)
+    assert len(rows) == 2 * (3 + 1 + 1 + 2 + 1 + 1 + 1 + 2)
     assert len(set(row_keys(table))) == len(rows), "one row per (problem, strategy, budget, seed)"
     assert {r["strategy_label"] for r in rows} == {
         "best_of_n/naive",
@@ -207,6 +210,11 @@ def test_tiny_sweep_runs_every_strategy_on_two_nodes(
         "lookahead(M=2,k=1)/weighted",
         "revisions(T=2,w=1)/weighted",
         "revisions(T=2,w=1)/majority",
+        "dvts(M=2)/weighted",
+        "rebase(T=0.2)/weighted",
+        "particle_filter(T=1)/weighted",
+        "early_stop(best_of_n,r=1,s=1)/weighted",
+        "early_stop(best_of_n,r=1,s=1)/majority",
     }
     revisions = [r for r in rows if r["strategy"] == "revisions"]
     assert all(r["samples"] == 2 and len(r["candidate_scores"]) == 2 for r in revisions), "every attempt is a candidate"
@@ -215,7 +223,8 @@ def test_tiny_sweep_runs_every_strategy_on_two_nodes(
     for row in rows:
         assert row["error"] is None, row["error"]
         assert row["generated_tokens"] > 0 and row["prompt_tokens"] > 0
-        assert row["samples"] >= 2 and all(0.0 <= s <= 1.0 for s in row["candidate_scores"])
+        spent = 1 if row["strategy"] == "early_stop" else 2  # early stopping may stop after its first round
+        assert row["samples"] >= spent and all(0.0 <= s <= 1.0 for s in row["candidate_scores"])
     # Both models are the embedded SmolLM2-135M (the LM judge runs on it too): its parameters counted by hand.
     with open(Path(resolve_model(EMBEDDED_MODEL, cache_dir)) / "config.json") as f:
         parameters = llama_parameters(json.load(f))
@@ -224,6 +233,8 @@ def test_tiny_sweep_runs_every_strategy_on_two_nodes(
     lookahead = [r for r in rows if r["strategy"] == "lookahead"]
     beam = [r for r in rows if r["strategy"] == "beam"]
     assert sum(r["samples"] for r in lookahead) > sum(r["samples"] for r in beam), "rollouts cost samples"
+    early = [r for r in rows if r["strategy"] == "early_stop"]
+    assert all(r["samples"] == len(r["candidate_answers"]) <= 2 for r in early), "one sample per round, at most 2"
     assert "best_of_n/weighted" in summary(table)
     assert any(r["correct"] for r in rows), "no correct row: the correct counter's check below would be vacuous"
 

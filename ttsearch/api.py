@@ -10,18 +10,22 @@ service load a model or read a file: the model name is only compared with the co
 from __future__ import annotations
 
 import json
+import math
 import time
 import uuid
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ttsearch.config import (
+    AGGREGATIONS,
+    EARLY_STOP_INNER,
     PROMPT_ALLOWANCE_TOKENS,
     SELECTIONS,
     STRATEGIES,
     ConfigError,
     StrategySpec,
     SweepConfig,
+    running_strategy,
     strategy_errors,
     validate_revision_prompt,
     worst_case_tokens,
@@ -30,8 +34,10 @@ from ttsearch.service import Answer, SearchSettings
 
 # Fields a request may carry: OpenAI's that the service honours or checks, then the search's own.
 OPENAI_FIELDS = ("model", "messages", "n", "stream", "user")
-SEARCH_FIELDS = ("strategy", "budget", "beam_width", "lookahead", "selection", "aggregation", "seed", "compute_optimal")
-CHOSEN_BY_POLICY = ("strategy", "beam_width", "lookahead", "selection", "aggregation")
+# The strategy settings a request may set; the policy sets all of them when `compute_optimal` is asked for.
+CHOSEN_BY_POLICY = ("strategy", "beam_width", "lookahead", "selection", "aggregation", "rebase_temperature",
+                    "particle_temperature", "early_stop_inner", "early_stop_round", "early_stop_share")  # fmt: skip
+SEARCH_FIELDS = (*CHOSEN_BY_POLICY, "budget", "seed", "compute_optimal")
 ROLES = ("system", "user", "assistant")
 
 
@@ -133,6 +139,21 @@ def _integer(body: dict[str, Any], name: str, default: int, minimum: int) -> int
     return value
 
 
+def _number(body: dict[str, Any], name: str, default: float, above: float, at_most: float | None = None) -> float:
+    """A real number in (above, at_most]. Python's JSON reader takes NaN and Infinity, which no setting means."""
+    value = body.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):  # JSON true is a Python int
+        raise ApiError(400, f"'{name}' must be a number, got {value!r}", name)
+    number = float(value) if abs(value) < 1e300 else math.inf  # an integer too large for a float overflows
+    if not math.isfinite(number):
+        raise ApiError(400, f"'{name}' must be a finite number, got {value!r}", name)
+    if at_most is None and not number > above:
+        raise ApiError(400, f"'{name}' must be > {above}, got {number:g}", name)
+    if at_most is not None and not above < number <= at_most:
+        raise ApiError(400, f"'{name}' must be in ({above}, {at_most}], got {number:g}", name)
+    return number
+
+
 def _choice(body: dict[str, Any], name: str, default: str, allowed: tuple[str, ...]) -> str:
     value = body.get(name, default)
     if value not in allowed:
@@ -159,28 +180,49 @@ def _settings(body: dict[str, Any], service: SweepConfig, has_policy: bool) -> S
         return SearchSettings(budget=budget, seed=seed, compute_optimal=True)
     default = cfg.strategy
     name = _choice(body, "strategy", default.name, STRATEGIES)
+    inner = _choice(body, "early_stop_inner", default.early_stop_inner, EARLY_STOP_INNER)
+    runs = inner if name == "early_stop" else name  # whose settings apply: early_stop runs `inner` in rounds
+    # Settings a request cannot set (the revision chains') are the default's where that runs the same strategy.
+    base = default if default.name == name or running_strategy(default) == runs else StrategySpec()
     spec = replace(
-        default if name == default.name else StrategySpec(name=name),
+        base,
+        name=name,
         beam_width=_integer(body, "beam_width", default.beam_width, 1),
-        lookahead=_integer(body, "lookahead", default.lookahead if name == "lookahead" else 0, 0),
-        aggregation=_choice(body, "aggregation", default.aggregation, ("last", "min", "prod")),
+        lookahead=_integer(body, "lookahead", default.lookahead if runs == "lookahead" else 0, 0),
+        aggregation=_choice(body, "aggregation", default.aggregation, AGGREGATIONS),
+        rebase_temperature=_number(body, "rebase_temperature", default.rebase_temperature, 0),
+        particle_temperature=_number(body, "particle_temperature", default.particle_temperature, 0),
+        early_stop_inner=inner,
+        early_stop_round=_integer(body, "early_stop_round", default.early_stop_round, 1),
+        early_stop_share=_number(body, "early_stop_share", default.early_stop_share, 0, 1),
     )
     selection = _choice(body, "selection", default.selections[0], SELECTIONS)
     spec = replace(spec, selections=[selection])
     for field_name, message in strategy_errors(spec, [budget]):
-        raise ApiError(400, message, field_name if field_name in body else "budget")
-    if name == "revisions":
+        raise ApiError(400, message, _param(field_name, body, name))
+    chooser = "early_stop_inner" if name == "early_stop" else "strategy"
+    if runs == "revisions":
         try:
             validate_revision_prompt(service.search.revision_prompt)
         except ConfigError as error:
-            raise ApiError(400, f"this service is not configured for revisions: {error}", "strategy") from None
+            raise ApiError(400, f"this service is not configured for revisions: {error}", chooser) from None
     max_model_len = service.generator.max_model_len
     needed = PROMPT_ALLOWANCE_TOKENS + worst_case_tokens(spec, budget, service.search, "request")[0]
     if needed > max_model_len:
-        raise ApiError(400, f"{name} at budget {budget} can need {needed} tokens of context, over the model's "
-                            f"{max_model_len}", "lookahead" if name == "lookahead" else "strategy",
+        what = f"{name} over {runs}" if name == "early_stop" else name
+        raise ApiError(400, f"{what} at budget {budget} can need {needed} tokens of context, over the model's "
+                            f"{max_model_len}", "lookahead" if runs == "lookahead" else chooser,
                        "context_length_exceeded")  # fmt: skip
     return SearchSettings(budget=budget, strategy=spec, selection=selection, seed=seed)
+
+
+def _param(field_name: str, body: dict[str, Any], name: str) -> str:
+    """The request field to blame for a rule `strategy_errors` found broken on the spec's `field_name`: that field
+    if the request set it, else what sized the check: the budget, or for early stopping's inner strategy (checked
+    at the round's budget) the round."""
+    if field_name in body:
+        return field_name
+    return "early_stop_round" if name == "early_stop" and not field_name.startswith("early_stop") else "budget"
 
 
 def chat_completion(answer: Answer, model: str) -> dict[str, Any]:

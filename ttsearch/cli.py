@@ -26,6 +26,8 @@ DEFAULT_CONFIGS: dict[str, list[str]] = {
     "eval-revision": [*REVISION_CONFIGS, str(CONF_DIR / "eval_revision.yaml")],
 }
 """The configs a command reads without `--config` (the model-training commands'; the sweep has none)."""
+BENCH_CONFIGS = [str(CONF_DIR / "bench.yaml"), str(CONF_DIR / "revision_prompt.yaml")]
+"""`ttsearch bench`'s default: every strategy, so the revisions strategy's prompt texts too."""
 
 
 def _sweep(args: argparse.Namespace) -> int:
@@ -116,7 +118,7 @@ def _bench(args: argparse.Namespace) -> None:
     else:
         from pipelines.bench import format_report, run_bench, write_json
 
-        report = run_bench(load_config(args.config or [CONF_DIR / "bench.yaml"], args.overrides))
+        report = run_bench(load_config(args.config or BENCH_CONFIGS, args.overrides))
     print(format_report(report))
     if args.json:
         write_json(report, args.json)

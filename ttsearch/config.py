@@ -504,7 +504,7 @@ def validate(cfg: SweepConfig) -> None:
     _require(bool(cfg.strategies), "strategies", "at least one strategy is needed, got []")
     for i, spec in enumerate(cfg.strategies):
         _validate_strategy(spec, f"strategies[{i}]", cfg.budgets)
-    if any(spec.name == "revisions" for spec in cfg.strategies):
+    if any(running_strategy(spec) == "revisions" for spec in cfg.strategies):
         validate_revision_prompt(cfg.search.revision_prompt)
     _require(
         cfg.verifier.kind in VERIFIERS,
@@ -703,6 +703,11 @@ def _early_stop_errors(spec: StrategySpec, budgets: list[int]) -> list[tuple[str
     if not 0 < spec.early_stop_share <= 1:
         errors.append(("early_stop_share", f"a share of the candidates is in (0, 1], got {spec.early_stop_share}"))
     return errors + strategy_errors(inner_spec(spec), [size])
+
+
+def running_strategy(spec: StrategySpec) -> str:
+    """The strategy whose settings `spec` searches with: early stopping's inner strategy, else its own."""
+    return spec.early_stop_inner if spec.name == "early_stop" else spec.name
 
 
 def inner_spec(spec: StrategySpec) -> StrategySpec:

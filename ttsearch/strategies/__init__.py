@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ttsearch.config import StrategySpec, inner_spec
+from ttsearch.config import StrategySpec, inner_spec, running_strategy
 from ttsearch.strategies.beam import beam_search
 from ttsearch.strategies.best_of_n import best_of_n
 from ttsearch.strategies.common import Candidate, SearchContext, StrategyRun
@@ -33,7 +33,7 @@ read the verifier only to select a final answer."""
 def search_reads_verifier(spec: StrategySpec) -> bool:
     """Whether the search itself reads verifier scores: if not, a selection that reads no score (majority) costs no
     verifier compute. Early stopping reads what its inner strategy reads (its own stopping rule reads answers)."""
-    return (inner_spec(spec) if spec.name == "early_stop" else spec).name in STEP_SEARCHES
+    return running_strategy(spec) in STEP_SEARCHES
 
 
 def start(ctx: SearchContext, budget: int, spec: StrategySpec) -> StrategyRun:

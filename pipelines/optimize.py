@@ -14,8 +14,9 @@ prompt prefill). Both are binned by the rule the deployed policy uses (`ttsearch
 cross-validation scores the policy that `ttsearch solve` runs.
 
 Strategy labels are the opaque `strategy_label`s (configuration × selection); a budget is the nominal
-generation budget N of the sweep (beam and lookahead spend more step-level samples than N; the FLOPs columns
-hold their real cost). Accuracies here are fractions in [0, 1]; the Markdown report shows percentages.
+generation budget N of the sweep (step-level searches spend more step samples than N, early stopping may spend
+fewer; the FLOPs columns hold their real cost). Accuracies here are fractions in [0, 1]; the Markdown report shows
+percentages.
 Ungraded rows take no part in any accuracy; error rows take no part at all.
 """
 
@@ -30,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from ttsearch.analysis import (
+    ACCURACY_TOLERANCE,
     COST_COLUMNS,
     DEFAULT_ESTIMATION_SAMPLES,
     DIFFICULTY_KINDS,
@@ -40,6 +42,7 @@ from ttsearch.analysis import (
     ReportFile,
     bin_sorting,
     computed_tokens,
+    cost_to_reach,
     estimate_difficulty,
     estimation_cells,
     estimation_cost,
@@ -61,7 +64,6 @@ KINDS = DIFFICULTY_KINDS
 FOLDS = 2
 R_VALUES = (0.16, 0.79, 22.0)  # D_inference / D_pretrain: the paper's Fig. 9 regimes R ≪ 1, R ≈ 1, R ≫ 1
 BEST_FIXED = "best fixed label (CV)"
-_TOLERANCE = 1e-12  # accuracies are means of the same per-question values: equal up to rounding
 
 
 def _as_verdict(value) -> float:
@@ -247,26 +249,6 @@ def _family_labels(frame: pd.DataFrame, curves: pd.DataFrame) -> dict[str, str]:
     return ranked.drop_duplicates("strategy").set_index("strategy")["strategy_label"].to_dict()
 
 
-def cost_to_reach(costs: Sequence[float], accuracy: Sequence[float], target: float) -> tuple[float, str]:
-    """Smallest cost at which a measured curve reaches `target`, interpolated on log2(cost) between points.
-
-    Returns (cost, bound): "=" interpolated or measured; "<=" already reached at the smallest measured cost
-    (the true cost may be lower); ">" never reached, cost = the largest measured (the true cost is higher).
-    """
-    points = sorted(zip(costs, accuracy, strict=True))
-    if any(not math.isfinite(c) or c <= 0 or not math.isfinite(a) for c, a in points):
-        return math.nan, ""
-    if points[0][1] >= target - _TOLERANCE:
-        return points[0][0], "<="
-    for (c0, a0), (c1, a1) in zip(points, points[1:], strict=False):
-        if abs(a1 - target) <= _TOLERANCE:
-            return c1, "="
-        if a1 > target:
-            fraction = (target - a0) / (a1 - a0)
-            return float(np.exp2(np.log2(c0) + fraction * (np.log2(c1) - np.log2(c0)))), "="
-    return points[-1][0], ">"
-
-
 def efficiency(optimal: pd.DataFrame, baseline: pd.DataFrame, estimation_samples: float,
                estimation_flops: float = math.nan) -> pd.DataFrame:
     """Per compute-optimal budget N: the baseline's cost to match its accuracy and k = that cost / N.
@@ -330,13 +312,13 @@ def flops_matched(result: PolicyResult, large: pd.DataFrame, small_params: float
     rows = []
     for r in r_values:
         matched = flops_multiplier(small_params, large_params, r)
-        within = [budget for budget in budgets if budget <= matched + _TOLERANCE]
+        within = [budget for budget in budgets if budget <= matched + ACCURACY_TOLERANCE]
         used = within[-1] if within else None
         for name, ids in groups:
             small_accuracy = math.nan if used is None else by_budget.loc[used].reindex(ids).mean()
             large_mean = large_accuracy.reindex(ids).mean()
-            winner = ("unknown" if used is None else "small" if small_accuracy > large_mean + _TOLERANCE
-                      else "large" if large_mean > small_accuracy + _TOLERANCE else "tie")
+            winner = ("unknown" if used is None else "small" if small_accuracy > large_mean + ACCURACY_TOLERANCE
+                      else "large" if large_mean > small_accuracy + ACCURACY_TOLERANCE else "tie")
             rows.append({"R": r, "matched_budget": matched, "used_budget": math.nan if used is None else used,
                          "beyond_sweep": matched > budgets[-1], "bin": name, "questions": len(ids),
                          "small_accuracy": small_accuracy, "large_accuracy": large_mean, "winner": winner})
@@ -385,8 +367,8 @@ def _compare_accuracy(optimal: pd.Series, other: pd.Series) -> dict[str, list[in
         theirs = other.get(budget, math.nan)
         if pd.isna(value) or pd.isna(theirs):
             continue
-        key = ("more accurate" if value > theirs + _TOLERANCE else "less accurate" if value < theirs - _TOLERANCE
-               else "equally accurate")
+        key = ("more accurate" if value > theirs + ACCURACY_TOLERANCE
+               else "less accurate" if value < theirs - ACCURACY_TOLERANCE else "equally accurate")
         groups[key].append(int(budget))
     return groups
 
@@ -579,8 +561,9 @@ def _how_to_read(best: float, problems: int, difficulties: dict[str, Difficulty]
                      "near-zero accuracies: they say nothing about the paper's 4× claim. What this run shows is that "
                      "the analysis runs end to end from the Parquet with the estimation cost counted; a real "
                      "generator and PRM (conf/gpu.yaml) are needed for the numbers to mean something.")
-    notes.append("Budgets are nominal generation budgets; beam and lookahead spend more step-level samples, so the "
-                 "FLOPs figures are the fairer comparison where the sweep recorded FLOPs.")
+    notes.append("Budgets are nominal generation budgets; step-level searches (beam, lookahead, DVTS, REBASE, particle "
+                 "filtering) spend more step samples and early stopping may spend fewer, so the FLOPs figures are the "
+                 "fairer comparison where the sweep recorded FLOPs.")
     return " ".join(notes)
 
 

@@ -20,8 +20,10 @@ from ttsearch.analysis import (
     Difficulty,
     ReportFile,
     bin_sorting,
+    cost_at_equal_accuracy,
     covered,
     difficulty_bins,
+    early_stop_savings,
     estimate_difficulty,
     excluded_note,
     finished_rows,
@@ -94,8 +96,9 @@ def _how_to_read(frame: pd.DataFrame, accuracy: pd.DataFrame, coverage: pd.DataF
              f"standard error {spread}. "
              "Coverage (pass@N) is the share of (problem, seed) whose candidates include a right answer: what a "
              "perfect verifier would score on the same samples, so the gap between coverage and accuracy is what "
-             "better selection could recover. Budget N counts generator samples per problem; lookahead also spends "
-             "k roll-out steps per sample, so compare strategies at equal generated tokens too."]
+             "better selection could recover. Budget N counts generator samples per problem; step-level searches "
+             "sample N steps per depth (lookahead also k roll-out steps per sample) and early stopping may stop "
+             "below N, so compare strategies at equal generated tokens and FLOPs too (see the efficiency section)."]
     best = accuracy["mean"].max()
     if best < NEAR_ZERO_ACCURACY:
         notes.append(f"Accuracy is near zero everywhere (best {best:.1f} %), as expected for a tiny generator such as "
@@ -191,6 +194,81 @@ def _revision_section(frame: pd.DataFrame, out: Path) -> list[str]:
             markdown_table(table), ""]  # fmt: skip
 
 
+EFFICIENCY = "Efficiency: compute to reach best-of-N's accuracy"
+_BOUNDS = {"<=": "≤ ", "=": "", ">": "> "}
+
+
+def _k(ratio: float, bound: str) -> str:
+    """A cost ratio with its bound (`cost_to_reach`), or "–" where unknown."""
+    return "–" if pd.isna(ratio) else f"{_BOUNDS.get(bound, '')}{ratio:.2f}"
+
+
+def _cost(value: float, fmt: str) -> str:
+    return "–" if pd.isna(value) or value <= 0 else fmt.format(value)
+
+
+def _equal_accuracy_table(baseline: str, costs: pd.DataFrame) -> str:
+    """label × budget: "k in samples (samples needed) · k in FLOPs", under best-of-N's own accuracy and cost."""
+    target = costs.drop_duplicates("budget").set_index("budget").sort_index()
+    rows = {"best-of-N accuracy %": target["accuracy"].map("{:.1f}".format),
+            "best-of-N mean samples · FLOPs": pd.Series(
+                [f"{_cost(s, '{:.3g}')} · {_cost(f, '{:.3g}')}"
+                 for s, f in zip(target["baseline_samples"], target["baseline_flops"], strict=True)],
+                index=target.index)}
+    for label, part in costs.groupby("label", sort=True):
+        part = part.set_index("budget")
+        rows[label] = pd.Series([f"{_k(row.samples_ratio, row.samples_bound)} ("
+                                 f"{_BOUNDS.get(row.samples_bound, '')}{_cost(row.samples, '{:.3g}')}) · "
+                                 f"{_k(row.flops_ratio, row.flops_bound)}" for row in part.itertuples()],
+                                index=part.index)
+    table = pd.DataFrame(rows).T.fillna("–")
+    table.columns = [f"N={budget}" for budget in table.columns]
+    table.index.name = f"k vs {baseline}"
+    return markdown_table(table)
+
+
+def _efficiency_section(frame: pd.DataFrame) -> list[str]:
+    """What each strategy label spends to reach best-of-N's accuracy, and what early stopping saved."""
+    md = [f"## {EFFICIENCY}", ""]
+    if not (frame["strategy"] == "best_of_n").any():
+        return md + ["This section needs `best_of_n` in the sweep's strategies: best-of-N's accuracy at each budget "
+                     "is the target every other strategy is measured against.", ""]
+    costs = cost_at_equal_accuracy(frame)
+    md += ["For each best-of-N label (one per selection mode) and budget N, the target is best-of-N's accuracy at N. "
+           "Every other label with the same selection mode is placed on its curve of accuracy against the compute it "
+           "actually spent per question (the mean of the `samples` column, as the scheduler counted it, and the mean "
+           "total FLOPs), and the compute at which it reaches the target is interpolated on a log2 axis between its "
+           "measured budgets. A cell reads `k in samples (samples needed) · k in FLOPs`, k being that compute ÷ "
+           "best-of-N's at N: k < 1 means cheaper than best-of-N, k > 1 dearer. '≤ k': the label already reaches the "
+           "target at its smallest budget, so it may be cheaper still; '> k': it never reached the target in this "
+           "sweep, k being its largest measured compute, so the true cost is higher; '–': unknown (e.g. no FLOPs "
+           "recorded). Samples are those spent, not the nominal budget N: early stopping is charged only the rounds "
+           "it ran, while tree searches (beam, dvts, rebase, particle filter) count step-level generations, more "
+           "than N; FLOPs (generator + verifier) weigh generations of different lengths and are the fairer "
+           "comparison where the sweep recorded them.", ""]
+    if costs.empty:
+        md += ["No other strategy label shares a selection mode with a graded best-of-N label: nothing to compare.",
+               ""]
+    for baseline, part in costs.groupby("baseline", sort=True):
+        md += [f"### Same selection as `{baseline}`", "", _equal_accuracy_table(baseline, part), ""]
+    savings = early_stop_savings(frame)
+    if not savings.empty:
+        table = pd.DataFrame({
+            "nominal budget": savings["budget"].to_numpy(),
+            "mean samples spent": savings["samples"].map(lambda v: _cost(v, "{:.3g}")).to_numpy(),
+            "full inner run spends": savings["full_samples"].map(lambda v: _cost(v, "{:.3g}")).to_numpy(),
+            "saved": savings["saved"].map(lambda v: "–" if pd.isna(v) else f"{100 * v:.0f} %").to_numpy(),
+        }, index=pd.Index([f"{label} N={budget}" for label, budget in zip(savings["label"], savings["budget"],
+                                                                         strict=True)], name="early stopping"))
+        md += ["### Early stopping: samples spent vs nominal budget", "",
+               "Early stopping runs its inner configuration in rounds and stops once the answers agree, so it spends "
+               "at most its nominal budget N. 'saved' is 1 − spent ÷ what the full inner search spends at N: exactly "
+               "N for best-of-N, otherwise the sweep's mean samples of the inner configuration at N ('–' where the "
+               "sweep did not run it). The tables above already place early stopping at the samples it spent.", "",
+               markdown_table(table), ""]
+    return md
+
+
 def _markdown(store: RunStore, frame: pd.DataFrame, graded: pd.DataFrame, cells: pd.DataFrame,
               accuracy: pd.DataFrame, coverage: pd.DataFrame, bins: pd.Series, bin_table: pd.DataFrame | None,
               bin_titles: dict[int, str], left_out: tuple[int, int], out: Path) -> list[str]:
@@ -214,7 +292,9 @@ def _markdown(store: RunStore, frame: pd.DataFrame, graded: pd.DataFrame, cells:
     md += ["## Coverage (pass@N, oracle verifier)", "",
            plot("coverage_vs_budget.png", "Coverage: any candidate correct (pass@N)", cells, value="covered",
                 label="search", ylabel="coverage %"), "",
-           "For best-of-N the candidates are all N samples; for beam and lookahead they are the final beams.", "",
+           "For best-of-N the candidates are all N samples; for beam and lookahead the final beams; for DVTS each "
+           "subtree's last M children; for REBASE the N finished solutions; for particle filtering the N final "
+           "particles; for early stopping every round's candidates.", "",
            _by_budget(coverage, "coverage % (± s.e.)", _mean_se), ""]
 
     md += _revision_section(frame, out)
@@ -255,4 +335,4 @@ def _markdown(store: RunStore, frame: pd.DataFrame, graded: pd.DataFrame, cells:
             means = cells.groupby(["search", "budget"])[column].mean().rename("mean").reset_index()
             means = means.rename(columns={"search": "label"})
             md += [_by_budget(means, title, lambda row, f=fmt: f.format(row["mean"])), ""]
-    return md
+    return md + _efficiency_section(frame)

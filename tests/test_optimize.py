@@ -18,7 +18,6 @@ from pipelines.optimize import (
     best_fixed,
     build_optimize_report,
     compute_optimal,
-    cost_to_reach,
     efficiency,
     estimate_difficulty,
     fit_policy,
@@ -28,7 +27,7 @@ from pipelines.optimize import (
     policy_of,
     strategy_curves,
 )
-from ttsearch.analysis import CANDIDATE_COST_COLUMNS, difficulty_bins, flops_rates
+from ttsearch.analysis import CANDIDATE_COST_COLUMNS, cost_to_reach, difficulty_bins, flops_rates
 from ttsearch.policy import POLICY_FILE, load_policy, save_policy
 from ttsearch.results import RESULT_SCHEMA, ResultsError
 

@@ -13,7 +13,14 @@ import pytest
 from matplotlib.ticker import LogFormatterSciNotation
 
 from pipelines.report import build_report
-from ttsearch.analysis import difficulty_bins, oracle_pass_at_1, plot_curves
+from ttsearch.analysis import (
+    cost_at_equal_accuracy,
+    difficulty_bins,
+    early_stop_savings,
+    inner_config,
+    oracle_pass_at_1,
+    plot_curves,
+)
 from ttsearch.results import REQUIRED_COLUMNS, RESULT_SCHEMA, ResultsError, load_results
 
 QUESTIONS = [f"q{i:02d}" for i in range(20)]
@@ -279,3 +286,114 @@ def test_token_and_flops_axes_are_scientific_and_the_budget_axis_is_log2():
     budget = plot_curves(None, "t", pd.DataFrame(rows), value="correct", label="label", ylabel="%")
     assert budget.axes[0].xaxis._scale.base == 2
     assert [t.get_text() for t in budget.axes[0].get_xticklabels()] == ["1", "4", "16"]
+
+
+def efficiency_rows() -> list[dict]:
+    """10 questions, one seed. best_of_n/weighted: 20/40/60/80 % at N = 1/2/4/8, spending N samples at 1e9 FLOPs
+    each. rebase: 40 % at 2 samples, 80 % at 4 (1.5e9 FLOPs each). particle_filter: never above 50 %.
+    early_stop over best-of-N: 60 % at N=4 spending 3 on average (half stop after one round of 2), 80 % at N=8
+    spending 4; over beam: 6 of beam's 12 step samples at N=4; over dvts: dvts not swept."""
+    rows = []
+
+    def add(config: str, budget: int, right: int, spent, flops_per_sample: float = 1e9,
+            selection: str = "weighted") -> None:
+        for i, uid in enumerate(QUESTIONS[:10]):
+            samples = spent(i) if callable(spent) else spent
+            rows.append(result_row(uid, config.split("(")[0], f"{config}/{selection}", budget, 0,
+                                   [i < right] * max(1, budget), i < right, selection=selection, samples=samples,
+                                   total_flops=flops_per_sample * samples, strategy_config=config))
+
+    for budget, right in ((1, 2), (2, 4), (4, 6), (8, 8)):
+        add("best_of_n", budget, right, budget)
+    for budget, right in ((1, 4), (2, 8)):
+        add("rebase(T=0.2)", budget, right, 2 * budget, 1.5e9)
+        add("rebase(T=0.2)", budget, right, 2 * budget, 1.5e9, selection="majority")  # no best-of-N/majority
+    for budget, right in ((1, 1), (2, 3), (4, 5)):
+        add("particle_filter(T=1)", budget, right, 3 * budget)
+    add("early_stop(best_of_n,r=2,s=0.75)", 4, 6, lambda i: 2 if i < 5 else 4)
+    add("early_stop(best_of_n,r=2,s=0.75)", 8, 8, 4)
+    add("beam(M=2)", 4, 5, 12)
+    add("early_stop(beam(M=2),r=2,s=0.75)", 4, 5, 6)
+    add("early_stop(dvts(M=2),r=2,s=0.75)", 4, 5, 6)
+    return rows
+
+
+def equal_accuracy(rows: list[dict]) -> pd.DataFrame:
+    frame = pa.Table.from_pylist(rows, schema=RESULT_SCHEMA).to_pandas()
+    return cost_at_equal_accuracy(frame).set_index(["label", "budget"])
+
+
+def test_a_strategy_that_reaches_best_of_n_with_fewer_samples_costs_less():
+    costs = equal_accuracy(efficiency_rows())
+    rebase = costs.loc["rebase(T=0.2)/weighted"]
+    assert set(costs["baseline"]) == {"best_of_n/weighted"}
+    assert "rebase(T=0.2)/majority" not in costs.index.get_level_values("label")  # no best-of-N/majority to match
+    assert rebase.at[4, "accuracy"] == pytest.approx(60.0)
+    # 60 % lies halfway (log2) between 2 samples (40 %) and 4 (80 %): 2√2 samples vs best-of-N's 4.
+    assert rebase.at[4, "samples"] == pytest.approx(2 * 2**0.5) and rebase.at[4, "samples_bound"] == "="
+    assert rebase.at[4, "samples_ratio"] == pytest.approx(2**0.5 / 2)
+    assert rebase.at[4, "flops_ratio"] == pytest.approx(3e9 * 2**0.5 / 4e9)  # dearer in FLOPs: 1.5e9 per sample
+    assert (rebase.at[8, "samples_ratio"], rebase.at[8, "samples_bound"]) == (pytest.approx(0.5), "=")
+    assert (rebase.at[1, "samples_ratio"], rebase.at[1, "samples_bound"]) == (pytest.approx(2.0), "<=")
+
+
+def test_a_strategy_that_never_reaches_best_of_n_is_a_lower_bound():
+    particle = equal_accuracy(efficiency_rows()).loc["particle_filter(T=1)/weighted"]
+    assert particle.loc[[4, 8], "samples_bound"].tolist() == [">", ">"]
+    assert particle.loc[[4, 8], "samples"].tolist() == [12, 12]  # its largest measured cost
+    assert particle.loc[[4, 8], "samples_ratio"].tolist() == pytest.approx([3.0, 1.5])
+    assert particle.at[1, "samples_ratio"] == pytest.approx(3 * 2**0.5)  # 20 % between 10 % (3) and 30 % (6)
+
+
+def test_early_stopping_is_compared_at_the_samples_it_spent():
+    rows = efficiency_rows()
+    stop = equal_accuracy(rows).loc["early_stop(best_of_n,r=2,s=0.75)/weighted"]
+    # Its curve: 60 % at 3 samples spent (nominal 4), 80 % at 4 spent (nominal 8); at nominal budgets k would be 1.
+    assert (stop.at[4, "samples_ratio"], stop.at[4, "samples_bound"]) == (pytest.approx(0.75), "<=")
+    assert (stop.at[8, "samples_ratio"], stop.at[8, "samples_bound"]) == (pytest.approx(0.5), "=")
+    savings = early_stop_savings(pa.Table.from_pylist(rows, schema=RESULT_SCHEMA).to_pandas())
+    savings = savings.set_index(["label", "budget"])
+    assert savings.loc[("early_stop(best_of_n,r=2,s=0.75)/weighted", 4), ["samples", "full_samples", "saved"]
+                       ].tolist() == pytest.approx([3.0, 4.0, 0.25])
+    assert savings.at[("early_stop(best_of_n,r=2,s=0.75)/weighted", 8), "saved"] == pytest.approx(0.5)
+    assert savings.at[("early_stop(beam(M=2),r=2,s=0.75)/weighted", 4), "saved"] == pytest.approx(0.5)  # 6 of 12
+    assert pd.isna(savings.at[("early_stop(dvts(M=2),r=2,s=0.75)/weighted", 4), "saved"])  # dvts not swept
+
+
+@pytest.mark.parametrize(("config", "inner"), [
+    ("early_stop(best_of_n,r=4,s=0.75)", "best_of_n"),
+    ("early_stop(beam(M=4),r=4,s=0.75)", "beam(M=4)"),
+    ("early_stop(best_of_n,r=4,s=0.75)/min", "best_of_n/min"),
+    ("early_stop(lookahead(M=4,k=2),r=4,s=0.5)/prod", "lookahead(M=4,k=2)/prod"),
+    ("beam(M=4)", None),
+])
+def test_inner_config_reads_the_configuration_inside_early_stop(config, inner):
+    assert inner_config(config) == inner
+
+
+def test_report_has_the_efficiency_section(tmp_path, sweep):
+    write_results(tmp_path, efficiency_rows(), files=1)
+    markdown = build_report(tmp_path).path.read_text()
+    section = "Efficiency: compute to reach best-of-N's accuracy"
+    assert f"## {section}\n" in markdown and "k < 1 means cheaper" in markdown
+    table = "Same selection as `best_of_n/weighted`"
+    assert table_row(markdown, table, "best-of-N accuracy %") == ["20.0", "40.0", "60.0", "80.0"]
+    assert table_row(markdown, table, "best-of-N mean samples · FLOPs") == ["1 · 1e+09", "2 · 2e+09", "4 · 4e+09",
+                                                                             "8 · 8e+09"]
+    assert table_row(markdown, table, "rebase(T=0.2)/weighted") == [
+        "≤ 2.00 (≤ 2) · ≤ 3.00", "≤ 1.00 (≤ 2) · ≤ 1.50", "0.71 (2.83) · 1.06", "0.50 (4) · 0.75"]
+    assert table_row(markdown, table, "particle_filter(T=1)/weighted")[3] == "> 1.50 (> 12) · > 1.50"
+    assert "rebase(T=0.2)/majority" not in markdown.split(f"## {section}")[1]
+    early = "Early stopping: samples spent vs nominal budget"
+    assert table_row(markdown, early, "early_stop(best_of_n,r=2,s=0.75)/weighted N=4") == ["4", "3", "4", "25 %"]
+    assert table_row(markdown, early, "early_stop(dvts(M=2),r=2,s=0.75)/weighted N=4") == ["4", "6", "–", "–"]
+    # The main sweep recorded no FLOPs and has no early stopping: FLOPs read "–" and no savings table.
+    assert table_row(sweep[2], section, "beam(M=2)/weighted")[0] == "> 8.00 (> 8) · –"
+    assert early not in sweep[2]
+
+
+def test_efficiency_section_without_best_of_n_says_what_it_needs(tmp_path):
+    write_results(tmp_path, [row for uid in QUESTIONS[:4] for row in beam_rows(uid)], files=1)
+    markdown = build_report(tmp_path).path.read_text()
+    assert "This section needs `best_of_n` in the sweep's strategies" in markdown
+

@@ -14,6 +14,7 @@ Difficulty bins, oracle and predicted alike, follow the one rule of `ttsearch.po
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,14 +58,19 @@ def as_frame(table_or_frame: pa.Table | pd.DataFrame) -> pd.DataFrame:
     return table_or_frame.to_pandas() if isinstance(table_or_frame, pa.Table) else table_or_frame
 
 
-def search_cells(frame: pd.DataFrame) -> pd.DataFrame:
-    """One row per search job, so that candidates shared by several selections count once."""
+def with_strategy_config(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows with `strategy_config` filled in from the label where older files lack it."""
     config = frame["strategy_label"].str.replace(r"/[^/]+", "", n=1, regex=True)  # the label minus its selection
     if "strategy_config" not in frame:  # written before the column existed
-        frame = frame.assign(strategy_config=config)
-    elif frame["strategy_config"].isna().any():  # older files merged with newer ones: null where absent
-        frame = frame.assign(strategy_config=frame["strategy_config"].fillna(config))
-    return frame.drop_duplicates(subset=CELL_KEYS)
+        return frame.assign(strategy_config=config)
+    if frame["strategy_config"].isna().any():  # older files merged with newer ones: null where absent
+        return frame.assign(strategy_config=frame["strategy_config"].fillna(config))
+    return frame
+
+
+def search_cells(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per search job, so that candidates shared by several selections count once."""
+    return with_strategy_config(frame).drop_duplicates(subset=CELL_KEYS)
 
 
 def finished_rows(frame: pd.DataFrame) -> tuple[pd.DataFrame, int]:
@@ -380,6 +386,129 @@ def mean_curves(frame: pd.DataFrame, value: str, label: str, x: str = "budget") 
         rows.append({"label": name, "budget": budget, "x": group[x].mean(),
                      "mean": 100 * group[value].mean(), "se": 100 * spread.sem()})
     return pd.DataFrame(rows, columns=["label", "budget", "x", "mean", "se"])
+
+
+# ---------------------------------------------------------------- compute to reach an accuracy
+
+ACCURACY_TOLERANCE = 1e-12  # accuracies are means of the same per-question values: equal up to rounding
+
+
+def cost_to_reach(costs: Sequence[float], accuracy: Sequence[float], target: float) -> tuple[float, str]:
+    """Smallest cost at which a measured curve reaches `target`, interpolated on log2(cost) between points.
+
+    Returns (cost, bound): "=" interpolated or measured; "<=" already reached at the smallest measured cost
+    (the true cost may be lower); ">" never reached, cost = the largest measured (the true cost is higher).
+    """
+    points = sorted(zip(costs, accuracy, strict=True))
+    if any(not math.isfinite(c) or c <= 0 or not math.isfinite(a) for c, a in points):
+        return math.nan, ""
+    if points[0][1] >= target - ACCURACY_TOLERANCE:
+        return points[0][0], "<="
+    for (c0, a0), (c1, a1) in zip(points, points[1:], strict=False):
+        if abs(a1 - target) <= ACCURACY_TOLERANCE:
+            return c1, "="
+        if a1 > target:
+            fraction = (target - a0) / (a1 - a0)
+            return float(np.exp2(np.log2(c0) + fraction * (np.log2(c1) - np.log2(c0)))), "="
+    return points[-1][0], ">"
+
+
+EQUAL_ACCURACY_COLUMNS = ["baseline", "selection", "budget", "accuracy", "baseline_samples", "baseline_flops",
+                          "label", "samples", "samples_bound", "samples_ratio", "flops", "flops_bound",
+                          "flops_ratio"]
+
+
+def _ratio(cost: float, baseline: float) -> float:
+    """cost ÷ baseline, NaN where the baseline is no positive number (e.g. FLOPs not recorded)."""
+    return cost / baseline if math.isfinite(baseline) and baseline > 0 else math.nan
+
+
+def cost_at_equal_accuracy(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per best-of-N label, budget N and other label of the same selection mode: the compute that label needs to
+    reach best-of-N's accuracy at N, in mean samples spent per question and in mean total FLOPs.
+
+    The x axes are what the searches spent (the `samples` column, as the scheduler counted it), not the nominal
+    budget, so a search that stops early is charged only the rounds it ran. Costs come from `cost_to_reach` over
+    the label's measured points (bounds kept); ratios are the label's cost ÷ best-of-N's at N (< 1: cheaper), NaN
+    where unknown. `accuracy` is best-of-N's accuracy at N in %. Error rows and ungraded rows take no part.
+    """
+    graded, _ = graded_rows(finished_rows(frame)[0])
+    flops = graded["total_flops"].astype(float) if "total_flops" in graded else math.nan
+    graded = graded.assign(samples=graded["samples"].astype(float), total_flops=flops)
+    by_samples = mean_curves(graded, "correct", "strategy_label", x="samples")
+    by_flops = mean_curves(graded, "correct", "strategy_label", x="total_flops")
+    curves = by_samples.rename(columns={"x": "samples"}).assign(flops=by_flops["x"], accuracy=by_samples["mean"] / 100)
+    labels = graded.drop_duplicates("strategy_label").set_index("strategy_label")[["strategy", "selection"]]
+    rows = []
+    for baseline in sorted(labels.index[labels["strategy"] == "best_of_n"]):
+        selection = labels.at[baseline, "selection"]
+        others = sorted(labels.index[(labels["strategy"] != "best_of_n") & (labels["selection"] == selection)])
+        for target in curves[curves["label"] == baseline].itertuples():
+            for label in others:
+                curve = curves[curves["label"] == label]
+                samples, samples_bound = cost_to_reach(curve["samples"], curve["accuracy"], target.accuracy)
+                flops, flops_bound = cost_to_reach(curve["flops"], curve["accuracy"], target.accuracy)
+                rows.append({
+                    "baseline": baseline, "selection": selection, "budget": target.budget, "accuracy": target.mean,
+                    "baseline_samples": target.samples, "baseline_flops": target.flops, "label": label,
+                    "samples": samples, "samples_bound": samples_bound,
+                    "samples_ratio": _ratio(samples, target.samples),
+                    "flops": flops, "flops_bound": flops_bound, "flops_ratio": _ratio(flops, target.flops),
+                })
+    return pd.DataFrame(rows, columns=EQUAL_ACCURACY_COLUMNS)
+
+
+def inner_config(config: str) -> str | None:
+    """The configuration an early_stop configuration runs in rounds, its aggregation kept; None for any other.
+
+    `early_stop(beam(M=4),r=4,s=0.75)` → `beam(M=4)`; `early_stop(best_of_n,r=4,s=0.75)/min` → `best_of_n/min`.
+    """
+    prefix = "early_stop("
+    if not config.startswith(prefix):
+        return None
+    depth, inner = 0, None
+    for i in range(len(prefix), len(config)):
+        char = config[i]
+        if char == "(":
+            depth += 1
+        elif char == ")" and depth:
+            depth -= 1
+        elif char == "," and not depth and inner is None:
+            inner = config[len(prefix):i]
+        elif char == ")" and not depth:  # early_stop's own parenthesis closes
+            inner = config[len(prefix):i] if inner is None else inner
+            return inner + config[i + 1:] if inner else None
+    return None
+
+
+EARLY_STOP_COLUMNS = ["label", "budget", "inner_config", "samples", "full_samples", "saved"]
+
+
+def early_stop_savings(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per early_stop label and nominal budget N: mean samples spent per question, what the full inner search
+    spends at N, and the share saved (1 − spent ÷ full).
+
+    A full best-of-N run spends exactly N; any other inner configuration is taken from the sweep's own rows of
+    that configuration at N (its mean `samples`, each search job once), NaN where the sweep did not run it.
+    Error rows take no part; ungraded rows do (what a search spent does not depend on its grade).
+    """
+    frame = with_strategy_config(finished_rows(frame)[0])
+    cells = search_cells(frame)
+    rows = []
+    stops = frame[frame["strategy"] == "early_stop"]
+    for (label, budget), group in stops.groupby(["strategy_label", "budget"], sort=True):
+        inner = inner_config(str(group["strategy_config"].iloc[0]))
+        if inner is None:
+            full = math.nan
+        elif inner.split("/")[0] == "best_of_n":
+            full = float(budget)
+        else:
+            spent = cells.loc[(cells["strategy_config"] == inner) & (cells["budget"] == budget), "samples"]
+            full = float(spent.astype(float).mean()) if len(spent) else math.nan
+        samples = float(group["samples"].astype(float).mean())
+        rows.append({"label": label, "budget": budget, "inner_config": inner, "samples": samples,
+                     "full_samples": full, "saved": 1 - _ratio(samples, full)})
+    return pd.DataFrame(rows, columns=EARLY_STOP_COLUMNS)
 
 
 def y_limits(low: float, high: float) -> tuple[float, float]:

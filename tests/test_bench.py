@@ -3,22 +3,25 @@
 from __future__ import annotations
 
 from pipelines.bench import Measurement, VerifierCost, _row, benchmark_cases
-from ttsearch.config import CONF_DIR, load_config
+from ttsearch.cli import BENCH_CONFIGS
+from ttsearch.config import STRATEGIES, load_config
 
 
-def test_cases_measure_scheduling_alone_then_the_real_verifier_on_each_backend():
-    cfg = load_config(CONF_DIR / "bench.yaml")
+def test_cases_measure_scheduling_alone_for_every_strategy_then_the_real_verifier_on_each_backend():
+    cfg = load_config(BENCH_CONFIGS)
     cases = [(case.spec.name, case.verifier, case.backend) for case in benchmark_cases(cfg)]
     assert cases == [
-        ("beam", "hash", ""), ("lookahead", "hash", ""), ("best_of_n", "hash", ""),
+        *((name, "hash", "") for name in ("beam", "lookahead", "best_of_n", "revisions", "dvts", "rebase",
+                                          "particle_filter", "early_stop")),
         ("beam", "lm_judge", "generator"), ("beam", "lm_judge", "vllm"),
         ("lookahead", "lm_judge", "generator"), ("lookahead", "lm_judge", "vllm"),
     ]  # fmt: skip
+    assert {spec.name for spec in cfg.strategies} == set(STRATEGIES), "every strategy is benchmarked"
     assert cfg.data.limit >= 32 and cfg.budgets == [16] and cfg.strategies[0].beam_width == 4
 
 
 def test_auto_backends_resolve_and_repeat_once():
-    cfg = load_config(CONF_DIR / "bench.yaml", ["bench.real_verifier_backends=[auto,generator,transformers]"])
+    cfg = load_config(BENCH_CONFIGS, ["bench.real_verifier_backends=[auto,generator,transformers]"])
     backends = [case.backend for case in benchmark_cases(cfg) if case.verifier == "lm_judge"]
     assert backends == ["generator", "transformers", "generator", "transformers"], "auto is the generator here"
 

@@ -258,7 +258,7 @@ def _efficiency_section(frame: pd.DataFrame) -> list[str]:
             "mean samples spent": savings["samples"].map(lambda v: _cost(v, "{:.3g}")).to_numpy(),
             "full inner run spends": savings["full_samples"].map(lambda v: _cost(v, "{:.3g}")).to_numpy(),
             "saved": savings["saved"].map(lambda v: "–" if pd.isna(v) else f"{100 * v:.0f} %").to_numpy(),
-        }, index=pd.Index([f"{label} N={budget}" for label, budget in zip(savings["label"], savings["budget"],
+        }, index=pd.Index([f"{config} N={budget}" for config, budget in zip(savings["config"], savings["budget"],
                                                                          strict=True)], name="early stopping"))
         md += ["### Early stopping: samples spent vs nominal budget", "",
                "Early stopping runs its inner configuration in rounds and stops once the answers agree, so it spends "

@@ -352,12 +352,12 @@ def test_early_stopping_is_compared_at_the_samples_it_spent():
     assert (stop.at[4, "samples_ratio"], stop.at[4, "samples_bound"]) == (pytest.approx(0.75), "<=")
     assert (stop.at[8, "samples_ratio"], stop.at[8, "samples_bound"]) == (pytest.approx(0.5), "=")
     savings = early_stop_savings(pa.Table.from_pylist(rows, schema=RESULT_SCHEMA).to_pandas())
-    savings = savings.set_index(["label", "budget"])
-    assert savings.loc[("early_stop(best_of_n,r=2,s=0.75)/weighted", 4), ["samples", "full_samples", "saved"]
+    savings = savings.set_index(["config", "budget"])
+    assert savings.loc[("early_stop(best_of_n,r=2,s=0.75)", 4), ["samples", "full_samples", "saved"]
                        ].tolist() == pytest.approx([3.0, 4.0, 0.25])
-    assert savings.at[("early_stop(best_of_n,r=2,s=0.75)/weighted", 8), "saved"] == pytest.approx(0.5)
-    assert savings.at[("early_stop(beam(M=2),r=2,s=0.75)/weighted", 4), "saved"] == pytest.approx(0.5)  # 6 of 12
-    assert pd.isna(savings.at[("early_stop(dvts(M=2),r=2,s=0.75)/weighted", 4), "saved"])  # dvts not swept
+    assert savings.at[("early_stop(best_of_n,r=2,s=0.75)", 8), "saved"] == pytest.approx(0.5)
+    assert savings.at[("early_stop(beam(M=2),r=2,s=0.75)", 4), "saved"] == pytest.approx(0.5)  # 6 of 12
+    assert pd.isna(savings.at[("early_stop(dvts(M=2),r=2,s=0.75)", 4), "saved"])  # dvts not swept
 
 
 @pytest.mark.parametrize(("config", "inner"), [
@@ -365,6 +365,7 @@ def test_early_stopping_is_compared_at_the_samples_it_spent():
     ("early_stop(beam(M=4),r=4,s=0.75)", "beam(M=4)"),
     ("early_stop(best_of_n,r=4,s=0.75)/min", "best_of_n/min"),
     ("early_stop(lookahead(M=4,k=2),r=4,s=0.5)/prod", "lookahead(M=4,k=2)/prod"),
+    ("early_stop(revisions(T=2,w=1),r=2,s=1)", "revisions(T=2,w=1)"),
     ("beam(M=4)", None),
 ])
 def test_inner_config_reads_the_configuration_inside_early_stop(config, inner):
@@ -385,8 +386,8 @@ def test_report_has_the_efficiency_section(tmp_path, sweep):
     assert table_row(markdown, table, "particle_filter(T=1)/weighted")[3] == "> 1.50 (> 12) · > 1.50"
     assert "rebase(T=0.2)/majority" not in markdown.split(f"## {section}")[1]
     early = "Early stopping: samples spent vs nominal budget"
-    assert table_row(markdown, early, "early_stop(best_of_n,r=2,s=0.75)/weighted N=4") == ["4", "3", "4", "25 %"]
-    assert table_row(markdown, early, "early_stop(dvts(M=2),r=2,s=0.75)/weighted N=4") == ["4", "6", "–", "–"]
+    assert table_row(markdown, early, "early_stop(best_of_n,r=2,s=0.75) N=4") == ["4", "3", "4", "25 %"]
+    assert table_row(markdown, early, "early_stop(dvts(M=2),r=2,s=0.75) N=4") == ["4", "6", "–", "–"]
     # The main sweep recorded no FLOPs and has no early stopping: FLOPs read "–" and no savings table.
     assert table_row(sweep[2], section, "beam(M=2)/weighted")[0] == "> 8.00 (> 8) · –"
     assert early not in sweep[2]

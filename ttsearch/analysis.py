@@ -14,6 +14,7 @@ Difficulty bins, oracle and predicted alike, follow the one rule of `ttsearch.po
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -458,46 +459,36 @@ def cost_at_equal_accuracy(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=EQUAL_ACCURACY_COLUMNS)
 
 
+EARLY_STOP_CONFIG = re.compile(r"early_stop\((?P<inner>.+),r=\d+,s=[^,)]+\)(?P<aggregation>.*)")
+"""An early_stop `strategy_config` (`ttsearch.strategies.strategy_config`): the inner configuration, then the
+round size and share, then any aggregation suffix."""
+
+
 def inner_config(config: str) -> str | None:
     """The configuration an early_stop configuration runs in rounds, its aggregation kept; None for any other.
 
     `early_stop(beam(M=4),r=4,s=0.75)` → `beam(M=4)`; `early_stop(best_of_n,r=4,s=0.75)/min` → `best_of_n/min`.
     """
-    prefix = "early_stop("
-    if not config.startswith(prefix):
-        return None
-    depth, inner = 0, None
-    for i in range(len(prefix), len(config)):
-        char = config[i]
-        if char == "(":
-            depth += 1
-        elif char == ")" and depth:
-            depth -= 1
-        elif char == "," and not depth and inner is None:
-            inner = config[len(prefix):i]
-        elif char == ")" and not depth:  # early_stop's own parenthesis closes
-            inner = config[len(prefix):i] if inner is None else inner
-            return inner + config[i + 1:] if inner else None
-    return None
+    match = EARLY_STOP_CONFIG.fullmatch(config)
+    return match["inner"] + match["aggregation"] if match else None
 
 
-EARLY_STOP_COLUMNS = ["label", "budget", "inner_config", "samples", "full_samples", "saved"]
+EARLY_STOP_COLUMNS = ["config", "budget", "inner_config", "samples", "full_samples", "saved"]
 
 
 def early_stop_savings(frame: pd.DataFrame) -> pd.DataFrame:
-    """Per early_stop label and nominal budget N: mean samples spent per question, what the full inner search
-    spends at N, and the share saved (1 − spent ÷ full).
+    """Per early_stop configuration and nominal budget N: mean samples spent per question, what the full inner
+    search spends at N, and the share saved (1 − spent ÷ full). Its selections share one search, so one row.
 
     A full best-of-N run spends exactly N; any other inner configuration is taken from the sweep's own rows of
     that configuration at N (its mean `samples`, each search job once), NaN where the sweep did not run it.
     Error rows take no part; ungraded rows do (what a search spent does not depend on its grade).
     """
-    frame = with_strategy_config(finished_rows(frame)[0])
-    cells = search_cells(frame)
+    cells = search_cells(finished_rows(frame)[0])
     rows = []
-    stops = frame[frame["strategy"] == "early_stop"]
-    for (label, budget), group in stops.groupby(["strategy_label", "budget"], sort=True):
-        inner = inner_config(str(group["strategy_config"].iloc[0]))
+    stops = cells[cells["strategy"] == "early_stop"]
+    for (config, budget), group in stops.groupby(["strategy_config", "budget"], sort=True):
+        inner = inner_config(config)
         if inner is None:
             full = math.nan
         elif inner.split("/")[0] == "best_of_n":
@@ -506,7 +497,7 @@ def early_stop_savings(frame: pd.DataFrame) -> pd.DataFrame:
             spent = cells.loc[(cells["strategy_config"] == inner) & (cells["budget"] == budget), "samples"]
             full = float(spent.astype(float).mean()) if len(spent) else math.nan
         samples = float(group["samples"].astype(float).mean())
-        rows.append({"label": label, "budget": budget, "inner_config": inner, "samples": samples,
+        rows.append({"config": config, "budget": budget, "inner_config": inner, "samples": samples,
                      "full_samples": full, "saved": 1 - _ratio(samples, full)})
     return pd.DataFrame(rows, columns=EARLY_STOP_COLUMNS)
 

@@ -95,6 +95,20 @@ def test_claim_checks_the_sweep_and_never_mixes(tmp_path):
     assert not (tmp_path / "foreign" / MANIFEST).exists()
 
 
+def test_a_sweep_claimed_before_a_strategy_setting_existed_is_the_same_sweep_after(tmp_path):
+    cfg = load_config(None, ["strategies=[{name: beam, beam_width: 2}]"])
+    store = RunStore(tmp_path / "run")
+    store.claim(sweep_fingerprint(cfg, PROBLEMS), cfg)
+    older = store.manifest()
+    for spec in older["strategies"]:  # as written before early stopping existed
+        del spec["early_stop_inner"], spec["early_stop_round"], spec["early_stop_share"]
+    (tmp_path / "run" / MANIFEST).write_text(json.dumps(older))
+    store.claim(sweep_fingerprint(cfg, PROBLEMS), cfg)  # resumes
+    other = load_config(None, ["strategies=[{name: beam, beam_width: 4}]"])
+    with pytest.raises(ResultsError, match=r"different sweep \(it differs in: strategies\)"):
+        store.claim(sweep_fingerprint(other, PROBLEMS), other)
+
+
 def test_a_file_uri_reads_what_a_path_wrote(tmp_path):
     by_path, by_uri = RunStore(tmp_path), RunStore(f"file://{tmp_path}")
     by_path.write_shard(0, 2, rows())

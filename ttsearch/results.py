@@ -31,7 +31,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from omegaconf import OmegaConf
 
-from ttsearch.config import SweepConfig
+from ttsearch.config import StrategySpec, SweepConfig
 from ttsearch.errors import TTSearchError
 
 RESULT_SCHEMA = pa.schema(
@@ -174,6 +174,15 @@ def sweep_fingerprint(cfg: SweepConfig, problems: list[dict[str, Any]]) -> dict[
     }
 
 
+def with_new_strategy_settings(manifest: dict[str, Any]) -> dict[str, Any]:
+    """A sweep manifest whose strategies read every setting added since it was written at its default, as its
+    config does when loaded now: a sweep started before an upgrade is still the same sweep after it."""
+    if "strategies" not in manifest:
+        return manifest
+    defaults = OmegaConf.to_container(OmegaConf.structured(StrategySpec))
+    return manifest | {"strategies": [defaults | spec for spec in manifest["strategies"]]}
+
+
 class RunStore:
     """One run directory behind one pyarrow filesystem; every path below is relative to the directory.
 
@@ -265,7 +274,7 @@ class RunStore:
         Refuses, without touching anything, a directory that holds another sweep or foreign results.
         """
         if self._type(MANIFEST) == pafs.FileType.File:
-            saved = self.manifest()
+            saved = with_new_strategy_settings(self.manifest())
             changed = sorted(key for key in fingerprint.keys() | saved.keys() if fingerprint.get(key) != saved.get(key))
             if changed:
                 raise ResultsError(

@@ -80,6 +80,14 @@ def test_beam_and_compute_optimal_requests(service):
         model="ttsearch", messages=QUESTION, extra_body={"strategy": "beam", "budget": 4, "beam_width": 2}
     )
     assert beam.model_extra["search"]["strategy"] == "beam(M=2)/weighted" and beam.usage.model_extra["samples"] >= 4
+    stop = client(service).chat.completions.create(model="ttsearch", messages=QUESTION, extra_body={
+        "strategy": "early_stop", "budget": 4, "early_stop_round": 2, "early_stop_share": 0.5})
+    assert stop.model_extra["search"]["strategy"] == "early_stop(best_of_n,r=2,s=0.5)/weighted"
+    assert stop.usage.model_extra["samples"] in (2, 4), "one or two rounds of 2 samples"
+    particles = client(service).chat.completions.create(
+        model="ttsearch", messages=QUESTION, extra_body={"strategy": "particle_filter", "budget": 2})
+    assert particles.model_extra["search"]["strategy"] == "particle_filter(T=1)/weighted"
+    assert particles.usage.model_extra["samples"] >= 2, "two particles, a step each per round"
     optimal = client(service).chat.completions.create(
         model="ttsearch", messages=QUESTION, extra_body={"compute_optimal": True, "budget": 6}
     )

@@ -38,6 +38,9 @@ EMBEDDED_MODEL = "embedded"
 STRATEGIES = ("best_of_n", "beam", "lookahead", "revisions", "dvts", "rebase", "particle_filter", "early_stop")
 EARLY_STOP_INNER = ("best_of_n", "beam", "lookahead", "revisions", "dvts", "rebase", "particle_filter")
 """What `early_stop` can wrap: every strategy but itself."""
+STEP_SEARCHES = frozenset({"beam", "lookahead", "dvts", "rebase", "particle_filter"})
+"""Strategies that grow solutions a step at a time, steered by the verifier's score of each step. The others
+(best-of-N, revisions) sample whole solutions and read the verifier only to select a final answer."""
 SELECTIONS = ("naive", "weighted", "majority")
 AGGREGATIONS = ("last", "min", "prod")
 # Scored in the driver, no replica hosts them. `hash` is a benchmark device, not a verifier: a
@@ -753,7 +756,7 @@ def worst_case_tokens(spec: StrategySpec, budget: int, search: SearchConfig, key
     generates), and the sum that makes it, naming the keys."""
     if spec.name == "early_stop":
         return worst_case_tokens(inner_spec(spec), spec.early_stop_round, search, key)
-    if spec.name in ("beam", "lookahead", "dvts", "rebase", "particle_filter"):  # steps, then k rollout steps
+    if spec.name in STEP_SEARCHES:  # a prefix of steps, then k rollout steps after the last one (lookahead)
         steps = search.max_steps + spec.lookahead
         how = f"(search.max_steps {search.max_steps} + {key}.lookahead {spec.lookahead})"
         return steps * search.max_step_tokens, f"{how} x search.max_step_tokens {search.max_step_tokens}"

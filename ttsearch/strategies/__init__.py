@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ttsearch.config import StrategySpec, inner_spec, running_strategy
+from ttsearch.config import STEP_SEARCHES, StrategySpec, inner_spec, running_strategy
 from ttsearch.strategies.beam import beam_search
 from ttsearch.strategies.best_of_n import best_of_n
 from ttsearch.strategies.common import Candidate, SearchContext, StrategyRun
@@ -24,11 +24,6 @@ STRATEGY_FUNCTIONS: dict[str, Callable[[SearchContext, int, StrategySpec], Strat
     "particle_filter": particle_filter,  # N particles resampled by verifier weight every step
 }
 """The strategies that run on their own; `early_stop` runs one of them in rounds (see `start`)."""
-
-STEP_SEARCHES = frozenset({"beam", "lookahead", "dvts", "rebase", "particle_filter"})
-"""Strategies whose search itself is steered by verifier scores, step by step. The others (best-of-N, revisions)
-read the verifier only to select a final answer."""
-
 
 def search_reads_verifier(spec: StrategySpec) -> bool:
     """Whether the search itself reads verifier scores: if not, a selection that reads no score (majority) costs no

@@ -8,8 +8,9 @@ drive one with scripted results.
 
 from __future__ import annotations
 
+import math
 import zlib
-from collections.abc import Generator
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 
 from ttsearch.config import SearchConfig
@@ -113,6 +114,15 @@ def sampled_step(completion: Completion) -> tuple[str, bool]:
     """A sampled step's text, and whether the solution ended there (EOS, or nothing left to say)."""
     step = completion.text.strip("\n")
     return step, completion.ended_solution or not step.strip()
+
+
+def softmax(values: Sequence[float]) -> list[float]:
+    """Probabilities proportional to exp(value), shifted by the largest value so none overflows (REBASE's width
+    shares, particle filtering's resampling weights)."""
+    top = max(values)
+    weights = [math.exp(value - top) for value in values]
+    total = sum(weights)
+    return [weight / total for weight in weights]
 
 
 def step_value(candidate: Candidate) -> float:

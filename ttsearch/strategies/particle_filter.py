@@ -18,8 +18,7 @@ import math
 import random
 
 from ttsearch.config import StrategySpec
-from ttsearch.strategies.common import SearchContext, StrategyRun, grow, step_value
-from ttsearch.strategies.rebase import softmax
+from ttsearch.strategies.common import SearchContext, StrategyRun, grow, softmax, step_value
 
 CLIP = 1e-7
 

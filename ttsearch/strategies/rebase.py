@@ -15,7 +15,7 @@ import math
 from collections.abc import Sequence
 
 from ttsearch.config import StrategySpec
-from ttsearch.strategies.common import Candidate, SearchContext, StrategyRun, grow, step_value
+from ttsearch.strategies.common import Candidate, SearchContext, StrategyRun, grow, softmax, step_value
 
 
 def rebase(ctx: SearchContext, budget: int, spec: StrategySpec) -> StrategyRun:
@@ -36,13 +36,6 @@ def rebase(ctx: SearchContext, budget: int, spec: StrategySpec) -> StrategyRun:
         nodes = [child for child, width in zip(unfinished, allotted, strict=True) if width]
         widths = [width for width in allotted if width]
     return finished
-
-
-def softmax(values: Sequence[float]) -> list[float]:
-    top = max(values)
-    weights = [math.exp(value - top) for value in values]
-    total = sum(weights)
-    return [weight / total for weight in weights]
 
 
 def apportion(total: int, shares: Sequence[float]) -> list[int]:

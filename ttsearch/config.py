@@ -36,7 +36,7 @@ DEFAULT_DATASET = _shipped("datasets", "data") / "math500.jsonl"
 
 EMBEDDED_MODEL = "embedded"
 STRATEGIES = ("best_of_n", "beam", "lookahead", "revisions", "dvts", "rebase", "particle_filter", "early_stop")
-EARLY_STOP_INNER = ("best_of_n", "beam", "lookahead", "revisions", "dvts", "rebase", "particle_filter")
+EARLY_STOP_INNER = tuple(name for name in STRATEGIES if name != "early_stop")
 """What `early_stop` can wrap: every strategy but itself."""
 STEP_SEARCHES = frozenset({"beam", "lookahead", "dvts", "rebase", "particle_filter"})
 """Strategies that grow solutions a step at a time, steered by the verifier's score of each step. The others

@@ -21,6 +21,7 @@ from ray.actor import ActorHandle
 from ttsearch.backends import wait_ready
 from ttsearch.config import GeneratorConfig, VerifierConfig
 from ttsearch.models import resolve_model
+from ttsearch.process_guard import guard_process_group
 from ttsearch.requests import (
     Completion,
     Generate,
@@ -217,10 +218,12 @@ class GeneratorReplica:
     restarts a replica whose process died (the engine loads again); calls in flight fail with an actor
     error and the scheduler replays their unserved requests elsewhere (they are seeded, so a replay
     is the same sample). A request the engine refuses comes back as `RequestRejected`. If the engine
-    core dies under a live actor, the actor exits so that Ray restarts the pair.
+    core dies under a live actor, the actor exits so that Ray restarts the pair; if the actor ends first, however
+    it ends, its engine processes end with it (`ttsearch.process_guard`).
     """
 
     def __init__(self, cfg: GeneratorConfig, cache_dir: str, judge: VerifierConfig | None = None) -> None:
+        self._guard = guard_process_group()  # before the engine starts: its processes end with this actor
         if cfg.backend == "transformers":
             from actors.transformers_generator import TransformersGenerator
 

@@ -28,6 +28,7 @@ import ray
 
 from ttsearch.backends import wait_ready
 from ttsearch.config import MODEL_FREE_VERIFIERS, VerifierConfig, verifier_backend
+from ttsearch.process_guard import guard_process_group
 from ttsearch.requests import RequestRejected, Score, ScoreResult
 
 if TYPE_CHECKING:  # torch loads only where a model runs: drivers that merely create replicas stay light
@@ -617,10 +618,12 @@ class VerifierReplica:
 
     Failure behaviour: created with `max_restarts=verifier.max_restarts` and `max_task_retries=0`; Ray
     restarts a dead replica (the model loads again) while the scheduler replays the unserved scores of
-    its calls on other replicas. Scoring is deterministic, so a replay gives the same scores.
+    its calls on other replicas. Scoring is deterministic, so a replay gives the same scores. However the actor
+    ends, a vLLM engine's processes end with it (`ttsearch.process_guard`).
     """
 
     def __init__(self, cfg: VerifierConfig, cache_dir: str) -> None:
+        self._guard = guard_process_group()  # before the engine starts: its processes end with this actor
         backend = verifier_backend(cfg, generator=None)
         if backend == "vllm":
             from actors.vllm_verifier import start_vllm_scorer

@@ -210,18 +210,19 @@ def application(cfg: SweepConfig) -> Application:
 
 def run_serve(config: list[str], overrides: list[str], block: bool = True) -> str:
     """Start (or join) Ray, start Serve's HTTP proxy on serve.host:serve.port and deploy the app; with
-    `block`, serve until interrupted. Returns the base URL."""
+    `block`, serve until interrupted (SIGINT or SIGTERM), then delete the app. Returns the base URL."""
     cfg = load_config(config, overrides)
     app = application(cfg)
     start_ray(cfg)
     serve.start(proxy_location=cfg.serve.proxy_location, http_options={"host": cfg.serve.host, "port": cfg.serve.port})
-    serve.run(app, name=APP_NAME, route_prefix="/")
     url = f"http://{cfg.serve.host}:{cfg.serve.port}"
-    if block:
-        print(f"serving '{cfg.serve.model_name}' at {url}/v1 (Ctrl-C stops)", flush=True)
-        try:
+    try:
+        serve.run(app, name=APP_NAME, route_prefix="/")
+        if block:
+            print(f"serving '{cfg.serve.model_name}' at {url}/v1 (Ctrl-C or SIGTERM stops it)", flush=True)
             while True:
                 time.sleep(3600)
-        except KeyboardInterrupt:
-            serve.delete(APP_NAME)
+    except BaseException:  # stopped (`ttsearch.interrupts`) or failed while deploying or serving: no app stays
+        serve.delete(APP_NAME)
+        raise
     return url

@@ -49,9 +49,6 @@ def ray_cluster():
     import ray
     from ray.cluster_utils import Cluster
 
-    from ttsearch.runtime import RAY_ENV
-
-    os.environ.update(RAY_ENV)
     dashboard_port = free_port()
     cluster = Cluster(
         initialize_head=True,

@@ -35,13 +35,14 @@ from __future__ import annotations
 import os
 import re
 import shlex
-import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+
+from tests.stop_harness import isolation_available
 
 ROOT = Path(__file__).resolve().parents[1]
 HEADING = "### `ray job submit` and the dashboard"
@@ -125,11 +126,8 @@ def harness_script(commands: list[str], tmp_path: Path) -> str:
 
 @pytest.mark.integration
 def test_readme_cluster_commands_run_verbatim(tmp_path: Path) -> None:
-    if shutil.which("unshare") is None or shutil.which("ip") is None:
-        pytest.skip("needs util-linux unshare and iproute2 ip")
-    probe = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", "--net", "true"], capture_output=True)
-    if probe.returncode != 0:
-        pytest.skip(f"cannot make PID/mount/network namespaces here: {probe.stderr.decode().strip()}")
+    if not isolation_available():
+        pytest.skip("needs PID, mount and network namespaces (util-linux unshare and iproute2 ip, as root)")
 
     commands = readme_cluster_commands()
     script = harness_script(commands, tmp_path)

@@ -10,12 +10,13 @@ import pytest
 
 from tests.fakes import length_scorer, step_generator
 from ttsearch.cells import CellKey, SweepWork, cell_key
+from ttsearch.cells import row_cell_key as cell_key_of
 from ttsearch.config import load_config
 from ttsearch.requests import Generate, Request, Result
 from ttsearch.results import RunStore
 from ttsearch.runtime import ModelSizes
 from ttsearch.scheduler import Failure, JobOutcome, ReplicasUnavailable, Usage
-from ttsearch.sharded import ShardResult, run_shard
+from ttsearch.sharded import ShardResult, run_shard, until_stopped
 from ttsearch.strategies import StrategyRun
 
 PROBLEMS = [
@@ -154,3 +155,58 @@ def test_finished_cells_are_checkpointed_while_the_shard_runs(tmp_path, uninterr
     run(interval=0.0)
     assert saved_before_each_cell == list(range(CELLS)), "every finished cell saved before the next one is handed out"
     assert store.read_results().to_pylist() == uninterrupted
+
+
+class StopRequests:
+    """The driver's side of a stop (`ProgressCounter.stop_requested`), as an awaitable the way a Ray call is."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.stop_requested = self
+
+    def remote(self):
+        async def answer() -> bool:
+            return self.requested
+
+        return answer()
+
+
+def test_a_shard_told_to_stop_saves_its_finished_cells_and_a_rerun_computes_the_rest(
+    tmp_path, uninterrupted, monkeypatch
+):
+    """What an interrupted command does (`ttsearch.interrupts`): the driver asks every shard to stop; each cancels
+    its run, which saves the cells it finished, and the re-run computes exactly the others."""
+    import asyncio
+
+    import ttsearch.sharded
+
+    monkeypatch.setattr(ttsearch.sharded, "STOP_POLL_S", 0.01)
+    store, stop = RunStore(tmp_path), StopRequests()
+
+    class Interrupted(FakeScheduler):
+        async def run(self, jobs):
+            async for outcome in super().run(jobs):
+                yield outcome
+                if len(self.ran) == 5:
+                    stop.requested = True
+                    await asyncio.sleep(3600)  # the sixth cell is still searching when the stop comes
+
+    work = SweepWork(CFG, SIZES)
+    shard_run = run_shard(store, 0, 1, PROBLEMS, work, lambda grader: Interrupted(), node_id="n")
+    with pytest.raises(asyncio.CancelledError):
+        asyncio.run(asyncio.wait_for(until_stopped(shard_run, stop), timeout=30))
+    saved = {cell_key_of(row) for row in store.read_partial(0, 1).to_pylist()}
+    assert len(saved) == 5
+    rerun = FakeScheduler()
+    shard(store, rerun)
+    assert len(rerun.ran) == CELLS - 5 and not saved & set(rerun.ran)
+    assert store.read_results().to_pylist() == uninterrupted
+
+
+def test_a_shard_nobody_stops_runs_to_its_end(tmp_path, uninterrupted):
+    import asyncio
+
+    store = RunStore(tmp_path)
+    shard_run = run_shard(store, 0, 1, PROBLEMS, SweepWork(CFG, SIZES), lambda grader: FakeScheduler(), node_id="n")
+    result = asyncio.run(until_stopped(shard_run, StopRequests()))
+    assert result == ShardResult(0, len(uninterrupted), 0, 0, "n")

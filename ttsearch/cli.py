@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from ttsearch.config import CONF_DIR, load_config
 from ttsearch.errors import TTSearchError
+from ttsearch.interrupts import exit_status, stop_on_signals
 
 if TYPE_CHECKING:  # the analysis stack (pandas, matplotlib) loads only for the commands that use it
     from ttsearch.analysis import ReportFile
@@ -284,15 +285,31 @@ def _error(message: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Errors the user can fix (TTSearchError) exit 2 with one line; anything else is a bug and keeps its traceback."""
+    """Errors the user can fix (TTSearchError) exit 2 with one line; anything else is a bug and keeps its traceback.
+
+    SIGINT and SIGTERM stop a command cleanly (`ttsearch.interrupts`): what it started is stopped on the way out, Ray
+    is shut down here, and the exit status is 128 + the signal number."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args = build_parser().parse_args(argv)
+    stop_on_signals()
     try:
         code = args.handler(args)
     except TTSearchError as exc:
         _error(str(exc))
         sys.exit(2)
+    except KeyboardInterrupt as stop:
+        _shutdown_ray()
+        print(f"ttsearch: {args.command} stopped by {stop or 'SIGINT'}", file=sys.stderr)
+        sys.exit(exit_status(stop))
     sys.exit(code or 0)
+
+
+def _shutdown_ray() -> None:
+    """Disconnect from Ray, which ends this driver's actors (the replicas, and their engines with them) and stops a
+    local instance the command started itself; a cluster it joined keeps running."""
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()
 
 
 if __name__ == "__main__":

@@ -251,15 +251,21 @@ class ServeMetrics(_SearchMetrics):
         self.in_flight.set(searching, tags=tags)
 
 
+STOP_TIMEOUT_S = 20.0
+"""How long an interrupted run waits for its shard tasks to save their finished units and end."""
+
+
 @ray.remote(num_cpus=0)
 class ProgressCounter:
-    """Cells finished so far over all shards, for the driver's progress bar.
+    """Cells finished so far over all shards, for the driver's progress bar; and the driver's request that the
+    shards stop, which each shard task polls (`ttsearch.sharded`).
 
     Counted by cell key, so a cell that Ray computed twice (a retried shard task) counts once.
     """
 
     def __init__(self) -> None:
         self.done: set[Any] = set()
+        self.stopping = False
 
     def add(self, keys: list[Any]) -> None:
         self.done.update(keys)
@@ -267,11 +273,21 @@ class ProgressCounter:
     def value(self) -> int:
         return len(self.done)
 
+    def request_stop(self) -> None:
+        self.stopping = True
+
+    def stop_requested(self) -> bool:
+        return self.stopping
+
 
 def run_with_progress(
     work: Callable[[], Any], counter: Any, total: int, initial: int, desc: str, unit: str = "search"
 ) -> Any:
-    """Run `work` in a thread while a tqdm bar follows `counter` (units done / total, with ETA)."""
+    """Run `work` in a thread while a tqdm bar follows `counter` (units done / total, with ETA).
+
+    Interrupted (Ctrl-C, SIGINT or SIGTERM), it asks the shard tasks to stop through `counter` and waits up to
+    `STOP_TIMEOUT_S` for `work` to end, so that each shard saves what it finished before the command shuts Ray down.
+    """
     from tqdm import tqdm
 
     result: dict[str, Any] = {}
@@ -285,9 +301,16 @@ def run_with_progress(
     thread = threading.Thread(target=target, name="sweep", daemon=True)
     thread.start()
     with tqdm(total=total, initial=initial, desc=desc, unit=unit, dynamic_ncols=True) as bar:
-        while thread.is_alive():
-            thread.join(timeout=1.0)
+        try:
+            while thread.is_alive():
+                thread.join(timeout=1.0)
+                bar.update(initial + ray.get(counter.value.remote()) - bar.n)
+        except KeyboardInterrupt:
+            bar.write("stopping: each shard saves what it finished; re-run the same command to compute the rest")
+            counter.request_stop.remote()
+            thread.join(timeout=STOP_TIMEOUT_S)
             bar.update(initial + ray.get(counter.value.remote()) - bar.n)
+            raise
         bar.update(initial + ray.get(counter.value.remote()) - bar.n)
     if "error" in result:
         raise result["error"]

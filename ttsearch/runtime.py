@@ -14,11 +14,9 @@ from typing import Any
 
 from ttsearch.config import MODEL_FREE_VERIFIERS, SweepConfig, VerifierConfig, verifier_backend
 from ttsearch.errors import TTSearchError
+from ttsearch.interrupts import kept_signal_handlers
 from ttsearch.results import flops_of, generator_computed_tokens, verifier_computed_tokens
 from ttsearch.scheduler import Usage
-
-# A killed or crashed replica must take its vLLM engine processes with it (they hold RAM / GPU memory).
-RAY_ENV = {"RAY_kill_child_processes_on_worker_exit_with_raylet_subreaper": "1"}
 
 
 class OutputDirError(TTSearchError):
@@ -78,9 +76,9 @@ def start_ray(cfg: SweepConfig, extra_cpus: float = 0.0) -> None:
 
     if ray.is_initialized():
         return
-    os.environ.update(RAY_ENV)
     if joins_cluster(cfg):
-        ray.init(address=cfg.ray_address or os.environ["RAY_ADDRESS"])
+        with kept_signal_handlers():
+            ray.init(address=cfg.ray_address or os.environ["RAY_ADDRESS"])
         return
     verifier = hosted_verifier(cfg)
     hosted_verifiers = 0 if verifier is None or verifier.backend == "generator" else cfg.verifier.replicas
@@ -91,7 +89,8 @@ def start_ray(cfg: SweepConfig, extra_cpus: float = 0.0) -> None:
         + extra_cpus
         + 1  # Ray Data's own tasks
     )
-    ray.init(num_cpus=max(os.cpu_count() or 1, math.ceil(wanted)))
+    with kept_signal_handlers():  # SIGTERM stays a clean stop (`ttsearch.interrupts`), not Ray's exit
+        ray.init(num_cpus=max(os.cpu_count() or 1, math.ceil(wanted)))
 
 
 def hosted_verifier(cfg: SweepConfig) -> VerifierConfig | None:
@@ -153,7 +152,7 @@ def stop_replicas(generators: list[Any], verifiers: list[Any], timeout_s: float 
 
     Generator engines are shut down first, in order (their processes have exited and their memory is free when
     that returns, and no engine logs its own death as an error); then every actor is killed without restart, a
-    verifier's engine processes dying with it (`ttsearch.runtime.RAY_ENV`). A generator replica that also serves
+    verifier's engine processes dying with it (`ttsearch.process_guard`). A generator replica that also serves
     the verifier is stopped once.
     """
     import ray

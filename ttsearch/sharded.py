@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Collection, Hashable, Iterator
+from collections.abc import Callable, Collection, Coroutine, Hashable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -32,6 +32,8 @@ from ttsearch.scheduler import Failure, JobOutcome, RequestRun, Scheduler
 
 CHECKPOINT_INTERVAL_S = 60.0
 """How often a shard task saves its finished units as its partial record while it runs."""
+STOP_POLL_S = 1.0
+"""How often a shard task asks whether the driver was interrupted."""
 
 
 class ShardMetrics(ABC):
@@ -248,10 +250,29 @@ async def _run_shard_task(shard: int, problems: list[dict[str, Any]], ctx: Shard
         metrics.on_outcome(outcome)
         report([work.unit_of_job(outcome.key)])
 
-    return await run_shard(
+    shard_run = run_shard(
         RunStore(ctx.output_dir, schema=work.schema), shard, ctx.num_shards, problems, work, make_scheduler,
         node_id, on_outcome=on_outcome, on_resumed=lambda units: report(list(units)), on_rows=metrics.on_rows,
     )  # fmt: skip
+    return await (shard_run if ctx.progress is None else until_stopped(shard_run, ctx.progress))
+
+
+async def until_stopped(shard_run: Coroutine[Any, Any, ShardResult], progress: Any) -> ShardResult:
+    """Run the shard, cancelling it once the driver asks every shard to stop (`progress.stop_requested`: the command
+    was interrupted). The cancelled `run_shard` saves the units it finished as the shard's partial record, so a
+    re-run computes only the rest."""
+    task = asyncio.ensure_future(shard_run)
+
+    async def cancel_on_stop() -> None:
+        while not await progress.stop_requested.remote():
+            await asyncio.sleep(STOP_POLL_S)
+        task.cancel()
+
+    watcher = asyncio.ensure_future(cancel_on_stop())
+    try:
+        return await task
+    finally:
+        watcher.cancel()
 
 
 WorkFactory = Callable[[list[Any], list[Any]], ShardWork]

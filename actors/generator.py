@@ -92,8 +92,7 @@ def prompt_too_long(prompt_ids: list[int], max_model_len: int) -> RequestRejecte
     if len(prompt_ids) < max_model_len:
         return None
     return RequestRejected(
-        f"prompt of {len(prompt_ids)} tokens leaves no room to generate within generator.max_model_len="
-        f"{max_model_len}"
+        f"prompt of {len(prompt_ids)} tokens leaves no room to generate within generator.max_model_len={max_model_len}"
     )
 
 
@@ -125,7 +124,7 @@ class VLLMGenerator:
         self.on_gpu = torch.cuda.is_available()
         self.engine = AsyncLLM.from_engine_args(engine_args(cfg, self.model, self.on_gpu))
         self.tokenizer = self.engine.get_tokenizer()
-        self.parameters = count_parameters(self.engine.model_config.hf_config)
+        self.num_parameters = count_parameters(self.engine.model_config.hf_config)
         self.max_model_len = self.engine.model_config.max_model_len
         self._ids = itertools.count()
         self.totals = GeneratorTotals()
@@ -235,7 +234,7 @@ class GeneratorReplica:
             from actors.vllm_verifier import engine_scorer
 
             generator = self._generator
-            self._scorer = engine_scorer(generator.engine, judge, generator.model, generator.parameters)
+            self._scorer = engine_scorer(generator.engine, judge, generator.model, generator.num_parameters)
 
     async def ready(self) -> bool:
         """Returns once the constructor, i.e. the engine start, has finished."""
@@ -246,7 +245,7 @@ class GeneratorReplica:
             yield item
 
     async def stats(self) -> dict[str, int]:
-        return {**asdict(self._generator.totals), "parameters": self._generator.parameters}
+        return {**asdict(self._generator.totals), "num_parameters": self._generator.num_parameters}
 
     async def score(self, batch: list[Score]) -> AsyncIterator[tuple[int, ScoreResult | RequestRejected]]:
         """Verifier reads on this engine (`verifier.backend: generator`), streamed like `generate`."""

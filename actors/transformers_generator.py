@@ -112,7 +112,7 @@ class TransformersGenerator:
         eos = self.model.generation_config.eos_token_id
         self.end_ids = {eos} if isinstance(eos, int) else set(eos or [self.tokenizer.eos_token_id])
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else min(self.end_ids)
-        self.parameters = sum(p.numel() for p in self.model.parameters())  # tied weights counted once
+        self.num_parameters = sum(p.numel() for p in self.model.parameters())  # tied weights counted once
         self.max_call_tokens = cfg.transformers_call_tokens
         self.max_model_len = cfg.max_model_len
         self.seed = cfg.seed

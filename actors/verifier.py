@@ -196,8 +196,7 @@ class LMJudgeAdapter(StepAdapter):
 
     separator = "\n"
     DEFAULT_INSTRUCTION = (
-        "Below is a math problem and a step-by-step solution. After each step, judge whether that step "
-        "is correct."
+        "Below is a math problem and a step-by-step solution. After each step, judge whether that step is correct."
     )
     DEFAULT_TAG = "\nIs this step correct (Yes/No)?"
 

@@ -111,6 +111,7 @@ class VLLMScorer:
         are handled as the generator handles them (`VLLMGenerator.generate`)."""
         from vllm.exceptions import VLLMClientError
         from vllm.v1.engine.exceptions import EngineDeadError
+
         if item.scored_steps == len(item.steps):
             return ScoreResult(())
         try:
@@ -170,7 +171,6 @@ class VLLMScorer:
 
     async def reset_prefix_cache(self) -> bool:
         return await self.engine.reset_prefix_cache()
-
 
 
 class PoolingScorer(VLLMScorer):

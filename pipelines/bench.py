@@ -230,9 +230,15 @@ async def run_benchmark(
             verifiers = verifiers_by_case[(case.verifier, case.backend)]
 
             measure = partial(
-                measure_search, cfg=case_cfg, spec=case.spec, budget=budget, generators=generators,
-                verifiers=verifiers, grader=grader, verifier_backend=case.backend,
-            )  # fmt: skip
+                measure_search,
+                cfg=case_cfg,
+                spec=case.spec,
+                budget=budget,
+                generators=generators,
+                verifiers=verifiers,
+                grader=grader,
+                verifier_backend=case.backend,
+            )
             ready, requests = await measure(problems, max_in_flight=cfg.scheduler.max_in_flight, mode="ready_queue")
             sync, _ = await measure(problems[: cfg.bench.sync_problems], max_in_flight=1, mode="synchronous")
             generated = [r for r in requests if isinstance(r, Generate)]

@@ -42,8 +42,9 @@ def run_eval_prm(cfg: SweepConfig, verifiers: list[Any] | None = None) -> EvalRe
     """
     check_eval_config(cfg)
     section = cfg.eval_prm
-    subsets = {subset_name(path): evenly_spaced(load_first_error_items(path), section.limit)
-               for path in section.processbench}  # fmt: skip
+    subsets = {
+        subset_name(path): evenly_spaced(load_first_error_items(path), section.limit) for path in section.processbench
+    }
     solutions = load_heldout_solutions(section.labels, cfg.prm.heldout_fraction) if section.labels is not None else []
     store = RunStore(section.output)
     if verifiers is None:

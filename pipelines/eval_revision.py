@@ -34,8 +34,9 @@ def run_eval_revision(cfg: SweepConfig) -> RevisionEvalReport:
     for model, sweep in zip(section.models, model_sweeps(cfg), strict=True):
         table = run_sweep(sweep)
         models.append(model_eval(model, sweep.output_dir, table, asdict(row_counts(sweep, table))))
-    report = RevisionEvalReport(section.budget, section.revision_length, section.revision_window, cfg.verifier.kind,
-                                models)  # fmt: skip
+    report = RevisionEvalReport(
+        section.budget, section.revision_length, section.revision_window, cfg.verifier.kind, models
+    )
     store = RunStore(section.output)
     with store.local_dir() as out:
         plot_attempt_curves(out / CURVE, curve_title(report), attempt_curves(report))

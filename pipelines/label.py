@@ -40,15 +40,17 @@ class LabelSummary:
     generated_tokens: int
 
     def lines(self) -> str:
-        return "\n".join([
-            f"questions: {self.labelled_questions} labelled, {self.failed_questions} failed, "
-            f"{self.missing_questions} missing (of {self.questions})",
-            f"solutions: {self.solutions} ({self.reference_solutions} reference), sampled solutions correct: "
-            f"{self.sampled_correct:.1%}",
-            f"labelled steps: {self.steps}, with a non-zero label: {self.nonzero_steps:.1%}, mean soft label "
-            f"{self.mean_soft_label:.3f}",
-            f"generated tokens: {self.generated_tokens}",
-        ])  # fmt: skip
+        return "\n".join(
+            [
+                f"questions: {self.labelled_questions} labelled, {self.failed_questions} failed, "
+                f"{self.missing_questions} missing (of {self.questions})",
+                f"solutions: {self.solutions} ({self.reference_solutions} reference), sampled solutions correct: "
+                f"{self.sampled_correct:.1%}",
+                f"labelled steps: {self.steps}, with a non-zero label: {self.nonzero_steps:.1%}, mean soft label "
+                f"{self.mean_soft_label:.3f}",
+                f"generated tokens: {self.generated_tokens}",
+            ]
+        )
 
 
 def run_label(cfg: SweepConfig, generators: list[Any] | None = None) -> pa.Table:

@@ -97,8 +97,9 @@ def run_label_bench(cfg: SweepConfig) -> dict[str, Any]:
         "label": asdict(cfg.label),
         "max_solution_tokens": cfg.search.max_solution_tokens,
         "max_in_flight": cfg.scheduler.max_in_flight,
-        "measurements": [asdict(m) | {"steps_per_min": m.steps_per_min, "tokens_per_s": m.tokens_per_s}
-                         for m in (ready, alone)],  # fmt: skip
+        "measurements": [
+            asdict(m) | {"steps_per_min": m.steps_per_min, "tokens_per_s": m.tokens_per_s} for m in (ready, alone)
+        ],
         "speedup_steps_per_min": ready.steps_per_min / alone.steps_per_min,
     }
 
@@ -112,9 +113,11 @@ def format_report(report: dict[str, Any]) -> str:
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for m in report["measurements"]:
-        lines.append(f"| {m['mode']} | {m['questions']} | {m['labelled_steps']} | {m['generated_tokens']} | "
-                     f"{m['generator_calls']} | {m['wall_s']:.1f} | {m['steps_per_min']:.1f} | "
-                     f"{m['tokens_per_s']:.1f} |")  # fmt: skip
+        lines.append(
+            f"| {m['mode']} | {m['questions']} | {m['labelled_steps']} | {m['generated_tokens']} | "
+            f"{m['generator_calls']} | {m['wall_s']:.1f} | {m['steps_per_min']:.1f} | "
+            f"{m['tokens_per_s']:.1f} |"
+        )
     speedup = report["speedup_steps_per_min"]
     lines.append(f"\nready queue ÷ one prefix at a time: {speedup:.2f}x labelled steps per minute")
     return "\n".join(lines)

@@ -45,8 +45,14 @@ def percentile(values: list[float], q: float) -> float | None:
     return statistics.quantiles(values, n=100, method="inclusive")[round(q * 100) - 1]
 
 
-def level_report(concurrency: int, latencies: list[float], failures: dict[str, int], wall_s: float,
-                 before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+def level_report(
+    concurrency: int,
+    latencies: list[float],
+    failures: dict[str, int],
+    wall_s: float,
+    before: dict[str, Any],
+    after: dict[str, Any],
+) -> dict[str, Any]:
     """One level's figures from its latencies and the service's stats around it."""
 
     def delta(key: str) -> int:
@@ -72,8 +78,15 @@ def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 2)
 
 
-async def _level(url: str, key: str, questions: list[str], concurrency: int, per_client: int, search: dict[str, Any],
-                 timeout_s: float) -> dict[str, Any]:  # fmt: skip
+async def _level(
+    url: str,
+    key: str,
+    questions: list[str],
+    concurrency: int,
+    per_client: int,
+    search: dict[str, Any],
+    timeout_s: float,
+) -> dict[str, Any]:
     from openai import APIStatusError, AsyncOpenAI
 
     client = AsyncOpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0, timeout=timeout_s)
@@ -111,8 +124,15 @@ async def _stats(url: str, key: str) -> dict[str, Any]:
         return response.json()
 
 
-async def _measure(url: str, key: str, questions: list[str], levels: list[int], per_client: int,
-                   search: dict[str, Any], timeout_s: float) -> list[dict[str, Any]]:  # fmt: skip
+async def _measure(
+    url: str,
+    key: str,
+    questions: list[str],
+    levels: list[int],
+    per_client: int,
+    search: dict[str, Any],
+    timeout_s: float,
+) -> list[dict[str, Any]]:
     # One request first, uncounted: the engines' first batches compile and warm their caches.
     await _level(url, key, questions[-1:], 1, 1, search, timeout_s)
     reports = []
@@ -123,9 +143,11 @@ async def _measure(url: str, key: str, questions: list[str], levels: list[int], 
 
 
 def _line(level: dict[str, Any]) -> str:
-    return (f"C={level['concurrency']}: {level['requests']} ok, {level['failed']} failed, "
-            f"{level['requests_per_min']} req/min, p50 {level['p50_latency_s']} s, p95 {level['p95_latency_s']} s, "
-            f"generator batch {level['mean_generator_batch']}")  # fmt: skip
+    return (
+        f"C={level['concurrency']}: {level['requests']} ok, {level['failed']} failed, "
+        f"{level['requests_per_min']} req/min, p50 {level['p50_latency_s']} s, p95 {level['p95_latency_s']} s, "
+        f"generator batch {level['mean_generator_batch']}"
+    )
 
 
 def start_service(config: list[str], overrides: list[str], cfg: SweepConfig, timeout_s: float) -> subprocess.Popen:
@@ -158,15 +180,23 @@ def stop_service(process: subprocess.Popen) -> None:
             process.wait()
 
 
-def run_loadtest(config: list[str], overrides: list[str], url: str | None, levels: list[int], per_client: int,
-                 search: dict[str, Any] | None = None, timeout_s: float = 1800.0) -> dict[str, Any]:  # fmt: skip
+def run_loadtest(
+    config: list[str],
+    overrides: list[str],
+    url: str | None,
+    levels: list[int],
+    per_client: int,
+    search: dict[str, Any] | None = None,
+    timeout_s: float = 1800.0,
+) -> dict[str, Any]:
     """`search`: the search fields every request sends (strategy, budget, beam_width); none: the service's default."""
     search = search or {}
     if any(c < 1 for c in levels) or per_client < 1:
         raise LoadTestError(f"concurrency levels and requests per client must be >= 1, got {levels}, {per_client}")
     if url is not None and urlsplit(url).hostname not in LOCAL_HOSTS:
-        raise LoadTestError(f"the load test only targets a service on this machine ({', '.join(LOCAL_HOSTS)}), "
-                            f"got {url}")  # fmt: skip
+        raise LoadTestError(
+            f"the load test only targets a service on this machine ({', '.join(LOCAL_HOSTS)}), got {url}"
+        )
     cfg = load_config(config, overrides)
     problems = load_problems(cfg.data.path, cfg.data.limit, cfg.data.offset, cfg.data.levels)
     questions = [p["problem"] for p in problems]
@@ -185,15 +215,29 @@ def run_loadtest(config: list[str], overrides: list[str], url: str | None, level
     if 1 in by_level and 16 in by_level and by_level[1]["requests_per_min"]:
         ratio = round(by_level[16]["requests_per_min"] / by_level[1]["requests_per_min"], 2)
     default = {"strategy": cfg.serve.strategy.name, "budget": cfg.serve.budget}
-    return {"url": url, "requests_per_client": per_client, "max_pending_requests": cfg.serve.max_pending_requests,
-            "search": {**default, **search}, "levels": reports, "throughput_16_vs_1": ratio}  # fmt: skip
+    return {
+        "url": url,
+        "requests_per_client": per_client,
+        "max_pending_requests": cfg.serve.max_pending_requests,
+        "search": {**default, **search},
+        "levels": reports,
+        "throughput_16_vs_1": ratio,
+    }
 
 
 def format_report(report: dict[str, Any]) -> str:
     import pandas as pd
 
-    columns = ["concurrency", "requests", "failed", "requests_per_min", "p50_latency_s", "p95_latency_s",
-               "mean_generator_batch", "shared_generator_calls"]  # fmt: skip
+    columns = [
+        "concurrency",
+        "requests",
+        "failed",
+        "requests_per_min",
+        "p50_latency_s",
+        "p95_latency_s",
+        "mean_generator_batch",
+        "shared_generator_calls",
+    ]
     table = pd.DataFrame(report["levels"])[columns].to_string(index=False)
     search = ", ".join(f"{k}={v}" for k, v in report["search"].items())
     return f"requests: {search}\n{table}\n\nthroughput at C=16 / C=1: {report['throughput_16_vs_1']}"

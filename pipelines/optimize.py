@@ -86,9 +86,11 @@ def _tables(frame: pd.DataFrame, questions: pd.Index) -> _Tables:
     if rows.empty:
         raise AnalysisError("no result rows for the binned questions: are the bins from this sweep?")
     has_flops = "total_flops" in rows and rows["total_flops"].notna().any()
-    values = rows.assign(correct=rows["correct"].map(_as_verdict).astype(float),
-                         flops=rows["total_flops"].astype(float) if has_flops else np.nan,
-                         tie_cost=rows["total_flops" if has_flops else "generated_tokens"].astype(float))
+    values = rows.assign(
+        correct=rows["correct"].map(_as_verdict).astype(float),
+        flops=rows["total_flops"].astype(float) if has_flops else np.nan,
+        tie_cost=rows["total_flops" if has_flops else "generated_tokens"].astype(float),
+    )
     grouped = values.groupby(["unique_id", "strategy_label", "budget"])
 
     def matrix(column: str) -> pd.DataFrame:
@@ -97,8 +99,11 @@ def _tables(frame: pd.DataFrame, questions: pd.Index) -> _Tables:
     accuracy = matrix("correct")
     present = grouped.size().unstack(["strategy_label", "budget"]).reindex_like(accuracy).notna()
     accuracy = accuracy.mask(~present, 0.0)  # absent: wrong; present but ungraded only: NaN, no verdict
-    return _Tables(accuracy, matrix("tie_cost").reindex_like(accuracy),
-                   matrix("flops").reindex_like(accuracy) if has_flops else accuracy * np.nan)
+    return _Tables(
+        accuracy,
+        matrix("tie_cost").reindex_like(accuracy),
+        matrix("flops").reindex_like(accuracy) if has_flops else accuracy * np.nan,
+    )
 
 
 def _budgets(tables: _Tables, budgets: Sequence[int] | None) -> list[int]:
@@ -121,13 +126,17 @@ def _choose(tables: _Tables, questions: pd.Index, bins: pd.Series, budgets: list
     Means skip ungraded (NaN) entries.
     """
     group = bins.loc[questions].rename("bin")
-    long = pd.DataFrame({
-        "train_accuracy": _long(tables.accuracy.loc[questions].groupby(group).mean()),
-        "train_cost": _long(tables.tie_cost.loc[questions].groupby(group).mean()),
-    }).reset_index()
+    long = pd.DataFrame(
+        {
+            "train_accuracy": _long(tables.accuracy.loc[questions].groupby(group).mean()),
+            "train_cost": _long(tables.tie_cost.loc[questions].groupby(group).mean()),
+        }
+    ).reset_index()
     long = long[long["budget"].isin(budgets)].sort_values(
         ["budget", "bin", "train_accuracy", "train_cost", "strategy_label"],
-        ascending=[True, True, False, True, True], na_position="last")
+        ascending=[True, True, False, True, True],
+        na_position="last",
+    )
     chosen = long.drop_duplicates(["budget", "bin"]).reset_index(drop=True)
     return chosen.assign(train_questions=chosen["bin"].map(group.value_counts()))
 
@@ -161,8 +170,14 @@ class PolicyResult:
         return self.per_question.drop_duplicates("unique_id").set_index("unique_id")["fold"]
 
 
-def compute_optimal(frame: pd.DataFrame, bins: pd.Series, budgets: Sequence[int] | None = None, folds: int = FOLDS,
-                    seed: int = 0, fold_of: pd.Series | None = None) -> PolicyResult:
+def compute_optimal(
+    frame: pd.DataFrame,
+    bins: pd.Series,
+    budgets: Sequence[int] | None = None,
+    folds: int = FOLDS,
+    seed: int = 0,
+    fold_of: pd.Series | None = None,
+) -> PolicyResult:
     """The paper's compute-optimal curve, cross-validated over questions so no choice is scored on its own data.
 
     Only questions with a bin take part (e.g. those with enough best-of-N samples to estimate difficulty).
@@ -177,9 +192,11 @@ def compute_optimal(frame: pd.DataFrame, bins: pd.Series, budgets: Sequence[int]
     if fold_of is None:
         sizes = bins.value_counts()
         if folds < 2 or (sizes < folds).any():
-            raise AnalysisError(f"{folds}-fold cross-validation needs ≥ 2 folds and ≥ {folds} questions in every "
-                                f"bin; bin sizes are {sizes.sort_index().to_dict()}: sweep more problems or use "
-                                "fewer bins")
+            raise AnalysisError(
+                f"{folds}-fold cross-validation needs ≥ 2 folds and ≥ {folds} questions in every "
+                f"bin; bin sizes are {sizes.sort_index().to_dict()}: sweep more problems or use "
+                "fewer bins"
+            )
         fold_of = _folds(bins, folds, seed)
     fold_of = fold_of.reindex(bins.index)
     if fold_of.isna().any():
@@ -190,14 +207,17 @@ def compute_optimal(frame: pd.DataFrame, bins: pd.Series, budgets: Sequence[int]
         chosen = _choose(tables, fold_of.index[fold_of != fold], bins, budgets).assign(fold=fold)
         held_out = bins[fold_of == fold]
         grid = pd.DataFrame({"unique_id": held_out.index, "bin": held_out.to_numpy(), "fold": fold}).merge(
-            chosen[["budget", "bin", "strategy_label"]], on="bin")
+            chosen[["budget", "bin", "strategy_label"]], on="bin"
+        )
         keys = pd.MultiIndex.from_frame(grid[["unique_id", "strategy_label", "budget"]])
-        scored.append(grid.assign(correct=accuracy.reindex(keys).to_numpy(),
-                                  total_flops=flops.reindex(keys).to_numpy()))
+        scored.append(
+            grid.assign(correct=accuracy.reindex(keys).to_numpy(), total_flops=flops.reindex(keys).to_numpy())
+        )
         choices.append(chosen)
     per_question = pd.concat(scored, ignore_index=True).sort_values(["budget", "unique_id"], ignore_index=True)
     choices = pd.concat(choices, ignore_index=True)[
-        ["fold", "budget", "bin", "strategy_label", "train_accuracy", "train_cost", "train_questions"]]
+        ["fold", "budget", "bin", "strategy_label", "train_accuracy", "train_cost", "train_questions"]
+    ]
     return PolicyResult(choices, per_question, per_question.groupby("budget")["correct"].mean().rename("accuracy"))
 
 
@@ -208,22 +228,26 @@ def best_fixed(frame: pd.DataFrame, result: PolicyResult, budgets: Sequence[int]
     return compute_optimal(frame, pd.Series(1, index=folds.index), budgets, fold_of=folds)
 
 
-def fit_policy(frame: pd.DataFrame, bins: pd.Series,
-               budgets: Sequence[int] | None = None) -> dict[tuple[int, int], str]:
+def fit_policy(
+    frame: pd.DataFrame, bins: pd.Series, budgets: Sequence[int] | None = None
+) -> dict[tuple[int, int], str]:
     """(budget, bin) → strategy_label chosen on all questions: what a deployment uses; CV estimates its accuracy."""
     bins = bins.rename("bin")
     tables = _tables(frame, bins.index)
     chosen = _choose(tables, tables.accuracy.index, bins.loc[tables.accuracy.index], _budgets(tables, budgets))
-    return {(int(b), int(n)): str(label)
-            for b, n, label in zip(chosen["budget"], chosen["bin"], chosen["strategy_label"], strict=True)}
+    return {
+        (int(b), int(n)): str(label)
+        for b, n, label in zip(chosen["budget"], chosen["bin"], chosen["strategy_label"], strict=True)
+    }
 
 
 def policy_of(choices: dict[tuple[int, int], str], difficulty: Difficulty) -> Policy:
     """The deployable policy: the choices and the difficulty rule they were fitted with (k, thresholds)."""
     if difficulty.kind != "predicted" or difficulty.estimation_samples is None:
         raise AnalysisError(f"only predicted difficulty is deployable (no ground truth online), got {difficulty.kind}")
-    return Policy(choices, difficulty.kind, difficulty.estimation_samples, difficulty.thresholds,
-                  difficulty.aggregation or "last")
+    return Policy(
+        choices, difficulty.kind, difficulty.estimation_samples, difficulty.thresholds, difficulty.aggregation or "last"
+    )
 
 
 def strategy_curves(frame: pd.DataFrame, questions: pd.Index) -> pd.DataFrame:
@@ -249,8 +273,9 @@ def _family_labels(frame: pd.DataFrame, curves: pd.DataFrame) -> dict[str, str]:
     return ranked.drop_duplicates("strategy").set_index("strategy")["strategy_label"].to_dict()
 
 
-def efficiency(optimal: pd.DataFrame, baseline: pd.DataFrame, estimation_samples: float,
-               estimation_flops: float = math.nan) -> pd.DataFrame:
+def efficiency(
+    optimal: pd.DataFrame, baseline: pd.DataFrame, estimation_samples: float, estimation_flops: float = math.nan
+) -> pd.DataFrame:
     """Per compute-optimal budget N: the baseline's cost to match its accuracy and k = that cost / N.
 
     `optimal` and `baseline` are curves (budget → accuracy, total_flops), e.g. `PolicyResult.curve()` and a
@@ -266,15 +291,23 @@ def efficiency(optimal: pd.DataFrame, baseline: pd.DataFrame, estimation_samples
         matched, bound = cost_to_reach(baseline.index.astype(float), baseline["accuracy"], target)
         flops = row.get("total_flops", math.nan)
         matched_flops, flops_bound = cost_to_reach(baseline_flops, baseline["accuracy"], target)
-        rows.append({
-            "budget": budget, "accuracy": target,
-            "baseline_budget": matched, "bound": bound, "k": matched / budget,
-            "budget_with_estimation": budget + estimation_samples,
-            "k_with_estimation": matched / (budget + estimation_samples),
-            "flops": flops, "flops_with_estimation": flops + estimation_flops,
-            "baseline_flops": matched_flops, "flops_bound": flops_bound, "k_flops": matched_flops / flops,
-            "k_flops_with_estimation": matched_flops / (flops + estimation_flops),
-        })
+        rows.append(
+            {
+                "budget": budget,
+                "accuracy": target,
+                "baseline_budget": matched,
+                "bound": bound,
+                "k": matched / budget,
+                "budget_with_estimation": budget + estimation_samples,
+                "k_with_estimation": matched / (budget + estimation_samples),
+                "flops": flops,
+                "flops_with_estimation": flops + estimation_flops,
+                "baseline_flops": matched_flops,
+                "flops_bound": flops_bound,
+                "k_flops": matched_flops / flops,
+                "k_flops_with_estimation": matched_flops / (flops + estimation_flops),
+            }
+        )
     return pd.DataFrame(rows).set_index("budget")
 
 
@@ -290,8 +323,13 @@ def flops_multiplier(small_params: float, large_params: float, r: float) -> floa
     return ratio + 3 * (ratio - 1) / r
 
 
-def flops_matched(result: PolicyResult, large: pd.DataFrame, small_params: float, large_params: float,
-                  r_values: Sequence[float] = R_VALUES) -> pd.DataFrame:
+def flops_matched(
+    result: PolicyResult,
+    large: pd.DataFrame,
+    small_params: float,
+    large_params: float,
+    r_values: Sequence[float] = R_VALUES,
+) -> pd.DataFrame:
     """Small model + compute-optimal test-time search vs a larger model's single sample, at matched FLOPs.
 
     `large` holds the larger model's per-question results (unique_id, correct; `correct` may be a pass@1
@@ -317,11 +355,28 @@ def flops_matched(result: PolicyResult, large: pd.DataFrame, small_params: float
         for name, ids in groups:
             small_accuracy = math.nan if used is None else by_budget.loc[used].reindex(ids).mean()
             large_mean = large_accuracy.reindex(ids).mean()
-            winner = ("unknown" if used is None else "small" if small_accuracy > large_mean + ACCURACY_TOLERANCE
-                      else "large" if large_mean > small_accuracy + ACCURACY_TOLERANCE else "tie")
-            rows.append({"R": r, "matched_budget": matched, "used_budget": math.nan if used is None else used,
-                         "beyond_sweep": matched > budgets[-1], "bin": name, "questions": len(ids),
-                         "small_accuracy": small_accuracy, "large_accuracy": large_mean, "winner": winner})
+            winner = (
+                "unknown"
+                if used is None
+                else "small"
+                if small_accuracy > large_mean + ACCURACY_TOLERANCE
+                else "large"
+                if large_mean > small_accuracy + ACCURACY_TOLERANCE
+                else "tie"
+            )
+            rows.append(
+                {
+                    "R": r,
+                    "matched_budget": matched,
+                    "used_budget": math.nan if used is None else used,
+                    "beyond_sweep": matched > budgets[-1],
+                    "bin": name,
+                    "questions": len(ids),
+                    "small_accuracy": small_accuracy,
+                    "large_accuracy": large_mean,
+                    "winner": winner,
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -367,8 +422,13 @@ def _compare_accuracy(optimal: pd.Series, other: pd.Series) -> dict[str, list[in
         theirs = other.get(budget, math.nan)
         if pd.isna(value) or pd.isna(theirs):
             continue
-        key = ("more accurate" if value > theirs + ACCURACY_TOLERANCE
-               else "less accurate" if value < theirs - ACCURACY_TOLERANCE else "equally accurate")
+        key = (
+            "more accurate"
+            if value > theirs + ACCURACY_TOLERANCE
+            else "less accurate"
+            if value < theirs - ACCURACY_TOLERANCE
+            else "equally accurate"
+        )
         groups[key].append(int(budget))
     return groups
 
@@ -412,16 +472,20 @@ def _comparators(frame: pd.DataFrame, questions: pd.Index, fixed: PolicyResult) 
     curves = strategy_curves(frame, questions)
     compared = {BEST_FIXED: _result_curve(fixed)}
     for label in best_of_n_labels(frame):
-        compared[label] = _Curve(curves.xs(label, level="strategy_label"), accuracy.xs(label, level="strategy_label"),
-                                 flops.xs(label, level="strategy_label"))
+        compared[label] = _Curve(
+            curves.xs(label, level="strategy_label"),
+            accuracy.xs(label, level="strategy_label"),
+            flops.xs(label, level="strategy_label"),
+        )
     return compared
 
 
 def _plot_rows(curve: str, values: pd.Series, x: pd.Series | np.ndarray) -> pd.DataFrame:
     """Per-question values indexed (unique_id, budget) as rows plot_curves draws at `x`; one pseudo-seed, so its
     error bars are across questions for every curve alike."""
-    return values.index.to_frame(index=False).assign(curve=curve, seed=0, correct=values.to_numpy(),
-                                                     x=np.asarray(x, dtype=float))
+    return values.index.to_frame(index=False).assign(
+        curve=curve, seed=0, correct=values.to_numpy(), x=np.asarray(x, dtype=float)
+    )
 
 
 def _efficiency_table(rows: list[dict]) -> str:
@@ -429,8 +493,14 @@ def _efficiency_table(rows: list[dict]) -> str:
     return markdown_table(shown.set_index("budget"))
 
 
-def _efficiency_section(out: Path, frame: pd.DataFrame, questions: pd.Index, results: dict[str, PolicyResult],
-                        compared: dict[str, _Curve], difficulties: dict[str, Difficulty]) -> list[str]:
+def _efficiency_section(
+    out: Path,
+    frame: pd.DataFrame,
+    questions: pd.Index,
+    results: dict[str, PolicyResult],
+    compared: dict[str, _Curve],
+    difficulties: dict[str, Difficulty],
+) -> list[str]:
     """Efficiency figures and tables: compute-optimal against the best fixed label (CV) and each best-of-N label,
     in generations and in FLOPs, the predicted estimate's cost left out and counted; the sentences are computed
     from the tables."""
@@ -456,45 +526,87 @@ def _efficiency_section(out: Path, frame: pd.DataFrame, questions: pd.Index, res
             in_flops.append(_plot_rows(f"{name} + estimate", mine.correct, mine.flops.to_numpy() + extra))
         rows, bullets = [], []
         for other_name, other in compared.items():
-            table = efficiency(mine.curve, other.curve, k if counted else math.nan,
-                               float(estimation_flops.mean()) if counted else math.nan)
+            table = efficiency(
+                mine.curve,
+                other.curve,
+                k if counted else math.nan,
+                float(estimation_flops.mean()) if counted else math.nan,
+            )
             for budget, r in table.iterrows():
-                rows.append({
-                    "budget": f"N={budget}", "vs": other_name, "compute-optimal acc. %": _percent(r["accuracy"]),
-                    "its acc. % at N": _percent(other.curve["accuracy"].get(budget, math.nan)),
-                    "its budget to match": _bounded(r["baseline_budget"], r["bound"]),
-                    "k (generations)": _bounded(r["k"], r["bound"]),
-                    f"k, counting {k} estimation samples": _bounded(r["k_with_estimation"], r["bound"]),
-                    "k (FLOPs)": _bounded(r["k_flops"], r["flops_bound"]),
-                    "k (FLOPs), counting estimation": _bounded(r["k_flops_with_estimation"], r["flops_bound"]),
-                })
+                rows.append(
+                    {
+                        "budget": f"N={budget}",
+                        "vs": other_name,
+                        "compute-optimal acc. %": _percent(r["accuracy"]),
+                        "its acc. % at N": _percent(other.curve["accuracy"].get(budget, math.nan)),
+                        "its budget to match": _bounded(r["baseline_budget"], r["bound"]),
+                        "k (generations)": _bounded(r["k"], r["bound"]),
+                        f"k, counting {k} estimation samples": _bounded(r["k_with_estimation"], r["bound"]),
+                        "k (FLOPs)": _bounded(r["k_flops"], r["flops_bound"]),
+                        "k (FLOPs), counting estimation": _bounded(r["k_flops_with_estimation"], r["flops_bound"]),
+                    }
+                )
             in_samples = _cost_groups(table, "k_with_estimation" if counted else "k", "bound")
             in_compute = _cost_groups(table, "k_flops_with_estimation" if counted else "k_flops", "flops_bound")
-            bullets.append(" ".join([f"- vs {other_name}.", _sentence("Generations", in_samples),
-                                     _sentence("FLOPs", in_compute)]).rstrip())
+            bullets.append(
+                " ".join(
+                    [f"- vs {other_name}.", _sentence("Generations", in_samples), _sentence("FLOPs", in_compute)]
+                ).rstrip()
+            )
         how = f"counting its {k} estimation samples" if counted else "the oracle: no estimation cost counted"
-        said.append("\n".join([f"Compute needed for its accuracy by {name} ({how}), compared with the compute the "
-                                "compared curve needs for the same accuracy ('fewer' = compute-optimal needs less):",
-                                *bullets]))
+        said.append(
+            "\n".join(
+                [
+                    f"Compute needed for its accuracy by {name} ({how}), compared with the compute the "
+                    "compared curve needs for the same accuracy ('fewer' = compute-optimal needs less):",
+                    *bullets,
+                ]
+            )
+        )
         md += [f"### {kind.capitalize()} difficulty", "", _efficiency_table(rows), ""]
     figures = [f"![efficiency in generations]({EFFICIENCY_PNG})"]
-    plot_curves(out / EFFICIENCY_PNG, f"Compute-optimal vs fixed labels, ± the {k}-sample difficulty estimate",
-                pd.concat(generations), value="correct", label="curve", ylabel="accuracy %", x="x",
-                xlabel="generations per question", x_log2=True)
+    plot_curves(
+        out / EFFICIENCY_PNG,
+        f"Compute-optimal vs fixed labels, ± the {k}-sample difficulty estimate",
+        pd.concat(generations),
+        value="correct",
+        label="curve",
+        ylabel="accuracy %",
+        x="x",
+        xlabel="generations per question",
+        x_log2=True,
+    )
     if pd.concat(in_flops)["x"].gt(0).any():
-        plot_curves(out / EFFICIENCY_FLOPS_PNG, "The same in FLOPs", pd.concat(in_flops), value="correct",
-                    label="curve", ylabel="accuracy %", x="x", xlabel="mean FLOPs per question")
+        plot_curves(
+            out / EFFICIENCY_FLOPS_PNG,
+            "The same in FLOPs",
+            pd.concat(in_flops),
+            value="correct",
+            label="curve",
+            ylabel="accuracy %",
+            x="x",
+            xlabel="mean FLOPs per question",
+        )
         figures.append(f"![efficiency in FLOPs]({EFFICIENCY_FLOPS_PNG})")
     text = "\n\n".join(said)
-    return ["## Efficiency vs fixed strategy labels", "", *figures, "",
-            f"Compared with: '{BEST_FIXED}', the single label per budget that was best on the training fold, "
-            "scored on the held-out fold (the predicted policy's folds, so it is chosen out of sample like the "
-            "policy), and every best-of-N label of the sweep. k = the compared curve's budget (or FLOPs) that "
-            "matches compute-optimal's accuracy, divided by compute-optimal's own, interpolated on log2 between "
-            "swept budgets: k > 1 means compute-optimal needs less. '≤' means the compared curve matched already at "
-            "its smallest budget (k may be smaller); '>' that it never did (k is larger). The predicted policy is "
-            f"also shown counting its {k} estimation samples (budget N + {k}; FLOPs plus the estimate's); the "
-            "oracle needs the ground truth, so no estimation cost is counted for it.", "", text, "", *md]
+    return [
+        "## Efficiency vs fixed strategy labels",
+        "",
+        *figures,
+        "",
+        f"Compared with: '{BEST_FIXED}', the single label per budget that was best on the training fold, "
+        "scored on the held-out fold (the predicted policy's folds, so it is chosen out of sample like the "
+        "policy), and every best-of-N label of the sweep. k = the compared curve's budget (or FLOPs) that "
+        "matches compute-optimal's accuracy, divided by compute-optimal's own, interpolated on log2 between "
+        "swept budgets: k > 1 means compute-optimal needs less. '≤' means the compared curve matched already at "
+        "its smallest budget (k may be smaller); '>' that it never did (k is larger). The predicted policy is "
+        f"also shown counting its {k} estimation samples (budget N + {k}; FLOPs plus the estimate's); the "
+        "oracle needs the ground truth, so no estimation cost is counted for it.",
+        "",
+        text,
+        "",
+        *md,
+    ]
 
 
 def _difficulty_section(frame: pd.DataFrame, questions: pd.Index, difficulties: dict[str, Difficulty]) -> list[str]:
@@ -502,8 +614,11 @@ def _difficulty_section(frame: pd.DataFrame, questions: pd.Index, difficulties: 
     the predicted estimate cost."""
     oracle, predicted = difficulties["oracle"], difficulties["predicted"]
     k = predicted.estimation_samples
-    capped = (f" (the default {DEFAULT_ESTIMATION_SAMPLES} capped by the largest best-of-N cell, which holds {k})"
-              if predicted.capped else "")
+    capped = (
+        f" (the default {DEFAULT_ESTIMATION_SAMPLES} capped by the largest best-of-N cell, which holds {k})"
+        if predicted.capped
+        else ""
+    )
     made = {kind: d.n_bins for kind, d in difficulties.items()}
     fewer = [f"{kind} {n}" for kind, n in made.items() if n < N_BINS]
     sorting = bin_sorting(oracle_pass_at_1(frame), {kind: d.bins for kind, d in difficulties.items()}, questions)
@@ -511,87 +626,127 @@ def _difficulty_section(frame: pd.DataFrame, questions: pd.Index, difficulties: 
     shown = cost.map(lambda v: "–" if pd.isna(v) else f"{v:,.4g}").to_frame("mean")
     shown.index.name = f"predicted estimate per question ({k} samples)"
     unknown = cost.drop("samples", errors="ignore").isna().any()
-    lines = ["## Difficulty estimate", "",
-             f"Oracle bins: pass@1 over every graded best-of-N sample of the question (all budgets and seeds, each "
-             f"sample once): {samples_note(oracle.samples.reindex(questions))}. Predicted bins: mean verifier score "
-             f"(aggregation `{predicted.aggregation}`) of the first {k} samples of the question's largest best-of-N "
-             f"cell{capped}. Both are binned by the deployed policy's rule: thresholds between {N_BINS} rank "
-             "quantiles, each group of tied scores kept whole in one bin (the quantile of its middle rank), a bin of "
-             f"fewer than {FOLDS} questions merged into its neighbour; every question is then binned by its score "
-             "against the thresholds, as `ttsearch solve` bins a new question.",
-             (f" Ties left fewer than {N_BINS} bins: {', '.join(fewer)}." if fewer else ""),
-             "", "Decreasing mean pass@1 (over every sample) from bin 1 down means the bins sort the questions:", "",
-             markdown_table(sorting), ""]
+    lines = [
+        "## Difficulty estimate",
+        "",
+        f"Oracle bins: pass@1 over every graded best-of-N sample of the question (all budgets and seeds, each "
+        f"sample once): {samples_note(oracle.samples.reindex(questions))}. Predicted bins: mean verifier score "
+        f"(aggregation `{predicted.aggregation}`) of the first {k} samples of the question's largest best-of-N "
+        f"cell{capped}. Both are binned by the deployed policy's rule: thresholds between {N_BINS} rank "
+        "quantiles, each group of tied scores kept whole in one bin (the quantile of its middle rank), a bin of "
+        f"fewer than {FOLDS} questions merged into its neighbour; every question is then binned by its score "
+        "against the thresholds, as `ttsearch solve` bins a new question.",
+        (f" Ties left fewer than {N_BINS} bins: {', '.join(fewer)}." if fewer else ""),
+        "",
+        "Decreasing mean pass@1 (over every sample) from bin 1 down means the bins sort the questions:",
+        "",
+        markdown_table(sorting),
+        "",
+    ]
     lines += [markdown_table(shown), ""]
     if unknown:
-        lines += ["The sweep recorded no per-candidate token counts (an older sweep), so the estimate's tokens and "
-                  "FLOPs are unknown ('–'); the efficiency rows counting the estimate in FLOPs are unknown too.", ""]
+        lines += [
+            "The sweep recorded no per-candidate token counts (an older sweep), so the estimate's tokens and "
+            "FLOPs are unknown ('–'); the efficiency rows counting the estimate in FLOPs are unknown too.",
+            "",
+        ]
     else:
-        lines += ["The estimate's cost is what its samples spent: their own generated and verifier tokens, and the "
-                  "cell's one prompt prefill (a best-of-N cell is one request, so k samples pay one prompt).", ""]
+        lines += [
+            "The estimate's cost is what its samples spent: their own generated and verifier tokens, and the "
+            "cell's one prompt prefill (a best-of-N cell is one request, so k samples pay one prompt).",
+            "",
+        ]
     return lines
 
 
-def _how_to_read(best: float, problems: int, difficulties: dict[str, Difficulty], agreement: float, stable: str,
-                 versus_fixed: str) -> str:
+def _how_to_read(
+    best: float, problems: int, difficulties: dict[str, Difficulty], agreement: float, stable: str, versus_fixed: str
+) -> str:
     """Caveats that depend on this run, so that the reader does not over-read the numbers."""
     per_cell = max(1, problems // (FOLDS * N_BINS))
     predicted = difficulties["predicted"]
     k = predicted.estimation_samples
     same_bins = difficulties["oracle"].n_bins == predicted.n_bins
-    notes = [f"Compute-optimal accuracy is cross-validated: the {problems} questions are split into {FOLDS} folds "
-             "(stratified by difficulty bin) and each fold is scored with the label that was best for its (budget, "
-             "bin) on the other fold, so no choice is scored on the questions it was chosen on. With about "
-             f"{per_cell} question{'s' if per_cell > 1 else ''} per bin and fold the choices can be noisy ({stable}).",
-             versus_fixed,
-             "The per-strategy curves in the first figure are each strategy's label with the best mean accuracy over "
-             "budgets, picked in-sample (which favours them); every best-of-N label is drawn.",
-             f"Oracle difficulty uses every best-of-N sample ({samples_note(difficulties['oracle'].samples)}); "
-             f"predicted difficulty uses {k} samples per question"
-             + (" (capped by the largest best-of-N cell)" if predicted.capped else "")
-             + f"; counting them, the predicted policy at budget N costs N + {k} generations. "
-             + (f"Predicted bins (mean verifier score, no ground truth) agree with the oracle bins on "
-                f"{100 * agreement:.0f} % of the questions." if same_bins else
-                f"Predicted and oracle difficulty made different numbers of bins ({predicted.n_bins} and "
-                f"{difficulties['oracle'].n_bins}), so their bins are not compared one to one.")]
+    notes = [
+        f"Compute-optimal accuracy is cross-validated: the {problems} questions are split into {FOLDS} folds "
+        "(stratified by difficulty bin) and each fold is scored with the label that was best for its (budget, "
+        "bin) on the other fold, so no choice is scored on the questions it was chosen on. With about "
+        f"{per_cell} question{'s' if per_cell > 1 else ''} per bin and fold the choices can be noisy ({stable}).",
+        versus_fixed,
+        "The per-strategy curves in the first figure are each strategy's label with the best mean accuracy over "
+        "budgets, picked in-sample (which favours them); every best-of-N label is drawn.",
+        f"Oracle difficulty uses every best-of-N sample ({samples_note(difficulties['oracle'].samples)}); "
+        f"predicted difficulty uses {k} samples per question"
+        + (" (capped by the largest best-of-N cell)" if predicted.capped else "")
+        + f"; counting them, the predicted policy at budget N costs N + {k} generations. "
+        + (
+            f"Predicted bins (mean verifier score, no ground truth) agree with the oracle bins on "
+            f"{100 * agreement:.0f} % of the questions."
+            if same_bins
+            else f"Predicted and oracle difficulty made different numbers of bins ({predicted.n_bins} and "
+            f"{difficulties['oracle'].n_bins}), so their bins are not compared one to one."
+        ),
+    ]
     if 100 * best < NEAR_ZERO_ACCURACY:
-        notes.append(f"Accuracy is near zero everywhere (best {100 * best:.1f} %), as expected for a tiny generator "
-                     "such as the embedded 135M model. Most (budget, bin) choices are then ties, broken by lower "
-                     "compute, so 'compute-optimal' mostly means 'cheapest', and the efficiency ratios compare "
-                     "near-zero accuracies: they say nothing about the paper's 4× claim. What this run shows is that "
-                     "the analysis runs end to end from the Parquet with the estimation cost counted; a real "
-                     "generator and PRM (conf/gpu.yaml) are needed for the numbers to mean something.")
-    notes.append("Budgets are nominal generation budgets; step-level searches (beam, lookahead, DVTS, REBASE, particle "
-                 "filtering) spend more step samples and early stopping may spend fewer, so the FLOPs figures are the "
-                 "fairer comparison where the sweep recorded FLOPs.")
+        notes.append(
+            f"Accuracy is near zero everywhere (best {100 * best:.1f} %), as expected for a tiny generator "
+            "such as the embedded 135M model. Most (budget, bin) choices are then ties, broken by lower "
+            "compute, so 'compute-optimal' mostly means 'cheapest', and the efficiency ratios compare "
+            "near-zero accuracies: they say nothing about the paper's 4× claim. What this run shows is that "
+            "the analysis runs end to end from the Parquet with the estimation cost counted; a real "
+            "generator and PRM (conf/gpu.yaml) are needed for the numbers to mean something."
+        )
+    notes.append(
+        "Budgets are nominal generation budgets; step-level searches (beam, lookahead, DVTS, REBASE, particle "
+        "filtering) spend more step samples and early stopping may spend fewer, so the FLOPs figures are the "
+        "fairer comparison where the sweep recorded FLOPs."
+    )
     return " ".join(notes)
 
 
-def _flops_matched_section(frame: pd.DataFrame, result: PolicyResult, larger_run_dir: str | Path | RunStore,
-                           small_params: float | None, large_params: float | None,
-                           r_values: Sequence[float]) -> list[str]:
+def _flops_matched_section(
+    frame: pd.DataFrame,
+    result: PolicyResult,
+    larger_run_dir: str | Path | RunStore,
+    small_params: float | None,
+    large_params: float | None,
+    r_values: Sequence[float],
+) -> list[str]:
     larger, _ = finished_rows(RunStore.of(larger_run_dir).load_frame())
     pass1 = oracle_pass_at_1(larger)
     if pass1.empty:
         raise AnalysisError(f"{larger_run_dir} has no best-of-N candidates to take the larger model's pass@1 from")
     small_n = small_params or generator_parameters(frame)
     large_n = large_params or generator_parameters(larger)
-    matched = flops_matched(result, pass1.rename("correct").rename_axis("unique_id").reset_index(), small_n,
-                            large_n, r_values)
-    shown = pd.DataFrame({
-        "matched budget": matched["matched_budget"].map("{:.1f}".format).to_numpy(),
-        "swept budget used": [("–" if pd.isna(used) else str(int(used))) + (" (beyond sweep)" if beyond else "")
-                              for used, beyond in zip(matched["used_budget"], matched["beyond_sweep"], strict=True)],
-        "bin": matched["bin"].to_numpy(), "questions": matched["questions"].to_numpy(),
-        "small + search %": matched["small_accuracy"].map(_percent).to_numpy(),
-        "larger model %": matched["large_accuracy"].map(_percent).to_numpy(),
-        "winner": matched["winner"].to_numpy(),
-    }, index=pd.Index(matched["R"], name="R"))
-    return ["## FLOPs-matched: small model + compute-optimal search vs the larger model", "",
-            f"Small model {small_n:.3g} parameters, larger {large_n:.3g} (M = {large_n / small_n:.2f}). The larger "
-            "model's accuracy is its pass@1 over its graded best-of-N samples; the small model's is the "
-            "cross-validated compute-optimal accuracy (oracle bins) at the largest swept budget within the matched "
-            "budget M + 3(M − 1)/R generations.", "", markdown_table(shown), ""]
+    matched = flops_matched(
+        result, pass1.rename("correct").rename_axis("unique_id").reset_index(), small_n, large_n, r_values
+    )
+    shown = pd.DataFrame(
+        {
+            "matched budget": matched["matched_budget"].map("{:.1f}".format).to_numpy(),
+            "swept budget used": [
+                ("–" if pd.isna(used) else str(int(used))) + (" (beyond sweep)" if beyond else "")
+                for used, beyond in zip(matched["used_budget"], matched["beyond_sweep"], strict=True)
+            ],
+            "bin": matched["bin"].to_numpy(),
+            "questions": matched["questions"].to_numpy(),
+            "small + search %": matched["small_accuracy"].map(_percent).to_numpy(),
+            "larger model %": matched["large_accuracy"].map(_percent).to_numpy(),
+            "winner": matched["winner"].to_numpy(),
+        },
+        index=pd.Index(matched["R"], name="R"),
+    )
+    return [
+        "## FLOPs-matched: small model + compute-optimal search vs the larger model",
+        "",
+        f"Small model {small_n:.3g} parameters, larger {large_n:.3g} (M = {large_n / small_n:.2f}). The larger "
+        "model's accuracy is its pass@1 over its graded best-of-N samples; the small model's is the "
+        "cross-validated compute-optimal accuracy (oracle bins) at the largest swept budget within the matched "
+        "budget M + 3(M − 1)/R generations.",
+        "",
+        markdown_table(shown),
+        "",
+    ]
 
 
 def _difficulties(frame: pd.DataFrame, estimation_samples: int | None) -> tuple[dict[str, Difficulty], pd.Index]:
@@ -605,9 +760,14 @@ def _difficulties(frame: pd.DataFrame, estimation_samples: int | None) -> tuple[
     return {kind: estimate_difficulty(shared, kind, estimation_samples, min_size=FOLDS) for kind in KINDS}, questions
 
 
-def build_optimize_report(run_dir: str | Path | RunStore, larger_run_dir: str | Path | RunStore | None = None,
-                          estimation_samples: int | None = None, r_values: Sequence[float] = R_VALUES,
-                          small_params: float | None = None, large_params: float | None = None) -> ReportFile:
+def build_optimize_report(
+    run_dir: str | Path | RunStore,
+    larger_run_dir: str | Path | RunStore | None = None,
+    estimation_samples: int | None = None,
+    r_values: Sequence[float] = R_VALUES,
+    small_params: float | None = None,
+    large_params: float | None = None,
+) -> ReportFile:
     """Write `RUN_DIR/report/compute_optimal.md` with its PNGs and `RUN_DIR/policy.json`.
 
     The saved policy uses predicted difficulty, so it is deployable (no ground truth online). Parameter counts
@@ -624,26 +784,43 @@ def build_optimize_report(run_dir: str | Path | RunStore, larger_run_dir: str | 
     with store.local_dir("report") as out:
         md = _optimize_markdown(store, frame, excluded, ungraded, out, difficulties, questions, results, fixed)
         if larger_run_dir is not None:
-            md += _flops_matched_section(frame, results["oracle"], larger_run_dir, small_params, large_params,
-                                         r_values)
+            md += _flops_matched_section(frame, results["oracle"], larger_run_dir, small_params, large_params, r_values)
         (out / "compute_optimal.md").write_text("\n".join(md))
     return ReportFile(store.location("report", "compute_optimal.md"), excluded, ungraded)
 
 
-def _optimize_markdown(store: RunStore, frame: pd.DataFrame, excluded: int, ungraded: int, out: Path,
-                       difficulties: dict[str, Difficulty], questions: pd.Index, results: dict[str, PolicyResult],
-                       fixed: PolicyResult) -> list[str]:
+def _optimize_markdown(
+    store: RunStore,
+    frame: pd.DataFrame,
+    excluded: int,
+    ungraded: int,
+    out: Path,
+    difficulties: dict[str, Difficulty],
+    questions: pd.Index,
+    results: dict[str, PolicyResult],
+    fixed: PolicyResult,
+) -> list[str]:
     """The report's sections with their plots (written into `out`); saves the deployable policy."""
     curves = strategy_curves(frame, questions)
     labels = sorted(set(_family_labels(frame, curves).values()) | set(best_of_n_labels(frame)))
     accuracy = _long(_tables(frame, questions).accuracy)
-    drawn = [_plot_rows(label, values, values.index.get_level_values("budget"))
-             for label in labels for values in [accuracy.xs(label, level="strategy_label")]]
+    drawn = [
+        _plot_rows(label, values, values.index.get_level_values("budget"))
+        for label in labels
+        for values in [accuracy.xs(label, level="strategy_label")]
+    ]
     mine = {f"compute-optimal ({kind})": _result_curve(r) for kind, r in results.items()} | {
-        BEST_FIXED: _result_curve(fixed)}
+        BEST_FIXED: _result_curve(fixed)
+    }
     drawn += [_plot_rows(name, c.correct, c.correct.index.get_level_values("budget")) for name, c in mine.items()]
-    plot_curves(out / ACCURACY_PNG, "Compute-optimal (cross-validated) vs fixed strategy labels", pd.concat(drawn),
-                value="correct", label="curve", ylabel="accuracy %")
+    plot_curves(
+        out / ACCURACY_PNG,
+        "Compute-optimal (cross-validated) vs fixed strategy labels",
+        pd.concat(drawn),
+        value="correct",
+        label="curve",
+        ylabel="accuracy %",
+    )
     shown = {label: curves.xs(label, level="strategy_label")["accuracy"] for label in labels}
     shown |= {name: c.curve["accuracy"] for name, c in mine.items()}
     accuracy_table = pd.DataFrame(shown).T.map(_percent)
@@ -658,30 +835,53 @@ def _optimize_markdown(store: RunStore, frame: pd.DataFrame, excluded: int, ungr
     policy.index = pd.Index([f"N={b}" for b in policy.index], name="budget")
 
     oracle_choices = results["oracle"].choices.pivot(index=["budget", "bin"], columns="fold", values="strategy_label")
-    stable = (f"here the {FOLDS} folds chose the same label in {int(oracle_choices.nunique(axis=1).eq(1).sum())} "
-              f"of {len(oracle_choices)} (budget, oracle bin) cells")
+    stable = (
+        f"here the {FOLDS} folds chose the same label in {int(oracle_choices.nunique(axis=1).eq(1).sum())} "
+        f"of {len(oracle_choices)} (budget, oracle bin) cells"
+    )
     agreement = float(difficulties["oracle"].bins.eq(predicted.bins.reindex(difficulties["oracle"].bins.index)).mean())
     best = max(float(curves["accuracy"].max()), *(float(r.accuracy.max()) for r in results.values()))
     versus_fixed = "; ".join(
-        said for kind, r in results.items()
-        for said in [_sentence(f"compute-optimal ({kind}) is", _compare_accuracy(r.accuracy, fixed.accuracy))
-                     .replace(" is:", " is", 1).rstrip(".")] if said)
+        said
+        for kind, r in results.items()
+        for said in [
+            _sentence(f"compute-optimal ({kind}) is", _compare_accuracy(r.accuracy, fixed.accuracy))
+            .replace(" is:", " is", 1)
+            .rstrip(".")
+        ]
+        if said
+    )
     versus_fixed = f"Compared with the {BEST_FIXED} at equal budget: {versus_fixed}." if versus_fixed else ""
-    efficiency_md = _efficiency_section(out, frame, questions, results, _comparators(frame, questions, fixed),
-                                        difficulties)
+    efficiency_md = _efficiency_section(
+        out, frame, questions, results, _comparators(frame, questions, fixed), difficulties
+    )
     read = _how_to_read(best, len(questions), difficulties, agreement, stable, versus_fixed)
     read += f" {excluded_note(excluded)}" if excluded else ""
     read += f" {ungraded_note(ungraded)}" if ungraded else ""
     thresholds = ", ".join(f"{t:.4g}" for t in predicted.thresholds) or "none (one bin)"
-    return [f"# Compute-optimal test-time search: {store.name}", "",
-            f"Built from the Parquet in `{store.location(RESULTS)}` alone (Snell et al. 2024, §3–§6).", "",
-            "## How to read this", "", read, "",
-            "## Accuracy vs budget", "", f"![accuracy vs budget]({ACCURACY_PNG})", "",
-            markdown_table(accuracy_table), "",
-            *efficiency_md,
-            *_difficulty_section(frame, questions, difficulties),
-            "## Deployed policy (predicted difficulty, fitted on all questions)", "",
-            f"Saved as `{saved}` with the score thresholds between bins ({thresholds}): `ttsearch solve` bins a new "
-            f"question's mean score over {predicted.estimation_samples} samples against them, the rule the choices "
-            "were fitted and cross-validated with.", "",
-            markdown_table(policy), ""]
+    return [
+        f"# Compute-optimal test-time search: {store.name}",
+        "",
+        f"Built from the Parquet in `{store.location(RESULTS)}` alone (Snell et al. 2024, §3–§6).",
+        "",
+        "## How to read this",
+        "",
+        read,
+        "",
+        "## Accuracy vs budget",
+        "",
+        f"![accuracy vs budget]({ACCURACY_PNG})",
+        "",
+        markdown_table(accuracy_table),
+        "",
+        *efficiency_md,
+        *_difficulty_section(frame, questions, difficulties),
+        "## Deployed policy (predicted difficulty, fitted on all questions)",
+        "",
+        f"Saved as `{saved}` with the score thresholds between bins ({thresholds}): `ttsearch solve` bins a new "
+        f"question's mean score over {predicted.estimation_samples} samples against them, the rule the choices "
+        "were fitted and cross-validated with.",
+        "",
+        markdown_table(policy),
+        "",
+    ]

@@ -43,15 +43,17 @@ class RevisionDataSummary:
 
     def lines(self) -> str:
         lengths = ", ".join(f"{count} with {wrong}" for wrong, count in sorted(self.wrong_attempts.items()))
-        return "\n".join([
-            f"questions: {self.questions - self.missing_questions - self.failed_questions} done, "
-            f"{self.failed_questions} failed, {self.missing_questions} missing (of {self.questions})",
-            f"attempts: {self.samples}, correct: {self.correct_samples:.1%}; questions with a correct attempt: "
-            f"{self.questions_with_correct}",
-            f"trajectories: {self.trajectories}, {self.reference_trajectories} of them ending in the reference solution"
-            + (f"; {lengths} wrong attempts first" if lengths else ""),
-            f"generated tokens: {self.generated_tokens}",
-        ])  # fmt: skip
+        return "\n".join(
+            [
+                f"questions: {self.questions - self.missing_questions - self.failed_questions} done, "
+                f"{self.failed_questions} failed, {self.missing_questions} missing (of {self.questions})",
+                f"attempts: {self.samples}, correct: {self.correct_samples:.1%}; questions with a correct attempt: "
+                f"{self.questions_with_correct}",
+                f"trajectories: {self.trajectories}, {self.reference_trajectories} of them ending in the reference "
+                "solution" + (f"; {lengths} wrong attempts first" if lengths else ""),
+                f"generated tokens: {self.generated_tokens}",
+            ]
+        )
 
 
 def run_revision_data(cfg: SweepConfig, generators: list[Any] | None = None) -> pa.Table:
@@ -62,8 +64,9 @@ def run_revision_data(cfg: SweepConfig, generators: list[Any] | None = None) -> 
     if cfg.revision_data.reference_fallback:
         require_solutions(problems, cfg.data.path, "revision_data.reference_fallback")
     fingerprint = revision_fingerprint(cfg, problems)
-    return run_question_work(cfg, RevisionDataWork(cfg), revision_store(cfg.output_dir), fingerprint, problems,
-                             generators)  # fmt: skip
+    return run_question_work(
+        cfg, RevisionDataWork(cfg), revision_store(cfg.output_dir), fingerprint, problems, generators
+    )
 
 
 def summarize(cfg: SweepConfig, table: pa.Table) -> RevisionDataSummary:

@@ -36,7 +36,7 @@ API_KEY_ENV = "TTSEARCH_API_KEY"
 api = FastAPI(title="ttsearch", description="Compute-optimal test-time search, OpenAI-compatible")
 
 
-def policy_of(cfg: SweepConfig) -> tuple[Policy | None, list[StrategySpec]]:
+def served_policy(cfg: SweepConfig) -> tuple[Policy | None, list[StrategySpec]]:
     """The compute-optimal policy the service may use, checked against the models it serves: a policy fitted
     with another generator or verifier would pick strategies for the wrong models."""
     if cfg.serve.policy_dir is None:
@@ -46,8 +46,9 @@ def policy_of(cfg: SweepConfig) -> tuple[Policy | None, list[StrategySpec]]:
         section, name = key.split(".")
         ours, theirs = getattr(getattr(cfg, section), name), getattr(getattr(fitted, section), name)
         if ours != theirs:
-            raise SolveError(f"serve.policy_dir: the policy was fitted with {key}={theirs}, this service serves "
-                             f"{key}={ours}")  # fmt: skip
+            raise SolveError(
+                f"serve.policy_dir: the policy was fitted with {key}={theirs}, this service serves {key}={ours}"
+            )
     return policy, fitted.strategies
 
 
@@ -69,8 +70,9 @@ class SearchServer:
         self.metrics = ServeMetrics(serve.get_replica_context().replica_id.unique_id)
         pools = replica_pools(generators, verifiers, cfg.verifier.kind, cfg.scheduler, self.grader)
         scheduler = Scheduler.from_config(pools, cfg.scheduler, on_dispatch=self.metrics.on_dispatch)
-        self.service = SearchService(scheduler, cfg.search, model_sizes(generators, verifiers), self.grader,
-                                     self.policy, strategies)  # fmt: skip
+        self.service = SearchService(
+            scheduler, cfg.search, model_sizes(generators, verifiers), self.grader, self.policy, strategies
+        )
         self.pending = 0  # accepted requests, searching or waiting for a search slot
         self.searching = 0
         self._slots: asyncio.Semaphore | None = None  # made on the replica's event loop
@@ -105,8 +107,12 @@ class SearchServer:
         """200 while the ready queue runs and a generator replica is in rotation (no key needed: probes)."""
         generators = self.service.scheduler.pools["generator"].in_rotation
         healthy = not self.service.scheduler.stopped and any(generators)
-        body = {"status": "ok" if healthy else "unavailable", "generator_replicas_in_rotation": sum(generators),
-                "pending_requests": self.pending, "searching": self.searching}  # fmt: skip
+        body = {
+            "status": "ok" if healthy else "unavailable",
+            "generator_replicas_in_rotation": sum(generators),
+            "pending_requests": self.pending,
+            "searching": self.searching,
+        }
         return JSONResponse(body, status_code=200 if healthy else 503)
 
     @api.get("/v1/stats")
@@ -136,9 +142,13 @@ class SearchServer:
         search. A client that disconnects cancels this coroutine, and with it the search's requests."""
         limits = self.cfg.serve
         if self.pending >= limits.max_pending_requests:
-            raise ApiError(503, f"the service is at its limit of {limits.max_pending_requests} pending requests; "
-                                f"retry after {limits.retry_after_s} s", code="overloaded",
-                           headers={"Retry-After": str(limits.retry_after_s)})  # fmt: skip
+            raise ApiError(
+                503,
+                f"the service is at its limit of {limits.max_pending_requests} pending requests; "
+                f"retry after {limits.retry_after_s} s",
+                code="overloaded",
+                headers={"Retry-After": str(limits.retry_after_s)},
+            )
         if self._slots is None:
             self._slots = asyncio.Semaphore(limits.max_concurrent_searches)
         self.pending += 1
@@ -153,8 +163,9 @@ class SearchServer:
                     self.searching -= 1
         except SearchFailed as failed:
             if failed.failure == Failure.INFRASTRUCTURE:
-                raise ApiError(503, str(failed), code="replicas_unavailable",
-                               headers={"Retry-After": str(limits.retry_after_s)}) from None  # fmt: skip
+                raise ApiError(
+                    503, str(failed), code="replicas_unavailable", headers={"Retry-After": str(limits.retry_after_s)}
+                ) from None
             raise ApiError(422, str(failed), code="search_failed") from None
         except SolveError as error:
             raise ApiError(400, str(error), "budget") from None
@@ -204,7 +215,7 @@ def build_app(args: dict[str, Any]) -> Application:
 def application(cfg: SweepConfig) -> Application:
     """The app for a loaded config; the verifier and the policy are checked here, before any replica starts."""
     check_usable_verifier(cfg.verifier.kind)
-    policy, strategies = policy_of(cfg)  # a policy that does not fit the served models is refused now
+    policy, strategies = served_policy(cfg)  # a policy that does not fit the served models is refused now
     return SearchServer.options(**deployment_options(cfg)).bind(cfg, policy, strategies)
 
 

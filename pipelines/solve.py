@@ -15,13 +15,20 @@ from ttsearch.service import Answer, SearchService, SearchSettings, load_policy_
 
 
 async def solve_question(
-    question: str, budget: int, cfg: SweepConfig, policy: Policy, generators: list, verifiers: list,
-    sizes: ModelSizes, seed: int = 0,
-) -> Answer:  # fmt: skip
+    question: str,
+    budget: int,
+    cfg: SweepConfig,
+    policy: Policy,
+    generators: list,
+    verifiers: list,
+    sizes: ModelSizes,
+    seed: int = 0,
+) -> Answer:
     with Grader() as grader:
         pools = replica_pools(generators, verifiers, cfg.verifier.kind, cfg.scheduler, grader)
-        service = SearchService(Scheduler.from_config(pools, cfg.scheduler), cfg.search, sizes, grader, policy,
-                                cfg.strategies)  # fmt: skip
+        service = SearchService(
+            Scheduler.from_config(pools, cfg.scheduler), cfg.search, sizes, grader, policy, cfg.strategies
+        )
         try:
             return await service.answer(question, SearchSettings(budget=budget, seed=seed, compute_optimal=True))
         finally:

@@ -120,6 +120,11 @@ def _split_line(summary: SplitSummary) -> str:
 
 def format_report(report: TrainReport[SplitSummary]) -> str:
     """The report as the CLI prints it."""
-    return format_train_report(report, "trained a Math-Shepherd PRM", _split_line,
-                               "solutions without a labelled step (no graded rollout)", BASELINE,
-                               "verifier.kind=math_shepherd verifier.model=")  # fmt: skip
+    return format_train_report(
+        report,
+        "trained a Math-Shepherd PRM",
+        _split_line,
+        "solutions without a labelled step (no graded rollout)",
+        BASELINE,
+        "verifier.kind=math_shepherd verifier.model=",
+    )

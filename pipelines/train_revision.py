@@ -54,7 +54,10 @@ def _split_line(summary: RevisionSummary) -> str:
 
 def format_report(report: TrainReport[RevisionSummary]) -> str:
     """The report as the CLI prints it."""
-    dropped = (f"trajectories longer than revision.max_input_tokens={report.config['max_input_tokens']} (a cut "
-               "prompt is a context inference never shows)")  # fmt: skip
-    return format_train_report(report, "fine-tuned a revision model", _split_line, dropped, BASELINE,
-                               "generator.model=")  # fmt: skip
+    dropped = (
+        f"trajectories longer than revision.max_input_tokens={report.config['max_input_tokens']} (a cut "
+        "prompt is a context inference never shows)"
+    )
+    return format_train_report(
+        report, "fine-tuned a revision model", _split_line, dropped, BASELINE, "generator.model="
+    )

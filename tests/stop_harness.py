@@ -33,8 +33,13 @@ ROOT = Path(__file__).resolve().parents[1]
 RAY_PORT = 6390
 ENGINE_MARK = "VLLM"
 """vLLM names its engine processes VLLM::EngineCore and VLLM::Worker."""
-ISOLATED_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1",
-                "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(ROOT)}  # fmt: skip
+ISOLATED_ENV = {
+    "RAY_AUTH_MODE": "disabled",
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "HF_HUB_OFFLINE": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+    "PYTHONPATH": str(ROOT),
+}
 
 
 def isolation_available() -> bool:
@@ -159,12 +164,25 @@ while True:
 def ray_stop_scenario(phase: str) -> dict:
     """Replicas with real engines (loaded, or still loading), then `ray stop --force`."""
     ray = str(Path(sys.executable).parent / "ray")
-    subprocess.run([ray, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={RAY_PORT}", "--num-cpus=4",
-                    "--include-dashboard=false", "--disable-usage-stats"], check=True, capture_output=True)  # fmt: skip
+    subprocess.run(
+        [
+            ray,
+            "start",
+            "--head",
+            "--node-ip-address=127.0.0.1",
+            f"--port={RAY_PORT}",
+            "--num-cpus=4",
+            "--include-dashboard=false",
+            "--disable-usage-stats",
+        ],
+        check=True,
+        capture_output=True,
+    )
     log = Path(tempfile.mkdtemp(prefix="ray-stop-")) / "driver.log"
     with log.open("w") as out:
-        driver = subprocess.Popen([sys.executable, "-c", DRIVER, f"127.0.0.1:{RAY_PORT}", phase], stdout=out,
-                                  stderr=subprocess.STDOUT)  # fmt: skip
+        driver = subprocess.Popen(
+            [sys.executable, "-c", DRIVER, f"127.0.0.1:{RAY_PORT}", phase], stdout=out, stderr=subprocess.STDOUT
+        )
     spared = {driver.pid}
     if phase == "ready":
         waited = wait_until(lambda: "ready" in log.read_text() or driver.poll() is not None, 600)
@@ -186,8 +204,9 @@ def command_scenario(command: list[str], signum: int, started: str, timeout_s: f
     alone."""
     log = Path(tempfile.mkdtemp(prefix="ttsearch-stop-")) / "command.log"
     with log.open("w") as out:
-        process = subprocess.Popen([sys.executable, "-m", "ttsearch.cli", *command], stdout=out,
-                                   stderr=subprocess.STDOUT)  # fmt: skip
+        process = subprocess.Popen(
+            [sys.executable, "-m", "ttsearch.cli", *command], stdout=out, stderr=subprocess.STDOUT
+        )
     if wait_until(lambda: re.search(started, log.read_text()) or process.poll() is not None, timeout_s) is None:
         return {"error": f"'{started}' did not show within {timeout_s:g} s:\n{log.read_text()[-3000:]}"}
     if process.poll() is not None:
@@ -201,8 +220,12 @@ def command_scenario(command: list[str], signum: int, started: str, timeout_s: f
         code = None
     exit_s = round(time.monotonic() - signalled, 2)
     result = count_leftovers_after(signalled, set(), timeout_s=30)
-    return result | {"exit_code": code, "exit_s": exit_s, "engines_before": engines_before,
-                     "output": log.read_text()[-4000:]}  # fmt: skip
+    return result | {
+        "exit_code": code,
+        "exit_s": exit_s,
+        "engines_before": engines_before,
+        "output": log.read_text()[-4000:],
+    }
 
 
 def main() -> None:

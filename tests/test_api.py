@@ -33,14 +33,27 @@ def test_a_plain_request_gets_the_configured_default_search():
     request = parse({"model": "ttsearch", "messages": QUESTION})
     assert request.question == "What is 3 + 4?"
     settings = request.settings
-    assert (settings.budget, settings.strategy.name, settings.selection, settings.seed) == (4, "best_of_n",
-                                                                                             "weighted", 0)
+    assert (settings.budget, settings.strategy.name, settings.selection, settings.seed) == (
+        4,
+        "best_of_n",
+        "weighted",
+        0,
+    )
     assert not settings.compute_optimal
 
 
 def test_search_settings_ride_in_the_body():
-    settings = parse({"messages": QUESTION, "strategy": "beam", "budget": 8, "beam_width": 2, "selection": "majority",
-                      "aggregation": "min", "seed": 7}).settings  # fmt: skip
+    settings = parse(
+        {
+            "messages": QUESTION,
+            "strategy": "beam",
+            "budget": 8,
+            "beam_width": 2,
+            "selection": "majority",
+            "aggregation": "min",
+            "seed": 7,
+        }
+    ).settings
     assert (settings.strategy.name, settings.strategy.beam_width, settings.strategy.aggregation) == ("beam", 2, "min")
     assert (settings.budget, settings.selection, settings.seed) == (8, "majority", 7)
     lookahead = parse({"messages": QUESTION, "strategy": "lookahead", "beam_width": 2, "lookahead": 1}).settings
@@ -48,8 +61,11 @@ def test_search_settings_ride_in_the_body():
 
 
 def test_text_parts_and_earlier_turns_are_accepted():
-    messages = [{"role": "system", "content": "be brief"}, {"role": "assistant", "content": "hi"},
-                {"role": "user", "content": [{"type": "text", "text": "What is "}, {"type": "text", "text": "2+2?"}]}]
+    messages = [
+        {"role": "system", "content": "be brief"},
+        {"role": "assistant", "content": "hi"},
+        {"role": "user", "content": [{"type": "text", "text": "What is "}, {"type": "text", "text": "2+2?"}]},
+    ]
     assert parse({"messages": messages}).question == "What is 2+2?"
 
 
@@ -121,18 +137,34 @@ def test_revisions_need_the_revision_prompt_configured():
 
 
 def test_the_configured_default_strategy_keeps_its_settings():
-    serve = ServeConfig(budget=4, strategy=StrategySpec(name="beam", beam_width=2, aggregation="min",
-                                                        selections=["majority"]))  # fmt: skip
+    serve = ServeConfig(
+        budget=4, strategy=StrategySpec(name="beam", beam_width=2, aggregation="min", selections=["majority"])
+    )
     settings = parse({"messages": QUESTION}, serve=serve).settings
     assert (settings.strategy.beam_width, settings.strategy.aggregation, settings.selection) == (2, "min", "majority")
 
 
 def test_the_response_is_an_openai_chat_completion_with_the_search_cost():
-    search = Usage(generated_tokens=120, prompt_tokens=300, cached_prompt_tokens=200, samples=4, verifier_tokens=90,
-                   cached_verifier_tokens=60, scored_solutions=4)  # fmt: skip
+    search = Usage(
+        generated_tokens=120,
+        prompt_tokens=300,
+        cached_prompt_tokens=200,
+        samples=4,
+        verifier_tokens=90,
+        cached_verifier_tokens=60,
+        scored_solutions=4,
+    )
     estimation = Usage(generated_tokens=30, prompt_tokens=40, samples=2)
-    answer = Answer(solution="3 + 4 = 7.\n\n$\\boxed{7}$", answer="7", strategy_label="best_of_n/weighted",
-                    search_budget=4, search=search, estimation=estimation, flops=1.5e12, wall_s=2.0)  # fmt: skip
+    answer = Answer(
+        solution="3 + 4 = 7.\n\n$\\boxed{7}$",
+        answer="7",
+        strategy_label="best_of_n/weighted",
+        search_budget=4,
+        search=search,
+        estimation=estimation,
+        flops=1.5e12,
+        wall_s=2.0,
+    )
     body = chat_completion(answer, "ttsearch")
     parsed = ChatCompletion.model_validate(body)  # the official client's own model of the response
     assert parsed.choices[0].message.content == answer.solution and parsed.model == "ttsearch"
@@ -147,19 +179,39 @@ def test_the_newer_strategies_take_their_settings_from_the_body():
     rebase = parse({"messages": QUESTION, "strategy": "rebase", "rebase_temperature": 0.5}).settings.strategy
     assert (rebase.name, rebase.rebase_temperature) == ("rebase", 0.5)
     particles = parse({"messages": QUESTION, "strategy": "particle_filter", "particle_temperature": 2}).settings
-    assert particles.strategy.particle_temperature == 2.0 and isinstance(particles.strategy.particle_temperature,
-                                                                         float)  # fmt: skip
-    body = {"messages": QUESTION, "strategy": "early_stop", "budget": 8, "early_stop_inner": "beam", "beam_width": 2,
-            "early_stop_round": 4, "early_stop_share": 1, "selection": "majority"}  # fmt: skip
+    assert particles.strategy.particle_temperature == 2.0 and isinstance(particles.strategy.particle_temperature, float)
+    body = {
+        "messages": QUESTION,
+        "strategy": "early_stop",
+        "budget": 8,
+        "early_stop_inner": "beam",
+        "beam_width": 2,
+        "early_stop_round": 4,
+        "early_stop_share": 1,
+        "selection": "majority",
+    }
     early = parse(body).settings
-    assert early.strategy == StrategySpec(name="early_stop", early_stop_inner="beam", beam_width=2, early_stop_round=4,
-                                          early_stop_share=1.0, selections=["majority"])  # fmt: skip
+    assert early.strategy == StrategySpec(
+        name="early_stop",
+        early_stop_inner="beam",
+        beam_width=2,
+        early_stop_round=4,
+        early_stop_share=1.0,
+        selections=["majority"],
+    )
     assert (early.budget, early.selection) == (8, "majority")
 
 
 def test_unset_settings_of_the_newer_strategies_are_the_configured_defaults():
-    default = StrategySpec(name="early_stop", early_stop_inner="lookahead", beam_width=2, lookahead=1,
-                           early_stop_round=4, early_stop_share=0.5, rebase_temperature=0.1)  # fmt: skip
+    default = StrategySpec(
+        name="early_stop",
+        early_stop_inner="lookahead",
+        beam_width=2,
+        lookahead=1,
+        early_stop_round=4,
+        early_stop_share=0.5,
+        rebase_temperature=0.1,
+    )
     serve = ServeConfig(budget=8, max_budget=16, strategy=default)
     assert parse({"messages": QUESTION}, serve=serve).settings.strategy == default
     rebase = parse({"messages": QUESTION, "strategy": "rebase"}, serve=serve).settings.strategy
@@ -205,9 +257,14 @@ def test_numbers_that_are_no_setting_are_refused(literal):
 
 @pytest.mark.parametrize(
     "extra",
-    [{"rebase_temperature": 0.5}, {"particle_temperature": 1.0}, {"early_stop_inner": "beam"}, {"early_stop_round": 2},
-     {"early_stop_share": 0.5}],
-)  # fmt: skip
+    [
+        {"rebase_temperature": 0.5},
+        {"particle_temperature": 1.0},
+        {"early_stop_inner": "beam"},
+        {"early_stop_round": 2},
+        {"early_stop_share": 0.5},
+    ],
+)
 def test_compute_optimal_refuses_the_newer_strategies_settings(extra):
     error = refused({"messages": QUESTION, "compute_optimal": True, **extra}, has_policy=True)
     assert (error.status, error.param) == (400, next(iter(extra))) and "policy chooses" in error.message
@@ -227,6 +284,13 @@ def test_early_stopping_revisions_needs_the_revision_prompt_configured():
 
 
 def test_early_stopping_lookahead_longer_than_the_context_names_lookahead():
-    error = refused({"messages": QUESTION, "strategy": "early_stop", "early_stop_inner": "lookahead", "beam_width": 2,
-                     "lookahead": 40})  # fmt: skip
+    error = refused(
+        {
+            "messages": QUESTION,
+            "strategy": "early_stop",
+            "early_stop_inner": "lookahead",
+            "beam_width": 2,
+            "lookahead": 40,
+        }
+    )
     assert (error.status, error.param, error.code) == (400, "lookahead", "context_length_exceeded")

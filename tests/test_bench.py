@@ -11,11 +11,24 @@ def test_cases_measure_scheduling_alone_for_every_strategy_then_the_real_verifie
     cfg = load_config(BENCH_CONFIGS)
     cases = [(case.spec.name, case.verifier, case.backend) for case in benchmark_cases(cfg)]
     assert cases == [
-        *((name, "hash", "") for name in ("beam", "lookahead", "best_of_n", "revisions", "dvts", "rebase",
-                                          "particle_filter", "early_stop")),
-        ("beam", "lm_judge", "generator"), ("beam", "lm_judge", "vllm"),
-        ("lookahead", "lm_judge", "generator"), ("lookahead", "lm_judge", "vllm"),
-    ]  # fmt: skip
+        *(
+            (name, "hash", "")
+            for name in (
+                "beam",
+                "lookahead",
+                "best_of_n",
+                "revisions",
+                "dvts",
+                "rebase",
+                "particle_filter",
+                "early_stop",
+            )
+        ),
+        ("beam", "lm_judge", "generator"),
+        ("beam", "lm_judge", "vllm"),
+        ("lookahead", "lm_judge", "generator"),
+        ("lookahead", "lm_judge", "vllm"),
+    ]
     assert {spec.name for spec in cfg.strategies} == set(STRATEGIES), "every strategy is benchmarked"
     assert cfg.data.limit >= 32 and cfg.budgets == [16] and cfg.strategies[0].beam_width == 4
 

@@ -45,8 +45,9 @@ def test_ray_stop_force_ends_an_engine_that_is_still_loading():
 def test_serve_stops_within_30_s_on_sigint_to_its_pid_and_leaves_nothing():
     """`kill -INT <pid>` (not a terminal's Ctrl-C, which signals Ray's processes too): the command deletes its app,
     shuts down the Ray instance it started, and its replicas' engines end with them."""
-    result = run_isolated(["command", "--signal", "INT", "--started", "serving '", "--", "serve", "serve.port=8011"],
-                          SCENARIO_TIMEOUT_S)  # fmt: skip
+    result = run_isolated(
+        ["command", "--signal", "INT", "--started", "serving '", "--", "serve", "serve.port=8011"], SCENARIO_TIMEOUT_S
+    )
     assert "error" not in result, result["error"]
     assert result["engines_before"] >= 4, "two generator replicas were serving"
     assert result["exit_code"] == 130, result["output"]
@@ -72,10 +73,17 @@ def test_sweep_stops_on_sigterm_to_its_pid_keeps_its_finished_work_and_a_rerun_c
     tmp_path, cache_dir, generator_replicas
 ):
     out = tmp_path / "stopped"
-    args = [*SWEEP, f"output_dir={out}", f"cache_dir={cache_dir}", "generator.replicas=1",
-            "generator.cpu_kv_cache_gib=0.25"]  # fmt: skip
-    result = run_isolated(["command", "--signal", "TERM", "--started", r"searches:.*\| [1-5]/6 ", "--", "sweep", *args],
-                          SCENARIO_TIMEOUT_S)  # fmt: skip
+    args = [
+        *SWEEP,
+        f"output_dir={out}",
+        f"cache_dir={cache_dir}",
+        "generator.replicas=1",
+        "generator.cpu_kv_cache_gib=0.25",
+    ]
+    result = run_isolated(
+        ["command", "--signal", "TERM", "--started", r"searches:.*\| [1-5]/6 ", "--", "sweep", *args],
+        SCENARIO_TIMEOUT_S,
+    )
     assert "error" not in result, result["error"]
     assert result["exit_code"] == 143, result["output"]
     assert result["exit_s"] <= 30

@@ -77,8 +77,10 @@ def test_shipped_configs_load_with_the_values_their_files_set(path):
 
 
 def test_overrides_apply_on_top_of_the_file():
-    cfg = load_config([CONF_DIR / "main.yaml", CONF_DIR / "revision_prompt.yaml"],
-                      ["data.limit=3", "budgets=[4,8]", "verifier.kind=oracle"])
+    cfg = load_config(
+        [CONF_DIR / "main.yaml", CONF_DIR / "revision_prompt.yaml"],
+        ["data.limit=3", "budgets=[4,8]", "verifier.kind=oracle"],
+    )
     assert cfg.data.limit == 3 and cfg.budgets == [4, 8] and cfg.verifier.kind == "oracle"
     assert cfg.strategies[1].name == "beam" and cfg.strategies[1].beam_width == 2
 
@@ -207,8 +209,12 @@ def test_a_wider_request_than_a_replica_takes_is_refused_naming_both():
     assert "16 sequences" in message and "budget 16" in message and message.endswith("got 8")
     # a revision attempt is one sequence at any budget
     revisions = "strategies=[{name: revisions, revision_length: 2}]"
-    assert load_config(CONF_DIR / "revision_prompt.yaml", [revisions, "budgets=[16]",
-                       "scheduler.max_outstanding_per_replica=8"]).scheduler.max_outstanding_per_replica == 8
+    assert (
+        load_config(
+            CONF_DIR / "revision_prompt.yaml", [revisions, "budgets=[16]", "scheduler.max_outstanding_per_replica=8"]
+        ).scheduler.max_outstanding_per_replica
+        == 8
+    )
 
 
 @pytest.mark.parametrize(
@@ -216,13 +222,18 @@ def test_a_wider_request_than_a_replica_takes_is_refused_naming_both():
     [
         (["search.max_solution_tokens=600", "generator.max_model_len=1024"], ["search.max_solution_tokens 600"]),
         (
-            ["strategies=[{name: lookahead, beam_width: 2, lookahead: 2}]", "search.max_steps=10",
-             "search.max_step_tokens=150"],
+            [
+                "strategies=[{name: lookahead, beam_width: 2, lookahead: 2}]",
+                "search.max_steps=10",
+                "search.max_step_tokens=150",
+            ],
             ["search.max_steps 10", "strategies[0].lookahead 2", "search.max_step_tokens 150"],
         ),
         (
-            ["strategies=[{name: revisions, revision_length: 4, revision_window: 4}]",
-             "search.max_solution_tokens=512"],
+            [
+                "strategies=[{name: revisions, revision_length: 4, revision_window: 4}]",
+                "search.max_solution_tokens=512",
+            ],
             ["3 shown attempts", "strategies[0].revision_window 4", "search.max_solution_tokens 512"],
         ),
     ],
@@ -244,8 +255,10 @@ def test_gpu_config_fits_its_model_but_the_paper_scale_lengths_would_not():
     gpu = [CONF_DIR / "gpu.yaml", CONF_DIR / "revision_prompt.yaml"]
     assert load_config(gpu).generator.max_model_len == 4096
     message = load_error(["search.max_steps=40", "search.max_step_tokens=512"], gpu)
-    assert "strategies[1] beam" in message and "search.max_steps 40" in message and message.endswith(
-        "got 4096; raise it or lower those keys"
+    assert (
+        "strategies[1] beam" in message
+        and "search.max_steps 40" in message
+        and message.endswith("got 4096; raise it or lower those keys")
     )
 
 

@@ -142,8 +142,6 @@ def test_first_error_items_read_json_lines_too(tmp_path):
         load_first_error_items(path)
 
 
-
-
 def test_load_first_error_items_reads_items_and_applies_limit(tmp_path):
     path = write_subset(tmp_path / "toy.json", [item(0, 1), item(1, -1), item(2, 0)])
     items = load_first_error_items(path, limit=2)
@@ -161,8 +159,11 @@ def test_load_first_error_items_reads_items_and_applies_limit(tmp_path):
         ([], r"toy\.json: holds no items"),
         ([item(0, 0), "x"], r"toy\.json: item 1: expected an object, got a str"),
         ([item(0, 0), {k: v for k, v in item(1, 0).items() if k != "steps"}], r"item 1: missing key\(s\) \['steps'\]"),
-        ([item(0, 0), item(1, 3)],
-         r"item 1 \(id 'toy-1'\): 'label' must be -1 \(no wrong step\) or the index of the first wrong step in 0\.\.2"),
+        (
+            [item(0, 0), item(1, 3)],
+            r"item 1 \(id 'toy-1'\): 'label' must be -1 \(no wrong step\) or the index of the first wrong step "
+            r"in 0\.\.2",
+        ),
         ([item(0, -2)], r"item 0 \(id 'toy-0'\): 'label' .* got -2"),
         ([item(0, 0) | {"label": True}], r"item 0 \(id 'toy-0'\): 'label' .* got True"),
         ([item(0, 0) | {"steps": []}], r"item 0 \(id 'toy-0'\): 'steps' must be a non-empty list of strings"),

@@ -92,8 +92,10 @@ def documented_sweep(path: Path) -> SweepConfig:
 
 def replica_needs(cfg: SweepConfig) -> list[tuple[str, int, float, int]]:
     """(what, CPUs, GPUs, count) of each kind of GPU replica the sweep starts."""
-    return [("generator", cfg.generator.num_cpus, cfg.generator.num_gpus, cfg.generator.replicas),
-            ("verifier", cfg.verifier.num_cpus, cfg.verifier.num_gpus, cfg.verifier.replicas)]  # fmt: skip
+    return [
+        ("generator", cfg.generator.num_cpus, cfg.generator.num_gpus, cfg.generator.replicas),
+        ("verifier", cfg.verifier.num_cpus, cfg.verifier.num_gpus, cfg.verifier.replicas),
+    ]
 
 
 def pip_install(command: str) -> tuple[list[str], list[Requirement]]:
@@ -331,8 +333,10 @@ def test_dockerfile_installs_the_project_it_copies_with_an_extra_pyproject_defin
 def assert_image_carries(path: str, working_dir: str) -> None:
     """`path`, relative to a pod's working directory, is a repository file that deploy/Dockerfile copies there."""
     in_image = f"{working_dir}/{path}"
-    assert any(in_image.startswith(f"{target}/") and (ROOT / source / in_image[len(target) + 1 :]).is_file()
-               for source, target in Dockerfile().copies().items()), f"{path} is not in the image"  # fmt: skip
+    assert any(
+        in_image.startswith(f"{target}/") and (ROOT / source / in_image[len(target) + 1 :]).is_file()
+        for source, target in Dockerfile().copies().items()
+    ), f"{path} is not in the image"
 
 
 def test_rayjob_runs_a_console_script_on_a_config_the_image_carries():
@@ -365,8 +369,13 @@ def test_kuberay_head_and_gpu_workers_fit_what_it_runs(kind):
     assert head["rayStartParams"]["dashboard-host"] == "0.0.0.0"
     for container in containers(head["template"]):
         assert "nvidia.com/gpu" not in container.get("resources", {}).get("limits", {}), "the head is CPU-only"
-    metrics_ports = {port["containerPort"] for pod in all_ray_pods(kind) for container in containers(pod)
-                     for port in container["ports"] if port.get("name") == "metrics"}  # fmt: skip
+    metrics_ports = {
+        port["containerPort"]
+        for pod in all_ray_pods(kind)
+        for container in containers(pod)
+        for port in container["ports"]
+        if port.get("name") == "metrics"
+    }
     exported = {int(group["rayStartParams"]["metrics-export-port"]) for group in [head, *cluster["workerGroupSpecs"]]}
     assert exported == metrics_ports, "the metrics port Ray exports on is the one the pods expose"
     gpu_groups = [
@@ -407,8 +416,9 @@ def test_kuberay_pods_run_one_image_one_ray_and_the_env(kind):
 
 
 def test_rayjob_pods_share_the_results_volume():
-    claims = {doc["metadata"]["name"]: doc for doc in kuberay_documents("RayJob")
-              if doc["kind"] == "PersistentVolumeClaim"}  # fmt: skip
+    claims = {
+        doc["metadata"]["name"]: doc for doc in kuberay_documents("RayJob") if doc["kind"] == "PersistentVolumeClaim"
+    }
     for pod in all_ray_pods("RayJob"):
         ray_container = containers(pod)[0]
         mounts = {m["name"]: m["mountPath"] for m in ray_container["volumeMounts"]}
@@ -492,8 +502,10 @@ def test_serve_yaml_listens_where_ttsearch_serve_does():
 def test_rayservice_proxies_listen_on_the_serve_port_of_its_pods():
     http = ServeDeploySchema.model_validate(serve_config("RayService")).http_options
     assert http.host == "0.0.0.0", "the proxy is reached from outside its pod, through the serve Service"
-    ports = [{p["containerPort"] for c in containers(pod) for p in c["ports"] if p.get("name") == "serve"}
-             for pod in all_ray_pods("RayService")]  # fmt: skip
+    ports = [
+        {p["containerPort"] for c in containers(pod) for p in c["ports"] if p.get("name") == "serve"}
+        for pod in all_ray_pods("RayService")
+    ]
     assert ports[0] == {http.port}, "the head declares the port its proxy listens on"
     assert all(p <= {http.port} for p in ports[1:])
 

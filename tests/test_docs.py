@@ -69,8 +69,10 @@ PRM_COMMAND = re.compile(
 def documented_prm_commands() -> list[tuple[str, list[str]]]:
     """(where, argv) of every model-training command in the README (`label`, `train-prm`, `revision-data`, ...)."""
     text = re.sub(r"\\\n#?\s*", " ", (ROOT / "README.md").read_text())
-    return [(f"README.md: ttsearch {m['command']}{m['args']}", [*m["command"].split(), *shlex.split(m["args"])])
-            for m in PRM_COMMAND.finditer(text)]  # fmt: skip
+    return [
+        (f"README.md: ttsearch {m['command']}{m['args']}", [*m["command"].split(), *shlex.split(m["args"])])
+        for m in PRM_COMMAND.finditer(text)
+    ]
 
 
 PRM_COMMANDS = documented_prm_commands()
@@ -85,6 +87,4 @@ def test_documented_prm_command_is_valid(where: str, argv: list[str], monkeypatc
 
 
 def test_the_readme_documents_each_prm_command():
-    assert {" ".join(argv[:2]) if argv[0] == "bench" else argv[0] for _, argv in PRM_COMMANDS} == set(
-        DEFAULT_CONFIGS
-    )
+    assert {" ".join(argv[:2]) if argv[0] == "bench" else argv[0] for _, argv in PRM_COMMANDS} == set(DEFAULT_CONFIGS)

@@ -12,32 +12,65 @@ from tests.test_prm_eval import label_row, question_ids, write_labels, write_sub
 from ttsearch.config import load_config
 
 PROCESSBENCH = [
-    {"id": "toy-0", "generator": "hand", "problem": "What is 2 + 3 * 4?", "final_answer_correct": False, "label": 0,
-     "steps": ["First, 2 + 3 = 5.", "Then 5 * 4 = 20.", "The answer is \\boxed{20}."]},
-    {"id": "toy-1", "generator": "hand", "problem": "What is 2 + 3 * 4?", "final_answer_correct": True, "label": -1,
-     "steps": ["Multiplication comes first: 3 * 4 = 12.", "Then 2 + 12 = 14.", "The answer is \\boxed{14}."]},
-    {"id": "toy-2", "generator": "hand", "problem": "Tom has 3 apples and buys 2 more. How many?",
-     "final_answer_correct": False, "label": 1, "steps": ["He starts with 3 apples.", "3 + 2 = 6.", "\\boxed{6}"]},
-    {"id": "toy-3", "generator": "hand", "problem": "What is 10 / 2?", "final_answer_correct": True, "label": -1,
-     "steps": ["10 / 2 = 5.", "The answer is \\boxed{5}."]},
-]  # fmt: skip
+    {
+        "id": "toy-0",
+        "generator": "hand",
+        "problem": "What is 2 + 3 * 4?",
+        "final_answer_correct": False,
+        "label": 0,
+        "steps": ["First, 2 + 3 = 5.", "Then 5 * 4 = 20.", "The answer is \\boxed{20}."],
+    },
+    {
+        "id": "toy-1",
+        "generator": "hand",
+        "problem": "What is 2 + 3 * 4?",
+        "final_answer_correct": True,
+        "label": -1,
+        "steps": ["Multiplication comes first: 3 * 4 = 12.", "Then 2 + 12 = 14.", "The answer is \\boxed{14}."],
+    },
+    {
+        "id": "toy-2",
+        "generator": "hand",
+        "problem": "Tom has 3 apples and buys 2 more. How many?",
+        "final_answer_correct": False,
+        "label": 1,
+        "steps": ["He starts with 3 apples.", "3 + 2 = 6.", "\\boxed{6}"],
+    },
+    {
+        "id": "toy-3",
+        "generator": "hand",
+        "problem": "What is 10 / 2?",
+        "final_answer_correct": True,
+        "label": -1,
+        "steps": ["10 / 2 = 5.", "The answer is \\boxed{5}."],
+    },
+]
 
 
 @pytest.mark.integration
 def test_eval_prm_scores_every_item_and_writes_the_report(tmp_path, lm_judge_replicas):
     subset = write_subset(tmp_path / "toy.json", PROCESSBENCH)
     held, kept = question_ids(0.5, True, 2), question_ids(0.5, False, 1)
-    labels = write_labels(tmp_path / "labels", [
-        label_row(held[0], ["2 + 2 = 4.", "So \\boxed{4}."], [True, True]),
-        label_row(held[0], ["2 + 2 = 5.", "So \\boxed{5}.", "Done."], [False, False], sample=1),
-        label_row(held[1], ["3 * 3 = 9.", "So \\boxed{9}."], [True, None]),
-        label_row(kept[0], ["1 + 1 = 2."], [True]),  # a training question: not scored
-    ])  # fmt: skip
+    labels = write_labels(
+        tmp_path / "labels",
+        [
+            label_row(held[0], ["2 + 2 = 4.", "So \\boxed{4}."], [True, True]),
+            label_row(held[0], ["2 + 2 = 5.", "So \\boxed{5}.", "Done."], [False, False], sample=1),
+            label_row(held[1], ["3 * 3 = 9.", "So \\boxed{9}."], [True, None]),
+            label_row(kept[0], ["1 + 1 = 2."], [True]),  # a training question: not scored
+        ],
+    )
     output = tmp_path / "eval"
-    cfg = load_config(overrides=[
-        "verifier.kind=lm_judge", "verifier.backend=transformers", f"eval_prm.processbench=[{subset}]",
-        f"eval_prm.labels={labels}", "prm.heldout_fraction=0.5", f"eval_prm.output={output}",
-    ])  # fmt: skip
+    cfg = load_config(
+        overrides=[
+            "verifier.kind=lm_judge",
+            "verifier.backend=transformers",
+            f"eval_prm.processbench=[{subset}]",
+            f"eval_prm.labels={labels}",
+            "prm.heldout_fraction=0.5",
+            f"eval_prm.output={output}",
+        ]
+    )
 
     report = run_eval_prm(cfg, verifiers=lm_judge_replicas)
 

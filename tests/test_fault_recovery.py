@@ -62,7 +62,11 @@ def assert_every_row_once_and_no_errors(process: subprocess.Popen, output_dir: P
 def test_replicas_sigkilled_mid_sweep_lose_no_row(ray_session, ray_cluster, tmp_path, cache_dir):
     own_job = ray_session.get_runtime_context().get_job_id()  # the session's shared replicas stay alive
     process, output_dir, log_path = start_sweep(
-        ray_cluster, tmp_path, cache_dir, "verifier.kind=lm_judge", "verifier.replicas=2",
+        ray_cluster,
+        tmp_path,
+        cache_dir,
+        "verifier.kind=lm_judge",
+        "verifier.replicas=2",
         "verifier.backend=transformers",  # replicas of their own, to kill
     )
     try:
@@ -125,11 +129,18 @@ def test_one_over_long_prompt_fails_only_its_problem(tmp_path, cache_dir, ray_se
     path = tmp_path / "problems.jsonl"
     path.write_text("".join(json.dumps(problem) + "\n" for problem in problems))
     overrides = [
-        f"data.path={path}", "data.shards=1", "budgets=[2]", "seeds=[0]", "verifier.kind=majority",
-        "search.max_steps=2", "search.max_step_tokens=24", "search.max_solution_tokens=48",
+        f"data.path={path}",
+        "data.shards=1",
+        "budgets=[2]",
+        "seeds=[0]",
+        "verifier.kind=majority",
+        "search.max_steps=2",
+        "search.max_step_tokens=24",
+        "search.max_solution_tokens=48",
         "strategies=[{name: best_of_n, selections: [majority]}, {name: beam, beam_width: 2}]",
-        f"output_dir={tmp_path / 'run'}", f"cache_dir={cache_dir}",
-    ]  # fmt: skip
+        f"output_dir={tmp_path / 'run'}",
+        f"cache_dir={cache_dir}",
+    ]
     cfg = load_config(None, overrides)
     table = run_sweep(cfg, replicas=(generator_replicas, []))
     rows = table.to_pylist()

@@ -113,7 +113,7 @@ def test_batch_streams_every_index_once_in_completion_order(replica):
     assert after["generated_tokens"] - before["generated_tokens"] == sum(
         c.num_tokens for _, r in streamed for c in r.completions
     )
-    assert 100e6 < after["parameters"] < 200e6
+    assert 100e6 < after["num_parameters"] < 200e6
 
 
 @pytest.mark.integration

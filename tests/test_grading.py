@@ -355,8 +355,10 @@ def test_a_grading_worker_installs_the_guard_before_it_takes_jobs() -> None:
 def test_grading_workers_run_under_the_address_space_cap() -> None:
     with Grader(memory_limit_mb=1536) as capped, Grader(memory_limit_mb=None) as uncapped:
         assert capped.grade("1", "1") and uncapped.grade("1", "1")
-        limits = {name: _address_space_limit(g._workers[0].process.pid) for name, g in
-                  (("capped", capped), ("uncapped", uncapped))}
+        limits = {
+            name: _address_space_limit(g._workers[0].process.pid)
+            for name, g in (("capped", capped), ("uncapped", uncapped))
+        }
     assert limits == {"capped": 1536 * 1024 * 1024, "uncapped": None}
 
 

@@ -71,8 +71,9 @@ def test_the_cli_exits_143_on_sigterm_and_runs_the_commands_finally():
         cli._report = command  # the parser binds the handler when main builds it
         cli.main(["report", "runs/none"])
     """)
-    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True)  # fmt: skip
+    process = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     assert process.stdout.readline() == "working\n"
     process.send_signal(signal.SIGTERM)
     out, err = process.communicate(timeout=30)

@@ -36,8 +36,9 @@ def test_label_writes_resumable_sharded_step_labels(tmp_path, cache_dir, generat
     for row in rows:
         labelled = len(row["soft_labels"])
         assert labelled == min(len(row["steps"]), 2)
-        for soft, hard, wins, count in zip(row["soft_labels"], row["hard_labels"], row["successes"], row["rollouts"],
-                                           strict=True):  # fmt: skip
+        for soft, hard, wins, count in zip(
+            row["soft_labels"], row["hard_labels"], row["successes"], row["rollouts"], strict=True
+        ):
             assert count >= 1 and soft == wins / count and hard == (wins > 0)
     references = [row for row in rows if row["source"] == "reference"]
     # A GSM8K reference is a step per line, ending with the answer line the loader writes.

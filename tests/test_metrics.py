@@ -86,8 +86,11 @@ def exported_names(name: str, kind: str) -> set[str]:
     """How Ray 2.60 names a metric on its Prometheus endpoints: `ray_` prefix, `_total` on a counter's samples,
     `_bucket` / `_sum` / `_count` for a histogram (ray/_private/telemetry, prometheus_client's CounterMetricFamily)."""
     base = f"ray_{name}"
-    return {"counter": {f"{base}_total"}, "gauge": {base},
-            "histogram": {f"{base}_bucket", f"{base}_sum", f"{base}_count"}}[kind]  # fmt: skip
+    return {
+        "counter": {f"{base}_total"},
+        "gauge": {base},
+        "histogram": {f"{base}_bucket", f"{base}_sum", f"{base}_count"},
+    }[kind]
 
 
 def created_metrics(registry: Registry) -> dict[str, str]:
@@ -212,11 +215,13 @@ def test_sweep_counts_searches_usage_and_graded_rows(registry):
     assert registry.recorded("ttsearch_searches_done") == [("inc", 1, {"strategy": "beam"})] * 2
     assert registry.recorded("ttsearch_generated_tokens") == [("inc", 50, {"strategy": "beam"})]
     assert registry.recorded("ttsearch_scored_solutions") == [("inc", 4, {"strategy": "beam"})]
-    sweep.on_rows([
-        {"strategy_label": "beam", "correct": True},
-        {"strategy_label": "beam", "correct": False},
-        {"strategy_label": "beam", "correct": None},  # ungraded: in neither
-    ])  # fmt: skip
+    sweep.on_rows(
+        [
+            {"strategy_label": "beam", "correct": True},
+            {"strategy_label": "beam", "correct": False},
+            {"strategy_label": "beam", "correct": None},  # ungraded: in neither
+        ]
+    )
     assert registry.recorded("ttsearch_graded") == [("inc", 1, {"strategy_label": "beam"})] * 2
     assert registry.recorded("ttsearch_correct") == [("inc", 1, {"strategy_label": "beam"})]
 

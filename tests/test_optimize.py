@@ -56,9 +56,18 @@ WINNER = {1: REVISIONS, 2: REVISIONS, 3: BEST_OF_N, 4: BEAM, 5: BEAM}
 SMALL_PARAMS, LARGE_PARAMS = 1e8, 1.4e9
 
 
-def row(uid: str, label: str, budget: int, seed: int, correct: bool | None, flags: list[bool] | None = None,
-        scores: list[float] | None = None, flops_per_token: float = 2 * SMALL_PARAMS, tokens: int | None = None,
-        level: int = 1) -> dict:
+def row(
+    uid: str,
+    label: str,
+    budget: int,
+    seed: int,
+    correct: bool | None,
+    flags: list[bool] | None = None,
+    scores: list[float] | None = None,
+    flops_per_token: float = 2 * SMALL_PARAMS,
+    tokens: int | None = None,
+    level: int = 1,
+) -> dict:
     """A result row with every column the sweep writes; FLOPs = 2 × parameters × computed tokens, as sweep.py.
 
     Each candidate generated 100 tokens (or tokens / budget) and cost the verifier 80; a majority row of best-of-N
@@ -70,16 +79,35 @@ def row(uid: str, label: str, budget: int, seed: int, correct: bool | None, flag
     unscored = label.split("/")[-1] == "majority" and strategy in ("best_of_n", "revisions")
     verifier_tokens, verifier_flops = (0, 0.0) if unscored else (80 * budget, 1e6 * budget)
     return {
-        "unique_id": uid, "level": level, "subject": "Algebra", "strategy": strategy, "strategy_label": label,
-        "strategy_config": label.rsplit("/", 1)[0], "selection": label.split("/")[-1], "aggregation": "last",
-        "beam_width": 4, "lookahead": 0, "budget": budget,
-        "seed": seed, "answer": "1" if correct else "2", "reference": "1", "correct": correct, "score": 0.5,
-        "samples": budget, "generated_tokens": generated, "prompt_tokens": 50, "cached_prompt_tokens": 40,
-        "verifier_tokens": verifier_tokens, "generator_flops": generator_flops, "verifier_flops": verifier_flops,
-        "total_flops": generator_flops + verifier_flops, "wall_s": 0.1,
+        "unique_id": uid,
+        "level": level,
+        "subject": "Algebra",
+        "strategy": strategy,
+        "strategy_label": label,
+        "strategy_config": label.rsplit("/", 1)[0],
+        "selection": label.split("/")[-1],
+        "aggregation": "last",
+        "beam_width": 4,
+        "lookahead": 0,
+        "budget": budget,
+        "seed": seed,
+        "answer": "1" if correct else "2",
+        "reference": "1",
+        "correct": correct,
+        "score": 0.5,
+        "samples": budget,
+        "generated_tokens": generated,
+        "prompt_tokens": 50,
+        "cached_prompt_tokens": 40,
+        "verifier_tokens": verifier_tokens,
+        "generator_flops": generator_flops,
+        "verifier_flops": verifier_flops,
+        "total_flops": generator_flops + verifier_flops,
+        "wall_s": 0.1,
         "candidate_answers": ["1" if f else "2" for f in flags],
         "candidate_scores": [0.9 if f else 0.1 for f in flags] if scores is None else scores,
-        "candidate_correct": flags, "error": None,
+        "candidate_correct": flags,
+        "error": None,
         "candidate_generated_tokens": [generated // len(flags)] * len(flags) if flags else [],
         "candidate_verifier_tokens": [80] * len(flags),
     }
@@ -133,8 +161,11 @@ def test_cross_validated_accuracy_equals_hand_computation():
     # Bin 1: a is right only under X, b only under Y, so whichever question trains, the other is scored wrong.
     # Bin 2: X is right on both (and cheaper, so it wins c's X/Y tie); both are scored right. CV: (0+0+1+1)/4.
     table = {"a": (True, False), "b": (False, True), "c": (True, True), "d": (True, False)}
-    rows = [row(uid, label, 1, 0, right, flops_per_token=cost)
-            for uid, flags in table.items() for label, right, cost in zip(("X", "Y"), flags, (1.0, 2.0), strict=True)]
+    rows = [
+        row(uid, label, 1, 0, right, flops_per_token=cost)
+        for uid, flags in table.items()
+        for label, right, cost in zip(("X", "Y"), flags, (1.0, 2.0), strict=True)
+    ]
     bins = pd.Series({"a": 1, "b": 1, "c": 2, "d": 2})
     result = compute_optimal(frame_of(rows), bins, seed=3)
     assert result.accuracy.to_dict() == {1: 0.5}
@@ -177,16 +208,20 @@ def test_ungraded_rows_are_no_verdict():
 
 
 def test_ties_break_on_flops_then_label_order():
-    rows = [row(uid, label, 2, 0, True, flops_per_token=cost)
-            for uid in ("a", "b") for label, cost in (("zeta", 1.0), ("beta", 5.0), ("alpha", 5.0))]
+    rows = [
+        row(uid, label, 2, 0, True, flops_per_token=cost)
+        for uid in ("a", "b")
+        for label, cost in (("zeta", 1.0), ("beta", 5.0), ("alpha", 5.0))
+    ]
     assert fit_policy(frame_of(rows), pd.Series({"a": 1, "b": 1})) == {(2, 1): "zeta"}
     rows = [r for r in rows if r["strategy_label"] != "zeta"]
     assert fit_policy(frame_of(rows), pd.Series({"a": 1, "b": 1})) == {(2, 1): "alpha"}
 
 
 def test_efficiency_counts_the_estimation_cost():
-    baseline = pd.DataFrame({"accuracy": [0.1, 0.3, 0.5, 0.6], "total_flops": [1e9, 4e9, 16e9, 64e9]},
-                            index=[1, 4, 16, 64])
+    baseline = pd.DataFrame(
+        {"accuracy": [0.1, 0.3, 0.5, 0.6], "total_flops": [1e9, 4e9, 16e9, 64e9]}, index=[1, 4, 16, 64]
+    )
     optimal = pd.DataFrame({"accuracy": [0.5], "total_flops": [2e9]}, index=[4])
     table = efficiency(optimal, baseline, estimation_samples=4, estimation_flops=2e9)
     got = table.loc[4]
@@ -215,9 +250,21 @@ def test_flops_multiplier_arithmetic():
 def test_flops_matched_uses_the_largest_swept_budget_within_the_match():
     # Small model: every question wrong at 16, q0/q1 right at 64, all right at 256. Large: q2/q3 right.
     correct = {16: [0, 0, 0, 0], 64: [1, 1, 0, 0], 256: [1, 1, 1, 1]}
-    per_question = pd.DataFrame([{"unique_id": f"q{i}", "budget": budget, "fold": i % 2, "bin": 1 + i // 2,
-                                  "strategy_label": "X", "correct": float(values[i]), "total_flops": 1.0}
-                                 for budget, values in correct.items() for i in range(4)])
+    per_question = pd.DataFrame(
+        [
+            {
+                "unique_id": f"q{i}",
+                "budget": budget,
+                "fold": i % 2,
+                "bin": 1 + i // 2,
+                "strategy_label": "X",
+                "correct": float(values[i]),
+                "total_flops": 1.0,
+            }
+            for budget, values in correct.items()
+            for i in range(4)
+        ]
+    )
     result = PolicyResult(pd.DataFrame(), per_question, per_question.groupby("budget")["correct"].mean())
     large = pd.DataFrame({"unique_id": ["q0", "q1", "q2", "q3", "other"], "correct": [False, False, True, True, True]})
     table = flops_matched(result, large, 1, 14, r_values=(1.0, 39 / 50, 0.16, 22)).set_index(["R", "bin"])
@@ -242,8 +289,11 @@ def score_rows() -> list[dict]:
     rows = []
     for i in range(10):
         good = 0.9 - 0.05 * i
-        for budget, seed, scores in ((8, 0, [good] * 4 + [1 - good] * 4), (8, 1, [1 - good] * 8),
-                                     (4, 0, [1 - good] * 4)):
+        for budget, seed, scores in (
+            (8, 0, [good] * 4 + [1 - good] * 4),
+            (8, 1, [1 - good] * 8),
+            (4, 0, [1 - good] * 4),
+        ):
             flags = [j < 10 - i for j in range(budget)] if (budget, seed) == (8, 0) else [i % 2 == 0] * budget
             rows.append(row(f"p{i}", BEST_OF_N, budget, seed, True, flags, scores))
     return rows
@@ -265,19 +315,31 @@ def test_default_estimation_samples_is_16_capped_by_the_largest_cell():
     difficulty = estimate_difficulty(frame, "predicted")
     assert (difficulty.estimation_samples, difficulty.capped) == (8, True)
     big = frame_of([row("p", BEST_OF_N, 32, 0, True, [True] * 32)])
-    assert (estimate_difficulty(big, "predicted").estimation_samples, estimate_difficulty(big, "predicted").capped) \
-        == (16, False)
+    assert (estimate_difficulty(big, "predicted").estimation_samples, estimate_difficulty(big, "predicted").capped) == (
+        16,
+        False,
+    )
 
 
 def cost_rows(per_candidate: bool = True) -> list[dict]:
     """One best-of-4 cell, majority row first (billed no verifier compute), then weighted. Candidates generated
     10, 20, 30, 40 tokens and cost the verifier 5, 6, 7, 8; the one prompt prefill is 90 tokens, 40 cached."""
     base = row("e", BEST_OF_N, 4, 0, True, [True, False, True, False], [0.8, 0.2, 0.6, 0.4])
-    base |= {"generated_tokens": 100, "prompt_tokens": 90, "cached_prompt_tokens": 40,
-             "candidate_generated_tokens": [10, 20, 30, 40], "candidate_verifier_tokens": [5, 6, 7, 8],
-             "generator_flops": 2e8 * (100 + 90 - 40)}
-    majority = base | {"strategy_label": MAJORITY, "selection": "majority", "verifier_tokens": 0,
-                       "verifier_flops": 0.0, "total_flops": base["generator_flops"]}
+    base |= {
+        "generated_tokens": 100,
+        "prompt_tokens": 90,
+        "cached_prompt_tokens": 40,
+        "candidate_generated_tokens": [10, 20, 30, 40],
+        "candidate_verifier_tokens": [5, 6, 7, 8],
+        "generator_flops": 2e8 * (100 + 90 - 40),
+    }
+    majority = base | {
+        "strategy_label": MAJORITY,
+        "selection": "majority",
+        "verifier_tokens": 0,
+        "verifier_flops": 0.0,
+        "total_flops": base["generator_flops"],
+    }
     weighted = base | {"verifier_tokens": 26, "verifier_flops": 2.6e7, "total_flops": base["generator_flops"] + 2.6e7}
     rows = [majority, weighted]
     return rows if per_candidate else [{k: v for k, v in r.items() if k not in CANDIDATE_COST_COLUMNS} for r in rows]
@@ -288,8 +350,9 @@ def test_estimation_cost_is_what_the_k_samples_spent():
     assert flops_rates(frame) == (pytest.approx(2e8), pytest.approx(1e6))  # the majority row's 0 is not a rate
     one = estimate_difficulty(frame, "predicted", estimation_samples=1).cost.loc["e"]
     # 1 sample: its own 10 tokens, the full prompt (90, 40 cached): 2e8 × (10 + 90 − 40) = 1.2e10; verifier 5 × 1e6.
-    assert one[["samples", "generated_tokens", "prompt_tokens", "cached_prompt_tokens", "verifier_tokens"]].tolist() \
-        == [1, 10, 90, 40, 5]
+    assert one[
+        ["samples", "generated_tokens", "prompt_tokens", "cached_prompt_tokens", "verifier_tokens"]
+    ].tolist() == [1, 10, 90, 40, 5]
     assert (one["generator_flops"], one["verifier_flops"]) == (pytest.approx(1.2e10), pytest.approx(5e6))
     assert one["total_flops"] == pytest.approx(1.2e10 + 5e6)
     three = estimate_difficulty(frame, "predicted", estimation_samples=3).cost.loc["e"]
@@ -406,8 +469,9 @@ def test_report_compares_with_the_best_of_n_modes_present(tmp_path):
 
 
 def test_ungraded_rows_are_counted_in_the_report_and_change_no_choice(tmp_path):
-    ungraded = [row(uid, REVISIONS, budget, seed, None) for uid in QUESTIONS[:8] for budget in BUDGETS
-                for seed in range(2, 4)]
+    ungraded = [
+        row(uid, REVISIONS, budget, seed, None) for uid in QUESTIONS[:8] for budget in BUDGETS for seed in range(2, 4)
+    ]
     run = write_run(tmp_path / "run", planted_rows() + ungraded)
     written = build_optimize_report(run, estimation_samples=4)
     assert written.ungraded_rows == len(ungraded) == 32 and written.excluded_rows == 0
@@ -419,9 +483,18 @@ def test_ungraded_rows_are_counted_in_the_report_and_change_no_choice(tmp_path):
 
 def test_error_rows_take_no_part_and_are_counted(tmp_path):
     """An error row of the winning strategy would, counted as wrong, change the choice; left out, it does not."""
-    failed = [row(uid, REVISIONS, budget, seed, False) | {"error": "RuntimeError: strategy bug",
-              "candidate_answers": [], "candidate_scores": [], "candidate_correct": []}
-              for uid in QUESTIONS[:8] for budget in BUDGETS for seed in range(2, 6)]  # fmt: skip
+    failed = [
+        row(uid, REVISIONS, budget, seed, False)
+        | {
+            "error": "RuntimeError: strategy bug",
+            "candidate_answers": [],
+            "candidate_scores": [],
+            "candidate_correct": [],
+        }
+        for uid in QUESTIONS[:8]
+        for budget in BUDGETS
+        for seed in range(2, 6)
+    ]
     run = write_run(tmp_path / "run", planted_rows() + failed)
     written = build_optimize_report(run, estimation_samples=4)
     assert written.excluded_rows == len(failed)

@@ -50,9 +50,7 @@ def test_the_wheel_holds_every_module_the_configs_and_the_dataset(wheel: Path) -
     assert "ttsearch/datasets/math500.jsonl" in names
 
 
-def test_an_installed_wheel_finds_its_configs_and_dataset_outside_the_source_tree(
-    wheel: Path, tmp_path: Path
-) -> None:
+def test_an_installed_wheel_finds_its_configs_and_dataset_outside_the_source_tree(wheel: Path, tmp_path: Path) -> None:
     site = tmp_path / "site"
     pip("install", "--no-deps", "--target", str(site), str(wheel))
     elsewhere = tmp_path / "elsewhere"  # no conf/ or data/ here: `conf/main.yaml` is the shipped one

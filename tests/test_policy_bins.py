@@ -58,16 +58,44 @@ def planted_ties() -> pd.DataFrame:
         uid, score = f"t{i:02d}", 1.0 if i < 8 else 0.9 - 0.05 * (i - 8)
         flags = [i % 3 != 0] * 4
         base = {
-            "unique_id": uid, "level": 1 + i % 5, "subject": "Algebra", "strategy": "best_of_n",
-            "strategy_config": "best_of_n", "aggregation": "last", "beam_width": 4, "lookahead": 0, "budget": 4,
-            "seed": 0, "reference": "1", "score": 0.5, "samples": 4, "generated_tokens": 400, "prompt_tokens": 50,
-            "cached_prompt_tokens": 0, "verifier_tokens": 40, "generator_flops": 9e4, "verifier_flops": 4e4,
-            "total_flops": 1.3e5, "wall_s": 0.1, "candidate_answers": ["1"] * 4, "candidate_scores": [score] * 4,
-            "candidate_correct": flags, "candidate_generated_tokens": [100] * 4, "candidate_verifier_tokens": [10] * 4,
-            "error": None}
+            "unique_id": uid,
+            "level": 1 + i % 5,
+            "subject": "Algebra",
+            "strategy": "best_of_n",
+            "strategy_config": "best_of_n",
+            "aggregation": "last",
+            "beam_width": 4,
+            "lookahead": 0,
+            "budget": 4,
+            "seed": 0,
+            "reference": "1",
+            "score": 0.5,
+            "samples": 4,
+            "generated_tokens": 400,
+            "prompt_tokens": 50,
+            "cached_prompt_tokens": 0,
+            "verifier_tokens": 40,
+            "generator_flops": 9e4,
+            "verifier_flops": 4e4,
+            "total_flops": 1.3e5,
+            "wall_s": 0.1,
+            "candidate_answers": ["1"] * 4,
+            "candidate_scores": [score] * 4,
+            "candidate_correct": flags,
+            "candidate_generated_tokens": [100] * 4,
+            "candidate_verifier_tokens": [10] * 4,
+            "error": None,
+        }
         for selection, right in (("weighted", i < 10), ("naive", i >= 6)):
-            rows.append(base | {"strategy_label": f"best_of_n/{selection}", "selection": selection,
-                                "answer": "1" if right else "2", "correct": right})
+            rows.append(
+                base
+                | {
+                    "strategy_label": f"best_of_n/{selection}",
+                    "selection": selection,
+                    "answer": "1" if right else "2",
+                    "correct": right,
+                }
+            )
     return pa.Table.from_pylist(rows, schema=RESULT_SCHEMA).to_pandas()
 
 

@@ -61,9 +61,18 @@ def item(label: int, steps: list[str] | None = None, **fields: Any) -> dict[str,
 
 def label_row(unique_id: str, sample: int, steps: list[str], soft: list[float | None], **fields: Any) -> dict:
     row = {name: None for name in LABEL_SCHEMA.names}
-    row.update(unique_id=unique_id, question=f"Q {unique_id}", reference="2", source="sample", sample=sample,
-               steps=steps, finished=True, soft_labels=soft,
-               hard_labels=[None if s is None else s > 0 for s in soft], shard=0)
+    row.update(
+        unique_id=unique_id,
+        question=f"Q {unique_id}",
+        reference="2",
+        source="sample",
+        sample=sample,
+        steps=steps,
+        finished=True,
+        soft_labels=soft,
+        hard_labels=[None if s is None else s > 0 for s in soft],
+        shard=0,
+    )
     row.update(fields)
     return row
 

@@ -34,12 +34,25 @@ from ttsearch.requests import Score, ScoreResult
 def label_row(unique_id: str, steps: list[str], hard_labels: list[bool | None], sample: int = 0) -> dict[str, Any]:
     """A `ttsearch label` row (LABEL_SCHEMA) whose first len(hard_labels) steps are labelled."""
     return {
-        "unique_id": unique_id, "question": f"Question {unique_id}?", "reference": "2", "source": "sample",
-        "sample": sample, "steps": steps, "finished": True, "answer": "2", "solution_correct": True,
-        "soft_labels": [None if hard is None else float(hard) for hard in hard_labels], "hard_labels": hard_labels,
-        "successes": [int(bool(hard)) for hard in hard_labels], "rollouts": [1] * len(hard_labels),
-        "generated_tokens": 10, "wall_s": 0.1, "error": None, "shard": 0, "node_id": "node",
-    }  # fmt: skip
+        "unique_id": unique_id,
+        "question": f"Question {unique_id}?",
+        "reference": "2",
+        "source": "sample",
+        "sample": sample,
+        "steps": steps,
+        "finished": True,
+        "answer": "2",
+        "solution_correct": True,
+        "soft_labels": [None if hard is None else float(hard) for hard in hard_labels],
+        "hard_labels": hard_labels,
+        "successes": [int(bool(hard)) for hard in hard_labels],
+        "rollouts": [1] * len(hard_labels),
+        "generated_tokens": 10,
+        "wall_s": 0.1,
+        "error": None,
+        "shard": 0,
+        "node_id": "node",
+    }
 
 
 def write_labels(directory: Path, rows: list[dict[str, Any]]) -> Path:
@@ -114,8 +127,10 @@ def test_step_auc_on_planted_scores():
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (["eval_prm.processbench=[]"], "give ProcessBench subset files, a `ttsearch label` output_dir or both, got "
-                                        "neither"),
+        (
+            ["eval_prm.processbench=[]"],
+            "give ProcessBench subset files, a `ttsearch label` output_dir or both, got neither",
+        ),
         (["eval_prm.processbench=[a/gsm8k.json]", "verifier.kind=oracle"], "'verifier.kind': .*'oracle' is model-free"),
         (["eval_prm.labels=runs/label", "verifier.kind=hash"], "'hash' is model-free"),
         (["eval_prm.labels=runs/label", "verifier.backend=generator"], "'verifier.backend': eval-prm starts no gen"),
@@ -188,8 +203,14 @@ def test_report_scores_planted_results_and_keeps_failed_items_out_of_the_metrics
     [held] = question_ids(0.5, True, 1)
     labels = str(write_labels(tmp_path / "labels", [label_row(held, ["a", "b", "c"], [True, None, False])]))
     solutions = load_heldout_solutions(labels, 0.5)
-    cfg = load_config(overrides=[f"eval_prm.processbench=[{subset_path}]", f"eval_prm.labels={labels}",
-                                 "prm.heldout_fraction=0.5", "verifier.kind=lm_judge"])  # fmt: skip
+    cfg = load_config(
+        overrides=[
+            f"eval_prm.processbench=[{subset_path}]",
+            f"eval_prm.labels={labels}",
+            "prm.heldout_fraction=0.5",
+            "verifier.kind=lm_judge",
+        ]
+    )
     planted = [(0.2, 0.9, 0.9), (0.9, 0.6, 0.1), (0.9, 0.9, 0.9), (0.9, 0.8, 0.7), (0.9, 0.3, 0.9)]
     scores = {("processbench/toy", i): s for i, s in enumerate(planted)} | {(LABELS, 0): (0.8, 0.1, 0.3)}
     report = build_report(cfg, subsets, solutions, scores, {}, verifier_tokens=123, wall_s=1.5)
@@ -224,8 +245,11 @@ def test_report_of_several_subsets_averages_f1_and_says_n_a_where_undefined(tmp_
         "b": load_first_error_items(write_subset(tmp_path / "b.json", [item(0, 0)])),
     }
     cfg = load_config(overrides=["eval_prm.processbench=[a.json,b.json]", "verifier.kind=qwen_prm"])
-    scores = {("processbench/a", 0): (0.1, 0.9, 0.9), ("processbench/a", 1): (0.9,) * 3,
-              ("processbench/b", 0): (0.1,) * 3}  # fmt: skip
+    scores = {
+        ("processbench/a", 0): (0.1, 0.9, 0.9),
+        ("processbench/a", 1): (0.9,) * 3,
+        ("processbench/b", 0): (0.1,) * 3,
+    }
     report = build_report(cfg, subsets, [], scores, {}, verifier_tokens=0, wall_s=0.0)
     assert report.subsets["a"].f1 == 1.0 and report.subsets["b"].f1 is None and report.mean_f1 is None
     markdown = format_report(report)

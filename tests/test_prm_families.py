@@ -81,8 +81,14 @@ def build_tokenizer(out_dir: Path, kind: str) -> PreTrainedTokenizerFast:
 
 def tiny_sizes(vocab_size: int) -> dict[str, int | float]:
     return dict(
-        vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=1024, initializer_range=0.3,
+        vocab_size=vocab_size,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        initializer_range=0.3,
     )
 
 
@@ -183,8 +189,10 @@ def test_rlhflow_layout_is_the_reference_chat(rlhflow: PRMScorer) -> None:
         assert list(encoded.input_ids) == ids  # one BOS: the template's, none added on top
         assert ids.count(tokenizer.bos_token_id) == 1
         # Each position is the reference's -3 of the chat cut after that step's "+<|eot_id|>".
-        cut_lengths = [len(tokenizer.apply_chat_template(rlhflow_conversation(item, j + 1), return_dict=False))
-                       for j in range(len(item.steps))]
+        cut_lengths = [
+            len(tokenizer.apply_chat_template(rlhflow_conversation(item, j + 1), return_dict=False))
+            for j in range(len(item.steps))
+        ]
         assert list(encoded.positions) == [n - 3 for n in cut_lengths]
         assert [ids[p] for p in encoded.positions] == [newline2] * len(item.steps)
         assert [ids[p + 1] for p in encoded.positions] == plus * len(item.steps)

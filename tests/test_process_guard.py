@@ -31,8 +31,9 @@ REPLICA = textwrap.dedent("""
 
 
 def start_replica(grace_s: float) -> tuple[subprocess.Popen, list[int], int]:
-    replica = subprocess.Popen([sys.executable, "-c", REPLICA, str(grace_s)], stdout=subprocess.PIPE, text=True,
-                               start_new_session=True)  # fmt: skip
+    replica = subprocess.Popen(
+        [sys.executable, "-c", REPLICA, str(grace_s)], stdout=subprocess.PIPE, text=True, start_new_session=True
+    )
     polite, stubborn, guard = map(int, replica.stdout.readline().split())
     return replica, [polite, stubborn], guard
 

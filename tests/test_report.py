@@ -31,18 +31,45 @@ BEST_OF_N_SELECTIONS = ("naive", "weighted", "majority")
 RIGHT = {uid: 30 - 3 * i // 2 for i, uid in enumerate(QUESTIONS)}
 
 
-def result_row(uid: str, strategy: str, label: str, budget: int, seed: int, flags: list[bool], correct: bool,
-               selection: str = "weighted", **extra) -> dict:
+def result_row(
+    uid: str,
+    strategy: str,
+    label: str,
+    budget: int,
+    seed: int,
+    flags: list[bool],
+    correct: bool,
+    selection: str = "weighted",
+    **extra,
+) -> dict:
     """A row with every column the sweep writes; `flags` are the candidates' correctness."""
     level = 1 + QUESTIONS.index(uid) // 4 if uid in QUESTIONS else 0
     return {
-        "unique_id": uid, "level": level, "subject": "Algebra", "strategy": strategy, "strategy_label": label,
-        "selection": selection, "aggregation": "last", "beam_width": 2, "lookahead": 0, "budget": budget,
-        "seed": seed, "answer": "1" if correct else "2", "reference": "1", "correct": correct, "score": 0.5,
-        "samples": budget, "generated_tokens": 100 * budget if strategy == "best_of_n" else 150 * budget,
-        "prompt_tokens": 50, "cached_prompt_tokens": 40, "verifier_tokens": 80 * budget, "wall_s": 0.1 * budget,
-        "candidate_answers": ["1" if flag else "2" for flag in flags], "candidate_scores": [0.5] * len(flags),
-        "candidate_correct": flags, "error": None,
+        "unique_id": uid,
+        "level": level,
+        "subject": "Algebra",
+        "strategy": strategy,
+        "strategy_label": label,
+        "selection": selection,
+        "aggregation": "last",
+        "beam_width": 2,
+        "lookahead": 0,
+        "budget": budget,
+        "seed": seed,
+        "answer": "1" if correct else "2",
+        "reference": "1",
+        "correct": correct,
+        "score": 0.5,
+        "samples": budget,
+        "generated_tokens": 100 * budget if strategy == "best_of_n" else 150 * budget,
+        "prompt_tokens": 50,
+        "cached_prompt_tokens": 40,
+        "verifier_tokens": 80 * budget,
+        "wall_s": 0.1 * budget,
+        "candidate_answers": ["1" if flag else "2" for flag in flags],
+        "candidate_scores": [0.5] * len(flags),
+        "candidate_correct": flags,
+        "error": None,
     } | extra
 
 
@@ -54,8 +81,10 @@ def best_of_n_rows(uid: str) -> list[dict]:
             flags = [(7 * (j + c)) % 30 < RIGHT[uid] for c in range(budget)]
             j += budget
             picks = {"naive": flags[0], "weighted": 2 * sum(flags) >= budget, "majority": 2 * sum(flags) > budget}
-            rows += [result_row(uid, "best_of_n", f"best_of_n/{sel}", budget, seed, flags, picks[sel], selection=sel)
-                     for sel in BEST_OF_N_SELECTIONS]
+            rows += [
+                result_row(uid, "best_of_n", f"best_of_n/{sel}", budget, seed, flags, picks[sel], selection=sel)
+                for sel in BEST_OF_N_SELECTIONS
+            ]
     return rows
 
 
@@ -78,8 +107,14 @@ def write_results(run_dir: Path, rows: list[dict], schema: pa.Schema = RESULT_SC
 def sweep_rows() -> list[dict]:
     rows = [row for uid in QUESTIONS for row in best_of_n_rows(uid) + beam_rows(uid)]
     failed = next(r for r in rows if r["strategy"] == "beam" and r["unique_id"] == "q05" and r["budget"] == 8)
-    failed.update(correct=False, answer=None, candidate_answers=[], candidate_scores=[], candidate_correct=[],
-                  error="Traceback (most recent call last):\n  ...\nRuntimeError: replica died")
+    failed.update(
+        correct=False,
+        answer=None,
+        candidate_answers=[],
+        candidate_scores=[],
+        candidate_correct=[],
+        error="Traceback (most recent call last):\n  ...\nRuntimeError: replica died",
+    )
     return rows
 
 
@@ -108,8 +143,13 @@ def mean_and_se(values_per_seed: dict[int, list[bool]]) -> tuple[float, float]:
 def test_report_writes_every_plot_and_references_it(sweep):
     run_dir, _, markdown = sweep
     pngs = sorted(p.name for p in (run_dir / "report").glob("*.png"))
-    assert pngs == ["accuracy_by_difficulty.png", "accuracy_by_level.png", "accuracy_vs_budget.png",
-                    "accuracy_vs_tokens.png", "coverage_vs_budget.png"]
+    assert pngs == [
+        "accuracy_by_difficulty.png",
+        "accuracy_by_level.png",
+        "accuracy_vs_budget.png",
+        "accuracy_vs_tokens.png",
+        "coverage_vs_budget.png",
+    ]
     for name in pngs:
         data = (run_dir / "report" / name).read_bytes()
         assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 5000, name
@@ -122,8 +162,17 @@ def test_accuracy_table_equals_hand_computed_means(sweep):
     for label in ("best_of_n/naive", "best_of_n/weighted", "beam(M=2)/weighted"):
         cells = table_row(markdown, "Accuracy vs budget", label)
         for budget, cell in zip(BUDGETS, cells, strict=True):
-            per_seed = {seed: [r["correct"] for r in rows if r["strategy_label"] == label and r["budget"] == budget
-                               and r["seed"] == seed and r["error"] is None] for seed in SEEDS}
+            per_seed = {
+                seed: [
+                    r["correct"]
+                    for r in rows
+                    if r["strategy_label"] == label
+                    and r["budget"] == budget
+                    and r["seed"] == seed
+                    and r["error"] is None
+                ]
+                for seed in SEEDS
+            }
             mean, se = mean_and_se(per_seed)
             assert cell == f"{mean:.1f} ± {se:.1f}", (label, budget)
 
@@ -132,8 +181,14 @@ def test_coverage_counts_each_search_job_once(sweep):
     _, rows, markdown = sweep
     cells = table_row(markdown, "Coverage (pass@N, oracle verifier)", "best_of_n")
     for budget, cell in zip(BUDGETS, cells, strict=True):
-        per_seed = {seed: [any(r["candidate_correct"]) for r in rows if r["strategy_label"] == "best_of_n/naive"
-                           and r["budget"] == budget and r["seed"] == seed] for seed in SEEDS}
+        per_seed = {
+            seed: [
+                any(r["candidate_correct"])
+                for r in rows
+                if r["strategy_label"] == "best_of_n/naive" and r["budget"] == budget and r["seed"] == seed
+            ]
+            for seed in SEEDS
+        }
         mean, se = mean_and_se(per_seed)
         assert cell == f"{mean:.1f} ± {se:.1f}", budget
 
@@ -164,23 +219,38 @@ def test_revisions_rows_add_pass_at_1_by_attempt(sweep, tmp_path):
     rows = [row for uid in QUESTIONS[:4] for row in best_of_n_rows(uid)]
     for i, uid in enumerate(QUESTIONS[:4]):
         flags = [False, i < 2, False, i < 2]
-        rows += [result_row(uid, "revisions", f"revisions(T=2,w=1)/{sel}", 4, 0, flags, i < 2, selection=sel,
-                            strategy_config="revisions(T=2,w=1)") for sel in ("weighted", "majority")]  # fmt: skip
+        rows += [
+            result_row(
+                uid,
+                "revisions",
+                f"revisions(T=2,w=1)/{sel}",
+                4,
+                0,
+                flags,
+                i < 2,
+                selection=sel,
+                strategy_config="revisions(T=2,w=1)",
+            )
+            for sel in ("weighted", "majority")
+        ]
     write_results(tmp_path, rows, files=1)
     markdown = build_report(tmp_path).path.read_text()
     assert (tmp_path / "report" / "accuracy_by_attempt.png").stat().st_size > 5000
     assert "](accuracy_by_attempt.png)" in markdown
     # attempt 1: 0 of 8 right; attempt 2: 4 of 8, per question 1, 1, 0, 0 → s.e. 0.577 / √4 = 0.289
-    assert table_row(markdown, "Revisions: pass@1 by attempt", "revisions(T=2,w=1) N=4") == ["0.0 ± 0.0",
-                                                                                          "50.0 ± 28.9"]
+    assert table_row(markdown, "Revisions: pass@1 by attempt", "revisions(T=2,w=1) N=4") == ["0.0 ± 0.0", "50.0 ± 28.9"]
 
 
 def test_pass_at_1_counts_samples_shared_by_selections_once():
     # q: budget 1 has one right candidate under three selections, budget 2 two wrong ones under one selection.
-    rows = [result_row("q", "best_of_n", f"best_of_n/{sel}", 1, 0, [True], True, selection=sel)
-            for sel in BEST_OF_N_SELECTIONS]
-    rows += [result_row("q", "best_of_n", "best_of_n/naive", 2, 0, [False, False], False, selection="naive"),
-             result_row("q", "beam", "beam(M=2)/weighted", 2, 0, [True, True], True)]  # not a best-of-N sample
+    rows = [
+        result_row("q", "best_of_n", f"best_of_n/{sel}", 1, 0, [True], True, selection=sel)
+        for sel in BEST_OF_N_SELECTIONS
+    ]
+    rows += [
+        result_row("q", "best_of_n", "best_of_n/naive", 2, 0, [False, False], False, selection="naive"),
+        result_row("q", "beam", "beam(M=2)/weighted", 2, 0, [True, True], True),
+    ]  # not a best-of-N sample
     frame = pa.Table.from_pylist(rows, schema=RESULT_SCHEMA)
     assert oracle_pass_at_1(frame)["q"] == pytest.approx(1 / 3)
 
@@ -265,9 +335,14 @@ def test_report_states_samples_per_question_and_shows_predicted_bins(sweep):
 
 
 def test_y_range_fits_accuracies_near_90_percent():
-    rows = [{"label": label, "budget": budget, "seed": seed, "unique_id": f"q{i}", "correct": i < right}
-            for label, base in (("A", 85), ("B", 89)) for budget, extra in ((1, 0), (4, 3))
-            for seed in (0, 1) for i in range(100) for right in [base + extra + seed]]
+    rows = [
+        {"label": label, "budget": budget, "seed": seed, "unique_id": f"q{i}", "correct": i < right}
+        for label, base in (("A", 85), ("B", 89))
+        for budget, extra in ((1, 0), (4, 3))
+        for seed in (0, 1)
+        for i in range(100)
+        for right in [base + extra + seed]
+    ]
     figure = plot_curves(None, "t", pd.DataFrame(rows), value="correct", label="label", ylabel="%")
     low, high = figure.axes[0].get_ylim()
     assert 80 <= low < 85 and 93 < high <= 95  # 85–93 % with error bars, not squashed into [0, 100]
@@ -277,8 +352,10 @@ def test_y_range_fits_accuracies_near_90_percent():
 
 
 def test_token_and_flops_axes_are_scientific_and_the_budget_axis_is_log2():
-    rows = [{"label": "A", "budget": b, "seed": 0, "unique_id": "q", "correct": True, "total_flops": 3e11 * b}
-            for b in (1, 4, 16)]
+    rows = [
+        {"label": "A", "budget": b, "seed": 0, "unique_id": "q", "correct": True, "total_flops": 3e11 * b}
+        for b in (1, 4, 16)
+    ]
     flops = plot_curves(None, "t", pd.DataFrame(rows), value="correct", label="label", ylabel="%", x="total_flops")
     axis = flops.axes[0].xaxis
     assert axis.get_scale() == "log" and axis._scale.base == 10
@@ -295,13 +372,26 @@ def efficiency_rows() -> list[dict]:
     spending 4; over beam: 6 of beam's 12 step samples at N=4; over dvts: dvts not swept."""
     rows = []
 
-    def add(config: str, budget: int, right: int, spent, flops_per_sample: float = 1e9,
-            selection: str = "weighted") -> None:
+    def add(
+        config: str, budget: int, right: int, spent, flops_per_sample: float = 1e9, selection: str = "weighted"
+    ) -> None:
         for i, uid in enumerate(QUESTIONS[:10]):
             samples = spent(i) if callable(spent) else spent
-            rows.append(result_row(uid, config.split("(")[0], f"{config}/{selection}", budget, 0,
-                                   [i < right] * max(1, budget), i < right, selection=selection, samples=samples,
-                                   total_flops=flops_per_sample * samples, strategy_config=config))
+            rows.append(
+                result_row(
+                    uid,
+                    config.split("(")[0],
+                    f"{config}/{selection}",
+                    budget,
+                    0,
+                    [i < right] * max(1, budget),
+                    i < right,
+                    selection=selection,
+                    samples=samples,
+                    total_flops=flops_per_sample * samples,
+                    strategy_config=config,
+                )
+            )
 
     for budget, right in ((1, 2), (2, 4), (4, 6), (8, 8)):
         add("best_of_n", budget, right, budget)
@@ -353,21 +443,25 @@ def test_early_stopping_is_compared_at_the_samples_it_spent():
     assert (stop.at[8, "samples_ratio"], stop.at[8, "samples_bound"]) == (pytest.approx(0.5), "=")
     savings = early_stop_savings(pa.Table.from_pylist(rows, schema=RESULT_SCHEMA).to_pandas())
     savings = savings.set_index(["config", "budget"])
-    assert savings.loc[("early_stop(best_of_n,r=2,s=0.75)", 4), ["samples", "full_samples", "saved"]
-                       ].tolist() == pytest.approx([3.0, 4.0, 0.25])
+    assert savings.loc[
+        ("early_stop(best_of_n,r=2,s=0.75)", 4), ["samples", "full_samples", "saved"]
+    ].tolist() == pytest.approx([3.0, 4.0, 0.25])
     assert savings.at[("early_stop(best_of_n,r=2,s=0.75)", 8), "saved"] == pytest.approx(0.5)
     assert savings.at[("early_stop(beam(M=2),r=2,s=0.75)", 4), "saved"] == pytest.approx(0.5)  # 6 of 12
     assert pd.isna(savings.at[("early_stop(dvts(M=2),r=2,s=0.75)", 4), "saved"])  # dvts not swept
 
 
-@pytest.mark.parametrize(("config", "inner"), [
-    ("early_stop(best_of_n,r=4,s=0.75)", "best_of_n"),
-    ("early_stop(beam(M=4),r=4,s=0.75)", "beam(M=4)"),
-    ("early_stop(best_of_n,r=4,s=0.75)/min", "best_of_n/min"),
-    ("early_stop(lookahead(M=4,k=2),r=4,s=0.5)/prod", "lookahead(M=4,k=2)/prod"),
-    ("early_stop(revisions(T=2,w=1),r=2,s=1)", "revisions(T=2,w=1)"),
-    ("beam(M=4)", None),
-])
+@pytest.mark.parametrize(
+    ("config", "inner"),
+    [
+        ("early_stop(best_of_n,r=4,s=0.75)", "best_of_n"),
+        ("early_stop(beam(M=4),r=4,s=0.75)", "beam(M=4)"),
+        ("early_stop(best_of_n,r=4,s=0.75)/min", "best_of_n/min"),
+        ("early_stop(lookahead(M=4,k=2),r=4,s=0.5)/prod", "lookahead(M=4,k=2)/prod"),
+        ("early_stop(revisions(T=2,w=1),r=2,s=1)", "revisions(T=2,w=1)"),
+        ("beam(M=4)", None),
+    ],
+)
 def test_inner_config_reads_the_configuration_inside_early_stop(config, inner):
     assert inner_config(config) == inner
 
@@ -379,10 +473,18 @@ def test_report_has_the_efficiency_section(tmp_path, sweep):
     assert f"## {section}\n" in markdown and "k < 1 means cheaper" in markdown
     table = "Same selection as `best_of_n/weighted`"
     assert table_row(markdown, table, "best-of-N accuracy %") == ["20.0", "40.0", "60.0", "80.0"]
-    assert table_row(markdown, table, "best-of-N mean samples · FLOPs") == ["1 · 1e+09", "2 · 2e+09", "4 · 4e+09",
-                                                                             "8 · 8e+09"]
+    assert table_row(markdown, table, "best-of-N mean samples · FLOPs") == [
+        "1 · 1e+09",
+        "2 · 2e+09",
+        "4 · 4e+09",
+        "8 · 8e+09",
+    ]
     assert table_row(markdown, table, "rebase(T=0.2)/weighted") == [
-        "≤ 2.00 (≤ 2) · ≤ 3.00", "≤ 1.00 (≤ 2) · ≤ 1.50", "0.71 (2.83) · 1.06", "0.50 (4) · 0.75"]
+        "≤ 2.00 (≤ 2) · ≤ 3.00",
+        "≤ 1.00 (≤ 2) · ≤ 1.50",
+        "0.71 (2.83) · 1.06",
+        "0.50 (4) · 0.75",
+    ]
     assert table_row(markdown, table, "particle_filter(T=1)/weighted")[3] == "> 1.50 (> 12) · > 1.50"
     assert "rebase(T=0.2)/majority" not in markdown.split(f"## {section}")[1]
     early = "Early stopping: samples spent vs nominal budget"
@@ -397,4 +499,3 @@ def test_efficiency_section_without_best_of_n_says_what_it_needs(tmp_path):
     write_results(tmp_path, [row for uid in QUESTIONS[:4] for row in beam_rows(uid)], files=1)
     markdown = build_report(tmp_path).path.read_text()
     assert "This section needs `best_of_n` in the sweep's strategies" in markdown
-

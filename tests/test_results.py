@@ -38,9 +38,14 @@ PROBLEMS = [
 
 
 def rows() -> pa.Table:
-    return pa.Table.from_pylist([r | {"strategy_config": r["strategy_label"].split("/")[0], "cached_verifier_tokens": 0}
-                                 for uid in ("q00", "q01") for r in best_of_n_rows(uid) + beam_rows(uid)],
-                                schema=RESULT_SCHEMA)  # fmt: skip
+    return pa.Table.from_pylist(
+        [
+            r | {"strategy_config": r["strategy_label"].split("/")[0], "cached_verifier_tokens": 0}
+            for uid in ("q00", "q01")
+            for r in best_of_n_rows(uid) + beam_rows(uid)
+        ],
+        schema=RESULT_SCHEMA,
+    )
 
 
 def test_files_written_before_cached_verifier_tokens_read_it_as_0(tmp_path):
@@ -117,21 +122,31 @@ def test_a_file_uri_reads_what_a_path_wrote(tmp_path):
     assert by_uri.read_results(include_partial=True).num_rows == rows().num_rows + 3
     assert load_results(f"file://{tmp_path}").shape[0] == rows().num_rows
     assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == [
-        "shard-00000-of-00002.parquet", "shard-00001-of-00002.parquet"], "no temporary files left"  # fmt: skip
+        "shard-00000-of-00002.parquet",
+        "shard-00001-of-00002.parquet",
+    ], "no temporary files left"
 
 
 def test_flops_bill_only_the_tokens_each_model_computed():
     """One rule per model: generator FLOPs = 2 × parameters × (generated + prompt − cached prompt tokens), verifier
     FLOPs = 2 × parameters × (verifier − cached verifier tokens); majority rows are billed no verifier at all."""
-    usage = Usage(generated_tokens=30, prompt_tokens=20, cached_prompt_tokens=5, samples=3, verifier_tokens=40,
-                  cached_verifier_tokens=25)  # fmt: skip
+    usage = Usage(
+        generated_tokens=30,
+        prompt_tokens=20,
+        cached_prompt_tokens=5,
+        samples=3,
+        verifier_tokens=40,
+        cached_verifier_tokens=25,
+    )
     sizes = ModelSizes(generator=100, verifier=10)
     assert sizes.flops(usage) == (2 * 100 * (30 + 20 - 5), 2 * 10 * (40 - 25))
     spec = StrategySpec(name="best_of_n", selections=["weighted", "majority"])
     outcome = JobOutcome((PROBLEM, spec, 3, 0), [boxed("5", 0.9, 10), boxed("4", 0.1, 12)], usage, wall_s=1.0)
     rows = {row["selection"]: row for row in outcome_rows(outcome, ScriptedGrader({"5": True, "4": False}), sizes)}
-    billing = {selection: [row[c] for c in ("verifier_tokens", "cached_verifier_tokens", "verifier_flops")]
-               for selection, row in rows.items()}  # fmt: skip
+    billing = {
+        selection: [row[c] for c in ("verifier_tokens", "cached_verifier_tokens", "verifier_flops")]
+        for selection, row in rows.items()
+    }
     assert billing == {"weighted": [40, 25, 300], "majority": [0, 0, 0]}
     table = pa.Table.from_pylist(list(rows.values()), schema=RESULT_SCHEMA)  # the column is in the schema
     # The rates the analysis reads back are parameters × 2 per computed token, cached tokens left out.
@@ -162,8 +177,15 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert "no policy.json" in cli_error(capsys, ["solve", str(tmp_path), "What is 1+1?", "--budget", "4"])
     RunStore(tmp_path / "run").write_shard(0, 1, rows())
     (tmp_path / "run" / "config.yaml").write_text("verifier:\n  kind: oracle\n")
-    (tmp_path / "run" / POLICY_FILE).write_text(json.dumps({"version": POLICY_VERSION, "difficulty": {
-        "kind": "predicted", "estimation_samples": 2, "n_bins": 1, "thresholds": []}, "choices": []}))  # fmt: skip
+    (tmp_path / "run" / POLICY_FILE).write_text(
+        json.dumps(
+            {
+                "version": POLICY_VERSION,
+                "difficulty": {"kind": "predicted", "estimation_samples": 2, "n_bins": 1, "thresholds": []},
+                "choices": [],
+            }
+        )
+    )
     assert "verifier.kind=oracle cannot score a new question" in cli_error(
         capsys, ["solve", str(tmp_path / "run"), "What is 1+1?", "--budget", "4"]
     )
@@ -187,8 +209,10 @@ def test_a_filter_that_leaves_no_problems_claims_nothing(tmp_path, capsys):
 def test_row_counts_say_done_failed_and_missing(tmp_path):
     from ttsearch.cells import row_counts
 
-    cfg = load_config(None, ["strategies=[{name: best_of_n, selections: [naive, majority]}]", "budgets=[2,4]",
-                             f"output_dir={tmp_path}"])  # fmt: skip
+    cfg = load_config(
+        None,
+        ["strategies=[{name: best_of_n, selections: [naive, majority]}]", "budgets=[2,4]", f"output_dir={tmp_path}"],
+    )
     RunStore(tmp_path).claim(sweep_fingerprint(cfg, PROBLEMS), cfg)
     saved = rows().slice(0, 5).to_pylist()
     saved[0]["error"] = "ValueError: a strategy bug"
@@ -219,8 +243,11 @@ def test_summary_leaves_ungraded_rows_out_of_accuracy_and_counts_any_right_candi
 def test_sweep_exits_1_with_the_row_summary_when_rows_are_missing(tmp_path, capsys, monkeypatch):
     import ttsearch.cells
 
-    overrides = ["strategies=[{name: best_of_n, selections: [naive, majority]}]", "budgets=[2,4]",
-                 f"output_dir={tmp_path}"]  # fmt: skip
+    overrides = [
+        "strategies=[{name: best_of_n, selections: [naive, majority]}]",
+        "budgets=[2,4]",
+        f"output_dir={tmp_path}",
+    ]
     cfg = load_config(None, overrides)
     RunStore(tmp_path).claim(sweep_fingerprint(cfg, PROBLEMS), cfg)
     saved = rows().slice(0, 5).to_pylist()

@@ -121,8 +121,15 @@ def test_a_stopped_search_saves_its_finished_cells_before_raising(tmp_path, unin
     store = RunStore(tmp_path)
     with pytest.raises(ReplicasUnavailable):
         shard(store, FakeScheduler(stop_after=5))
-    assert len({(r["unique_id"], r["strategy_config"], r["budget"], r["seed"])
-                for r in store.read_partial(0, 1).to_pylist()}) == 5  # fmt: skip
+    assert (
+        len(
+            {
+                (r["unique_id"], r["strategy_config"], r["budget"], r["seed"])
+                for r in store.read_partial(0, 1).to_pylist()
+            }
+        )
+        == 5
+    )
     rerun = FakeScheduler()
     shard(store, rerun)
     assert len(rerun.ran) == CELLS - 5
@@ -140,14 +147,32 @@ def test_finished_cells_are_checkpointed_while_the_shard_runs(tmp_path, uninterr
         async def run(self, jobs):
             async for outcome in super().run(jobs):
                 partial = store.read_partial(0, 1)
-                saved_before_each_cell.append(0 if partial is None else len({tuple(r[k] for k in (
-                    "unique_id", "strategy_config", "budget", "seed")) for r in partial.to_pylist()}))  # fmt: skip
+                saved_before_each_cell.append(
+                    0
+                    if partial is None
+                    else len(
+                        {
+                            tuple(r[k] for k in ("unique_id", "strategy_config", "budget", "seed"))
+                            for r in partial.to_pylist()
+                        }
+                    )
+                )
                 yield outcome
 
     def run(interval: float) -> None:
         saved_before_each_cell.clear()
-        asyncio.run(run_shard(store, 0, 1, PROBLEMS, SweepWork(CFG, SIZES), lambda grader: Peeking(), node_id="n",
-                              checkpoint_interval_s=interval))  # fmt: skip
+        asyncio.run(
+            run_shard(
+                store,
+                0,
+                1,
+                PROBLEMS,
+                SweepWork(CFG, SIZES),
+                lambda grader: Peeking(),
+                node_id="n",
+                checkpoint_interval_s=interval,
+            )
+        )
 
     run(interval=3600.0)
     assert saved_before_each_cell == [0] * CELLS, "no checkpoint within the interval"

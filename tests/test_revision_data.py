@@ -48,8 +48,9 @@ def test_the_window_caps_the_wrong_attempts_and_the_count_is_drawn_in_range():
     verdicts = [False, False, False, True]
     [capped] = build_trajectories(texts, verdicts, replace(SETTINGS, window=2, min_wrong=2), "q1")
     assert capped.wrong == (1, 2)  # the two nearest, nearest last
-    counts = {len(build_trajectories(texts, verdicts, replace(SETTINGS, min_wrong=1), f"q{i}")[0].wrong)
-              for i in range(40)}  # fmt: skip
+    counts = {
+        len(build_trajectories(texts, verdicts, replace(SETTINGS, min_wrong=1), f"q{i}")[0].wrong) for i in range(40)
+    }
     assert counts == {1, 2, 3}  # uniform over min_wrong..min(window, available): every chain position is trained
     again = [build_trajectories(texts, verdicts, replace(SETTINGS, min_wrong=1), f"q{i}") for i in range(40)]
     assert again == [build_trajectories(texts, verdicts, replace(SETTINGS, min_wrong=1), f"q{i}") for i in range(40)]
@@ -84,8 +85,9 @@ def attempts_respond(texts: list[str]):
 def test_the_rendered_trajectory_is_exactly_what_the_revisions_strategy_sends_at_inference():
     """The row's prompt equals the request the strategy makes for the attempt after the shown wrong ones, when
     the chain's earlier attempts were those wrong ones; the target is the correct attempt as sampled."""
-    cfg = load_config("conf/revision_prompt.yaml", ["revision_data.samples=4", "revision_data.window=2",
-                                                    "revision_data.min_wrong=2"])  # fmt: skip
+    cfg = load_config(
+        "conf/revision_prompt.yaml", ["revision_data.samples=4", "revision_data.window=2", "revision_data.min_wrong=2"]
+    )
     texts = [FAR, NEAR, RIGHT + "\n\n", MID]
     ctx = SearchContext("q1", PROBLEM["problem"], cfg.search, seed=0)
     attempts, batches = drive(sample_attempts(ctx, 4), attempts_respond(texts))
@@ -98,8 +100,10 @@ def test_the_rendered_trajectory_is_exactly_what_the_revisions_strategy_sends_at
 
     chain = iter([MID, NEAR, RIGHT, RIGHT])  # the strategy's one chain writes the shown attempts, then asks again
     spec = StrategySpec(name="revisions", revision_length=4, revision_window=2)
-    _, strategy_batches = drive(start(ctx, 4, spec), lambda request: attempts_respond([next(chain)])(request)
-                                if isinstance(request, Generate) else _scores(request))  # fmt: skip
+    _, strategy_batches = drive(
+        start(ctx, 4, spec),
+        lambda request: attempts_respond([next(chain)])(request) if isinstance(request, Generate) else _scores(request),
+    )
     third = strategy_batches[2][0].prompt
     assert (third.system, third.user, third.assistant_prefix) == (row["system"], row["user"], "")
 
@@ -131,8 +135,9 @@ def test_bad_revision_data_settings_are_refused_naming_the_key(override):
 def test_revision_data_shards_run_through_the_ready_queue_and_read_back_only_trajectories(tmp_path):
     """A shard's questions share the ready queue (and the replica's calls); every question gets a row, and
     read_trajectories drops the rows of questions without a trajectory."""
-    cfg = load_config(["conf/revision.yaml", "conf/revision_prompt.yaml"],
-                      ["revision_data.samples=4", "revision_data.min_wrong=1"])  # fmt: skip
+    cfg = load_config(
+        ["conf/revision.yaml", "conf/revision_prompt.yaml"], ["revision_data.samples=4", "revision_data.min_wrong=1"]
+    )
     problems = [PROBLEM | {"unique_id": f"q{i}", "problem": f"What is 2 + 3? ({i})"} for i in range(3)]
 
     def respond(request: Request) -> Result:  # question 1 gets no correct attempt
@@ -176,8 +181,10 @@ def test_reference_fallback_refuses_questions_without_a_reference_solution_befor
     rows[1]["solution"] = ""
     data = tmp_path / "math.jsonl"
     data.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    cfg = load_config(["conf/revision.yaml", "conf/revision_prompt.yaml"],
-                      [f"data.path={data}", "data.levels=[]", f"output_dir={tmp_path / 'out'}"])  # fmt: skip
+    cfg = load_config(
+        ["conf/revision.yaml", "conf/revision_prompt.yaml"],
+        [f"data.path={data}", "data.levels=[]", f"output_dir={tmp_path / 'out'}"],
+    )
     with pytest.raises(DataError, match=r"revision_data\.reference_fallback needs a reference 'solution'.*none for 1"):
         run_revision_data(cfg)
     assert not (tmp_path / "out").exists(), "nothing claimed"

@@ -34,12 +34,25 @@ P1 = StrategySpec(name="revisions", revision_chains=1, revision_window=2, select
 BEST_OF_N = StrategySpec(name="best_of_n", selections=["majority", "naive", "weighted"])
 
 
-def row(uid: str, spec: StrategySpec, budget: int, flags: list[bool | None], picked: dict[str, bool | None],
-        **extra) -> list[dict]:
+def row(
+    uid: str, spec: StrategySpec, budget: int, flags: list[bool | None], picked: dict[str, bool | None], **extra
+) -> list[dict]:
     """A cell's rows, one per selection in `picked` (selection → correct), sharing the candidates `flags`."""
-    return [result_row(uid, spec.name, strategy_label(spec, selection), budget, 0, flags, correct,
-                       selection=selection, strategy_config=strategy_config(spec), **extra)
-            for selection, correct in picked.items()]  # fmt: skip
+    return [
+        result_row(
+            uid,
+            spec.name,
+            strategy_label(spec, selection),
+            budget,
+            0,
+            flags,
+            correct,
+            selection=selection,
+            strategy_config=strategy_config(spec),
+            **extra,
+        )
+        for selection, correct in picked.items()
+    ]
 
 
 def attempt_rows() -> list[dict]:
@@ -54,15 +67,28 @@ def attempt_rows() -> list[dict]:
 
 
 def points(frame: pd.DataFrame) -> dict[tuple[str, int, int], tuple]:
-    return {(p.strategy_config, p.budget, p.attempt): (round(p.mean, 4), None if math.isnan(p.se) else round(p.se, 4),
-                                                       p.candidates, p.questions)
-            for p in frame.itertuples()}  # fmt: skip
+    return {
+        (p.strategy_config, p.budget, p.attempt): (
+            round(p.mean, 4),
+            None if math.isnan(p.se) else round(p.se, 4),
+            p.candidates,
+            p.questions,
+        )
+        for p in frame.itertuples()
+    }
 
 
-@pytest.mark.parametrize("spec, budget, length", [(T2, 4, 2), (T2, 8, 2), (P1, 3, 3), (P1, 8, 8),
-                                                  (StrategySpec(name="revisions", revision_chains=2), 8, 4),
-                                                  (StrategySpec(name="revisions", revision_length=4,
-                                                                aggregation="min"), 8, 4)])  # fmt: skip
+@pytest.mark.parametrize(
+    "spec, budget, length",
+    [
+        (T2, 4, 2),
+        (T2, 8, 2),
+        (P1, 3, 3),
+        (P1, 8, 8),
+        (StrategySpec(name="revisions", revision_chains=2), 8, 4),
+        (StrategySpec(name="revisions", revision_length=4, aggregation="min"), 8, 4),
+    ],
+)
 def test_chain_length_is_read_back_from_strategy_config(spec, budget, length):
     config = strategy_config(spec)
     assert chain_length(config, budget) == length
@@ -85,7 +111,9 @@ def test_attempt_accuracy_by_hand(as_table):
         # attempt 2: q0 T, T; q1 ungraded (left out), F: 2 of 3 right; per question 1 and 0: s.e. 0.707 / √2 = ½
         (t2, 4, 2): (round(200 / 3, 4), 50.0, 3, 2),
         # one chain of 3 on q0 (q1's is an error row): one question, no standard error
-        (p1, 3, 1): (0.0, None, 1, 1), (p1, 3, 2): (0.0, None, 1, 1), (p1, 3, 3): (100.0, None, 1, 1),
+        (p1, 3, 1): (0.0, None, 1, 1),
+        (p1, 3, 2): (0.0, None, 1, 1),
+        (p1, 3, 3): (100.0, None, 1, 1),
     }
 
 
@@ -109,9 +137,17 @@ def comparison_rows() -> list[dict]:
 def test_revisions_vs_best_of_n_at_equal_budget_per_selection():
     table = revisions_vs_best_of_n(pa.Table.from_pylist(comparison_rows(), schema=RESULT_SCHEMA))
     third = 100 / 3  # s.e. of three question values with one 1: std 0.577 / √3 = ⅓
-    got = {(r.selection, r.strategy): (round(r.accuracy, 4), round(r.accuracy_se, 4), round(r.coverage, 4),
-                                       round(r.coverage_se, 4), r.questions, r.budget)
-           for r in table.itertuples()}  # fmt: skip
+    got = {
+        (r.selection, r.strategy): (
+            round(r.accuracy, 4),
+            round(r.accuracy_se, 4),
+            round(r.coverage, 4),
+            round(r.coverage_se, 4),
+            r.questions,
+            r.budget,
+        )
+        for r in table.itertuples()
+    }
     coverage = (round(200 / 3, 4), round(third, 4))
     assert got == {  # weighted and budget 8 ran for best-of-N only: left out
         ("majority", "revisions"): (50.0, 50.0, *coverage, 3, 4),  # q2 ungraded: T, F of two
@@ -132,9 +168,16 @@ def test_the_attempt_figure_is_a_png(tmp_path):
 
 
 def eval_config(tmp_path, *overrides: str):
-    return load_config([CONF_DIR / "revision_prompt.yaml"],
-                       [f"eval_revision.output={tmp_path / 'eval'}", "eval_revision.budget=4",
-                        "eval_revision.revision_length=2", "eval_revision.revision_window=1", *overrides])  # fmt: skip
+    return load_config(
+        [CONF_DIR / "revision_prompt.yaml"],
+        [
+            f"eval_revision.output={tmp_path / 'eval'}",
+            "eval_revision.budget=4",
+            "eval_revision.revision_length=2",
+            "eval_revision.revision_window=1",
+            *overrides,
+        ],
+    )
 
 
 def test_a_model_that_cannot_be_loaded_is_named_before_anything_starts(tmp_path):
@@ -161,7 +204,9 @@ def test_each_model_gets_its_own_sweep(tmp_path):
     for sweep in (base, tuned):
         assert sweep.budgets == [4]
         assert [(s.name, s.selections, s.revision_length, s.revision_window) for s in sweep.strategies] == [
-            ("revisions", ["majority", "naive"], 2, 1), ("best_of_n", ["majority", "naive"], 4, 4)]
+            ("revisions", ["majority", "naive"], 2, 1),
+            ("best_of_n", ["majority", "naive"], 4, 4),
+        ]
     assert not (tmp_path / "eval").exists()
 
 
@@ -175,8 +220,9 @@ def test_eval_revision_sweeps_each_model_in_turn_and_writes_its_files(tmp_path, 
 
     monkeypatch.setattr(pipelines.eval_revision, "run_sweep", fake_sweep)
     monkeypatch.setattr(pipelines.eval_revision, "row_counts", lambda sweep, table: RowCounts(table.num_rows, 1, 0, 2))
-    report = run_eval_revision(eval_config(tmp_path, "eval_revision.models=[embedded,HuggingFaceTB/SmolLM2-360M]",
-                                           "verifier.kind=majority"))
+    report = run_eval_revision(
+        eval_config(tmp_path, "eval_revision.models=[embedded,HuggingFaceTB/SmolLM2-360M]", "verifier.kind=majority")
+    )
     assert swept == ["embedded", "HuggingFaceTB/SmolLM2-360M"]
     out = tmp_path / "eval"
     assert (out / "revision_curve.png").read_bytes().startswith(b"\x89PNG")

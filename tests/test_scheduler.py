@@ -160,8 +160,9 @@ def test_a_greedy_request_is_billed_the_one_sample_decoded_and_counts_its_n_gene
         yield [Generate(prompt, n=4, temperature=0, max_tokens=8), Generate(prompt, n=2, temperature=0.8, max_tokens=8)]
         return []
 
-    [outcome] = run_all(Scheduler(pools([ScriptedBackend(engine)], [ScriptedBackend(length_scorer)]), 1),
-                        [("q", one_step())])  # fmt: skip
+    [outcome] = run_all(
+        Scheduler(pools([ScriptedBackend(engine)], [ScriptedBackend(length_scorer)]), 1), [("q", one_step())]
+    )
     assert outcome.error is None
     usage = outcome.usage
     assert usage.generated_tokens == 7 + (7 + 8), "greedy: one decoded sample of 7 tokens, not 4 × 7"
@@ -236,8 +237,12 @@ def test_concurrent_search_callers_share_replica_calls_and_match_a_batch_run():
         return outcomes
 
     served = asyncio.run(users())
-    alone = {o.key: o for o in run_all(Scheduler(pools([ScriptedBackend(step_generator())],
-                                                       [ScriptedBackend(length_scorer)]), 1), jobs(4, BEAM))}
+    alone = {
+        o.key: o
+        for o in run_all(
+            Scheduler(pools([ScriptedBackend(step_generator())], [ScriptedBackend(length_scorer)]), 1), jobs(4, BEAM)
+        )
+    }
     assert [o.key for o in served] == ["p0", "p1", "p2", "p3"]
     assert all(o.value == alone[o.key].value and o.usage == alone[o.key].usage for o in served)
     stats = scheduler.stats

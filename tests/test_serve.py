@@ -35,13 +35,21 @@ def service(ray_session, cache_dir, tmp_path_factory):
     write_policy(policy_dir)
     port = free_port()
     overrides = [
-        *SHORT, "generator.replicas=1", "generator.cpu_kv_cache_gib=1", f"cache_dir={cache_dir}",
-        f"serve.api_key={KEY}", f"serve.policy_dir={policy_dir}", "serve.budget=2", "serve.strategy.name=best_of_n",
+        *SHORT,
+        "generator.replicas=1",
+        "generator.cpu_kv_cache_gib=1",
+        f"cache_dir={cache_dir}",
+        f"serve.api_key={KEY}",
+        f"serve.policy_dir={policy_dir}",
+        "serve.budget=2",
+        "serve.strategy.name=best_of_n",
         "serve.max_budget=16",
-        "serve.max_pending_requests=4", "serve.max_concurrent_searches=4", "serve.max_body_bytes=4096",
+        "serve.max_pending_requests=4",
+        "serve.max_concurrent_searches=4",
+        "serve.max_body_bytes=4096",
         "serve.max_question_chars=1000",
         "scheduler.batch_window_s=0.2",
-    ]  # fmt: skip
+    ]
     serve.start(proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": port})
     serve.run(build_app({"config": ["conf/serve.yaml"], "overrides": overrides}), name=APP_NAME, route_prefix="/")
     yield f"http://127.0.0.1:{port}"
@@ -80,12 +88,16 @@ def test_beam_and_compute_optimal_requests(service):
         model="ttsearch", messages=QUESTION, extra_body={"strategy": "beam", "budget": 4, "beam_width": 2}
     )
     assert beam.model_extra["search"]["strategy"] == "beam(M=2)/weighted" and beam.usage.model_extra["samples"] >= 4
-    stop = client(service).chat.completions.create(model="ttsearch", messages=QUESTION, extra_body={
-        "strategy": "early_stop", "budget": 4, "early_stop_round": 2, "early_stop_share": 0.5})
+    stop = client(service).chat.completions.create(
+        model="ttsearch",
+        messages=QUESTION,
+        extra_body={"strategy": "early_stop", "budget": 4, "early_stop_round": 2, "early_stop_share": 0.5},
+    )
     assert stop.model_extra["search"]["strategy"] == "early_stop(best_of_n,r=2,s=0.5)/weighted"
     assert stop.usage.model_extra["samples"] in (2, 4), "one or two rounds of 2 samples"
     particles = client(service).chat.completions.create(
-        model="ttsearch", messages=QUESTION, extra_body={"strategy": "particle_filter", "budget": 2})
+        model="ttsearch", messages=QUESTION, extra_body={"strategy": "particle_filter", "budget": 2}
+    )
     assert particles.model_extra["search"]["strategy"] == "particle_filter(T=1)/weighted"
     assert particles.usage.model_extra["samples"] >= 2, "two particles, a step each per round"
     optimal = client(service).chat.completions.create(
@@ -140,11 +152,16 @@ def test_concurrent_users_share_generator_calls(service):
 
     async def three_users():
         async with openai.AsyncOpenAI(base_url=f"{service}/v1", api_key=KEY, max_retries=0) as users:
-            return await asyncio.gather(*(
-                users.chat.completions.create(model="ttsearch", messages=[{"role": "user", "content": q}],
-                                              extra_body={"strategy": "beam", "budget": 2, "beam_width": 2})
-                for q in ("What is 3 + 4?", "What is 10 - 6?", "What is 2 * 5?")
-            ))  # fmt: skip
+            return await asyncio.gather(
+                *(
+                    users.chat.completions.create(
+                        model="ttsearch",
+                        messages=[{"role": "user", "content": q}],
+                        extra_body={"strategy": "beam", "budget": 2, "beam_width": 2},
+                    )
+                    for q in ("What is 3 + 4?", "What is 10 - 6?", "What is 2 * 5?")
+                )
+            )
 
     answers = asyncio.run(three_users())
     after = stats(service)
@@ -156,13 +173,16 @@ def test_concurrent_users_share_generator_calls(service):
 @pytest.mark.integration
 def test_overload_gets_503_with_retry_after_and_a_cancelled_request_stops(service):
     """serve.max_pending_requests=4: of 8 requests at once some are turned away; none of the admitted fail."""
+
     async def eight_users():
         async with httpx.AsyncClient(timeout=600) as http:
             body = {"model": "ttsearch", "messages": QUESTION, "strategy": "beam", "budget": 4, "beam_width": 2}
-            return await asyncio.gather(*(
-                http.post(f"{service}/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {KEY}"})
-                for _ in range(8)
-            ))  # fmt: skip
+            return await asyncio.gather(
+                *(
+                    http.post(f"{service}/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {KEY}"})
+                    for _ in range(8)
+                )
+            )
 
     responses = asyncio.run(eight_users())
     statuses = sorted(r.status_code for r in responses)

@@ -22,8 +22,10 @@ POLICY = Policy(
     estimation_samples=2,
     thresholds=(0.5,),
 )
-STRATEGIES = [StrategySpec(name="best_of_n", selections=["majority", "weighted"]), StrategySpec(name="beam",
-                                                                                                beam_width=2)]
+STRATEGIES = [
+    StrategySpec(name="best_of_n", selections=["majority", "weighted"]),
+    StrategySpec(name="beam", beam_width=2),
+]
 
 
 class SameAnswers:
@@ -84,8 +86,10 @@ def test_a_stopped_ready_queue_is_an_infrastructure_failure_not_a_crash():
 
     dead = DyingBackend(step_generator(), results_before_death=0)
     limits = {"max_outstanding": 4096, "max_batch": 1024}
-    pools_ = {"generator": ReplicaPool([dead], **limits), "verifier": ReplicaPool([ScriptedBackend(length_scorer)],
-                                                                                 **limits)}  # fmt: skip
+    pools_ = {
+        "generator": ReplicaPool([dead], **limits),
+        "verifier": ReplicaPool([ScriptedBackend(length_scorer)], **limits),
+    }
     retry = RetryPolicy(max_request_retries=100, replica_wait_s=0.05, health_check_interval_s=0.01)
     svc = SearchService(Scheduler(pools_, 1, retry=retry), SEARCH, ModelSizes(100, 100), SameAnswers())
     with pytest.raises(SearchFailed, match="ready queue stopped") as caught:

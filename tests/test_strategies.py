@@ -161,8 +161,9 @@ EVERY_STRATEGY = [
 REVISING = SearchConfig(
     system_prompt="sys",
     max_steps=4,
-    revision_prompt=RevisionPromptConfig(system_suffix="Revise.", attempt_format="Attempt {number}: {attempt}",
-                                         instruction="Try again."),  # fmt: skip
+    revision_prompt=RevisionPromptConfig(
+        system_suffix="Revise.", attempt_format="Attempt {number}: {attempt}", instruction="Try again."
+    ),
 )
 
 
@@ -191,8 +192,9 @@ def test_every_strategy_spends_its_budget_on_the_fakes_steps(name, spec, cost, b
         assert len(candidate.steps) == depth and candidate.finished and candidate.answer in ("0", "1")
         assert candidate.step_scores == tuple(1 / (1 + j) for j in range(depth)), "the scorer's scores, kept"
     if name == "revisions":  # the second attempt of each chain is asked with the first one shown
-        assert all("Attempt 1: so \\boxed{0}" in r.prompt.user and r.prompt.system == "sys\n\nRevise."
-                   for r in rounds[1])  # fmt: skip
+        assert all(
+            "Attempt 1: so \\boxed{0}" in r.prompt.user and r.prompt.system == "sys\n\nRevise." for r in rounds[1]
+        )
         assert not any("Attempt" in r.prompt.user for r in rounds[0])
 
 

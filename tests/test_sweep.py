@@ -37,8 +37,13 @@ TINY = [  # on tiny_dataset(): one MATH-500 problem and one the model gets right
     " {name: dvts, beam_width: 2}, {name: rebase}, {name: particle_filter},"
     " {name: early_stop, early_stop_round: 1, early_stop_share: 1.0, selections: [weighted, majority]}]",
 ]
-COPY_PROBLEM = {"unique_id": "copy/1", "problem": "Copy this text exactly: The answer is $\\boxed{7}$.", "answer": "7",
-                "subject": "Copying", "level": 1}  # fmt: skip
+COPY_PROBLEM = {
+    "unique_id": "copy/1",
+    "problem": "Copy this text exactly: The answer is $\\boxed{7}$.",
+    "answer": "7",
+    "subject": "Copying",
+    "level": 1,
+}
 # The issue's billing rule, stated here rather than imported: step-level searches read the verifier.
 SEARCH_READS_VERIFIER = {"beam", "lookahead", "dvts", "rebase", "particle_filter"}
 COUNTERS = {  # metric → the tag it is counted by; exact exported names (Ray appends _total to a counter)
@@ -72,13 +77,17 @@ def row_keys(table) -> list[tuple]:
 def row_contents(table) -> list[tuple]:
     """What a row says, without what depends on timing or placement (wall time, node, prefix-cache hits)."""
     ignored = {"wall_s", "node_id", "cached_prompt_tokens", "generator_flops", "total_flops"}
-    return sorted(tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in sorted(r.items()) if k not in ignored)
-                  for r in table.to_pylist())  # fmt: skip
+    return sorted(
+        tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in sorted(r.items()) if k not in ignored)
+        for r in table.to_pylist()
+    )
 
 
 def row_shapes(table) -> list[tuple]:
-    return sorted((r["unique_id"], r["strategy_label"], r["samples"], r["prompt_tokens"], len(r["candidate_answers"]),
-                   r["error"]) for r in table.to_pylist())  # fmt: skip
+    return sorted(
+        (r["unique_id"], r["strategy_label"], r["samples"], r["prompt_tokens"], len(r["candidate_answers"]), r["error"])
+        for r in table.to_pylist()
+    )
 
 
 def shard_bytes(out: Path) -> dict[str, bytes]:
@@ -114,8 +123,15 @@ def expected_metrics(rows: list[dict]) -> dict[str, dict[str, float]]:
     """What each counter must have grown by, per tag, from the sweep's own rows: a search (and its tokens) per
     cell, a graded answer per graded row, a correct one per correct row (ungraded rows count in neither)."""
     cells = {(r["unique_id"], r["strategy_config"], r["budget"], r["seed"]): r for r in rows}.values()
-    expected = {name: Counter() for name in ("ray_ttsearch_searches_done_total", "ray_ttsearch_generated_tokens_total",
-                                             "ray_ttsearch_graded_total", "ray_ttsearch_correct_total")}  # fmt: skip
+    expected = {
+        name: Counter()
+        for name in (
+            "ray_ttsearch_searches_done_total",
+            "ray_ttsearch_generated_tokens_total",
+            "ray_ttsearch_graded_total",
+            "ray_ttsearch_correct_total",
+        )
+    }
     for cell in cells:
         expected["ray_ttsearch_searches_done_total"][cell["strategy"]] += 1
         expected["ray_ttsearch_generated_tokens_total"][cell["strategy"]] += cell["generated_tokens"]
@@ -283,10 +299,28 @@ def test_ray_job_submit_and_a_killed_sweep_resumes_to_the_same_rows(
         "generator.cpu_kv_cache_gib=0.5",
     ]
     job_id = f"ttsearch-test-{time.time_ns()}"
-    submit = [sys.executable, "-m", "ray.scripts.scripts", "job", "submit", "--address", ray_cluster.dashboard_url,
-              "--submission-id", job_id, "--working-dir", str(REPO),
-              "--runtime-env-json", '{"excludes": [".venv", "runs", ".git"]}',
-              "--no-wait", "--", sys.executable, "-m", "ttsearch.cli", "sweep", *args]  # fmt: skip
+    submit = [
+        sys.executable,
+        "-m",
+        "ray.scripts.scripts",
+        "job",
+        "submit",
+        "--address",
+        ray_cluster.dashboard_url,
+        "--submission-id",
+        job_id,
+        "--working-dir",
+        str(REPO),
+        "--runtime-env-json",
+        '{"excludes": [".venv", "runs", ".git"]}',
+        "--no-wait",
+        "--",
+        sys.executable,
+        "-m",
+        "ttsearch.cli",
+        "sweep",
+        *args,
+    ]
     subprocess.run(submit, capture_output=True, text=True, timeout=120, check=True)
     from ray.job_submission import JobStatus, JobSubmissionClient
 

@@ -32,28 +32,40 @@ def label_rows(num_questions: int) -> pa.Table:
             rows.append(
                 {name: None for name in LABEL_SCHEMA.names}
                 | {
-                    "unique_id": f"toy/{q}", "question": f"What is {q} + {q}?", "reference": str(2 * q),
-                    "source": "sample", "sample": sample, "finished": True, "shard": 0,
-                    "steps": [f"Step {i}: {q} + {q}, {t}." for i, t in enumerate(text)], "soft_labels": list(soft),
+                    "unique_id": f"toy/{q}",
+                    "question": f"What is {q} + {q}?",
+                    "reference": str(2 * q),
+                    "source": "sample",
+                    "sample": sample,
+                    "finished": True,
+                    "shard": 0,
+                    "steps": [f"Step {i}: {q} + {q}, {t}." for i, t in enumerate(text)],
+                    "soft_labels": list(soft),
                     "hard_labels": [None if s is None else s > 0 for s in soft],
                 }
-            )  # fmt: skip
+            )
     return pa.Table.from_pylist(rows, schema=LABEL_SCHEMA)
 
 
 def first_error_items(num_items: int) -> list[dict]:
     return [
-        {"id": f"bench-{i}", "problem": f"What is {i} times 3?", "label": i % 3 - 1,
-         "steps": [f"Multiply {i} by 3, {RIGHT if j < i % 3 - 1 or i % 3 == 0 else WRONG}." for j in range(2)]}
+        {
+            "id": f"bench-{i}",
+            "problem": f"What is {i} times 3?",
+            "label": i % 3 - 1,
+            "steps": [f"Multiply {i} by 3, {RIGHT if j < i % 3 - 1 or i % 3 == 0 else WRONG}." for j in range(2)],
+        }
         for i in range(num_items)
-    ]  # fmt: skip
+    ]
 
 
 def overrides(labels: list[Path], base_model: Path, output_dir: Path, *extra: str) -> list[str]:
     return [
-        f"prm.labels=[{','.join(map(str, labels))}]", f"prm.base_model={base_model}", f"prm.output_dir={output_dir}",
+        f"prm.labels=[{','.join(map(str, labels))}]",
+        f"prm.base_model={base_model}",
+        f"prm.output_dir={output_dir}",
         *extra,
-    ]  # fmt: skip
+    ]
 
 
 def test_refuses_bad_input_before_ray(tmp_path):
@@ -75,10 +87,19 @@ def save_tiny_llama(path: Path, cache_dir: str) -> Path:
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_model("embedded", cache_dir))
     config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-        num_key_value_heads=2, head_dim=32, max_position_embeddings=1024, tie_word_embeddings=True,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-    )  # fmt: skip
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        head_dim=32,
+        max_position_embeddings=1024,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     torch.manual_seed(0)
     LlamaForCausalLM(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
@@ -102,11 +123,22 @@ def data(tmp_path_factory) -> list[Path]:
 @pytest.fixture(scope="module")
 def trained(ray_session, base_model, data, tmp_path_factory) -> TrainReport:
     """One data-parallel run on two CPU workers, long enough (36 steps at a high learning rate) to overfit."""
-    cfg = load_config(None, overrides(
-        data, base_model, tmp_path_factory.mktemp("prm_run"),
-        "prm.heldout_fraction=0.25", "prm.epochs=12", "prm.learning_rate=0.03", "prm.batch_size=4",
-        "prm.num_workers=2", "prm.logging_steps=4", "prm.eval_steps=12", "prm.save_steps=18",
-    ))  # fmt: skip
+    cfg = load_config(
+        None,
+        overrides(
+            data,
+            base_model,
+            tmp_path_factory.mktemp("prm_run"),
+            "prm.heldout_fraction=0.25",
+            "prm.epochs=12",
+            "prm.learning_rate=0.03",
+            "prm.batch_size=4",
+            "prm.num_workers=2",
+            "prm.logging_steps=4",
+            "prm.eval_steps=12",
+            "prm.save_steps=18",
+        ),
+    )
     return run_train_prm(cfg)
 
 

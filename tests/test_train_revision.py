@@ -45,12 +45,23 @@ def trajectory(q: int, number: int = 0) -> dict[str, Any]:
     wrong = f"{q} + {q} = {2 * q + 1}.\n\nThe answer is $\\boxed{{{2 * q + 1}}}$."
     prompt = revision_prompt(CFG.search.system_prompt, question, [wrong], 2, CFG.search.revision_prompt)
     return {name: None for name in REVISION_SCHEMA.names} | {
-        "unique_id": f"toy/{q}", "question": question, "reference": str(2 * q), "trajectory": number,
-        "attempts": [wrong], "attempt_answers": [str(2 * q + 1)], "distances": [0.1], "target_source": "sample",
-        "target_answer": str(2 * q), "target": f"{q} + {q} = {2 * q}.\n\nThe answer is $\\boxed{{{2 * q}}}$.",
-        "system": prompt.system, "user": prompt.user, "samples": 2, "correct_samples": 1, "ungraded_samples": 0,
+        "unique_id": f"toy/{q}",
+        "question": question,
+        "reference": str(2 * q),
+        "trajectory": number,
+        "attempts": [wrong],
+        "attempt_answers": [str(2 * q + 1)],
+        "distances": [0.1],
+        "target_source": "sample",
+        "target_answer": str(2 * q),
+        "target": f"{q} + {q} = {2 * q}.\n\nThe answer is $\\boxed{{{2 * q}}}$.",
+        "system": prompt.system,
+        "user": prompt.user,
+        "samples": 2,
+        "correct_samples": 1,
+        "ungraded_samples": 0,
         "shard": 0,
-    }  # fmt: skip
+    }
 
 
 def write_revision_data(path: Path, rows: list[dict[str, Any]]) -> Path:
@@ -139,12 +150,23 @@ def trained(ray_session, base_model, tmp_path_factory) -> TrainReport[RevisionSu
     """One Ray Train CPU worker (train-prm's test runs two) overfitting 12 questions' trajectories at a high learning
     rate."""
     data = write_revision_data(tmp_path_factory.mktemp("revision_data"), [trajectory(q) for q in range(12)])
-    cfg = load_config(None, [
-        f"revision.data=[{data}]", f"revision.base_model={base_model}",
-        f"revision.output_dir={tmp_path_factory.mktemp('revision_run')}", "revision.heldout_fraction=0.25",
-        "revision.epochs=8", "revision.learning_rate=0.03", "revision.batch_size=4", "revision.num_workers=1",
-        "revision.logging_steps=4", "revision.eval_steps=8", "revision.save_steps=16", "revision.max_input_tokens=512",
-    ])  # fmt: skip
+    cfg = load_config(
+        None,
+        [
+            f"revision.data=[{data}]",
+            f"revision.base_model={base_model}",
+            f"revision.output_dir={tmp_path_factory.mktemp('revision_run')}",
+            "revision.heldout_fraction=0.25",
+            "revision.epochs=8",
+            "revision.learning_rate=0.03",
+            "revision.batch_size=4",
+            "revision.num_workers=1",
+            "revision.logging_steps=4",
+            "revision.eval_steps=8",
+            "revision.save_steps=16",
+            "revision.max_input_tokens=512",
+        ],
+    )
     return run_train_revision(cfg)
 
 
@@ -175,12 +197,24 @@ def test_the_model_serves_the_revisions_strategy_on_vllm(trained, ray_session, c
     from ttsearch.cells import run_sweep
     from ttsearch.runtime import stop_replicas
 
-    cfg = load_config(CONF_DIR / "revision_prompt.yaml", [
-        f"generator.model={trained.model_dir}", "generator.max_model_len=1024", "generator.cpu_kv_cache_gib=0.25",
-        "generator.dtype=float32", "verifier.kind=majority", "data.limit=1", "data.shards=1", "budgets=[2]",
-        "seeds=[0]", "search.max_solution_tokens=16", f"output_dir={tmp_path / 'sweep'}", f"cache_dir={cache_dir}",
-        "strategies=[{name: revisions, revision_length: 2, revision_window: 2, selections: [majority]}]",
-    ])  # fmt: skip
+    cfg = load_config(
+        CONF_DIR / "revision_prompt.yaml",
+        [
+            f"generator.model={trained.model_dir}",
+            "generator.max_model_len=1024",
+            "generator.cpu_kv_cache_gib=0.25",
+            "generator.dtype=float32",
+            "verifier.kind=majority",
+            "data.limit=1",
+            "data.shards=1",
+            "budgets=[2]",
+            "seeds=[0]",
+            "search.max_solution_tokens=16",
+            f"output_dir={tmp_path / 'sweep'}",
+            f"cache_dir={cache_dir}",
+            "strategies=[{name: revisions, revision_length: 2, revision_window: 2, selections: [majority]}]",
+        ],
+    )
     replicas = create_generator_replicas(cfg.generator, cache_dir)
     try:
         [row] = run_sweep(cfg, replicas=(replicas, [])).to_pylist()

@@ -155,7 +155,7 @@ def test_transformers_replica_matches_the_vllm_replica_greedily(ray_session, flo
     reasons = {(c.finish_reason, c.stop_reason) for completions, _ in answers["vllm"].values() for c in completions}
     assert reasons == ENDINGS, "every way a sample ends is compared"
     stats = ray_session.get(float32_replicas["transformers"].stats.remote())
-    assert stats["requests"] == len(batch) and 100e6 < stats["parameters"] < 200e6
+    assert stats["requests"] == len(batch) and 100e6 < stats["num_parameters"] < 200e6
 
 
 @pytest.mark.integration

@@ -75,8 +75,14 @@ def build_checkpoint(out_dir: Path, kind: str) -> None:
     Qwen2ForProcessRewardModel's output) or a Mistral causal LM (math-shepherd-mistral-7b-prm)."""
     tokenizer = build_tokenizer(out_dir, kind)
     sizes = dict(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=1024, initializer_range=0.3,
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        initializer_range=0.3,
     )
     torch.manual_seed(0)
     if kind == "qwen_prm":

@@ -50,8 +50,17 @@ generations of cost; doubling it buys ~8 points of exact agreement. This counts 
 verifier's score adds its own error."""
 
 # Per-question costs of a search job or of a difficulty estimate.
-COST_COLUMNS = ("samples", "generated_tokens", "prompt_tokens", "cached_prompt_tokens", "verifier_tokens",
-                "cached_verifier_tokens", "generator_flops", "verifier_flops", "total_flops")
+COST_COLUMNS = (
+    "samples",
+    "generated_tokens",
+    "prompt_tokens",
+    "cached_prompt_tokens",
+    "verifier_tokens",
+    "cached_verifier_tokens",
+    "generator_flops",
+    "verifier_flops",
+    "total_flops",
+)
 CANDIDATE_COST_COLUMNS = ("candidate_generated_tokens", "candidate_verifier_tokens")
 
 
@@ -92,14 +101,18 @@ def graded_rows(frame: pd.DataFrame) -> tuple[pd.DataFrame, int]:
 
 def excluded_note(excluded: int) -> str:
     """The sentence both reports print about the error rows they left out."""
-    return (f"{excluded} error rows (cells that failed deterministically) are excluded from accuracy, difficulty "
-            "and policy fitting.")
+    return (
+        f"{excluded} error rows (cells that failed deterministically) are excluded from accuracy, difficulty "
+        "and policy fitting."
+    )
 
 
 def ungraded_note(ungraded: int) -> str:
     """The sentence both reports print about the ungraded rows they left out of accuracy."""
-    return (f"{ungraded} ungraded rows (grading failed twice: no verdict) are excluded from every accuracy; "
-            "their graded candidates still count for pass@1 and coverage.")
+    return (
+        f"{ungraded} ungraded rows (grading failed twice: no verdict) are excluded from every accuracy; "
+        "their graded candidates still count for pass@1 and coverage."
+    )
 
 
 def flag_values(flags) -> list[bool]:
@@ -116,8 +129,11 @@ def _best_of_n_outcomes(frame: pd.DataFrame) -> pd.Series:
     """Every graded best-of-N sample, once (cells, not selections), as a bool Series indexed by unique_id."""
     cells = search_cells(frame[frame["strategy"] == "best_of_n"])
     flags = cells["candidate_correct"].map(flag_values)
-    outcomes = pd.Series([f for fs in flags for f in fs], dtype=bool,
-                         index=np.repeat(cells["unique_id"].to_numpy(), flags.map(len).to_numpy(dtype="int64")))
+    outcomes = pd.Series(
+        [f for fs in flags for f in fs],
+        dtype=bool,
+        index=np.repeat(cells["unique_id"].to_numpy(), flags.map(len).to_numpy(dtype="int64")),
+    )
     return outcomes.rename_axis("unique_id")
 
 
@@ -164,8 +180,14 @@ def difficulty_bins(table_or_frame: pa.Table | pd.DataFrame, n_bins: int = N_BIN
     return score_bins(pass1, n_bins)[0]
 
 
-def sampling_study(ks: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64), questions: int = 500, trials: int = 40,
-                   beta: tuple[float, float] = (1.0, 1.0), n_bins: int = N_BINS, seed: int = 0) -> pd.DataFrame:
+def sampling_study(
+    ks: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64),
+    questions: int = 500,
+    trials: int = 40,
+    beta: tuple[float, float] = (1.0, 1.0),
+    n_bins: int = N_BINS,
+    seed: int = 0,
+) -> pd.DataFrame:
     """How well k samples per question sort questions: the computation behind DEFAULT_ESTIMATION_SAMPLES.
 
     Per trial, `questions` true pass@1 values p ~ Beta(*beta); each question's estimate is a Binomial(k, p)/k;
@@ -186,8 +208,15 @@ def sampling_study(ks: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64), questions: in
             made.append(estimate.nunique())
             means = p.groupby(estimate).mean().to_numpy()
             monotone.append(bool((np.diff(means) < 0).all()))
-        rows.append({"k": k, "agreement": np.mean(agree), "within_one": np.mean(near), "bins": np.mean(made),
-                     "monotone": np.mean(monotone)})
+        rows.append(
+            {
+                "k": k,
+                "agreement": np.mean(agree),
+                "within_one": np.mean(near),
+                "bins": np.mean(made),
+                "monotone": np.mean(monotone),
+            }
+        )
     return pd.DataFrame(rows).set_index("k")
 
 
@@ -204,8 +233,9 @@ def added_column(frame: pd.DataFrame, name: str) -> pd.Series:
 
 def computed_tokens(frame: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
     """Per row, the tokens the generator and the verifier computed (prefix-cache hits are not computed)."""
-    generator = generator_computed_tokens(frame["generated_tokens"], frame["prompt_tokens"],
-                                          frame["cached_prompt_tokens"])
+    generator = generator_computed_tokens(
+        frame["generated_tokens"], frame["prompt_tokens"], frame["cached_prompt_tokens"]
+    )
     return generator, verifier_computed_tokens(frame["verifier_tokens"], added_column(frame, "cached_verifier_tokens"))
 
 
@@ -217,6 +247,7 @@ def flops_rates(frame: pd.DataFrame) -> tuple[float, float]:
     reads no score are billed no verifier compute (0 FLOPs, 0 tokens). Medians over rows: one generator and one
     verifier per sweep.
     """
+
     def rate(flops: str, tokens: pd.Series) -> float:
         if flops not in frame:
             return math.nan
@@ -268,26 +299,34 @@ def estimation_cells(frame: pd.DataFrame, estimation_samples: int | None = None)
     best_of_n = frame[frame["strategy"] == "best_of_n"].sort_values("verifier_tokens", ascending=False, kind="stable")
     best_of_n = search_cells(best_of_n)
     if best_of_n.empty:
-        raise AnalysisError("no best_of_n rows: difficulty is estimated from best-of-N samples; add best_of_n to the "
-                            "sweep's strategies")
+        raise AnalysisError(
+            "no best_of_n rows: difficulty is estimated from best-of-N samples; add best_of_n to the sweep's strategies"
+        )
     sizes = best_of_n["candidate_answers"].map(lambda values: 0 if values is None else len(values))
     capped = estimation_samples is None and int(sizes.max()) < DEFAULT_ESTIMATION_SAMPLES
-    k = (min(DEFAULT_ESTIMATION_SAMPLES, int(sizes.max())) if estimation_samples is None
-         else int(estimation_samples))
+    k = min(DEFAULT_ESTIMATION_SAMPLES, int(sizes.max())) if estimation_samples is None else int(estimation_samples)
     if k < 1:
         raise AnalysisError(f"estimation_samples must be ≥ 1, got {k}")
     usable = best_of_n[sizes >= k]
     if usable.empty:
-        raise AnalysisError(f"estimation_samples={k} exceeds every best-of-N cell (the largest holds {sizes.max()} "
-                            "candidates)")
+        raise AnalysisError(
+            f"estimation_samples={k} exceeds every best-of-N cell (the largest holds {sizes.max()} candidates)"
+        )
     aggregation = "last" if usable["aggregation"].eq("last").any() else sorted(usable["aggregation"].unique())[0]
-    chosen = (usable[usable["aggregation"] == aggregation]
-              .sort_values(["unique_id", "budget", "seed"], ascending=[True, False, True])
-              .drop_duplicates("unique_id"))
-    columns = ("candidate_answers", "candidate_scores", "candidate_correct",
-               *(c for c in CANDIDATE_COST_COLUMNS if c in chosen))
-    first_k = {column: chosen[column].map(lambda values: [] if values is None else list(values[:k]))
-               for column in columns}
+    chosen = (
+        usable[usable["aggregation"] == aggregation]
+        .sort_values(["unique_id", "budget", "seed"], ascending=[True, False, True])
+        .drop_duplicates("unique_id")
+    )
+    columns = (
+        "candidate_answers",
+        "candidate_scores",
+        "candidate_correct",
+        *(c for c in CANDIDATE_COST_COLUMNS if c in chosen),
+    )
+    first_k = {
+        column: chosen[column].map(lambda values: [] if values is None else list(values[:k])) for column in columns
+    }
     return chosen.assign(**first_k), k, capped
 
 
@@ -320,16 +359,29 @@ def estimation_cost(frame: pd.DataFrame, cells: pd.DataFrame, k: int) -> pd.Data
     cached_verifier = verifier * cached_share
     generator_flops = generator_rate * generator_computed_tokens(generated, prompt, cached)
     verifier_flops = (verifier_rate * verifier_computed_tokens(verifier, cached_verifier)).where(verifier != 0, 0.0)
-    cost = pd.DataFrame({
-        "samples": float(k), "generated_tokens": generated, "prompt_tokens": prompt, "cached_prompt_tokens": cached,
-        "verifier_tokens": verifier, "cached_verifier_tokens": cached_verifier, "generator_flops": generator_flops,
-        "verifier_flops": verifier_flops, "total_flops": generator_flops + verifier_flops,
-    })
+    cost = pd.DataFrame(
+        {
+            "samples": float(k),
+            "generated_tokens": generated,
+            "prompt_tokens": prompt,
+            "cached_prompt_tokens": cached,
+            "verifier_tokens": verifier,
+            "cached_verifier_tokens": cached_verifier,
+            "generator_flops": generator_flops,
+            "verifier_flops": verifier_flops,
+            "total_flops": generator_flops + verifier_flops,
+        }
+    )
     return cost.set_axis(cells["unique_id"].to_numpy()).rename_axis("unique_id")
 
 
-def estimate_difficulty(frame: pd.DataFrame, kind: str = "oracle", estimation_samples: int | None = None,
-                        n_bins: int = N_BINS, min_size: int = 1) -> Difficulty:
+def estimate_difficulty(
+    frame: pd.DataFrame,
+    kind: str = "oracle",
+    estimation_samples: int | None = None,
+    n_bins: int = N_BINS,
+    min_size: int = 1,
+) -> Difficulty:
     """Oracle pass@1 over every graded best-of-N sample, or predicted (mean verifier score of k samples), binned.
 
     Both bin by `score_bins` (bins of fewer than `min_size` questions merge into a neighbour). `estimation_samples`
@@ -339,8 +391,10 @@ def estimate_difficulty(frame: pd.DataFrame, kind: str = "oracle", estimation_sa
         raise AnalysisError(f"unknown difficulty kind {kind!r}; choose one of {', '.join(DIFFICULTY_KINDS)}")
     if kind == "oracle":
         if not (frame["strategy"] == "best_of_n").any():
-            raise AnalysisError("no best_of_n rows: difficulty is estimated from best-of-N samples; add best_of_n to "
-                                "the sweep's strategies")
+            raise AnalysisError(
+                "no best_of_n rows: difficulty is estimated from best-of-N samples; add best_of_n to "
+                "the sweep's strategies"
+            )
         score, samples = oracle_pass_at_1(frame), oracle_samples(frame)
         if score.empty:
             raise AnalysisError("no graded best-of-N candidates: oracle difficulty needs them")
@@ -384,8 +438,15 @@ def mean_curves(frame: pd.DataFrame, value: str, label: str, x: str = "budget") 
     for (name, budget), group in frame.groupby([label, "budget"], sort=True):
         per_seed = group.groupby("seed")[value].mean()
         spread = per_seed if len(per_seed) > 1 else group.groupby("unique_id")[value].mean()
-        rows.append({"label": name, "budget": budget, "x": group[x].mean(),
-                     "mean": 100 * group[value].mean(), "se": 100 * spread.sem()})
+        rows.append(
+            {
+                "label": name,
+                "budget": budget,
+                "x": group[x].mean(),
+                "mean": 100 * group[value].mean(),
+                "se": 100 * spread.sem(),
+            }
+        )
     return pd.DataFrame(rows, columns=["label", "budget", "x", "mean", "se"])
 
 
@@ -414,9 +475,21 @@ def cost_to_reach(costs: Sequence[float], accuracy: Sequence[float], target: flo
     return points[-1][0], ">"
 
 
-EQUAL_ACCURACY_COLUMNS = ["baseline", "selection", "budget", "accuracy", "baseline_samples", "baseline_flops",
-                          "label", "samples", "samples_bound", "samples_ratio", "flops", "flops_bound",
-                          "flops_ratio"]
+EQUAL_ACCURACY_COLUMNS = [
+    "baseline",
+    "selection",
+    "budget",
+    "accuracy",
+    "baseline_samples",
+    "baseline_flops",
+    "label",
+    "samples",
+    "samples_bound",
+    "samples_ratio",
+    "flops",
+    "flops_bound",
+    "flops_ratio",
+]
 
 
 def _ratio(cost: float, baseline: float) -> float:
@@ -449,13 +522,23 @@ def cost_at_equal_accuracy(frame: pd.DataFrame) -> pd.DataFrame:
                 curve = curves[curves["label"] == label]
                 samples, samples_bound = cost_to_reach(curve["samples"], curve["accuracy"], target.accuracy)
                 flops, flops_bound = cost_to_reach(curve["flops"], curve["accuracy"], target.accuracy)
-                rows.append({
-                    "baseline": baseline, "selection": selection, "budget": target.budget, "accuracy": target.mean,
-                    "baseline_samples": target.samples, "baseline_flops": target.flops, "label": label,
-                    "samples": samples, "samples_bound": samples_bound,
-                    "samples_ratio": _ratio(samples, target.samples),
-                    "flops": flops, "flops_bound": flops_bound, "flops_ratio": _ratio(flops, target.flops),
-                })
+                rows.append(
+                    {
+                        "baseline": baseline,
+                        "selection": selection,
+                        "budget": target.budget,
+                        "accuracy": target.mean,
+                        "baseline_samples": target.samples,
+                        "baseline_flops": target.flops,
+                        "label": label,
+                        "samples": samples,
+                        "samples_bound": samples_bound,
+                        "samples_ratio": _ratio(samples, target.samples),
+                        "flops": flops,
+                        "flops_bound": flops_bound,
+                        "flops_ratio": _ratio(flops, target.flops),
+                    }
+                )
     return pd.DataFrame(rows, columns=EQUAL_ACCURACY_COLUMNS)
 
 
@@ -497,8 +580,16 @@ def early_stop_savings(frame: pd.DataFrame) -> pd.DataFrame:
             spent = cells.loc[(cells["strategy_config"] == inner) & (cells["budget"] == budget), "samples"]
             full = float(spent.astype(float).mean()) if len(spent) else math.nan
         samples = float(group["samples"].astype(float).mean())
-        rows.append({"config": config, "budget": budget, "inner_config": inner, "samples": samples,
-                     "full_samples": full, "saved": 1 - _ratio(samples, full)})
+        rows.append(
+            {
+                "config": config,
+                "budget": budget,
+                "inner_config": inner,
+                "samples": samples,
+                "full_samples": full,
+                "saved": 1 - _ratio(samples, full),
+            }
+        )
     return pd.DataFrame(rows, columns=EARLY_STOP_COLUMNS)
 
 
@@ -524,9 +615,19 @@ def _integer_log2_axis(ax) -> None:
     ax.xaxis.set_minor_locator(NullLocator())
 
 
-def plot_curves(path: Path | None, title: str, frame: pd.DataFrame, *, value: str, label: str, ylabel: str,
-                x: str = "budget", xlabel: str = "budget N (samples per problem)",
-                facets: tuple[str, dict] | None = None, x_log2: bool | None = None) -> Figure:
+def plot_curves(
+    path: Path | None,
+    title: str,
+    frame: pd.DataFrame,
+    *,
+    value: str,
+    label: str,
+    ylabel: str,
+    x: str = "budget",
+    xlabel: str = "budget N (samples per problem)",
+    facets: tuple[str, dict] | None = None,
+    x_log2: bool | None = None,
+) -> Figure:
     """A figure of `value` vs `x`, a line per `label`; `facets` = (column, {key: subplot title}). Returns it,
     after saving it as a PNG at `path` (unless None).
 
@@ -546,8 +647,15 @@ def plot_curves(path: Path | None, title: str, frame: pd.DataFrame, *, value: st
         points = mean_curves(part, value, label, x)
         points = points[(points["x"] > 0) & points["mean"].notna()]  # log axis: no tokens/FLOPs, no place
         for name, line in points.groupby("label"):
-            handles[name] = ax.errorbar(line["x"], line["mean"], yerr=line["se"].fillna(0), marker="o", capsize=3,
-                                        color=colors[name], label=name)
+            handles[name] = ax.errorbar(
+                line["x"],
+                line["mean"],
+                yerr=line["se"].fillna(0),
+                marker="o",
+                capsize=3,
+                color=colors[name],
+                label=name,
+            )
         if len(points):
             se = points["se"].fillna(0)
             low, high = min(low, float((points["mean"] - se).min())), max(high, float((points["mean"] + se).max()))
@@ -568,8 +676,13 @@ def plot_curves(path: Path | None, title: str, frame: pd.DataFrame, *, value: st
     axes[0].set_ylim(*y_limits(low, high))
     fig.suptitle(title)
     if handles:
-        fig.legend([handles[n] for n in sorted(handles)], sorted(handles), loc="outside lower center",
-                   ncols=max(1, min(len(handles), 2 * len(keys))), fontsize=9)
+        fig.legend(
+            [handles[n] for n in sorted(handles)],
+            sorted(handles),
+            loc="outside lower center",
+            ncols=max(1, min(len(handles), 2 * len(keys))),
+            fontsize=9,
+        )
     if path is not None:
         fig.savefig(path, dpi=110)
     return fig
@@ -585,8 +698,9 @@ def markdown_table(table: pd.DataFrame) -> str:
     """A markdown table with the index as first column (pandas' `to_markdown` needs `tabulate`, not installed)."""
     lines = [[table.index.name or "", *table.columns], ["---"] * (len(table.columns) + 1)]
     lines += [[key, *row] for key, row in zip(table.index, table.itertuples(index=False), strict=True)]
-    return "\n".join("| " + " | ".join(str(v).replace("|", r"\|").replace("\n", " ") for v in line) + " |"
-                     for line in lines)
+    return "\n".join(
+        "| " + " | ".join(str(v).replace("|", r"\|").replace("\n", " ") for v in line) + " |" for line in lines
+    )
 
 
 @dataclass(frozen=True)

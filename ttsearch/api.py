@@ -35,8 +35,18 @@ from ttsearch.service import Answer, SearchSettings
 # Fields a request may carry: OpenAI's that the service honours or checks, then the search's own.
 OPENAI_FIELDS = ("model", "messages", "n", "stream", "user")
 # The strategy settings a request may set; the policy sets all of them when `compute_optimal` is asked for.
-CHOSEN_BY_POLICY = ("strategy", "beam_width", "lookahead", "selection", "aggregation", "rebase_temperature",
-                    "particle_temperature", "early_stop_inner", "early_stop_round", "early_stop_share")  # fmt: skip
+CHOSEN_BY_POLICY = (
+    "strategy",
+    "beam_width",
+    "lookahead",
+    "selection",
+    "aggregation",
+    "rebase_temperature",
+    "particle_temperature",
+    "early_stop_inner",
+    "early_stop_round",
+    "early_stop_share",
+)
 SEARCH_FIELDS = (*CHOSEN_BY_POLICY, "budget", "seed", "compute_optimal")
 ROLES = ("system", "user", "assistant")
 
@@ -89,8 +99,9 @@ def parse_chat_request(raw: bytes, service: SweepConfig, has_policy: bool) -> Ch
         raise ApiError(400, f"unsupported field '{unknown[0]}'; this service reads {allowed}", unknown[0])
     model = body.get("model")
     if model is not None and model != cfg.model_name:
-        raise ApiError(404, f"model '{model}' does not exist; this service serves '{cfg.model_name}'", "model",
-                       "model_not_found")  # fmt: skip
+        raise ApiError(
+            404, f"model '{model}' does not exist; this service serves '{cfg.model_name}'", "model", "model_not_found"
+        )
     if body.get("stream"):
         raise ApiError(400, "streaming is not supported: a search returns its chosen solution once", "stream")
     if body.get("n", 1) != 1:
@@ -108,14 +119,21 @@ def _question(messages: Any, max_chars: int) -> str:
             raise ApiError(400, f"messages[{i}] must be an object with a role in {ROLES}", f"messages[{i}]")
     last = messages[-1]
     if last["role"] != "user":
-        raise ApiError(400, f"the last message must be the user's question, got role '{last['role']}'",
-                       f"messages[{len(messages) - 1}].role")  # fmt: skip
+        raise ApiError(
+            400,
+            f"the last message must be the user's question, got role '{last['role']}'",
+            f"messages[{len(messages) - 1}].role",
+        )
     text = _text(last.get("content"), f"messages[{len(messages) - 1}].content")
     if not text.strip():
         raise ApiError(400, "the question (the last user message) is empty", f"messages[{len(messages) - 1}].content")
     if len(text) > max_chars:
-        raise ApiError(400, f"the question has {len(text)} characters, over the limit of {max_chars}",
-                       f"messages[{len(messages) - 1}].content", "context_length_exceeded")  # fmt: skip
+        raise ApiError(
+            400,
+            f"the question has {len(text)} characters, over the limit of {max_chars}",
+            f"messages[{len(messages) - 1}].content",
+            "context_length_exceeded",
+        )
     return text
 
 
@@ -172,8 +190,12 @@ def _settings(body: dict[str, Any], service: SweepConfig, has_policy: bool) -> S
         raise ApiError(400, f"'compute_optimal' must be true or false, got {compute_optimal!r}", "compute_optimal")
     if compute_optimal:
         if not has_policy:
-            raise ApiError(400, "compute_optimal needs a policy fitted by `ttsearch optimize`; this service has none "
-                                "(serve.policy_dir)", "compute_optimal")  # fmt: skip
+            raise ApiError(
+                400,
+                "compute_optimal needs a policy fitted by `ttsearch optimize`; this service has none "
+                "(serve.policy_dir)",
+                "compute_optimal",
+            )
         chosen = [name for name in CHOSEN_BY_POLICY if name in body]
         if chosen:
             raise ApiError(400, f"'{chosen[0]}' cannot be set with compute_optimal: the policy chooses it", chosen[0])
@@ -210,9 +232,12 @@ def _settings(body: dict[str, Any], service: SweepConfig, has_policy: bool) -> S
     needed = PROMPT_ALLOWANCE_TOKENS + worst_case_tokens(spec, budget, service.search, "request")[0]
     if needed > max_model_len:
         what = f"{name} over {runs}" if name == "early_stop" else name
-        raise ApiError(400, f"{what} at budget {budget} can need {needed} tokens of context, over the model's "
-                            f"{max_model_len}", "lookahead" if runs == "lookahead" else chooser,
-                       "context_length_exceeded")  # fmt: skip
+        raise ApiError(
+            400,
+            f"{what} at budget {budget} can need {needed} tokens of context, over the model's {max_model_len}",
+            "lookahead" if runs == "lookahead" else chooser,
+            "context_length_exceeded",
+        )
     return SearchSettings(budget=budget, strategy=spec, selection=selection, seed=seed)
 
 
@@ -233,11 +258,13 @@ def chat_completion(answer: Answer, model: str) -> dict[str, Any]:
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model,
-        "choices": [{
-            "index": 0,
-            "message": {"role": "assistant", "content": answer.solution or ""},
-            "finish_reason": "stop",
-        }],
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": answer.solution or ""},
+                "finish_reason": "stop",
+            }
+        ],
         "answer": answer.answer,
         "usage": {
             "prompt_tokens": usage.prompt_tokens,
@@ -257,4 +284,4 @@ def chat_completion(answer: Answer, model: str) -> dict[str, Any]:
             "difficulty_bin": answer.difficulty_bin,
             "difficulty_score": answer.difficulty_score,
         },
-    }  # fmt: skip
+    }

@@ -45,8 +45,9 @@ def _sweep(args: argparse.Namespace) -> int:
     if counts.missing:
         _error(f"{counts.missing} rows missing (infrastructure failures): re-run the same command to compute them")
     elif counts.failed:
-        _error(f"{counts.failed} rows failed (a strategy bug or a request no engine can serve): see their 'error' "
-               "column")
+        _error(
+            f"{counts.failed} rows failed (a strategy bug or a request no engine can serve): see their 'error' column"
+        )
     return 1 if counts.missing or counts.failed else 0
 
 
@@ -136,13 +137,17 @@ def _optimize(args: argparse.Namespace) -> None:
     from pipelines.optimize import R_VALUES, build_optimize_report
 
     r_values = args.r or R_VALUES
-    _written("compute-optimal report", build_optimize_report(args.run_dir, args.larger, args.estimation_samples,
-                                                              r_values))
+    _written(
+        "compute-optimal report", build_optimize_report(args.run_dir, args.larger, args.estimation_samples, r_values)
+    )
 
 
 def _written(what: str, report: ReportFile) -> None:
-    left_out = [f"{count} {kind} rows" for count, kind in ((report.excluded_rows, "error"),
-                                                          (report.ungraded_rows, "ungraded")) if count]
+    left_out = [
+        f"{count} {kind} rows"
+        for count, kind in ((report.excluded_rows, "error"), (report.ungraded_rows, "ungraded"))
+        if count
+    ]
     note = f" ({' and '.join(left_out)} excluded from accuracy)" if left_out else ""
     print(f"{what} written to {report.path}{note}")
 
@@ -152,14 +157,18 @@ def _solve(args: argparse.Namespace) -> None:
 
     solution = run_solve(args.run_dir, args.question, args.budget, args.overrides)
     print(f"answer: {solution.answer}")
-    print(f"difficulty: bin {solution.difficulty_bin} (predicted score {solution.difficulty_score:.3f}, "
-          f"{solution.estimation.samples} samples)")
+    print(
+        f"difficulty: bin {solution.difficulty_bin} (predicted score {solution.difficulty_score:.3f}, "
+        f"{solution.estimation.samples} samples)"
+    )
     print(f"strategy: {solution.strategy_label} at budget {solution.search_budget}")
     spent = solution.estimation.samples + solution.search.samples
     tokens = solution.estimation.generated_tokens + solution.search.generated_tokens
-    print(f"compute: {spent} samples, {tokens} generated tokens, "
-          f"{solution.estimation.verifier_tokens + solution.search.verifier_tokens} verifier tokens, "
-          f"{solution.flops:.3g} FLOPs (difficulty estimation included)")
+    print(
+        f"compute: {spent} samples, {tokens} generated tokens, "
+        f"{solution.estimation.verifier_tokens + solution.search.verifier_tokens} verifier tokens, "
+        f"{solution.flops:.3g} FLOPs (difficulty estimation included)"
+    )
 
 
 SERVE_CONFIGS = [str(CONF_DIR / "serve.yaml"), str(CONF_DIR / "revision_prompt.yaml")]
@@ -175,10 +184,14 @@ def _serve(args: argparse.Namespace) -> None:
 def _loadtest(args: argparse.Namespace) -> None:
     from pipelines.loadtest import format_report, run_loadtest, write_json
 
-    search = {name: value for name, value in (("strategy", args.strategy), ("budget", args.budget),
-                                              ("beam_width", args.beam_width)) if value is not None}  # fmt: skip
-    report = run_loadtest(args.config or SERVE_CONFIGS, args.overrides, args.url, args.concurrency,
-                          args.requests_per_client, search)  # fmt: skip
+    search = {
+        name: value
+        for name, value in (("strategy", args.strategy), ("budget", args.budget), ("beam_width", args.beam_width))
+        if value is not None
+    }
+    report = run_loadtest(
+        args.config or SERVE_CONFIGS, args.overrides, args.url, args.concurrency, args.requests_per_client, search
+    )
     print(format_report(report))
     if args.json:
         write_json(report, args.json)
@@ -188,8 +201,9 @@ def _loadtest(args: argparse.Namespace) -> None:
 SERVE_CONFIG_HELP = "YAML config, repeatable (default conf/serve.yaml + conf/revision_prompt.yaml)"
 
 
-def _config_command(commands: Any, name: str, handler: Any, help: str, config_help: str,
-                    overrides_help: str) -> argparse.ArgumentParser:  # fmt: skip
+def _config_command(
+    commands: Any, name: str, handler: Any, help: str, config_help: str, overrides_help: str
+) -> argparse.ArgumentParser:
     """A subcommand that reads layered `--config` files plus trailing key=value overrides."""
     command = commands.add_parser(name, help=help)
     command.add_argument("--config", action="append", help=config_help)
@@ -201,31 +215,67 @@ def _config_command(commands: Any, name: str, handler: Any, help: str, config_he
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ttsearch", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    _config_command(commands, "sweep", _sweep, "run strategies × budgets × seeds over a problem set",
-                    "YAML config; repeat to layer files (later ones win)",
-                    "key=value overrides, e.g. data.limit=8 budgets=[4,16]")  # fmt: skip
-    _config_command(commands, "label", _label, "Monte Carlo step labels for PRM training (K samples, R rollouts "
-                    "from every step prefix)", "YAML config, repeatable (default conf/label.yaml)",
-                    "key=value overrides, e.g. data.limit=100 label.rollouts=8")  # fmt: skip
-    _config_command(commands, "train-prm", _train_prm, "train a Math-Shepherd-format PRM on step labels with "
-                    "transformers' Trainer in Ray Train", "YAML config, repeatable (default conf/prm.yaml)",
-                    "key=value overrides, e.g. 'prm.labels=[runs/labels]' prm.epochs=2")  # fmt: skip
-    _config_command(commands, "eval-prm", _eval_prm, "a verifier on ProcessBench (first-error F1) and on held-out "
-                    "`ttsearch label` steps (ROC AUC)", "YAML config, repeatable (default conf/prm.yaml)",
-                    "key=value overrides, e.g. verifier.kind=math_shepherd verifier.model=runs/prm/model "
-                    "eval_prm.labels=runs/labels")  # fmt: skip
+    _config_command(
+        commands,
+        "sweep",
+        _sweep,
+        "run strategies × budgets × seeds over a problem set",
+        "YAML config; repeat to layer files (later ones win)",
+        "key=value overrides, e.g. data.limit=8 budgets=[4,16]",
+    )
+    _config_command(
+        commands,
+        "label",
+        _label,
+        "Monte Carlo step labels for PRM training (K samples, R rollouts from every step prefix)",
+        "YAML config, repeatable (default conf/label.yaml)",
+        "key=value overrides, e.g. data.limit=100 label.rollouts=8",
+    )
+    _config_command(
+        commands,
+        "train-prm",
+        _train_prm,
+        "train a Math-Shepherd-format PRM on step labels with transformers' Trainer in Ray Train",
+        "YAML config, repeatable (default conf/prm.yaml)",
+        "key=value overrides, e.g. 'prm.labels=[runs/labels]' prm.epochs=2",
+    )
+    _config_command(
+        commands,
+        "eval-prm",
+        _eval_prm,
+        "a verifier on ProcessBench (first-error F1) and on held-out `ttsearch label` steps (ROC AUC)",
+        "YAML config, repeatable (default conf/prm.yaml)",
+        "key=value overrides, e.g. verifier.kind=math_shepherd verifier.model=runs/prm/model "
+        "eval_prm.labels=runs/labels",
+    )
     revision_help = "YAML config, repeatable (default conf/revision.yaml + conf/revision_prompt.yaml)"
-    _config_command(commands, "revision-data", _revision_data, "training trajectories for a revision model: K "
-                    "attempts per question, near-miss wrong attempts then a correct one", revision_help,
-                    "key=value overrides, e.g. data.limit=100 revision_data.samples=32")  # fmt: skip
-    _config_command(commands, "train-revision", _train_revision, "fine-tune the generator to revise, on "
-                    "`ttsearch revision-data` trajectories, with transformers' Trainer in Ray Train", revision_help,
-                    "key=value overrides, e.g. 'revision.data=[runs/revision_data]' revision.epochs=2")  # fmt: skip
-    _config_command(commands, "eval-revision", _eval_revision, "pass@1 of revision attempt t, and revisions vs "
-                    "best-of-N at equal budget, for a base and a fine-tuned generator",
-                    "YAML config, repeatable (default conf/revision.yaml + conf/revision_prompt.yaml + "
-                    "conf/eval_revision.yaml)",
-                    "key=value overrides, e.g. 'eval_revision.models=[embedded,runs/revision/model]'")  # fmt: skip
+    _config_command(
+        commands,
+        "revision-data",
+        _revision_data,
+        "training trajectories for a revision model: K "
+        "attempts per question, near-miss wrong attempts then a correct one",
+        revision_help,
+        "key=value overrides, e.g. data.limit=100 revision_data.samples=32",
+    )
+    _config_command(
+        commands,
+        "train-revision",
+        _train_revision,
+        "fine-tune the generator to revise, on "
+        "`ttsearch revision-data` trajectories, with transformers' Trainer in Ray Train",
+        revision_help,
+        "key=value overrides, e.g. 'revision.data=[runs/revision_data]' revision.epochs=2",
+    )
+    _config_command(
+        commands,
+        "eval-revision",
+        _eval_revision,
+        "pass@1 of revision attempt t, and revisions vs "
+        "best-of-N at equal budget, for a base and a fine-tuned generator",
+        "YAML config, repeatable (default conf/revision.yaml + conf/revision_prompt.yaml + conf/eval_revision.yaml)",
+        "key=value overrides, e.g. 'eval_revision.models=[embedded,runs/revision/model]'",
+    )
     bench = commands.add_parser("bench", help="throughput: ready queue vs offline ceiling vs synchronous search")
     bench.add_argument("--config", action="append", help="YAML config, repeatable (default conf/bench.yaml)")
     bench.add_argument("--json", help="also write the report as JSON here")
@@ -252,9 +302,12 @@ def build_parser() -> argparse.ArgumentParser:
     optimize = commands.add_parser("optimize", help="compute-optimal policy (2-fold CV) and its efficiency")
     optimize.add_argument("run_dir", help="the sweep's output_dir")
     optimize.add_argument("--larger", help="a larger model's sweep output_dir, for the FLOPs-matched comparison")
-    optimize.add_argument("--estimation-samples", type=int,
-                          help="best-of-N samples per question for the predicted difficulty (k; default 16, capped by "
-                               "the largest best-of-N cell)")
+    optimize.add_argument(
+        "--estimation-samples",
+        type=int,
+        help="best-of-N samples per question for the predicted difficulty (k; default 16, capped by "
+        "the largest best-of-N cell)",
+    )
     optimize.add_argument("--r", type=float, action="append", help="D_inference/D_pretrain ratios (repeatable)")
     optimize.set_defaults(handler=_optimize)
     solve = commands.add_parser("solve", help="answer one question with a sweep's compute-optimal policy")
@@ -263,13 +316,25 @@ def build_parser() -> argparse.ArgumentParser:
     solve.add_argument("--budget", type=int, required=True, help="total samples, difficulty estimation included")
     solve.add_argument("overrides", nargs="*", help="key=value overrides of the sweep's config")
     solve.set_defaults(handler=_solve)
-    _config_command(commands, "serve", _serve, "an OpenAI-compatible search service on Ray Serve",
-                    SERVE_CONFIG_HELP, "key=value overrides, e.g. serve.port=8001")  # fmt: skip
-    loadtest = _config_command(commands, "loadtest", _loadtest,
-                               "closed-loop load test of the service at several concurrencies", SERVE_CONFIG_HELP,
-                               "key=value overrides")  # fmt: skip
-    loadtest.add_argument("--url", help="a running service's base URL (default: start one from the config, "
-                                        "localhost only)")  # fmt: skip
+    _config_command(
+        commands,
+        "serve",
+        _serve,
+        "an OpenAI-compatible search service on Ray Serve",
+        SERVE_CONFIG_HELP,
+        "key=value overrides, e.g. serve.port=8001",
+    )
+    loadtest = _config_command(
+        commands,
+        "loadtest",
+        _loadtest,
+        "closed-loop load test of the service at several concurrencies",
+        SERVE_CONFIG_HELP,
+        "key=value overrides",
+    )
+    loadtest.add_argument(
+        "--url", help="a running service's base URL (default: start one from the config, localhost only)"
+    )
     loadtest.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16, 32], help="clients at each level")
     loadtest.add_argument("--requests-per-client", type=int, default=2, help="requests each client sends per level")
     loadtest.add_argument("--strategy", help="the search every request asks for (default: the service's)")

@@ -370,9 +370,7 @@ class SweepConfig:
     ray_address: str | None = None
 
 
-def load_config(
-    paths: str | Path | Sequence[str | Path] | None = None, overrides: Sequence[str] = ()
-) -> SweepConfig:
+def load_config(paths: str | Path | Sequence[str | Path] | None = None, overrides: Sequence[str] = ()) -> SweepConfig:
     """Merge defaults ← each YAML file in order ← each `key=value` override, then validate.
 
     Each layer is merged onto the schema on its own, so an error names the file or override that caused it.
@@ -437,8 +435,9 @@ def _parse_override(item: str) -> DictConfig:
     if not OVERRIDE_KEY.fullmatch(key):
         raise ConfigError(f"bad override '{item}': expected a dotted key such as data.limit before '=', got '{key}'")
     if not value.strip() or value.startswith("="):
-        raise ConfigError(f"bad override '{item}': expected one '=' and a value after it (key=null for no value), "
-                          f"got value '{value}'")
+        raise ConfigError(
+            f"bad override '{item}': expected one '=' and a value after it (key=null for no value), got value '{value}'"
+        )
     try:
         return OmegaConf.from_dotlist([item])
     except (yaml.YAMLError, OmegaConfBaseException) as exc:
@@ -456,26 +455,68 @@ FINE_TUNE_SECTIONS = ("prm", "revision")
 """The config sections that are a `FineTuneConfig`."""
 
 GREATER_THAN_ZERO = (
-    "generator.replicas", "generator.max_model_len", "generator.max_num_seqs", "generator.cpu_kv_cache_gib",
-    "generator.tensor_parallel_size", "generator.start_timeout_s", "generator.transformers_call_tokens",
-    "verifier.replicas", "verifier.max_batch_tokens", "verifier.max_input_tokens", "verifier.torch_threads",
-    "verifier.start_timeout_s", "verifier.cpu_kv_cache_gib", "verifier.max_num_seqs",
-    "search.max_steps", "search.max_step_tokens", "search.max_solution_tokens",
+    "generator.replicas",
+    "generator.max_model_len",
+    "generator.max_num_seqs",
+    "generator.cpu_kv_cache_gib",
+    "generator.tensor_parallel_size",
+    "generator.start_timeout_s",
+    "generator.transformers_call_tokens",
+    "verifier.replicas",
+    "verifier.max_batch_tokens",
+    "verifier.max_input_tokens",
+    "verifier.torch_threads",
+    "verifier.start_timeout_s",
+    "verifier.cpu_kv_cache_gib",
+    "verifier.max_num_seqs",
+    "search.max_steps",
+    "search.max_step_tokens",
+    "search.max_solution_tokens",
     "data.shards",
-    "scheduler.max_in_flight", "scheduler.max_batch_sequences", "scheduler.max_batch_scores",
-    "scheduler.max_outstanding_per_replica", "scheduler.replica_wait_s", "scheduler.health_check_interval_s",
+    "scheduler.max_in_flight",
+    "scheduler.max_batch_sequences",
+    "scheduler.max_batch_scores",
+    "scheduler.max_outstanding_per_replica",
+    "scheduler.replica_wait_s",
+    "scheduler.health_check_interval_s",
     "scheduler.call_timeout_s",
     "bench.sync_problems",
-    "serve.port", "serve.max_pending_requests", "serve.max_concurrent_searches", "serve.retry_after_s",
-    "serve.max_budget", "serve.max_body_bytes", "serve.max_question_chars", "serve.budget",
-    "serve.autoscaling.min_replicas", "serve.autoscaling.target_ongoing_requests",
-    "label.samples", "label.rollouts", "label.max_steps",
-    *(f"{section}.{key}" for section in FINE_TUNE_SECTIONS for key in (
-        "epochs", "learning_rate", "batch_size", "gradient_accumulation_steps", "max_input_tokens", "num_workers",
-        "cpus_per_worker", "eval_steps", "save_steps", "logging_steps")),
-    "revision_data.samples", "revision_data.window", "revision_data.trajectories_per_question",
-    "eval_revision.budget", "eval_revision.revision_length", "eval_revision.revision_window",
-)  # fmt: skip
+    "serve.port",
+    "serve.max_pending_requests",
+    "serve.max_concurrent_searches",
+    "serve.retry_after_s",
+    "serve.max_budget",
+    "serve.max_body_bytes",
+    "serve.max_question_chars",
+    "serve.budget",
+    "serve.autoscaling.min_replicas",
+    "serve.autoscaling.target_ongoing_requests",
+    "label.samples",
+    "label.rollouts",
+    "label.max_steps",
+    *(
+        f"{section}.{key}"
+        for section in FINE_TUNE_SECTIONS
+        for key in (
+            "epochs",
+            "learning_rate",
+            "batch_size",
+            "gradient_accumulation_steps",
+            "max_input_tokens",
+            "num_workers",
+            "cpus_per_worker",
+            "eval_steps",
+            "save_steps",
+            "logging_steps",
+        )
+    ),
+    "revision_data.samples",
+    "revision_data.window",
+    "revision_data.trajectories_per_question",
+    "eval_revision.budget",
+    "eval_revision.revision_length",
+    "eval_revision.revision_window",
+)
 """Numeric keys that must be > 0 (a count, a size or a timeout of zero would hang or do nothing)."""
 
 AT_LEAST: dict[str, tuple[float, str]] = {
@@ -573,12 +614,17 @@ def _validate_prm(cfg: SweepConfig) -> None:
 def _validate_revision(cfg: SweepConfig) -> None:
     """`ttsearch revision-data`, `train-revision` and `eval-revision` settings."""
     data = cfg.revision_data
-    _require(data.min_wrong <= data.window, "revision_data.min_wrong",
-             f"must be <= revision_data.window ({data.window}), got {data.min_wrong}")  # fmt: skip
+    _require(
+        data.min_wrong <= data.window,
+        "revision_data.min_wrong",
+        f"must be <= revision_data.window ({data.window}), got {data.min_wrong}",
+    )
     evaluation = cfg.eval_revision
-    _require(evaluation.budget % evaluation.revision_length == 0, "eval_revision.budget",
-             f"must be a multiple of eval_revision.revision_length ({evaluation.revision_length}), got "
-             f"{evaluation.budget}")  # fmt: skip
+    _require(
+        evaluation.budget % evaluation.revision_length == 0,
+        "eval_revision.budget",
+        f"must be a multiple of eval_revision.revision_length ({evaluation.revision_length}), got {evaluation.budget}",
+    )
     _require(bool(evaluation.models), "eval_revision.models", "at least one model is needed, got []")
 
 
@@ -596,8 +642,9 @@ def _validate_serve(serve: ServeConfig) -> None:
         f"expected one of {PROXY_LOCATIONS}, got '{serve.proxy_location}'",
     )
     _require(
-        serve.budget <= serve.max_budget, "serve.budget", f"must be <= serve.max_budget {serve.max_budget}, got "
-        f"{serve.budget}"
+        serve.budget <= serve.max_budget,
+        "serve.budget",
+        f"must be <= serve.max_budget {serve.max_budget}, got {serve.budget}",
     )
     for field_name, message in strategy_errors(serve.strategy, [serve.budget]):
         _require(False, f"serve.strategy.{field_name}", message)
@@ -661,8 +708,12 @@ def strategy_errors(spec: StrategySpec, budgets: list[int]) -> list[tuple[str, s
             errors.append(("selections", f"unknown selection '{mode}', expected one of {SELECTIONS}"))
     if spec.aggregation not in AGGREGATIONS:
         errors.append(("aggregation", f"unknown aggregation '{spec.aggregation}', expected one of {AGGREGATIONS}"))
-    divisor = {"beam": "beam_width", "lookahead": "beam_width", "dvts": "beam_width",
-               "revisions": revision_divisor(spec)}.get(spec.name)  # fmt: skip
+    divisor = {
+        "beam": "beam_width",
+        "lookahead": "beam_width",
+        "dvts": "beam_width",
+        "revisions": revision_divisor(spec),
+    }.get(spec.name)
     if divisor is not None:  # the budget must split into whole beams / whole revision chains
         size = getattr(spec, divisor)
         if size <= 0:
@@ -684,8 +735,12 @@ def strategy_errors(spec: StrategySpec, budgets: list[int]) -> list[tuple[str, s
     if spec.lookahead < 0:
         errors.append(("lookahead", f"must be >= 0, got {spec.lookahead}"))
     elif spec.name != "lookahead" and spec.lookahead != 0:
-        errors.append(("lookahead", f"only the lookahead strategy rolls out, got lookahead {spec.lookahead} for "
-                                    f"strategy '{spec.name}'"))  # fmt: skip
+        errors.append(
+            (
+                "lookahead",
+                f"only the lookahead strategy rolls out, got lookahead {spec.lookahead} for strategy '{spec.name}'",
+            )
+        )
     return errors
 
 
@@ -693,8 +748,12 @@ def _early_stop_errors(spec: StrategySpec, budgets: list[int]) -> list[tuple[str
     """`early_stop`'s own settings, then its inner strategy's at the round budget (named by this spec's fields)."""
     errors: list[tuple[str, str]] = []
     if spec.early_stop_inner not in EARLY_STOP_INNER:
-        return [("early_stop_inner", f"unknown strategy '{spec.early_stop_inner}' to stop early, expected one of "
-                                     f"{EARLY_STOP_INNER}")]  # fmt: skip
+        return [
+            (
+                "early_stop_inner",
+                f"unknown strategy '{spec.early_stop_inner}' to stop early, expected one of {EARLY_STOP_INNER}",
+            )
+        ]
     size = spec.early_stop_round
     if size <= 0:
         return [("early_stop_round", f"must be > 0, got {size}")]

@@ -131,8 +131,12 @@ def _from_gsm8k(record: dict[str, Any], path: Path, where: str, number: int) -> 
         raise DataError(f"{path}: {where} {number}: a GSM8K row's 'answer' must end with '#### <answer>'")
     reasoning = CALCULATOR_NOTE.sub("", answer[: found.start()]).strip()
     final = found["answer"].replace(",", "")
-    return {**record, "problem": record["question"], "answer": final,
-            "solution": f"{reasoning}\nThe answer is $\\boxed{{{final}}}$."}
+    return {
+        **record,
+        "problem": record["question"],
+        "answer": final,
+        "solution": f"{reasoning}\nThe answer is $\\boxed{{{final}}}$.",
+    }
 
 
 @dataclass(frozen=True)
@@ -187,8 +191,10 @@ def _first_error_item(record: Any, where: str) -> FirstErrorItem:
     if not isinstance(steps, list) or not steps or not all(isinstance(step, str) for step in steps):
         raise DataError(f"{where}: 'steps' must be a non-empty list of strings, got {steps!r:.80}")
     if isinstance(label, bool) or not isinstance(label, int) or not -1 <= label < len(steps):
-        raise DataError(f"{where}: 'label' must be -1 (no wrong step) or the index of the first wrong step in "
-                        f"0..{len(steps) - 1}, got {label!r}")  # fmt: skip
+        raise DataError(
+            f"{where}: 'label' must be -1 (no wrong step) or the index of the first wrong step in "
+            f"0..{len(steps) - 1}, got {label!r}"
+        )
     return FirstErrorItem(str(item_id), problem, tuple(steps), label)
 
 
@@ -196,5 +202,7 @@ def require_solutions(problems: list[dict[str, Any]], path: str, key: str) -> No
     """Refuse, before anything runs, problems without a reference solution where `key` needs one for each."""
     lacking = [problem["unique_id"] for problem in problems if not problem["solution"].strip()]
     if lacking:
-        raise DataError(f"{key} needs a reference 'solution' for every question; {path} has none for "
-                        f"{len(lacking)}, e.g. {lacking[0]}")  # fmt: skip
+        raise DataError(
+            f"{key} needs a reference 'solution' for every question; {path} has none for "
+            f"{len(lacking)}, e.g. {lacking[0]}"
+        )

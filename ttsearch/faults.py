@@ -38,9 +38,7 @@ def alive_replicas(class_name: str, address: str | None = None, exclude_job_id: 
         address=address, filters=[("class_name", "=", class_name), ("state", "=", "ALIVE")], detail=True, limit=1000
     )
     records = [actor if isinstance(actor, dict) else vars(actor) for actor in actors]
-    return sorted(
-        (r for r in records if r.get("job_id") != exclude_job_id and r.get("pid")), key=lambda r: r["job_id"]
-    )
+    return sorted((r for r in records if r.get("job_id") != exclude_job_id and r.get("pid")), key=lambda r: r["job_id"])
 
 
 def kill_replica(class_name: str, address: str | None = None, exclude_job_id: str | None = None) -> KilledReplica:

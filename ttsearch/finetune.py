@@ -159,8 +159,11 @@ def fine_tune(
     tune = job.settings
     resumed = _claim(out, job, examples)
     if not examples.heldout:
-        logger.warning("no held-out question at %s.heldout_fraction=%s: training without evaluation",
-                       job.section, tune.heldout_fraction)  # fmt: skip
+        logger.warning(
+            "no held-out question at %s.heldout_fraction=%s: training without evaluation",
+            job.section,
+            tune.heldout_fraction,
+        )
 
     start_ray(cfg, extra_cpus=tune.num_workers * tune.cpus_per_worker)
     result = _fit(cfg, job, out, examples)
@@ -377,7 +380,11 @@ def _loss(value: float | None) -> str:
 
 
 def format_train_report(
-    report: TrainReport[Summary], trained: str, split_line: Callable[[Summary], str], dropped: str, baseline_name: str,
+    report: TrainReport[Summary],
+    trained: str,
+    split_line: Callable[[Summary], str],
+    dropped: str,
+    baseline_name: str,
     use: str,
 ) -> str:
     """The report as `train-prm` / `train-revision` print it: what was `trained`, each split (`split_line`), the

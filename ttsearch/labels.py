@@ -112,8 +112,10 @@ def label_question(ctx: SearchContext, settings: LabelConfig, reference_solution
         solutions.append((REFERENCE, 0, steps, True, 0))
     requests: list[Request] = []
     for index, (_, _, steps, finished, _) in enumerate(solutions):
-        requests += [ctx.solve(ctx.prompt(steps[:end]), settings.rollouts, 1, index, end)
-                     for end in _rollout_ends(steps, finished, settings.max_steps)]  # fmt: skip
+        requests += [
+            ctx.solve(ctx.prompt(steps[:end]), settings.rollouts, 1, index, end)
+            for end in _rollout_ends(steps, finished, settings.max_steps)
+        ]
     results: list[Result] = (yield requests) if requests else []
     rollouts = iter(zip(requests, results, strict=True))
     trajectories = []
@@ -161,8 +163,13 @@ def step_labels(outcomes: list[list[bool | None]]) -> dict[str, list[Any]]:
 def labelled_rows(outcome: JobOutcome, grader: Grader) -> list[dict[str, Any]]:
     """A finished question's rows, one per trajectory, its rollouts graded; one error row for a failed question."""
     problem = outcome.key
-    base = {"unique_id": problem["unique_id"], "question": problem["problem"], "reference": problem["answer"],
-            "wall_s": outcome.wall_s, "error": outcome.error}  # fmt: skip
+    base = {
+        "unique_id": problem["unique_id"],
+        "question": problem["problem"],
+        "reference": problem["answer"],
+        "wall_s": outcome.wall_s,
+        "error": outcome.error,
+    }
     if outcome.value is None:
         # The label columns empty rather than absent: every reader (summary, benchmark, metrics) sees one row shape.
         usage = {"source": None, "steps": [], "generated_tokens": outcome.usage.generated_tokens}
@@ -174,10 +181,19 @@ def labelled_rows(outcome: JobOutcome, grader: Grader) -> list[dict[str, Any]]:
     for t in trajectories:
         own = next(verdicts)
         outcomes = [[next(verdicts) for _ in step] for step in t.rollout_answers]
-        rows.append(base | step_labels(outcomes) | {
-            "source": t.source, "sample": t.sample, "steps": list(t.steps), "finished": t.finished,
-            "answer": t.answer, "solution_correct": own, "generated_tokens": t.generated_tokens,
-        })  # fmt: skip
+        rows.append(
+            base
+            | step_labels(outcomes)
+            | {
+                "source": t.source,
+                "sample": t.sample,
+                "steps": list(t.steps),
+                "finished": t.finished,
+                "answer": t.answer,
+                "solution_correct": own,
+                "generated_tokens": t.generated_tokens,
+            }
+        )
     return rows
 
 

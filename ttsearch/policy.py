@@ -96,14 +96,23 @@ class Policy:
         return self.choices[key]
 
     def to_json(self) -> str:
-        return json.dumps({
-            "version": POLICY_VERSION,
-            "difficulty": {"kind": self.difficulty, "estimation_samples": self.estimation_samples,
-                           "aggregation": self.aggregation, "n_bins": len(self.thresholds) + 1,
-                           "thresholds": list(self.thresholds)},
-            "choices": [{"budget": budget, "bin": b, "strategy_label": label}
-                        for (budget, b), label in sorted(self.choices.items())],
-        }, indent=2)  # fmt: skip
+        return json.dumps(
+            {
+                "version": POLICY_VERSION,
+                "difficulty": {
+                    "kind": self.difficulty,
+                    "estimation_samples": self.estimation_samples,
+                    "aggregation": self.aggregation,
+                    "n_bins": len(self.thresholds) + 1,
+                    "thresholds": list(self.thresholds),
+                },
+                "choices": [
+                    {"budget": budget, "bin": b, "strategy_label": label}
+                    for (budget, b), label in sorted(self.choices.items())
+                ],
+            },
+            indent=2,
+        )
 
     @classmethod
     def from_json(cls, text: str, where: str) -> Policy:
@@ -118,12 +127,18 @@ class Policy:
             )
         try:
             difficulty = data["difficulty"]
-            return cls({(int(c["budget"]), int(c["bin"])): c["strategy_label"] for c in data["choices"]},
-                       difficulty["kind"], int(difficulty["estimation_samples"]), tuple(difficulty["thresholds"]),
-                       difficulty.get("aggregation", "last"))  # fmt: skip
+            return cls(
+                {(int(c["budget"]), int(c["bin"])): c["strategy_label"] for c in data["choices"]},
+                difficulty["kind"],
+                int(difficulty["estimation_samples"]),
+                tuple(difficulty["thresholds"]),
+                difficulty.get("aggregation", "last"),
+            )
         except (KeyError, TypeError, ValueError) as error:
-            raise ResultsError(f"{where}: malformed policy ({type(error).__name__}: {error}); re-run `ttsearch "
-                               "optimize` to write it again") from None
+            raise ResultsError(
+                f"{where}: malformed policy ({type(error).__name__}: {error}); re-run `ttsearch "
+                "optimize` to write it again"
+            ) from None
 
 
 def save_policy(policy: Policy, run_dir: str | Path | RunStore) -> Path | str:

@@ -361,8 +361,10 @@ def format_report(report: EvalReport) -> str:
             f"**AUC {value}**.",
             "",
         ]
-    md.append(f"The verifier read {report.verifier_tokens} tokens in {report.wall_s:.1f} s; "
-              f"{len(report.failed)} items failed.")  # fmt: skip
+    md.append(
+        f"The verifier read {report.verifier_tokens} tokens in {report.wall_s:.1f} s; "
+        f"{len(report.failed)} items failed."
+    )
     for failure in report.failed[:MAX_LISTED_FAILURES]:
         md.append(f"- {failure.source} {failure.item} ({failure.failure}): {_last_line(failure.error)}")
     if len(report.failed) > MAX_LISTED_FAILURES:

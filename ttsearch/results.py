@@ -74,11 +74,32 @@ RESULT_SCHEMA = pa.schema(
 )
 # What the report and optimize need; files of older sweep versions lack e.g. the FLOPs columns.
 REQUIRED_COLUMNS = (
-    "unique_id", "level", "subject", "strategy", "strategy_label", "selection", "aggregation", "beam_width",
-    "lookahead", "budget", "seed", "answer", "reference", "correct", "score", "samples", "generated_tokens",
-    "prompt_tokens", "cached_prompt_tokens", "verifier_tokens", "wall_s", "candidate_answers", "candidate_scores",
-    "candidate_correct", "error",
-)  # fmt: skip
+    "unique_id",
+    "level",
+    "subject",
+    "strategy",
+    "strategy_label",
+    "selection",
+    "aggregation",
+    "beam_width",
+    "lookahead",
+    "budget",
+    "seed",
+    "answer",
+    "reference",
+    "correct",
+    "score",
+    "samples",
+    "generated_tokens",
+    "prompt_tokens",
+    "cached_prompt_tokens",
+    "verifier_tokens",
+    "wall_s",
+    "candidate_answers",
+    "candidate_scores",
+    "candidate_correct",
+    "error",
+)
 ADDED_COLUMNS = {"cached_verifier_tokens": 0}
 """Columns newer than the first sweeps, and the value a row of an older file reads as (no verifier prefix cache)."""
 MANIFEST = "sweep.json"
@@ -360,9 +381,7 @@ class RunStore:
         for name, table in files:
             missing = [column for column in REQUIRED_COLUMNS if column not in table.column_names]
             if missing:
-                raise ResultsError(
-                    f"{name} in {self.location(RESULTS)} lacks required columns: {', '.join(missing)}"
-                )
+                raise ResultsError(f"{name} in {self.location(RESULTS)} lacks required columns: {', '.join(missing)}")
         merged = pa.concat_tables([table for _, table in files], promote_options="permissive")
         frame = with_added_columns(merged).to_pandas()
         if frame.empty:

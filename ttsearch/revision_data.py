@@ -129,15 +129,23 @@ def trajectory_rows(outcome: JobOutcome, grader: Grader, cfg: SweepConfig) -> li
     """A finished question's rows: one per trajectory, rendered for training, or one row without a trajectory
     (no correct attempt, or a failed question) so a re-run knows the question is done."""
     problem = outcome.key
-    base = {"unique_id": problem["unique_id"], "question": problem["problem"], "reference": problem["answer"],
-            "generated_tokens": outcome.usage.generated_tokens, "wall_s": outcome.wall_s,
-            "error": outcome.error}  # fmt: skip
+    base = {
+        "unique_id": problem["unique_id"],
+        "question": problem["problem"],
+        "reference": problem["answer"],
+        "generated_tokens": outcome.usage.generated_tokens,
+        "wall_s": outcome.wall_s,
+        "error": outcome.error,
+    }
     if outcome.value is None:
         return [base | {"samples": 0, "correct_samples": 0, "ungraded_samples": 0}]
     attempts: list[Attempt] = outcome.value
     verdicts = grader.grade_many([(attempt.answer, problem["answer"]) for attempt in attempts])
-    base |= {"samples": len(attempts), "correct_samples": sum(verdict is True for verdict in verdicts),
-             "ungraded_samples": sum(verdict is None for verdict in verdicts)}  # fmt: skip
+    base |= {
+        "samples": len(attempts),
+        "correct_samples": sum(verdict is True for verdict in verdicts),
+        "ungraded_samples": sum(verdict is None for verdict in verdicts),
+    }
     texts, targets = [attempt.text for attempt in attempts], [attempt.raw for attempt in attempts]
     verdicts = list(verdicts)
     solution = problem.get("solution", "").strip()
@@ -147,14 +155,23 @@ def trajectory_rows(outcome: JobOutcome, grader: Grader, cfg: SweepConfig) -> li
     rows = []
     for number, plan in enumerate(plans):
         shown = [texts[i] for i in plan.wrong]
-        prompt = revision_prompt(cfg.search.system_prompt, problem["problem"], shown, cfg.revision_data.window,
-                                 cfg.search.revision_prompt)  # fmt: skip
-        rows.append(base | {
-            "trajectory": number, "attempts": shown, "attempt_answers": [attempts[i].answer for i in plan.wrong],
-            "distances": list(plan.distances), "target": targets[plan.correct],
-            "target_source": "sample" if plan.correct < len(attempts) else "reference",
-            "target_answer": extract_answer(targets[plan.correct]), "system": prompt.system, "user": prompt.user,
-        })  # fmt: skip
+        prompt = revision_prompt(
+            cfg.search.system_prompt, problem["problem"], shown, cfg.revision_data.window, cfg.search.revision_prompt
+        )
+        rows.append(
+            base
+            | {
+                "trajectory": number,
+                "attempts": shown,
+                "attempt_answers": [attempts[i].answer for i in plan.wrong],
+                "distances": list(plan.distances),
+                "target": targets[plan.correct],
+                "target_source": "sample" if plan.correct < len(attempts) else "reference",
+                "target_answer": extract_answer(targets[plan.correct]),
+                "system": prompt.system,
+                "user": prompt.user,
+            }
+        )
     return rows or [base]
 
 

@@ -69,22 +69,29 @@ def attempt_accuracy(rows: pa.Table | pd.DataFrame) -> pd.DataFrame:
     cells = search_cells(frame[frame["strategy"] == "revisions"])
     if cells.empty:
         return pd.DataFrame(columns=ATTEMPT_COLUMNS)
-    lengths = [chain_length(config, budget) for config, budget in zip(cells["strategy_config"], cells["budget"],
-                                                                       strict=True)]  # fmt: skip
-    flags = (cells[["unique_id", "strategy_config", "budget", "candidate_correct"]].assign(length=lengths)
-             .reset_index(drop=True).explode("candidate_correct"))  # fmt: skip
+    lengths = [
+        chain_length(config, budget) for config, budget in zip(cells["strategy_config"], cells["budget"], strict=True)
+    ]
+    flags = (
+        cells[["unique_id", "strategy_config", "budget", "candidate_correct"]]
+        .assign(length=lengths)
+        .reset_index(drop=True)
+        .explode("candidate_correct")
+    )
     flags["attempt"] = flags.groupby(level=0).cumcount() % flags["length"] + 1  # position in the cell → attempt
     flags = flags.dropna(subset=["candidate_correct"])  # ungraded candidates, and cells without any
     flags["correct"] = flags["candidate_correct"].astype(bool)
     keys = ["strategy_config", "budget", "attempt"]
     per_question = flags.groupby([*keys, "unique_id"])["correct"].mean()
     points = flags.groupby(keys)["correct"]
-    return pd.DataFrame({
-        "mean": 100 * points.mean(),
-        "se": 100 * per_question.groupby(level=keys).sem(),
-        "candidates": points.size(),
-        "questions": per_question.groupby(level=keys).size(),
-    }).reset_index()[ATTEMPT_COLUMNS]
+    return pd.DataFrame(
+        {
+            "mean": 100 * points.mean(),
+            "se": 100 * per_question.groupby(level=keys).sem(),
+            "candidates": points.size(),
+            "questions": per_question.groupby(level=keys).size(),
+        }
+    ).reset_index()[ATTEMPT_COLUMNS]
 
 
 def curve_label(strategy_config: str, budget: int) -> str:
@@ -111,8 +118,15 @@ def plot_attempt_curves(path: Path | None, title: str, curves: pd.DataFrame) -> 
     curves = curves.assign(se=curves["se"].astype(float).fillna(0))  # no error bar where the error is undefined
     for i, label in enumerate(pd.unique(curves["label"])):
         line = curves[curves["label"] == label].sort_values("attempt")
-        ax.errorbar(line["attempt"], line["mean"], yerr=line["se"], marker="o", capsize=3,
-                    color=palette(i % palette.N), label=label)  # fmt: skip
+        ax.errorbar(
+            line["attempt"],
+            line["mean"],
+            yerr=line["se"],
+            marker="o",
+            capsize=3,
+            color=palette(i % palette.N),
+            label=label,
+        )
     ax.set_ylim(*y_limits(float((curves["mean"] - curves["se"]).min()), float((curves["mean"] + curves["se"]).max())))
     ax.set_xticks(sorted(curves["attempt"].unique()))
     ax.set_xlabel("attempt t of a revision chain (t − 1 revisions)")
@@ -138,18 +152,35 @@ def revisions_vs_best_of_n(rows: pa.Table | pd.DataFrame) -> pd.DataFrame:
     frame = frame[frame["strategy"].isin(COMPARED)]
     graded, _ = graded_rows(frame)
     cells = search_cells(frame)
-    accuracy = mean_curves(graded, "correct", "strategy_label").drop(columns="x").rename(
-        columns={"label": "strategy_label", "mean": "accuracy", "se": "accuracy_se"})
-    coverage = mean_curves(cells.assign(covered=cells["candidate_correct"].map(covered)), "covered",
-                           "strategy_config").drop(columns="x").rename(
-        columns={"label": "strategy_config", "mean": "coverage", "se": "coverage_se"})  # fmt: skip
+    accuracy = (
+        mean_curves(graded, "correct", "strategy_label")
+        .drop(columns="x")
+        .rename(columns={"label": "strategy_label", "mean": "accuracy", "se": "accuracy_se"})
+    )
+    coverage = (
+        mean_curves(cells.assign(covered=cells["candidate_correct"].map(covered)), "covered", "strategy_config")
+        .drop(columns="x")
+        .rename(columns={"label": "strategy_config", "mean": "coverage", "se": "coverage_se"})
+    )
     labels = frame[["strategy_label", "strategy", "strategy_config", "selection"]].drop_duplicates("strategy_label")
     questions = frame.groupby(["strategy_config", "budget"])["unique_id"].nunique().rename("questions").reset_index()
-    table = (accuracy.merge(labels, on="strategy_label").merge(coverage, on=["strategy_config", "budget"])
-             .merge(questions, on=["strategy_config", "budget"]))  # fmt: skip
+    table = (
+        accuracy.merge(labels, on="strategy_label")
+        .merge(coverage, on=["strategy_config", "budget"])
+        .merge(questions, on=["strategy_config", "budget"])
+    )
     both = table.groupby(["budget", "selection"])["strategy"].transform("nunique") == len(COMPARED)
-    columns = ["budget", "selection", "strategy", "strategy_config", "accuracy", "accuracy_se", "coverage",
-               "coverage_se", "questions"]  # fmt: skip
+    columns = [
+        "budget",
+        "selection",
+        "strategy",
+        "strategy_config",
+        "accuracy",
+        "accuracy_se",
+        "coverage",
+        "coverage_se",
+        "questions",
+    ]
     return table[both][columns].sort_values(["budget", "selection", "strategy"]).reset_index(drop=True)
 
 
@@ -188,20 +219,30 @@ def model_sweeps(cfg: SweepConfig) -> list[SweepConfig]:
     """
     section = cfg.eval_revision
     strategies = [
-        StrategySpec(name="revisions", selections=list(EVAL_SELECTIONS), revision_length=section.revision_length,
-                     revision_window=section.revision_window),
+        StrategySpec(
+            name="revisions",
+            selections=list(EVAL_SELECTIONS),
+            revision_length=section.revision_length,
+            revision_window=section.revision_window,
+        ),
         StrategySpec(name="best_of_n", selections=list(EVAL_SELECTIONS)),
-    ]  # fmt: skip
+    ]
     sweeps = []
     for i, model in enumerate(section.models):
         key = f"eval_revision.models[{i}]"
         problem = _why_not_loadable(model)
         if problem is not None:
-            raise ConfigError(f"bad config: key '{key}': {problem}; give 'embedded', a model directory (`ttsearch "
-                              "train-revision` saves one in runs/revision/model) or a hub id")
-        sweep = replace(cfg, generator=replace(cfg.generator, model=model), strategies=strategies,
-                        budgets=[section.budget],
-                        output_dir=f"{section.output.rstrip('/')}/{model_directory(i, model)}")  # fmt: skip
+            raise ConfigError(
+                f"bad config: key '{key}': {problem}; give 'embedded', a model directory (`ttsearch "
+                "train-revision` saves one in runs/revision/model) or a hub id"
+            )
+        sweep = replace(
+            cfg,
+            generator=replace(cfg.generator, model=model),
+            strategies=strategies,
+            budgets=[section.budget],
+            output_dir=f"{section.output.rstrip('/')}/{model_directory(i, model)}",
+        )
         try:
             validate(sweep)
         except ConfigError as exc:
@@ -272,11 +313,22 @@ def _number(value: float) -> float | None:
 def model_eval(model: str, run_dir: str, rows: pa.Table | pd.DataFrame, counts: dict[str, int]) -> ModelEval:
     """A model's per-attempt pass@1 and its revisions vs best-of-N points, from its sweep's rows."""
     frame = as_frame(rows)
-    attempts = [AttemptPoint(int(p.attempt), float(p.mean), _number(p.se), int(p.candidates), int(p.questions))
-                for p in attempt_accuracy(frame).itertuples()]  # fmt: skip
-    strategies = [StrategyPoint(p.selection, p.strategy, p.strategy_config, float(p.accuracy), _number(p.accuracy_se),
-                                float(p.coverage), _number(p.coverage_se))
-                  for p in revisions_vs_best_of_n(frame).itertuples()]  # fmt: skip
+    attempts = [
+        AttemptPoint(int(p.attempt), float(p.mean), _number(p.se), int(p.candidates), int(p.questions))
+        for p in attempt_accuracy(frame).itertuples()
+    ]
+    strategies = [
+        StrategyPoint(
+            p.selection,
+            p.strategy,
+            p.strategy_config,
+            float(p.accuracy),
+            _number(p.accuracy_se),
+            float(p.coverage),
+            _number(p.coverage_se),
+        )
+        for p in revisions_vs_best_of_n(frame).itertuples()
+    ]
     questions = finished_rows(frame)[0]["unique_id"].nunique()
     return ModelEval(model, run_dir, int(questions), counts, attempts, strategies)
 
@@ -289,10 +341,13 @@ def _label(report: RevisionEvalReport, index: int) -> str:
 def attempt_curves(report: RevisionEvalReport) -> pd.DataFrame:
     """Every model's per-attempt points, labelled by model: what revision_curve.png plots."""
     return pd.DataFrame(
-        [{"label": _label(report, i), "attempt": p.attempt, "mean": p.accuracy, "se": p.se}
-         for i, result in enumerate(report.models) for p in result.attempts],
+        [
+            {"label": _label(report, i), "attempt": p.attempt, "mean": p.accuracy, "se": p.se}
+            for i, result in enumerate(report.models)
+            for p in result.attempts
+        ],
         columns=["label", "attempt", "mean", "se"],
-    )  # fmt: skip
+    )
 
 
 def curve_title(report: RevisionEvalReport) -> str:
@@ -307,10 +362,17 @@ def _trend(label: str, result: ModelEval) -> str:
     first, last = result.attempts[0], result.attempts[-1]
     change = last.accuracy - first.accuracy
     spread = math.hypot(first.se or 0.0, last.se or 0.0)
-    verdict = ("within twice the standard errors, i.e. no measurable change" if abs(change) <= 2 * spread
-               else "rising" if change > 0 else "falling")  # fmt: skip
-    return (f"- {label}: attempt {first.attempt} {first.accuracy:.1f} % → attempt {last.attempt} "
-            f"{last.accuracy:.1f} % ({change:+.1f} points, {verdict}).")
+    verdict = (
+        "within twice the standard errors, i.e. no measurable change"
+        if abs(change) <= 2 * spread
+        else "rising"
+        if change > 0
+        else "falling"
+    )
+    return (
+        f"- {label}: attempt {first.attempt} {first.accuracy:.1f} % → attempt {last.attempt} "
+        f"{last.accuracy:.1f} % ({change:+.1f} points, {verdict})."
+    )
 
 
 def format_report(report: RevisionEvalReport) -> str:
@@ -318,13 +380,19 @@ def format_report(report: RevisionEvalReport) -> str:
     chains, window = report.budget // report.revision_length, report.revision_window
     counts = sorted({result.questions for result in report.models})
     questions = f"{counts[0]} questions" if len(counts) == 1 else f"{counts[0]} to {counts[-1]} questions (see Rows)"
-    md = ["# Revision evaluation: does revising help?", "",
-          f"Per model: {questions}, budget {report.budget} samples each way: sequential revisions in {chains} "
-          f"chain{'s' if chains > 1 else ''} of T={report.revision_length} attempts (each attempt after the first is "
-          f"shown the chain's last {window} attempt{'s' if window > 1 else ''}) vs best-of-N with {report.budget} "
-          f"independent samples; verifier `{report.verifier}` for every model.", "",
-          f"![{curve_title(report)}]({CURVE})", "",
-          "## pass@1 of attempt t (%, ± s.e. over questions)", ""]  # fmt: skip
+    md = [
+        "# Revision evaluation: does revising help?",
+        "",
+        f"Per model: {questions}, budget {report.budget} samples each way: sequential revisions in {chains} "
+        f"chain{'s' if chains > 1 else ''} of T={report.revision_length} attempts (each attempt after the first is "
+        f"shown the chain's last {window} attempt{'s' if window > 1 else ''}) vs best-of-N with {report.budget} "
+        f"independent samples; verifier `{report.verifier}` for every model.",
+        "",
+        f"![{curve_title(report)}]({CURVE})",
+        "",
+        "## pass@1 of attempt t (%, ± s.e. over questions)",
+        "",
+    ]
     curves = attempt_curves(report)
     if curves.empty:
         md += ["No graded revision attempts: nothing to plot.", ""]
@@ -332,29 +400,48 @@ def format_report(report: RevisionEvalReport) -> str:
         table = attempt_table(curves)
         table.index.name = "model"
         trends = [_trend(_label(report, i), result) for i, result in enumerate(report.models)]
-        md += [markdown_table(table), "", *trends, "",
-               "Attempt t is the t-th attempt of every chain (t = 1 is sampled from the plain prompt, like a best-of-N "
-               "sample); its pass@1 is the share of those graded attempts that are right.", ""]  # fmt: skip
-    md += [f"## Revisions vs best-of-N at budget {report.budget} (%, ± s.e.)", "",
-           "| model | selection | revisions accuracy | best-of-N accuracy | revisions coverage | best-of-N coverage |",
-           "|---|---|---:|---:|---:|---:|"]  # fmt: skip
+        md += [
+            markdown_table(table),
+            "",
+            *trends,
+            "",
+            "Attempt t is the t-th attempt of every chain (t = 1 is sampled from the plain prompt, like a best-of-N "
+            "sample); its pass@1 is the share of those graded attempts that are right.",
+            "",
+        ]
+    md += [
+        f"## Revisions vs best-of-N at budget {report.budget} (%, ± s.e.)",
+        "",
+        "| model | selection | revisions accuracy | best-of-N accuracy | revisions coverage | best-of-N coverage |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
     for i, result in enumerate(report.models):
         by_selection: dict[str, dict[str, StrategyPoint]] = {}
         for point in result.strategies:
             by_selection.setdefault(point.selection, {})[point.strategy] = point
         for selection, pair in by_selection.items():
             points = [pair[strategy] for strategy in COMPARED]
-            cells = [*(mean_se_text(p.accuracy, p.accuracy_se) for p in points),
-                     *(mean_se_text(p.coverage, p.coverage_se) for p in points)]  # fmt: skip
+            cells = [
+                *(mean_se_text(p.accuracy, p.accuracy_se) for p in points),
+                *(mean_se_text(p.coverage, p.coverage_se) for p in points),
+            ]
             md.append("| " + " | ".join([_label(report, i), selection, *cells]) + " |")
-    md += ["", "Coverage is the share of questions with a right answer among the candidates: what a perfect verifier "
-           "would pick from the same samples.", "",
-           "## Rows", "", "| model | sweep | questions | done | ungraded | failed | missing |",
-           "|---|---|---:|---:|---:|---:|---:|"]  # fmt: skip
+    md += [
+        "",
+        "Coverage is the share of questions with a right answer among the candidates: what a perfect verifier "
+        "would pick from the same samples.",
+        "",
+        "## Rows",
+        "",
+        "| model | sweep | questions | done | ungraded | failed | missing |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
     for i, result in enumerate(report.models):
         rows = result.rows
-        md.append(f"| {_label(report, i)} | `{result.run_dir}` | {result.questions} | {rows['done']} | "
-                  f"{rows['ungraded']} | {rows['failed']} | {rows['missing']} |")
+        md.append(
+            f"| {_label(report, i)} | `{result.run_dir}` | {result.questions} | {rows['done']} | "
+            f"{rows['ungraded']} | {rows['failed']} | {rows['missing']} |"
+        )
     md += ["", "## How to read this", "", " ".join(_caveats(report))]
     return "\n".join(md) + "\n"
 
@@ -363,17 +450,25 @@ def _caveats(report: RevisionEvalReport) -> list[str]:
     notes = []
     fewest = min(result.questions for result in report.models)
     if fewest:
-        notes.append(f"With {fewest} questions one question moves an accuracy by {100 / fewest:.1f} points: "
-                     "differences within about twice the standard errors are noise.")
+        notes.append(
+            f"With {fewest} questions one question moves an accuracy by {100 / fewest:.1f} points: "
+            "differences within about twice the standard errors are noise."
+        )
     if report.verifier == "majority":
-        notes.append("The `majority` verifier scores every step 1, so `naive` selection takes the first candidate: "
-                     "for revisions chain 1's first attempt, which saw no earlier attempt, for best-of-N the first "
-                     "sample; only `majority` voting reads every attempt.")
+        notes.append(
+            "The `majority` verifier scores every step 1, so `naive` selection takes the first candidate: "
+            "for revisions chain 1's first attempt, which saw no earlier attempt, for best-of-N the first "
+            "sample; only `majority` voting reads every attempt."
+        )
     if any(result.rows["missing"] or result.rows["failed"] for result in report.models):
-        notes.append("Some rows are missing or failed (see Rows): re-run `ttsearch eval-revision` to compute the "
-                     "missing ones; failed rows are left out of every number.")
+        notes.append(
+            "Some rows are missing or failed (see Rows): re-run `ttsearch eval-revision` to compute the "
+            "missing ones; failed rows are left out of every number."
+        )
     ungraded = sum(result.rows["ungraded"] for result in report.models)
     if ungraded:
-        notes.append(f"{ungraded} ungraded rows (grading failed twice) are left out of accuracy; ungraded candidates "
-                     "out of pass@1 and coverage.")
+        notes.append(
+            f"{ungraded} ungraded rows (grading failed twice) are left out of accuracy; ungraded candidates "
+            "out of pass@1 and coverage."
+        )
     return notes

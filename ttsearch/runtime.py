@@ -137,7 +137,7 @@ def model_sizes(generators: list[Any], verifiers: list[Any]) -> ModelSizes:
     """Parameter counts as the first replica of each model reports them."""
     import ray
 
-    generator = ray.get(generators[0].stats.remote())["parameters"]
+    generator = ray.get(generators[0].stats.remote())["num_parameters"]
     verifier = ray.get(verifiers[0].score_stats.remote())["num_parameters"] if verifiers else 0
     return ModelSizes(generator=int(generator), verifier=int(verifier))
 
@@ -159,8 +159,7 @@ def stop_replicas(generators: list[Any], verifiers: list[Any], timeout_s: float 
     from ray.exceptions import ActorDiedError, ActorUnavailableError, GetTimeoutError
 
     deadline = time.monotonic() + timeout_s
-    ray.wait([generator.shutdown.remote() for generator in generators], num_returns=len(generators),
-             timeout=timeout_s)  # fmt: skip
+    ray.wait([generator.shutdown.remote() for generator in generators], num_returns=len(generators), timeout=timeout_s)
     distinct = list(dict.fromkeys([*generators, *verifiers]))  # actor handles hash and compare by actor id
     for handle in distinct:
         ray.kill(handle, no_restart=True)

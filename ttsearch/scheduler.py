@@ -409,9 +409,7 @@ class Scheduler:
         for slot, request in enumerate(requests):
             self._queues[request.target].append(_Item(run, slot, request))
 
-    def _finish(
-        self, run: _Run, value: Any, error: str | None = None, failure: Failure | None = None
-    ) -> None:
+    def _finish(self, run: _Run, value: Any, error: str | None = None, failure: Failure | None = None) -> None:
         if run.closed:
             return
         run.closed = True

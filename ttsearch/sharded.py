@@ -251,9 +251,17 @@ async def _run_shard_task(shard: int, problems: list[dict[str, Any]], ctx: Shard
         report([work.unit_of_job(outcome.key)])
 
     shard_run = run_shard(
-        RunStore(ctx.output_dir, schema=work.schema), shard, ctx.num_shards, problems, work, make_scheduler,
-        node_id, on_outcome=on_outcome, on_resumed=lambda units: report(list(units)), on_rows=metrics.on_rows,
-    )  # fmt: skip
+        RunStore(ctx.output_dir, schema=work.schema),
+        shard,
+        ctx.num_shards,
+        problems,
+        work,
+        make_scheduler,
+        node_id,
+        on_outcome=on_outcome,
+        on_resumed=lambda units: report(list(units)),
+        on_rows=metrics.on_rows,
+    )
     return await (shard_run if ctx.progress is None else until_stopped(shard_run, ctx.progress))
 
 

@@ -25,6 +25,7 @@ STRATEGY_FUNCTIONS: dict[str, Callable[[SearchContext, int, StrategySpec], Strat
 }
 """The strategies that run on their own; `early_stop` runs one of them in rounds (see `start`)."""
 
+
 def search_reads_verifier(spec: StrategySpec) -> bool:
     """Whether the search itself reads verifier scores: if not, a selection that reads no score (majority) costs no
     verifier compute. Early stopping reads what its inner strategy reads (its own stopping rule reads answers)."""

@@ -136,8 +136,9 @@ def grow(
     """Sample `widths[i]` next steps of `nodes[i]` (seeded by (depth, keys[i])) and score each child's new step,
     carrying its parent's scores forward (one prefix-cached verifier read per step). Returns each node's children,
     in sampling order; a node's `keys` entry must stay the same across re-runs, so a retry replays it."""
-    expansions = yield [ctx.expand(node.steps, width, depth, key) for node, width, key in zip(nodes, widths, keys,
-                                                                                           strict=True)]
+    expansions = yield [
+        ctx.expand(node.steps, width, depth, key) for node, width, key in zip(nodes, widths, keys, strict=True)
+    ]
     children = [
         (parent, *ctx.extend(parent, completion))
         for parent, result in zip(nodes, expansions, strict=True)

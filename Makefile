@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 	touch $@
 
 model: $(STAMP)
-	$(BIN)/python -m ttsearch.models
+	$(BIN)/python -m ttsearch.engines.models
 
 run: model
 	$(BIN)/ttsearch sweep --config conf/main.yaml --config conf/revision_prompt.yaml

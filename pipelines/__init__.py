@@ -1,1 +1,20 @@
-"""Thin workflows over the strategies, the scheduler and the replica actors."""
+"""Thin workflows over the library, one per `ttsearch` command: they wire the library's pieces together and write
+what they produce. Imported as `ttsearch.pipelines`; nothing imports a pipeline but the CLI, lazily.
+"""
+
+import warnings
+
+
+def warn_bare_name() -> None:
+    """The old, bare `pipelines` name works for one more release (Serve configs that name
+    `pipelines.serve:build_app`), with this warning."""
+    warnings.warn(
+        "the top-level `pipelines` package is deprecated and goes in the next release: import `ttsearch.pipelines` "
+        "(a Serve import_path: `ttsearch.pipelines.serve:build_app`)",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+
+
+if __name__ == "pipelines":  # imported by its bare name from a source tree (the wheel ships compat/pipelines)
+    warn_bare_name()

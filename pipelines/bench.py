@@ -28,14 +28,15 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from ttsearch.backends import ActorBackend, replica_pools
-from ttsearch.cells import shard_jobs
 from ttsearch.config import MODEL_FREE_VERIFIERS, StrategySpec, SweepConfig, verifier_backend
-from ttsearch.data import load_problems
-from ttsearch.grading import Grader
-from ttsearch.requests import Generate, Prompt, Request, RequestRejected, Result
-from ttsearch.runtime import start_ray
-from ttsearch.scheduler import RetryPolicy, Scheduler, Usage
+from ttsearch.runtime.backends import ActorBackend, replica_pools
+from ttsearch.runtime.replicas import start_ray
+from ttsearch.search.grading import Grader
+from ttsearch.search.outcomes import Usage
+from ttsearch.search.requests import Generate, Prompt, Request, RequestRejected, Result
+from ttsearch.search.scheduler import RetryPolicy, Scheduler
+from ttsearch.sweep.cells import shard_jobs
+from ttsearch.sweep.data import load_problems
 
 
 @dataclass
@@ -323,8 +324,8 @@ def run_bench(cfg: SweepConfig) -> dict[str, Any]:
     With a `generator`-backend case the generator replicas are started with the judge on their engines; a
     generator-hosted judge only adds a scoring method, so the other cases run on the same engines unchanged.
     """
-    from actors.generator import create_generator_replicas
-    from actors.verifier import create_verifier_replicas
+    from ttsearch.actors.generator import create_generator_replicas
+    from ttsearch.actors.verifier import create_verifier_replicas
 
     cases = benchmark_cases(cfg)
     hosted = {(c.verifier, c.backend) for c in cases if c.verifier not in MODEL_FREE_VERIFIERS}

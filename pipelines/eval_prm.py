@@ -2,7 +2,7 @@
 
 Every ProcessBench item and held-out solution is one scheduler job of one `Score`, and all of them go through one
 run of the ready queue, so the verifier replicas get the batches a sweep gives them (the protocol is in
-`ttsearch.prm_eval`). Writes eval.md and eval.json to `eval_prm.output`.
+`ttsearch.training.prm_eval`). Writes eval.md and eval.json to `eval_prm.output`.
 """
 
 from __future__ import annotations
@@ -15,10 +15,13 @@ from typing import Any
 
 from tqdm import tqdm
 
-from ttsearch.backends import replica_pools
 from ttsearch.config import SweepConfig
-from ttsearch.data import load_first_error_items
-from ttsearch.prm_eval import (
+from ttsearch.runtime.backends import replica_pools
+from ttsearch.runtime.replicas import start_ray, start_verifier_replicas
+from ttsearch.search.scheduler import Scheduler
+from ttsearch.sweep.data import load_first_error_items
+from ttsearch.sweep.results import RunStore
+from ttsearch.training.prm_eval import (
     EvalReport,
     JobKey,
     ScoreRun,
@@ -30,9 +33,6 @@ from ttsearch.prm_eval import (
     scoring_jobs,
     subset_name,
 )
-from ttsearch.results import RunStore
-from ttsearch.runtime import start_ray, start_verifier_replicas
-from ttsearch.scheduler import Scheduler
 
 
 def run_eval_prm(cfg: SweepConfig, verifiers: list[Any] | None = None) -> EvalReport:

@@ -3,7 +3,8 @@ model), a sweep of the revisions strategy and best-of-N at one budget, then pass
 
 Each model's sweep is an ordinary resumable sweep in its own directory under `eval_revision.output`, so a re-run
 computes only what is missing; one model's replicas are stopped before the next model's start
-(`ttsearch.sharded.run_shards`). The numbers are `ttsearch.revision_eval`'s; this writes revision_curve.png, eval.md
+(`ttsearch.sweep.sharded.run_shards`). The numbers are `ttsearch.training.revision_eval`'s; this writes
+revision_curve.png, eval.md
 and eval.json next to the sweeps.
 """
 
@@ -12,10 +13,10 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 
-from ttsearch.cells import row_counts, run_sweep
 from ttsearch.config import SweepConfig
-from ttsearch.results import RunStore
-from ttsearch.revision_eval import (
+from ttsearch.sweep.cells import row_counts, run_sweep
+from ttsearch.sweep.results import RunStore
+from ttsearch.training.revision_eval import (
     CURVE,
     RevisionEvalReport,
     attempt_curves,

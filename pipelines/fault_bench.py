@@ -2,7 +2,7 @@
 
 Both runs are `ttsearch sweep` processes against one local Ray instance this command starts. In the
 faulted run, once every replica is up, one generator and one verifier replica are killed with
-SIGKILL (`ttsearch.faults`) at a fixed fraction of the clean run's search time, the way a preempted
+SIGKILL (`ttsearch.runtime.faults`) at a fixed fraction of the clean run's search time, the way a preempted
 node loses them. Ray restarts them while the scheduler replays their unserved requests elsewhere.
 Reported per run: exit code, the sweep's own summary line, rows expected / present / duplicated /
 failed / missing, and wall time; then the faulted run's extra wall time relative to the clean run.
@@ -21,12 +21,12 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ttsearch.cells import rows_per_problem
 from ttsearch.config import MODEL_FREE_VERIFIERS, ConfigError, SweepConfig, load_config
-from ttsearch.data import load_problems
-from ttsearch.faults import GENERATOR_CLASS, VERIFIER_CLASS, KilledReplica, kill_replica, wait_for_replicas
-from ttsearch.results import RunStore
-from ttsearch.runtime import start_ray
+from ttsearch.runtime.faults import GENERATOR_CLASS, VERIFIER_CLASS, KilledReplica, kill_replica, wait_for_replicas
+from ttsearch.runtime.replicas import start_ray
+from ttsearch.sweep.cells import rows_per_problem
+from ttsearch.sweep.data import load_problems
+from ttsearch.sweep.results import RunStore
 
 ROW_KEY = ("unique_id", "strategy_label", "budget", "seed")
 

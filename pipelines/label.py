@@ -1,8 +1,9 @@
 """`ttsearch label`: Monte Carlo step labels for PRM training, as sharded, resumable Ray Data work.
 
-Every question's labelling (`ttsearch.labels.label_question`: K samples, then R rollouts from each step prefix)
+Every question's labelling (`ttsearch.training.labels.label_question`: K samples, then R rollouts from each step prefix)
 goes through the shard's ready queue with every other question's, on the generator replicas, into a results store
-like the sweep's (`results/shard-K-of-N.parquet`, rows in `ttsearch.labels.LABEL_SCHEMA`); a re-run into the same
+like the sweep's (`results/shard-K-of-N.parquet`, rows in `ttsearch.training.labels.LABEL_SCHEMA`); a re-run into the
+same
 `output_dir` computes only the questions without rows.
 """
 
@@ -14,9 +15,9 @@ from typing import Any
 import pyarrow as pa
 
 from ttsearch.config import SweepConfig
-from ttsearch.data import load_problems, require_solutions
-from ttsearch.labels import LabelWork, label_fingerprint, label_store
-from ttsearch.sharded import run_question_work
+from ttsearch.sweep.data import load_problems, require_solutions
+from ttsearch.sweep.sharded import run_question_work
+from ttsearch.training.labels import LabelWork, label_fingerprint, label_store
 
 
 @dataclass(frozen=True)

@@ -19,13 +19,14 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from ttsearch.backends import replica_pools
 from ttsearch.config import SweepConfig
-from ttsearch.data import load_problems
-from ttsearch.grading import Grader
-from ttsearch.labels import LabelWork
-from ttsearch.runtime import start_generator_replicas, start_ray
-from ttsearch.scheduler import RequestRun, Scheduler, Usage
+from ttsearch.runtime.backends import replica_pools
+from ttsearch.runtime.replicas import start_generator_replicas, start_ray
+from ttsearch.search.grading import Grader
+from ttsearch.search.outcomes import Usage
+from ttsearch.search.scheduler import RequestRun, Scheduler
+from ttsearch.sweep.data import load_problems
+from ttsearch.training.labels import LabelWork
 
 
 @dataclass(frozen=True)

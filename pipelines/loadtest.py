@@ -25,8 +25,8 @@ from urllib.parse import urlsplit
 import httpx
 
 from ttsearch.config import SweepConfig, load_config
-from ttsearch.data import load_problems
 from ttsearch.errors import TTSearchError
+from ttsearch.sweep.data import load_problems
 
 API_KEY_ENV = "TTSEARCH_API_KEY"
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")

@@ -13,33 +13,29 @@ from pathlib import Path
 
 import pandas as pd
 
-from ttsearch.analysis import (
+from ttsearch.analysis.costs import cost_at_equal_accuracy, early_stop_savings
+from ttsearch.analysis.curves import (
     N_BINS,
     NEAR_ZERO_ACCURACY,
     AnalysisError,
     Difficulty,
-    ReportFile,
     bin_sorting,
-    cost_at_equal_accuracy,
     covered,
     difficulty_bins,
-    early_stop_savings,
     estimate_difficulty,
     excluded_note,
     finished_rows,
     graded_rows,
-    markdown_table,
     mean_curves,
-    mean_se_text,
     oracle_pass_at_1,
     oracle_samples,
-    plot_curves,
     samples_note,
     search_cells,
     ungraded_note,
 )
-from ttsearch.results import CONFIG, RESULTS, ResultsError, RunStore
-from ttsearch.revision_eval import attempt_accuracy, attempt_table, curve_label, plot_attempt_curves
+from ttsearch.analysis.render import ReportFile, markdown_table, mean_se_text, plot_curves
+from ttsearch.sweep.results import CONFIG, RESULTS, ResultsError, RunStore
+from ttsearch.training.revision_eval import attempt_accuracy, attempt_table, curve_label, plot_attempt_curves
 
 ERRORS_LISTED = 5
 # Per-problem costs shown per strategy × budget when the column exists: (column, table title, format).

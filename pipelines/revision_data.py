@@ -1,6 +1,7 @@
 """`ttsearch revision-data`: training trajectories for a revision model, as sharded, resumable Ray Data work.
 
-Every question's attempts (`ttsearch.revision_data.sample_attempts`: K samples from the plain prompt) go through
+Every question's attempts (`ttsearch.training.revision_data.sample_attempts`: K samples from the plain prompt) go
+through
 the shard's ready queue with every other question's, on the generator replicas; each finished question is graded
 and turned into its trajectories (`trajectory_rows`: near-miss wrong attempts, then a correct one, rendered in the
 revisions strategy's prompt format) in a results store like the sweep's (`results/shard-K-of-N.parquet`, rows in
@@ -16,9 +17,9 @@ from typing import Any
 import pyarrow as pa
 
 from ttsearch.config import SweepConfig, validate_revision_prompt
-from ttsearch.data import load_problems, require_solutions
-from ttsearch.revision_data import RevisionDataWork, revision_fingerprint, revision_store
-from ttsearch.sharded import run_question_work
+from ttsearch.sweep.data import load_problems, require_solutions
+from ttsearch.sweep.sharded import run_question_work
+from ttsearch.training.revision_data import RevisionDataWork, revision_fingerprint, revision_store
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ same generator calls. Serve autoscales the ingress replicas (`serve.autoscaling`
 engines, which the cluster autoscaler places.
 
 `build_app` is the import path for `serve run` / `serve deploy` / a KubeRay RayService
-(`pipelines.serve:build_app`, args `{config: [...], overrides: [...]}`); `run_serve` is the command.
+(`ttsearch.pipelines.serve:build_app`, args `{config: [...], overrides: [...]}`); `run_serve` is the command.
 """
 
 from __future__ import annotations
@@ -22,14 +22,15 @@ from fastapi.responses import JSONResponse
 from ray import serve
 from ray.serve import Application
 
-from ttsearch.api import ApiError, chat_completion, parse_chat_request
-from ttsearch.backends import replica_pools
+from ttsearch.analysis.policy import Policy, SolveError
 from ttsearch.config import StrategySpec, SweepConfig, load_config
-from ttsearch.grading import Grader
-from ttsearch.policy import Policy, SolveError
-from ttsearch.runtime import model_sizes, start_ray, start_replicas
-from ttsearch.scheduler import Failure, Scheduler
-from ttsearch.service import SearchFailed, SearchService, check_usable_verifier, load_policy_run
+from ttsearch.runtime.backends import replica_pools
+from ttsearch.runtime.replicas import model_sizes, start_ray, start_replicas
+from ttsearch.search.grading import Grader
+from ttsearch.search.outcomes import Failure
+from ttsearch.search.scheduler import Scheduler
+from ttsearch.serving.api import ApiError, chat_completion, parse_chat_request
+from ttsearch.serving.service import SearchFailed, SearchService, check_usable_verifier, load_policy_run
 
 APP_NAME = "ttsearch"
 API_KEY_ENV = "TTSEARCH_API_KEY"
@@ -60,7 +61,7 @@ class SearchServer:
     def __init__(self, cfg: SweepConfig, policy: Policy | None, strategies: list[StrategySpec]):
         """`policy` and the `strategies` its labels name come from `build_app`, which read them where the app was
         built, so the replica reads no file."""
-        from ttsearch.metrics import ServeMetrics
+        from ttsearch.runtime.metrics import ServeMetrics
 
         self.cfg = cfg
         self.api_key = cfg.serve.api_key or os.environ.get(API_KEY_ENV) or None
@@ -233,7 +234,7 @@ def run_serve(config: list[str], overrides: list[str], block: bool = True) -> st
             print(f"serving '{cfg.serve.model_name}' at {url}/v1 (Ctrl-C or SIGTERM stops it)", flush=True)
             while True:
                 time.sleep(3600)
-    except BaseException:  # stopped (`ttsearch.interrupts`) or failed while deploying or serving: no app stays
+    except BaseException:  # stopped (`ttsearch.runtime.interrupts`) or failed while deploying or serving: no app stays
         serve.delete(APP_NAME)
         raise
     return url

@@ -1,17 +1,18 @@
 """`ttsearch solve`: answer one question online with the compute-optimal policy of a past sweep
-(`ttsearch.service`: difficulty estimation, then the strategy the policy chose, both counted)."""
+(`ttsearch.serving.service`: difficulty estimation, then the strategy the policy chose, both counted)."""
 
 from __future__ import annotations
 
 import asyncio
 
-from ttsearch.backends import replica_pools
+from ttsearch.analysis.policy import Policy
 from ttsearch.config import SweepConfig
-from ttsearch.grading import Grader
-from ttsearch.policy import Policy
-from ttsearch.runtime import ModelSizes, model_sizes, start_ray, start_replicas
-from ttsearch.scheduler import Scheduler
-from ttsearch.service import Answer, SearchService, SearchSettings, load_policy_run
+from ttsearch.runtime.backends import replica_pools
+from ttsearch.runtime.replicas import model_sizes, start_ray, start_replicas
+from ttsearch.search.grading import Grader
+from ttsearch.search.outcomes import ModelSizes
+from ttsearch.search.scheduler import Scheduler
+from ttsearch.serving.service import Answer, SearchService, SearchSettings, load_policy_run
 
 
 async def solve_question(

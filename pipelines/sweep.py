@@ -1,6 +1,6 @@
 """`ttsearch sweep`: every (strategy, budget, seed) cell on every problem, results as Parquet.
 
-The sweep itself (sharding, resume, replicas) is `ttsearch.cells.run_sweep`; this module adds the summary the
+The sweep itself (sharding, resume, replicas) is `ttsearch.sweep.cells.run_sweep`; this module adds the summary the
 command prints.
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from ttsearch.analysis import covered
+from ttsearch.analysis.curves import covered
 
 
 def summary(table: pa.Table) -> str:

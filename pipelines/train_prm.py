@@ -1,12 +1,13 @@
 """`ttsearch train-prm`: train a Math-Shepherd-format PRM on step labels, with transformers' `Trainer` in Ray Train.
 
 The PRM is a causal LM read at a tag after each step: score = sigmoid(logsumexp(logits["+"]) - logsumexp(logits["-"]))
-at the tag (`actors.verifier.MathShepherdAdapter`, which also lays out the training inputs), trained with binary
+at the tag (`ttsearch.engines.prm.MathShepherdAdapter`, which also lays out the training inputs), trained with
+binary
 cross-entropy of that margin against the step label. The result serves as `verifier.kind=math_shepherd
 verifier.model=<prm.output_dir>/model`, prefix caching included.
 
 The driver reads and checks every input, tokenises and splits it before Ray starts; the training itself, its
-checkpoints, resumption and outputs are `ttsearch.finetune`'s, shared with `train-revision`.
+checkpoints, resumption and outputs are `ttsearch.training.finetune`'s, shared with `train-revision`.
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ import time
 from typing import Any
 
 from ttsearch.config import SweepConfig
-from ttsearch.finetune import Examples, FineTuneJob, TrainReport, fine_tune, format_train_report, output_dir
-from ttsearch.models import resolve_model
-from ttsearch.prm_data import (
+from ttsearch.engines.models import resolve_model
+from ttsearch.training.finetune import Examples, FineTuneJob, TrainReport, fine_tune, format_train_report, output_dir
+from ttsearch.training.prm_data import (
     PRMDataError,
     SplitSummary,
     collate,
@@ -63,7 +64,7 @@ def _examples(cfg: SweepConfig) -> Examples[SplitSummary]:
     train_examples, heldout_examples = split_examples(examples, prm.heldout_fraction)
     from transformers import AutoTokenizer  # after the checks above: bad input fails without loading it
 
-    from actors.verifier import MathShepherdAdapter
+    from ttsearch.engines.prm import MathShepherdAdapter
 
     adapter = MathShepherdAdapter(AutoTokenizer.from_pretrained(resolve_model(prm.base_model, cfg.cache_dir)))
     train, dropped_train = tokenize_all(train_examples, adapter, prm.max_input_tokens)
@@ -86,7 +87,7 @@ def _step_label_trainer(tokenizer: Any, **arguments: Any) -> Any:
     import torch
     from transformers import Trainer
 
-    from actors.verifier import MathShepherdAdapter, project_only_at
+    from ttsearch.engines.prm import MathShepherdAdapter, project_only_at
 
     adapter = MathShepherdAdapter(tokenizer)
 

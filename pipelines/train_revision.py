@@ -2,12 +2,13 @@
 
 Supervised fine-tuning (Snell et al. 2024, §6.1): the input is the revisions strategy's prompt (the question and the
 earlier wrong attempts), the target the correct attempt that followed them; the loss is the model's own next-token
-cross-entropy on the target only (`ttsearch.revision_train_data`). The prompt is tokenised exactly as a generator
+cross-entropy on the target only (`ttsearch.training.revision_train_data`). The prompt is tokenised exactly as a
+generator
 replica renders it for vLLM, so the result drops in as `generator.model=<revision.output_dir>/model`. The baseline
 is the base model's own held-out loss, evaluated in the workers before training.
 
 The driver reads, tokenises and splits the trajectories before Ray starts; the training itself, its checkpoints,
-resumption and outputs are `ttsearch.finetune`'s, shared with `train-prm`.
+resumption and outputs are `ttsearch.training.finetune`'s, shared with `train-prm`.
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ from __future__ import annotations
 import time
 
 from ttsearch.config import SweepConfig
-from ttsearch.finetune import FineTuneJob, TrainReport, fine_tune, format_train_report, output_dir
-from ttsearch.models import resolve_model
-from ttsearch.revision_train_data import RevisionSummary, build_examples, collate, load_trajectories
+from ttsearch.engines.models import resolve_model
+from ttsearch.training.finetune import FineTuneJob, TrainReport, fine_tune, format_train_report, output_dir
+from ttsearch.training.revision_train_data import RevisionSummary, build_examples, collate, load_trajectories
 
 BASELINE = "the base model before training"
 

@@ -90,13 +90,13 @@ def ray_session(ray_cluster):
 @pytest.fixture(scope="session")
 def generator_replicas(ray_session, cache_dir):
     """Two vLLM replicas (small KV caches): tests that want one use `[0]`."""
-    from actors.generator import create_generator_replicas
+    from ttsearch.actors.generator import create_generator_replicas
 
     return create_generator_replicas(GeneratorConfig(replicas=2, cpu_kv_cache_gib=1.0), cache_dir)
 
 
 @pytest.fixture(scope="session")
 def lm_judge_replicas(ray_session, cache_dir):
-    from actors.verifier import create_verifier_replicas
+    from ttsearch.actors.verifier import create_verifier_replicas
 
     return create_verifier_replicas(VerifierConfig(kind="lm_judge", replicas=2, backend="transformers"), cache_dir)

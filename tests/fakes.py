@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable, Sequence
 
-from ttsearch.requests import (
+from ttsearch.search.requests import (
     Completion,
     Generate,
     GenerateResult,
@@ -15,7 +15,7 @@ from ttsearch.requests import (
     Score,
     ScoreResult,
 )
-from ttsearch.scheduler import ReplicaFailed
+from ttsearch.search.scheduler import ReplicaFailed
 
 
 class ScriptedBackend:

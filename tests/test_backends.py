@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from ttsearch.backends import ModelFreeVerifier
-from ttsearch.requests import Score
+from ttsearch.runtime.backends import ModelFreeVerifier
+from ttsearch.search.requests import Score
 
 
 def scores(kind: str, batch: list[Score]) -> list[tuple[float, ...]]:

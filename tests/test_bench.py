@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from pipelines.bench import Measurement, VerifierCost, _row, benchmark_cases
+from ttsearch.pipelines.bench import Measurement, VerifierCost, _row, benchmark_cases
+
 from ttsearch.cli import BENCH_CONFIGS
 from ttsearch.config import STRATEGIES, load_config
 

@@ -9,9 +9,8 @@ from __future__ import annotations
 import pytest
 
 from tests.stop_harness import isolation_available, run_isolated
-from ttsearch.cells import row_cell_key, run_sweep
-from ttsearch.config import load_config
-from ttsearch.results import RunStore
+from ttsearch.sweep.cells import row_cell_key
+from ttsearch.sweep.results import RunStore
 
 pytestmark = [
     pytest.mark.integration,
@@ -69,20 +68,12 @@ SWEEP = [
 ]
 
 
-def test_sweep_stops_on_sigterm_to_its_pid_keeps_its_finished_work_and_a_rerun_computes_only_the_rest(
-    tmp_path, cache_dir, generator_replicas
-):
+def test_sweep_stops_on_sigterm_to_its_pid_keeps_its_finished_work_and_a_rerun_computes_only_the_rest(tmp_path):
+    """The same command twice, as a user would: stopped by SIGTERM, then run again to the end."""
     out = tmp_path / "stopped"
-    args = [
-        *SWEEP,
-        f"output_dir={out}",
-        f"cache_dir={cache_dir}",
-        "generator.replicas=1",
-        "generator.cpu_kv_cache_gib=0.25",
-    ]
+    sweep = ["sweep", *SWEEP, f"output_dir={out}", "generator.replicas=1", "generator.cpu_kv_cache_gib=0.25"]
     result = run_isolated(
-        ["command", "--signal", "TERM", "--started", r"searches:.*\| [1-5]/6 ", "--", "sweep", *args],
-        SCENARIO_TIMEOUT_S,
+        ["command", "--signal", "TERM", "--started", r"searches:.*\| [1-5]/6 ", "--", *sweep], SCENARIO_TIMEOUT_S
     )
     assert "error" not in result, result["error"]
     assert result["exit_code"] == 143, result["output"]
@@ -92,12 +83,14 @@ def test_sweep_stops_on_sigterm_to_its_pid_keeps_its_finished_work_and_a_rerun_c
 
     store = RunStore(str(out))
     saved = store.read_partial(0, 1)
-    assert saved is not None, "the interrupted shard saved no partial record"
+    assert saved is not None, f"the interrupted shard saved no partial record:\n{result['output']}"
     kept = {row_cell_key(row): row["wall_s"] for row in saved.to_pylist()}
     assert 1 <= len(kept) < 6, f"the stop landed mid-sweep: {len(kept)} of 6 cells kept"
 
-    cfg = load_config(None, [*SWEEP, f"output_dir={out}", f"cache_dir={cache_dir}"])
-    rows = run_sweep(cfg, replicas=(generator_replicas, [])).to_pylist()
+    rerun = run_isolated(["command", "--signal", "none", "--", *sweep], SCENARIO_TIMEOUT_S)
+    assert "error" not in rerun, rerun["error"]
+    assert rerun["exit_code"] == 0, rerun["output"]
+    rows = store.read_results().to_pylist()
     assert len(rows) == 6 and store.finished_shards(1) == {0}
     # A cell computed again would carry its new wall time: the kept ones carry the first run's.
     assert {key: wall for key, wall in ((row_cell_key(r), r["wall_s"]) for r in rows) if key in kept} == kept

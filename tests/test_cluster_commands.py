@@ -46,7 +46,7 @@ from tests.stop_harness import isolation_available
 
 ROOT = Path(__file__).resolve().parents[1]
 HEADING = "### `ray job submit` and the dashboard"
-# (a): a sweep that finishes in about a minute on 2 cores (keys: ttsearch/config.py).
+# (a): a sweep that finishes in about a minute on 2 cores (keys: ttsearch/config/).
 SMALL_SWEEP = [
     "data.limit=1",
     "data.shards=1",

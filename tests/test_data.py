@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from ttsearch.config import DataConfig
-from ttsearch.data import DataError, FirstErrorItem, load_first_error_items, load_problems
+from ttsearch.sweep.data import DataError, FirstErrorItem, load_first_error_items, load_problems
 
 
 def test_shipped_math500_loads_with_its_fields():

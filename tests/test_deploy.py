@@ -31,8 +31,8 @@ from ray.scripts.scripts import start as ray_start
 from ray.serve import Application
 from ray.serve._private.api import call_user_app_builder_with_args_if_necessary
 from ray.serve.schema import ServeDeploySchema
+from ttsearch.pipelines.serve import API_KEY_ENV, APP_NAME
 
-from pipelines.serve import API_KEY_ENV, APP_NAME
 from ttsearch.cli import build_parser
 from ttsearch.config import CONF_DIR, SweepConfig, load_config
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from ttsearch.pipelines.eval_prm import format_report, run_eval_prm
 
-from pipelines.eval_prm import format_report, run_eval_prm
 from tests.test_prm_eval import label_row, question_ids, write_labels, write_subset
 from ttsearch.config import load_config
 

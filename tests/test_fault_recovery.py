@@ -17,8 +17,8 @@ import pytest
 
 from tests.conftest import free_port
 from ttsearch.config import DataConfig
-from ttsearch.faults import GENERATOR_CLASS, VERIFIER_CLASS, alive_replicas, kill_replica, wait_for_replicas
-from ttsearch.results import RunStore
+from ttsearch.runtime.faults import GENERATOR_CLASS, VERIFIER_CLASS, alive_replicas, kill_replica, wait_for_replicas
+from ttsearch.sweep.results import RunStore
 
 pytestmark = pytest.mark.integration
 
@@ -120,9 +120,9 @@ def _work_on(node_id: str, address: str, own_job: str, list_tasks) -> bool:
 
 
 def test_one_over_long_prompt_fails_only_its_problem(tmp_path, cache_dir, ray_session, generator_replicas):
-    from ttsearch.cells import row_counts, run_sweep
     from ttsearch.config import load_config
-    from ttsearch.data import load_problems
+    from ttsearch.sweep.cells import row_counts, run_sweep
+    from ttsearch.sweep.data import load_problems
 
     problems = load_problems(DATASET, limit=3)
     problems.insert(1, problems[0] | {"unique_id": "too-long", "problem": "Add these numbers: " + "1 + " * 3000 + "1."})
@@ -154,9 +154,10 @@ def test_one_over_long_prompt_fails_only_its_problem(tmp_path, cache_dir, ray_se
 
 
 def test_gpu_replicas_on_a_cluster_without_gpus_fail_after_a_bounded_wait(ray_session, cache_dir):
-    from actors.generator import create_generator_replicas
-    from ttsearch.backends import ReplicaStartError
+    from ttsearch.actors.generator import create_generator_replicas
+
     from ttsearch.config import GeneratorConfig
+    from ttsearch.runtime.backends import ReplicaStartError
 
     started = time.monotonic()
     with pytest.raises(ReplicaStartError, match=r"each asks for num_gpus=1, .* the cluster has 0 GPUs"):

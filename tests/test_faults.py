@@ -13,8 +13,9 @@ import pytest
 from tests.fakes import DyingBackend, HangingBackend, ScriptedBackend, length_scorer, step_generator
 from tests.test_scheduler import jobs, pools
 from ttsearch.config import StrategySpec
-from ttsearch.requests import Generate, Prompt
-from ttsearch.scheduler import Failure, JobOutcome, ReplicaFailed, ReplicasUnavailable, RetryPolicy, Scheduler
+from ttsearch.search.outcomes import Failure, JobOutcome, ReplicasUnavailable
+from ttsearch.search.requests import Generate, Prompt
+from ttsearch.search.scheduler import ReplicaFailed, RetryPolicy, Scheduler
 
 FAST = RetryPolicy(max_request_retries=3, replica_wait_s=0.5, health_check_interval_s=0.01, call_timeout_s=5.0)
 BEAM = StrategySpec(name="beam", beam_width=2)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from ttsearch.config import EMBEDDED_MODEL
-from ttsearch.models import EMBEDDED_NAME, resolve_model
-from ttsearch.requests import Generate, GenerateResult, Prompt
+from ttsearch.engines.models import EMBEDDED_NAME, resolve_model
+from ttsearch.search.requests import Generate, GenerateResult, Prompt
 
 QUESTION = "What is the sum of the first five positive integers? Solve it step by step."
 STEP = ("\n\n",)
@@ -132,7 +132,7 @@ def test_converted_checkpoint_answers_in_transformers(replica, cache_dir):
 
 
 def test_cpu_replicas_get_disjoint_cores(monkeypatch):
-    from actors.generator import cpu_core_binds
+    from ttsearch.actors.generator import cpu_core_binds
 
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1, 2, 3})
     assert cpu_core_binds(2) == ["0,1", "2,3"]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from ttsearch.grading import MAX_ANSWER_CHARS, Grader, canonical_answer, extract_answer, extract_boxed, grade
+from ttsearch.search.grading import MAX_ANSWER_CHARS, Grader, canonical_answer, extract_answer, extract_boxed, grade
 
 REPO = Path(__file__).resolve().parents[1]
 MATH500 = REPO / "data" / "math500.jsonl"  # the project's shipped copy of ../shared/data/math500.jsonl
@@ -321,7 +321,7 @@ def _probe_a_live_worker(conn) -> None:
     the audit hook forbids from this process's main thread (audit hooks are process-wide)."""
     import os
 
-    from ttsearch import grading
+    from ttsearch.search import grading
 
     worker_end, ours = multiprocessing.Pipe()
     threading.Thread(target=grading._worker_main, args=(worker_end, None), daemon=True).start()
@@ -374,7 +374,7 @@ def _address_space_limit(pid: int) -> int | None:
 def test_worker_guard_refuses_eval_exec_and_processes() -> None:
     probe = f"""
 import os, subprocess, sympy
-from ttsearch.grading import _install_guard
+from ttsearch.search.grading import _install_guard
 _install_guard()
 assert sympy.Number("12") == 12 and sympy.Number("1.5") == 1.5
 for attempt in (

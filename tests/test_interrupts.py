@@ -10,7 +10,7 @@ import textwrap
 
 import pytest
 
-from ttsearch.interrupts import Interrupted, exit_status, kept_signal_handlers, stop_on_signals
+from ttsearch.runtime.interrupts import Interrupted, exit_status, kept_signal_handlers, stop_on_signals
 
 
 @pytest.fixture

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from ttsearch.pipelines.label import run_label, summarize
 
-from pipelines.label import run_label, summarize
 from ttsearch.config import load_config
-from ttsearch.labels import label_store, read_labels
+from ttsearch.training.labels import label_store, read_labels
 
 pytestmark = pytest.mark.integration
 

@@ -9,7 +9,12 @@ import pyarrow as pa
 
 from tests.fakes import Grades, ScriptedBackend, drive
 from ttsearch.config import LabelConfig, SchedulerConfig, SearchConfig, load_config
-from ttsearch.labels import (
+from ttsearch.search.outcomes import JobOutcome, Usage
+from ttsearch.search.requests import Completion, Generate, GenerateResult, Request, Result
+from ttsearch.search.scheduler import ReplicaFailed, ReplicaPool, Scheduler
+from ttsearch.search.strategies.common import SearchContext
+from ttsearch.sweep.sharded import run_shard
+from ttsearch.training.labels import (
     LABEL_SCHEMA,
     LabelWork,
     Trajectory,
@@ -21,10 +26,6 @@ from ttsearch.labels import (
     reference_steps,
     step_labels,
 )
-from ttsearch.requests import Completion, Generate, GenerateResult, Request, Result
-from ttsearch.scheduler import JobOutcome, ReplicaFailed, ReplicaPool, Scheduler, Usage
-from ttsearch.sharded import run_shard
-from ttsearch.strategies.common import SearchContext
 
 SEARCH = SearchConfig(step_delimiter="\n", max_solution_tokens=64)
 PROBLEM = {"unique_id": "q1", "problem": "What is 2 + 3?", "answer": "5", "solution": "2 + 3 = 5.\nSo $\\boxed{5}$."}
@@ -163,7 +164,7 @@ def test_label_shards_through_the_ready_queue_resume_only_the_missing_questions(
 
 
 def test_the_benchmarks_baseline_sends_one_prefix_at_a_time_and_labels_the_same():
-    from pipelines.label_bench import one_prefix_at_a_time
+    from ttsearch.pipelines.label_bench import one_prefix_at_a_time
 
     settings = LabelConfig(samples=2, rollouts=2, max_steps=3, reference_prefixes=True)
 

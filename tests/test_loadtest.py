@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-
-from pipelines.loadtest import LoadTestError, format_report, level_report, percentile, run_loadtest
+from ttsearch.pipelines.loadtest import LoadTestError, format_report, level_report, percentile, run_loadtest
 
 
 def test_percentiles_interpolate_and_tolerate_few_values():

@@ -1,8 +1,9 @@
 """The ttsearch metrics against the Grafana dashboard that shows them, and what each reporter records.
 
-No Ray is started: `ray.util.metrics`' Counter / Gauge / Histogram are replaced, in `ttsearch.metrics`, by fakes that
-record what is created and recorded and refuse what Ray refuses (a missing or unknown tag key, a tag value that
-is not a string, a counter increment that is not positive, one name created with two different definitions).
+No Ray is started: `ray.util.metrics`' Counter / Gauge / Histogram are replaced, in `ttsearch.runtime.metrics`, by
+fakes that record what is created and recorded and refuse what Ray refuses (a missing or unknown tag key, a tag
+value that is not a string, a counter increment that is not positive, one name created with two different
+definitions).
 """
 
 from __future__ import annotations
@@ -14,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from ttsearch import metrics
 from ttsearch.config import StrategySpec
-from ttsearch.metrics import METRICS, LabelMetrics, ServeMetrics, SweepMetrics
-from ttsearch.scheduler import JobOutcome, Usage
+from ttsearch.runtime import metrics
+from ttsearch.runtime.metrics import METRICS, LabelMetrics, ServeMetrics, SweepMetrics
+from ttsearch.search.outcomes import JobOutcome, Usage
 
 DASHBOARD = Path(__file__).resolve().parents[1] / "deploy" / "grafana" / "ttsearch_dashboard.json"
 QUERIED = re.compile(r"\bray_ttsearch_\w+")

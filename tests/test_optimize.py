@@ -11,15 +11,14 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from ttsearch.pipelines.optimize import build_optimize_report
 
-from pipelines.optimize import (
+from ttsearch.analysis.compute_optimal import (
     BEST_FIXED,
     PolicyResult,
     best_fixed,
-    build_optimize_report,
     compute_optimal,
     efficiency,
-    estimate_difficulty,
     fit_policy,
     flops_matched,
     flops_multiplier,
@@ -27,9 +26,10 @@ from pipelines.optimize import (
     policy_of,
     strategy_curves,
 )
-from ttsearch.analysis import CANDIDATE_COST_COLUMNS, cost_to_reach, difficulty_bins, flops_rates
-from ttsearch.policy import POLICY_FILE, load_policy, save_policy
-from ttsearch.results import RESULT_SCHEMA, ResultsError
+from ttsearch.analysis.costs import cost_to_reach
+from ttsearch.analysis.curves import CANDIDATE_COST_COLUMNS, difficulty_bins, estimate_difficulty, flops_rates
+from ttsearch.analysis.policy import POLICY_FILE, load_policy, save_policy
+from ttsearch.sweep.results import RESULT_SCHEMA, ResultsError
 
 # The per-candidate cost columns, whether or not this checkout's schema has them yet.
 SCHEMA = RESULT_SCHEMA

@@ -8,10 +8,10 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from pipelines.optimize import FOLDS, compute_optimal, estimate_difficulty, fit_policy, policy_of
-from ttsearch.analysis import DEFAULT_ESTIMATION_SAMPLES, sampling_study, score_bins
-from ttsearch.policy import bin_of, fit_thresholds
-from ttsearch.results import RESULT_SCHEMA
+from ttsearch.analysis.compute_optimal import FOLDS, compute_optimal, fit_policy, policy_of
+from ttsearch.analysis.curves import DEFAULT_ESTIMATION_SAMPLES, estimate_difficulty, sampling_study, score_bins
+from ttsearch.analysis.policy import bin_of, fit_thresholds
+from ttsearch.sweep.results import RESULT_SCHEMA
 
 
 def test_distinct_scores_make_equal_rank_quantiles_with_midpoint_thresholds():

@@ -18,7 +18,7 @@ import torch
 
 from tests.test_verifier import ITEMS, assert_scores_close, build_tokenizer
 from ttsearch.config import GeneratorConfig, SweepConfig, VerifierConfig, verifier_backend
-from ttsearch.requests import Score
+from ttsearch.search.requests import Score
 
 # The architecture of Qwen/Qwen2.5-Math-PRM-7B's remote code (modeling_qwen2_rm.py), cut to what scoring uses.
 REMOTE_CODE = """
@@ -95,7 +95,7 @@ def prm_config(checkpoint: Path, backend: str) -> VerifierConfig:
 @pytest.fixture(scope="module")
 def reference(checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
     """The transformers scorer, loading the checkpoint's remote code as it loads the real model's."""
-    from actors.verifier import PRMScorer
+    from ttsearch.engines.prm import PRMScorer
 
     return PRMScorer.load(prm_config(checkpoint, "transformers"), cache_dir=str(tmp_path_factory.mktemp("cache")))
 
@@ -136,7 +136,7 @@ def test_prefix_caching_needs_all_token_pooling() -> None:
 def test_parameter_count_matches_the_loaded_model(checkpoint: Path, reference: Any) -> None:
     from transformers import AutoConfig
 
-    from actors.vllm_verifier import pooling_parameters
+    from ttsearch.engines.vllm_scorer import pooling_parameters
 
     assert pooling_parameters(AutoConfig.from_pretrained(checkpoint)) == reference.num_parameters
 
@@ -146,7 +146,7 @@ def replica(ray_session: Any, checkpoint: Path, tmp_path_factory: pytest.TempPat
     """The replica `verifier.backend: vllm` starts for qwen_prm: a Ray actor with a vLLM-CPU pooling engine of
     its own (the engine refuses to start if vLLM turned prefix caching off). In an actor, as in production, so
     the engine's processes and sockets end with it rather than with the test process."""
-    from actors.verifier import create_verifier_replicas
+    from ttsearch.actors.verifier import create_verifier_replicas
 
     cache = str(tmp_path_factory.mktemp("cache"))
     (handle,) = create_verifier_replicas(replace(prm_config(checkpoint, "vllm"), replicas=1), cache)

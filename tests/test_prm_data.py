@@ -14,10 +14,10 @@ import pyarrow as pa
 import pytest
 import torch
 
-from actors.verifier import MathShepherdAdapter
-from ttsearch.data import DataError
-from ttsearch.labels import LABEL_SCHEMA, is_heldout, label_store
-from ttsearch.prm_data import (
+from ttsearch.engines.prm import MathShepherdAdapter
+from ttsearch.sweep.data import DataError
+from ttsearch.training.labels import LABEL_SCHEMA, is_heldout, label_store
+from ttsearch.training.prm_data import (
     Features,
     PRMDataError,
     StepExample,

@@ -1,4 +1,4 @@
-"""`ttsearch.prm_eval`: ProcessBench's protocol and the step AUC on planted scores, the loaders' errors and the
+"""`ttsearch.training.prm_eval`: ProcessBench's protocol and the step AUC on planted scores, the loaders' errors and the
 report, with no Ray and no model."""
 
 from __future__ import annotations
@@ -13,9 +13,10 @@ import pytest
 
 from tests.test_data import item, write_subset
 from ttsearch.config import ConfigError, load_config
-from ttsearch.data import DataError, load_first_error_items
-from ttsearch.labels import LABEL_SCHEMA, is_heldout, label_store
-from ttsearch.prm_eval import (
+from ttsearch.search.requests import Score, ScoreResult
+from ttsearch.sweep.data import DataError, load_first_error_items
+from ttsearch.training.labels import LABEL_SCHEMA, is_heldout, label_store
+from ttsearch.training.prm_eval import (
     LABELS,
     build_report,
     check_eval_config,
@@ -28,7 +29,6 @@ from ttsearch.prm_eval import (
     step_auc,
     subset_metrics,
 )
-from ttsearch.requests import Score, ScoreResult
 
 
 def label_row(unique_id: str, steps: list[str], hard_labels: list[bool | None], sample: int = 0) -> dict[str, Any]:

@@ -19,10 +19,10 @@ from safetensors.torch import save_file
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
-from actors.verifier import ADAPTERS, PRMScorer
 from tests.test_verifier import ITEMS, assert_scores_close, build_checkpoint
 from ttsearch.config import VerifierConfig
-from ttsearch.requests import Score
+from ttsearch.engines.prm import ADAPTERS, PRMScorer
+from ttsearch.search.requests import Score
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "math500.jsonl"
 # The pre-tokenizer split of Llama 3's and Qwen2's tokenizer.json ("\n\n" stays one piece, "+" another).

@@ -12,13 +12,13 @@ import time
 
 import psutil
 
-from ttsearch.process_guard import end_group, group_alive
+from ttsearch.engines.process_guard import end_group, group_alive
 
 # A stand-in replica: it guards its group, starts two "engine" processes in it (one of them deaf to SIGTERM, as a
 # stuck engine would be), prints their pids, and waits to be killed.
 REPLICA = textwrap.dedent("""
     import subprocess, sys, time
-    from ttsearch.process_guard import guard_process_group
+    from ttsearch.engines.process_guard import guard_process_group
     guard = guard_process_group(grace_s=float(sys.argv[1]))
     polite = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
     deaf = ("import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('deaf', flush=True); "
@@ -99,7 +99,7 @@ def test_a_guard_whose_replica_is_already_gone_ends_the_group_at_once():
     """The replica may die before its guard has even started waiting: the guard still ends the group."""
     script = textwrap.dedent("""
         import os, subprocess, sys
-        from ttsearch.process_guard import guard_process_group
+        from ttsearch.engines.process_guard import guard_process_group
         engine = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
         print(engine.pid, flush=True)
         guard_process_group(grace_s=0.5)

@@ -6,12 +6,12 @@ import asyncio
 
 import pytest
 
-from ttsearch.backends import ActorBackend, replica_pools
 from ttsearch.config import DataConfig, SchedulerConfig, SearchConfig, StrategySpec
-from ttsearch.data import load_problems
-from ttsearch.requests import Generate, Prompt, Score
-from ttsearch.scheduler import Scheduler
-from ttsearch.strategies import SearchContext, start
+from ttsearch.runtime.backends import ActorBackend, replica_pools
+from ttsearch.search.requests import Generate, Prompt, Score
+from ttsearch.search.scheduler import Scheduler
+from ttsearch.search.strategies import SearchContext, start
+from ttsearch.sweep.data import load_problems
 
 pytestmark = pytest.mark.integration
 

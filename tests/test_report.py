@@ -11,17 +11,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from matplotlib.ticker import LogFormatterSciNotation
+from ttsearch.pipelines.report import build_report
 
-from pipelines.report import build_report
-from ttsearch.analysis import (
-    cost_at_equal_accuracy,
-    difficulty_bins,
-    early_stop_savings,
-    inner_config,
-    oracle_pass_at_1,
-    plot_curves,
-)
-from ttsearch.results import REQUIRED_COLUMNS, RESULT_SCHEMA, ResultsError, load_results
+from ttsearch.analysis.costs import cost_at_equal_accuracy, early_stop_savings, inner_config
+from ttsearch.analysis.curves import difficulty_bins, oracle_pass_at_1
+from ttsearch.analysis.render import plot_curves
+from ttsearch.sweep.results import REQUIRED_COLUMNS, RESULT_SCHEMA, ResultsError, load_results
 
 QUESTIONS = [f"q{i:02d}" for i in range(20)]
 BUDGETS = [1, 2, 4, 8]

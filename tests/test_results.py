@@ -10,16 +10,17 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
+from ttsearch.pipelines.report import build_report
 
-from pipelines.report import build_report
 from tests.test_report import beam_rows, best_of_n_rows
 from tests.test_selection import PROBLEM, ScriptedGrader, boxed
-from ttsearch.analysis import flops_rates
-from ttsearch.cells import outcome_rows
+from ttsearch.analysis.curves import flops_rates
+from ttsearch.analysis.policy import POLICY_FILE, POLICY_VERSION
 from ttsearch.cli import main
 from ttsearch.config import StrategySpec, load_config
-from ttsearch.policy import POLICY_FILE, POLICY_VERSION
-from ttsearch.results import (
+from ttsearch.search.outcomes import JobOutcome, ModelSizes, Usage
+from ttsearch.sweep.cells import outcome_rows
+from ttsearch.sweep.results import (
     MANIFEST,
     RESULT_SCHEMA,
     ResultsError,
@@ -28,8 +29,6 @@ from ttsearch.results import (
     shard_file,
     sweep_fingerprint,
 )
-from ttsearch.runtime import ModelSizes
-from ttsearch.scheduler import JobOutcome, Usage
 
 PROBLEMS = [
     {"unique_id": "a", "problem": "1 + 1?", "answer": "2"},
@@ -207,7 +206,7 @@ def test_a_filter_that_leaves_no_problems_claims_nothing(tmp_path, capsys):
 
 
 def test_row_counts_say_done_failed_and_missing(tmp_path):
-    from ttsearch.cells import row_counts
+    from ttsearch.sweep.cells import row_counts
 
     cfg = load_config(
         None,
@@ -224,7 +223,7 @@ def test_row_counts_say_done_failed_and_missing(tmp_path):
 
 
 def test_summary_leaves_ungraded_rows_out_of_accuracy_and_counts_any_right_candidate_as_covered():
-    from pipelines.sweep import summary
+    from ttsearch.pipelines.sweep import summary
 
     def tables(*cells: tuple[bool | None, list[bool | None]]) -> list[list[str]]:
         saved = [r for r in rows().to_pylist() if r["strategy_label"] == "best_of_n/weighted"][: len(cells)]
@@ -241,7 +240,7 @@ def test_summary_leaves_ungraded_rows_out_of_accuracy_and_counts_any_right_candi
 
 
 def test_sweep_exits_1_with_the_row_summary_when_rows_are_missing(tmp_path, capsys, monkeypatch):
-    import ttsearch.cells
+    import ttsearch.sweep.cells
 
     overrides = [
         "strategies=[{name: best_of_n, selections: [naive, majority]}]",
@@ -252,7 +251,9 @@ def test_sweep_exits_1_with_the_row_summary_when_rows_are_missing(tmp_path, caps
     RunStore(tmp_path).claim(sweep_fingerprint(cfg, PROBLEMS), cfg)
     saved = rows().slice(0, 5).to_pylist()
     saved[0]["error"] = "ValueError: a strategy bug"
-    monkeypatch.setattr(ttsearch.cells, "run_sweep", lambda cfg: pa.Table.from_pylist(saved, schema=RESULT_SCHEMA))
+    monkeypatch.setattr(
+        ttsearch.sweep.cells, "run_sweep", lambda cfg: pa.Table.from_pylist(saved, schema=RESULT_SCHEMA)
+    )
     with pytest.raises(SystemExit) as exit_info:
         main(["sweep", *overrides])
     out, err = capsys.readouterr()

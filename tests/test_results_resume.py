@@ -9,15 +9,14 @@ from typing import Any
 import pytest
 
 from tests.fakes import length_scorer, step_generator
-from ttsearch.cells import CellKey, SweepWork, cell_key
-from ttsearch.cells import row_cell_key as cell_key_of
 from ttsearch.config import load_config
-from ttsearch.requests import Generate, Request, Result
-from ttsearch.results import RunStore
-from ttsearch.runtime import ModelSizes
-from ttsearch.scheduler import Failure, JobOutcome, ReplicasUnavailable, Usage
-from ttsearch.sharded import ShardResult, run_shard, until_stopped
-from ttsearch.strategies import StrategyRun
+from ttsearch.search.outcomes import Failure, JobOutcome, ModelSizes, ReplicasUnavailable, Usage
+from ttsearch.search.requests import Generate, Request, Result
+from ttsearch.search.strategies import StrategyRun
+from ttsearch.sweep.cells import CellKey, SweepWork, cell_key
+from ttsearch.sweep.cells import row_cell_key as cell_key_of
+from ttsearch.sweep.results import RunStore
+from ttsearch.sweep.sharded import ShardResult, run_shard, until_stopped
 
 PROBLEMS = [
     {"unique_id": f"p{i}", "problem": f"What is {i} + 0?", "answer": str(i % 2), "subject": "Algebra", "level": 1}
@@ -199,13 +198,14 @@ class StopRequests:
 def test_a_shard_told_to_stop_saves_its_finished_cells_and_a_rerun_computes_the_rest(
     tmp_path, uninterrupted, monkeypatch
 ):
-    """What an interrupted command does (`ttsearch.interrupts`): the driver asks every shard to stop; each cancels
+    """What an interrupted command does (`ttsearch.runtime.interrupts`): the driver asks every shard to stop; each
+    cancels
     its run, which saves the cells it finished, and the re-run computes exactly the others."""
     import asyncio
 
-    import ttsearch.sharded
+    import ttsearch.sweep.sharded
 
-    monkeypatch.setattr(ttsearch.sharded, "STOP_POLL_S", 0.01)
+    monkeypatch.setattr(ttsearch.sweep.sharded, "STOP_POLL_S", 0.01)
     store, stop = RunStore(tmp_path), StopRequests()
 
     class Interrupted(FakeScheduler):

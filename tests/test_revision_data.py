@@ -10,8 +10,13 @@ import pytest
 
 from tests.fakes import Grades, ScriptedBackend, drive
 from ttsearch.config import RevisionDataConfig, SchedulerConfig, StrategySpec, load_config
-from ttsearch.requests import Completion, Generate, GenerateResult, Request, Result
-from ttsearch.revision_data import (
+from ttsearch.search.outcomes import JobOutcome, Usage
+from ttsearch.search.requests import Completion, Generate, GenerateResult, Request, Result
+from ttsearch.search.scheduler import ReplicaPool, Scheduler
+from ttsearch.search.strategies import start
+from ttsearch.search.strategies.common import SearchContext
+from ttsearch.sweep.sharded import run_shard
+from ttsearch.training.revision_data import (
     REVISION_SCHEMA,
     RevisionDataWork,
     build_trajectories,
@@ -20,10 +25,6 @@ from ttsearch.revision_data import (
     sample_attempts,
     trajectory_rows,
 )
-from ttsearch.scheduler import JobOutcome, ReplicaPool, Scheduler, Usage
-from ttsearch.sharded import run_shard
-from ttsearch.strategies import start
-from ttsearch.strategies.common import SearchContext
 
 PROBLEM = {"unique_id": "q1", "problem": "What is 2 + 3?", "answer": "5"}
 RIGHT = "2 + 3 = 5.\n\nSo $\\boxed{5}$."
@@ -109,7 +110,7 @@ def test_the_rendered_trajectory_is_exactly_what_the_revisions_strategy_sends_at
 
 
 def _scores(request):
-    from ttsearch.requests import ScoreResult
+    from ttsearch.search.requests import ScoreResult
 
     return ScoreResult(step_scores=(0.5,) * len(request.steps), tokens=1)
 
@@ -174,8 +175,9 @@ def test_reference_fallback_refuses_questions_without_a_reference_solution_befor
     import json
     from pathlib import Path
 
-    from pipelines.revision_data import run_revision_data
-    from ttsearch.data import DataError
+    from ttsearch.pipelines.revision_data import run_revision_data
+
+    from ttsearch.sweep.data import DataError
 
     rows = [json.loads(line) for line in Path("data/math500.jsonl").read_text().splitlines()[:2]]
     rows[1]["solution"] = ""

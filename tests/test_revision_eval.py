@@ -10,15 +10,16 @@ from dataclasses import asdict, replace
 import pandas as pd
 import pyarrow as pa
 import pytest
+import ttsearch.pipelines.eval_revision
+from ttsearch.pipelines.eval_revision import run_eval_revision
 
-import pipelines.eval_revision
-from pipelines.eval_revision import run_eval_revision
 from tests.test_report import result_row
-from ttsearch.analysis import AnalysisError
-from ttsearch.cells import RowCounts
+from ttsearch.analysis.curves import AnalysisError
 from ttsearch.config import CONF_DIR, ConfigError, StrategySpec, load_config
-from ttsearch.results import RESULT_SCHEMA
-from ttsearch.revision_eval import (
+from ttsearch.search.strategies import strategy_config, strategy_label
+from ttsearch.sweep.cells import RowCounts
+from ttsearch.sweep.results import RESULT_SCHEMA
+from ttsearch.training.revision_eval import (
     attempt_accuracy,
     chain_length,
     format_report,
@@ -27,7 +28,6 @@ from ttsearch.revision_eval import (
     revision_spec,
     revisions_vs_best_of_n,
 )
-from ttsearch.strategies import strategy_config, strategy_label
 
 T2 = StrategySpec(name="revisions", revision_length=2, revision_window=1, selections=["majority", "naive"])
 P1 = StrategySpec(name="revisions", revision_chains=1, revision_window=2, selections=["majority"])
@@ -218,8 +218,10 @@ def test_eval_revision_sweeps_each_model_in_turn_and_writes_its_files(tmp_path, 
         rows = comparison_rows() if sweep.generator.model == "embedded" else attempt_rows()[:4]  # budget 4, T=2
         return pa.Table.from_pylist(rows, schema=RESULT_SCHEMA)
 
-    monkeypatch.setattr(pipelines.eval_revision, "run_sweep", fake_sweep)
-    monkeypatch.setattr(pipelines.eval_revision, "row_counts", lambda sweep, table: RowCounts(table.num_rows, 1, 0, 2))
+    monkeypatch.setattr(ttsearch.pipelines.eval_revision, "run_sweep", fake_sweep)
+    monkeypatch.setattr(
+        ttsearch.pipelines.eval_revision, "row_counts", lambda sweep, table: RowCounts(table.num_rows, 1, 0, 2)
+    )
     report = run_eval_revision(
         eval_config(tmp_path, "eval_revision.models=[embedded,HuggingFaceTB/SmolLM2-360M]", "verifier.kind=majority")
     )

@@ -11,11 +11,11 @@ from omegaconf import OmegaConf
 
 from tests.fakes import completions, drive, forms_only, length_scorer
 from ttsearch.config import CONF_DIR, SearchConfig, StrategySpec
-from ttsearch.grading import extract_answer
-from ttsearch.requests import Generate, Request, Result, Score, ScoreResult
-from ttsearch.selection import select
-from ttsearch.strategies import SearchContext, start
-from ttsearch.strategies.revisions import revision_chains
+from ttsearch.search.grading import extract_answer
+from ttsearch.search.requests import Generate, Request, Result, Score, ScoreResult
+from ttsearch.search.selection import select
+from ttsearch.search.strategies import SearchContext, start
+from ttsearch.search.strategies.revisions import revision_chains
 
 SEARCH = SearchConfig(system_prompt="sys", max_solution_tokens=77, temperature=0.6)
 QUESTION = "What is 1+1?"
@@ -167,7 +167,7 @@ def test_fixed_chain_count_keeps_the_split_across_budgets():
     from dataclasses import replace
 
     from ttsearch.config import RevisionPromptConfig
-    from ttsearch.strategies import strategy_label
+    from ttsearch.search.strategies import strategy_label
 
     search = replace(SEARCH, revision_prompt=RevisionPromptConfig(**vars(TEMPLATES)))
     ctx = SearchContext(uid="p0", question=QUESTION, search=search, seed=0)

@@ -6,9 +6,10 @@ import asyncio
 
 from tests.fakes import ScriptedBackend, completions, length_scorer, step_generator
 from ttsearch.config import SearchConfig, StrategySpec
-from ttsearch.requests import Completion, Generate, GenerateResult, Prompt, Request, Score, ScoreResult
-from ttsearch.scheduler import JobOutcome, ReplicaPool, Scheduler, Usage
-from ttsearch.strategies import SearchContext, start
+from ttsearch.search.outcomes import JobOutcome, Usage
+from ttsearch.search.requests import Completion, Generate, GenerateResult, Prompt, Request, Score, ScoreResult
+from ttsearch.search.scheduler import ReplicaPool, Scheduler
+from ttsearch.search.strategies import SearchContext, start
 
 SEARCH = SearchConfig(system_prompt="sys", max_steps=4)
 BEAM = StrategySpec(name="beam", beam_width=2)

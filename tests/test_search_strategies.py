@@ -27,10 +27,10 @@ from ttsearch.config import (
     strategy_errors,
     worst_case_tokens,
 )
-from ttsearch.requests import Completion, Generate, GenerateResult, Request, Result, Score, ScoreResult
-from ttsearch.strategies import SearchContext, search_reads_verifier, start, strategy_config, strategy_label
-from ttsearch.strategies.early_stop import leading_share
-from ttsearch.strategies.rebase import apportion, softmax
+from ttsearch.search.requests import Completion, Generate, GenerateResult, Request, Result, Score, ScoreResult
+from ttsearch.search.strategies import SearchContext, search_reads_verifier, start, strategy_config, strategy_label
+from ttsearch.search.strategies.early_stop import leading_share
+from ttsearch.search.strategies.rebase import apportion, softmax
 
 
 def context(uid: str = "p0", seed: int = 0, max_steps: int = 4) -> SearchContext:

@@ -8,13 +8,12 @@ from collections.abc import Sequence
 import pytest
 
 from tests.fakes import forms_only
-from ttsearch.cells import outcome_rows
 from ttsearch.config import StrategySpec
-from ttsearch.grading import Grader
-from ttsearch.runtime import ModelSizes
-from ttsearch.scheduler import JobOutcome, Usage
-from ttsearch.selection import answer_groups, select
-from ttsearch.strategies import Candidate
+from ttsearch.search.grading import Grader
+from ttsearch.search.outcomes import JobOutcome, ModelSizes, Usage
+from ttsearch.search.selection import answer_groups, select
+from ttsearch.search.strategies import Candidate
+from ttsearch.sweep.cells import outcome_rows
 
 
 def boxed(answer: str | None, score: float = 0.5, generated: int | None = None) -> Candidate:

@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 from tests.conftest import free_port
 from tests.test_solve import STRATEGIES, write_policy
 from ttsearch.config import load_config
-from ttsearch.results import CONFIG
+from ttsearch.sweep.results import CONFIG
 
 KEY = "test-key"
 QUESTION = [{"role": "user", "content": "What is 3 + 4?"}]
@@ -26,8 +26,7 @@ SHORT = ["search.max_steps=2", "search.max_step_tokens=24", "search.max_solution
 def service(ray_session, cache_dir, tmp_path_factory):
     """The app with a fitted policy, an API key, a small bounded queue and a batch window; yields its base URL."""
     from ray import serve
-
-    from pipelines.serve import APP_NAME, build_app
+    from ttsearch.pipelines.serve import APP_NAME, build_app
 
     policy_dir = tmp_path_factory.mktemp("policy_run")
     fitted = load_config(None, [STRATEGIES, "budgets=[2,4]", "verifier.kind=lm_judge", *SHORT])

@@ -9,11 +9,11 @@ import pytest
 
 from tests.fakes import ScriptedBackend, forms_only, length_scorer, step_generator
 from tests.test_scheduler import pools
+from ttsearch.analysis.policy import Policy, SolveError
 from ttsearch.config import SearchConfig, StrategySpec
-from ttsearch.policy import Policy, SolveError
-from ttsearch.runtime import ModelSizes
-from ttsearch.scheduler import Scheduler
-from ttsearch.service import SearchService, SearchSettings
+from ttsearch.search.outcomes import ModelSizes
+from ttsearch.search.scheduler import Scheduler
+from ttsearch.serving.service import SearchService, SearchSettings
 
 SEARCH = SearchConfig(system_prompt="sys", max_steps=4)
 POLICY = Policy(
@@ -81,8 +81,9 @@ def test_a_stopped_ready_queue_is_an_infrastructure_failure_not_a_crash():
     """Every replica gone for too long stops the scheduler: the question fails as INFRASTRUCTURE (a 503 with
     Retry-After in the service), not with the scheduler's own exception."""
     from tests.fakes import DyingBackend
-    from ttsearch.scheduler import Failure, ReplicaPool, RetryPolicy
-    from ttsearch.service import SearchFailed
+    from ttsearch.search.outcomes import Failure
+    from ttsearch.search.scheduler import ReplicaPool, RetryPolicy
+    from ttsearch.serving.service import SearchFailed
 
     dead = DyingBackend(step_generator(), results_before_death=0)
     limits = {"max_outstanding": 4096, "max_batch": 1024}

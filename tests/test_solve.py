@@ -6,13 +6,13 @@ import asyncio
 import json
 
 import pytest
+from ttsearch.pipelines.solve import solve_question
 
-from pipelines.solve import solve_question
+from ttsearch.analysis.policy import POLICY_FILE, POLICY_VERSION, load_policy
 from ttsearch.config import load_config
-from ttsearch.policy import POLICY_FILE, POLICY_VERSION, load_policy
-from ttsearch.runtime import model_sizes
-from ttsearch.service import policy_plan, spec_for
-from ttsearch.strategies import strategy_label
+from ttsearch.runtime.replicas import model_sizes
+from ttsearch.search.strategies import strategy_label
+from ttsearch.serving.service import policy_plan, spec_for
 
 STRATEGIES = "strategies=[{name: best_of_n, selections: [majority, weighted]}, {name: beam, beam_width: 2}]"
 

@@ -6,9 +6,9 @@ import pytest
 
 from tests.fakes import completions, drive, forms_only, length_scorer, step_generator
 from ttsearch.config import RevisionPromptConfig, SearchConfig, StrategySpec
-from ttsearch.requests import Generate, GenerateResult, Request, Result, Score, ScoreResult
-from ttsearch.selection import aggregate, select
-from ttsearch.strategies import Candidate, SearchContext, start
+from ttsearch.search.requests import Generate, GenerateResult, Request, Result, Score, ScoreResult
+from ttsearch.search.selection import aggregate, select
+from ttsearch.search.strategies import Candidate, SearchContext, start
 
 SEARCH = SearchConfig(system_prompt="sys", max_steps=4)
 

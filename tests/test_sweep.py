@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from ttsearch.pipelines.sweep import summary
 
-from pipelines.sweep import summary
-from ttsearch.cells import run_sweep
 from ttsearch.config import CONF_DIR, DEFAULT_DATASET, EMBEDDED_MODEL, load_config
-from ttsearch.models import resolve_model
-from ttsearch.results import ResultsError, RunStore
+from ttsearch.engines.models import resolve_model
+from ttsearch.sweep.cells import run_sweep
+from ttsearch.sweep.results import ResultsError, RunStore
 
 pytestmark = pytest.mark.integration
 

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
+from ttsearch.pipelines.train_prm import format_report, run_train_prm
 
-from pipelines.train_prm import format_report, run_train_prm
 from ttsearch.config import VerifierConfig, load_config
-from ttsearch.finetune import FineTuneError, TrainReport
-from ttsearch.labels import LABEL_SCHEMA, label_store
-from ttsearch.prm_data import PRMDataError
-from ttsearch.requests import Score
+from ttsearch.search.requests import Score
+from ttsearch.training.finetune import FineTuneError, TrainReport
+from ttsearch.training.labels import LABEL_SCHEMA, label_store
+from ttsearch.training.prm_data import PRMDataError
 
 RIGHT, WRONG = "so the step is right", "so the step is wrong"
 
@@ -83,7 +83,7 @@ def save_tiny_llama(path: Path, cache_dir: str) -> Path:
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from ttsearch.models import resolve_model
+    from ttsearch.engines.models import resolve_model
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_model("embedded", cache_dir))
     config = LlamaConfig(
@@ -153,7 +153,7 @@ def test_refuses_another_trainings_checkpoints(base_model, data, tmp_path):
 
 @pytest.mark.integration
 def test_outputs_and_serving(trained, cache_dir):
-    from actors.verifier import PRMScorer
+    from ttsearch.engines.prm import PRMScorer
 
     out = Path(trained.output_dir)
     assert (trained.train.num_solutions, trained.heldout.num_solutions) == (17, 13)  # the stable hash split of ids

@@ -15,15 +15,16 @@ from typing import Any
 
 import pyarrow as pa
 import pytest
+from ttsearch.pipelines.train_revision import format_report, run_train_revision
 
-from pipelines.train_revision import format_report, run_train_revision
 from tests.test_train_prm import save_tiny_llama
 from ttsearch.config import CONF_DIR, load_config
-from ttsearch.finetune import TrainReport
-from ttsearch.labels import is_heldout
-from ttsearch.requests import Prompt, chat_prompt_ids
-from ttsearch.revision_data import REVISION_SCHEMA, revision_store
-from ttsearch.revision_train_data import (
+from ttsearch.search.requests import Prompt, chat_prompt_ids
+from ttsearch.search.strategies.revisions import revision_prompt
+from ttsearch.training.finetune import TrainReport
+from ttsearch.training.labels import is_heldout
+from ttsearch.training.revision_data import REVISION_SCHEMA, revision_store
+from ttsearch.training.revision_train_data import (
     IGNORE_INDEX,
     RevisionFeatures,
     RevisionSummary,
@@ -33,7 +34,6 @@ from ttsearch.revision_train_data import (
     load_trajectories,
     tokenize,
 )
-from ttsearch.strategies.revisions import revision_prompt
 
 CFG = load_config(CONF_DIR / "revision_prompt.yaml", [])
 
@@ -75,7 +75,7 @@ def write_revision_data(path: Path, rows: list[dict[str, Any]]) -> Path:
 def tokenizer(cache_dir) -> Any:
     from transformers import AutoTokenizer
 
-    from ttsearch.models import resolve_model
+    from ttsearch.engines.models import resolve_model
 
     return AutoTokenizer.from_pretrained(resolve_model("embedded", cache_dir))
 
@@ -193,9 +193,10 @@ def test_training_fits_the_targets_and_writes_its_outputs(trained):
 
 @pytest.mark.integration
 def test_the_model_serves_the_revisions_strategy_on_vllm(trained, ray_session, cache_dir, tmp_path):
-    from actors.generator import create_generator_replicas
-    from ttsearch.cells import run_sweep
-    from ttsearch.runtime import stop_replicas
+    from ttsearch.actors.generator import create_generator_replicas
+
+    from ttsearch.runtime.replicas import stop_replicas
+    from ttsearch.sweep.cells import run_sweep
 
     cfg = load_config(
         CONF_DIR / "revision_prompt.yaml",

@@ -10,10 +10,10 @@ import asyncio
 
 import pytest
 
-from actors.transformers_generator import TransformersGenerator, calls, finish, prefill_tokens
-from ttsearch.cells import run_sweep
 from ttsearch.config import GeneratorConfig, load_config
-from ttsearch.requests import Completion, Generate, GenerateResult, Prompt, chat_prompt_ids
+from ttsearch.engines.transformers_generator import TransformersGenerator, calls, finish, prefill_tokens
+from ttsearch.search.requests import Completion, Generate, GenerateResult, Prompt, chat_prompt_ids
+from ttsearch.sweep.cells import run_sweep
 
 VOCAB = {0: "</s>", 1: "a", 2: "b", 3: "\n\n", 4: "c\n\nd", 5: "x##"}
 STEP = ("\n\n",)
@@ -120,7 +120,7 @@ def test_greedy_decodes_once_for_n_copies(engine):
 @pytest.fixture(scope="module")
 def float32_replicas(ray_session, cache_dir):
     """One replica per backend, both in float32: there the two engines' greedy decoding agrees exactly."""
-    from actors.generator import create_generator_replicas
+    from ttsearch.actors.generator import create_generator_replicas
 
     replicas = {
         backend: create_generator_replicas(

@@ -24,9 +24,9 @@ from transformers import (
     Qwen2ForTokenClassification,
 )
 
-from actors.verifier import PRMScorer, make_adapter
 from ttsearch.config import EMBEDDED_MODEL, VerifierConfig
-from ttsearch.requests import Score
+from ttsearch.engines.prm import PRMScorer, make_adapter
+from ttsearch.search.requests import Score
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "math500.jsonl"
 QWEN_TEMPLATE = (
@@ -229,7 +229,7 @@ def test_lm_judge_on_embedded_model(judge: PRMScorer) -> None:
 
 @pytest.mark.integration
 def test_replica_streams_every_item(ray_session: Any, checkpoints: dict[str, Path], tmp_path: Path) -> None:
-    from actors.verifier import create_verifier_replicas
+    from ttsearch.actors.verifier import create_verifier_replicas
 
     model = str(checkpoints["math_shepherd"])
     cfg = VerifierConfig(  # several passes

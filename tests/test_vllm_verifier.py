@@ -10,9 +10,9 @@ import math
 import pytest
 import torch
 
-from actors.verifier import LMJudgeAdapter
-from actors.vllm_verifier import BusyClock, step_probability
-from ttsearch.requests import Score
+from ttsearch.engines.prm import LMJudgeAdapter
+from ttsearch.engines.vllm_scorer import BusyClock, step_probability
+from ttsearch.search.requests import Score
 
 QUESTION = "Find $x$ if $3x - 4 = 11$."
 STEPS = (
@@ -48,7 +48,7 @@ def test_step_probability_when_one_side_has_no_mass():
 
 def test_busy_clock_counts_overlapping_requests_once(monkeypatch):
     now = iter([0.0, 10.0, 11.0])  # enter at 0, leave both at 10; total read at 11 with nothing active
-    monkeypatch.setattr("actors.vllm_verifier.time.perf_counter", lambda: next(now))
+    monkeypatch.setattr("ttsearch.engines.vllm_scorer.time.perf_counter", lambda: next(now))
     clock = BusyClock()
     clock.enter()
     clock.enter()
@@ -61,7 +61,8 @@ def test_busy_clock_counts_overlapping_requests_once(monkeypatch):
 def replica(ray_session, cache_dir):
     """A generator replica of the embedded model (float32) serving the LM judge on its own engine, as
     `verifier.backend: generator` runs it."""
-    from actors.generator import create_generator_replicas
+    from ttsearch.actors.generator import create_generator_replicas
+
     from ttsearch.config import GeneratorConfig, VerifierConfig
 
     judge = VerifierConfig(kind="lm_judge", dtype="float32")
@@ -77,8 +78,8 @@ def _call(ray, method, request):
 
 @pytest.mark.integration
 def test_incremental_scores_equal_full_rescoring_and_hit_the_prefix_cache(ray_session, replica, cache_dir):
-    from actors.verifier import PRMScorer
     from ttsearch.config import VerifierConfig
+    from ttsearch.engines.prm import PRMScorer
 
     ray_session.get(replica.reset_prefix_cache.remote())
     incremental = [
@@ -113,7 +114,7 @@ def test_nothing_new_to_score_reads_nothing(ray_session, replica):
 @pytest.mark.integration
 def test_the_judge_reuses_the_blocks_the_generator_computed(ray_session, replica):
     """Judging a step the generator just wrote reads the generator's prompt and the step from its cache."""
-    from ttsearch.requests import Generate, Prompt
+    from ttsearch.search.requests import Generate, Prompt
 
     system = "Solve the problem step by step, separating steps with a blank line."
     request = Generate(Prompt(system, QUESTION), n=1, temperature=0.0, max_tokens=48, stop=("\n\n",))

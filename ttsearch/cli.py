@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING, Any
 
 from ttsearch.config import CONF_DIR, load_config
 from ttsearch.errors import TTSearchError
-from ttsearch.interrupts import exit_status, stop_on_signals
+from ttsearch.runtime.interrupts import exit_status, stop_on_signals
 
 if TYPE_CHECKING:  # the analysis stack (pandas, matplotlib) loads only for the commands that use it
-    from ttsearch.analysis import ReportFile
+    from ttsearch.analysis.render import ReportFile
 
 
 REVISION_CONFIGS = [str(CONF_DIR / "revision.yaml"), str(CONF_DIR / "revision_prompt.yaml")]
@@ -33,8 +33,8 @@ BENCH_CONFIGS = [str(CONF_DIR / "bench.yaml"), str(CONF_DIR / "revision_prompt.y
 
 def _sweep(args: argparse.Namespace) -> int:
     """Exit code 1 when rows are missing (a re-run computes them) or failed (error rows, kept)."""
-    from pipelines.sweep import summary
-    from ttsearch.cells import row_counts, run_sweep
+    from ttsearch.pipelines.sweep import summary
+    from ttsearch.sweep.cells import row_counts, run_sweep
 
     cfg = load_config(args.config, args.overrides)
     table = run_sweep(cfg)
@@ -53,7 +53,7 @@ def _sweep(args: argparse.Namespace) -> int:
 
 def _label(args: argparse.Namespace) -> int:
     """Exit code 1 when questions are missing (a re-run computes them) or failed (error rows, kept)."""
-    from pipelines.label import run_label, summarize
+    from ttsearch.pipelines.label import run_label, summarize
 
     cfg = load_config(args.config or DEFAULT_CONFIGS["label"], args.overrides)
     summary = summarize(cfg, run_label(cfg))
@@ -71,13 +71,13 @@ def _questions_exit_code(missing: int, failed: int, verb: str) -> int:
 
 
 def _train_prm(args: argparse.Namespace) -> None:
-    from pipelines.train_prm import format_report, run_train_prm
+    from ttsearch.pipelines.train_prm import format_report, run_train_prm
 
     print(format_report(run_train_prm(load_config(args.config or DEFAULT_CONFIGS["train-prm"], args.overrides))))
 
 
 def _eval_prm(args: argparse.Namespace) -> None:
-    from pipelines.eval_prm import format_report, run_eval_prm
+    from ttsearch.pipelines.eval_prm import format_report, run_eval_prm
 
     cfg = load_config(args.config or DEFAULT_CONFIGS["eval-prm"], args.overrides)
     print(format_report(run_eval_prm(cfg)))
@@ -85,7 +85,7 @@ def _eval_prm(args: argparse.Namespace) -> None:
 
 
 def _revision_data(args: argparse.Namespace) -> int:
-    from pipelines.revision_data import run_revision_data, summarize
+    from ttsearch.pipelines.revision_data import run_revision_data, summarize
 
     cfg = load_config(args.config or DEFAULT_CONFIGS["revision-data"], args.overrides)
     summary = summarize(cfg, run_revision_data(cfg))
@@ -94,14 +94,14 @@ def _revision_data(args: argparse.Namespace) -> int:
 
 
 def _train_revision(args: argparse.Namespace) -> None:
-    from pipelines.train_revision import format_report, run_train_revision
+    from ttsearch.pipelines.train_revision import format_report, run_train_revision
 
     cfg = load_config(args.config or DEFAULT_CONFIGS["train-revision"], args.overrides)
     print(format_report(run_train_revision(cfg)))
 
 
 def _eval_revision(args: argparse.Namespace) -> None:
-    from pipelines.eval_revision import format_report, run_eval_revision
+    from ttsearch.pipelines.eval_revision import format_report, run_eval_revision
 
     cfg = load_config(args.config or DEFAULT_CONFIGS["eval-revision"], args.overrides)
     print(format_report(run_eval_revision(cfg)))
@@ -110,15 +110,15 @@ def _eval_revision(args: argparse.Namespace) -> None:
 
 def _bench(args: argparse.Namespace) -> None:
     if args.faults:
-        from pipelines.fault_bench import format_report, run_fault_bench, write_json
+        from ttsearch.pipelines.fault_bench import format_report, run_fault_bench, write_json
 
         report = run_fault_bench(args.config or [str(CONF_DIR / "faults.yaml")], args.overrides, args.kill_at)
     elif args.label:
-        from pipelines.label_bench import format_report, run_label_bench, write_json
+        from ttsearch.pipelines.label_bench import format_report, run_label_bench, write_json
 
         report = run_label_bench(load_config(args.config or DEFAULT_CONFIGS["bench --label"], args.overrides))
     else:
-        from pipelines.bench import format_report, run_bench, write_json
+        from ttsearch.pipelines.bench import format_report, run_bench, write_json
 
         report = run_bench(load_config(args.config or BENCH_CONFIGS, args.overrides))
     print(format_report(report))
@@ -128,13 +128,14 @@ def _bench(args: argparse.Namespace) -> None:
 
 
 def _report(args: argparse.Namespace) -> None:
-    from pipelines.report import build_report
+    from ttsearch.pipelines.report import build_report
 
     _written("report", build_report(args.run_dir))
 
 
 def _optimize(args: argparse.Namespace) -> None:
-    from pipelines.optimize import R_VALUES, build_optimize_report
+    from ttsearch.analysis.compute_optimal import R_VALUES
+    from ttsearch.pipelines.optimize import build_optimize_report
 
     r_values = args.r or R_VALUES
     _written(
@@ -153,7 +154,7 @@ def _written(what: str, report: ReportFile) -> None:
 
 
 def _solve(args: argparse.Namespace) -> None:
-    from pipelines.solve import run_solve
+    from ttsearch.pipelines.solve import run_solve
 
     solution = run_solve(args.run_dir, args.question, args.budget, args.overrides)
     print(f"answer: {solution.answer}")
@@ -176,13 +177,13 @@ SERVE_CONFIGS = [str(CONF_DIR / "serve.yaml"), str(CONF_DIR / "revision_prompt.y
 
 
 def _serve(args: argparse.Namespace) -> None:
-    from pipelines.serve import run_serve
+    from ttsearch.pipelines.serve import run_serve
 
     run_serve(args.config or SERVE_CONFIGS, args.overrides)
 
 
 def _loadtest(args: argparse.Namespace) -> None:
-    from pipelines.loadtest import format_report, run_loadtest, write_json
+    from ttsearch.pipelines.loadtest import format_report, run_loadtest, write_json
 
     search = {
         name: value
@@ -352,7 +353,8 @@ def _error(message: str) -> None:
 def main(argv: list[str] | None = None) -> None:
     """Errors the user can fix (TTSearchError) exit 2 with one line; anything else is a bug and keeps its traceback.
 
-    SIGINT and SIGTERM stop a command cleanly (`ttsearch.interrupts`): what it started is stopped on the way out, Ray
+    SIGINT and SIGTERM stop a command cleanly (`ttsearch.runtime.interrupts`): what it started is stopped on the way
+    out, Ray
     is shut down here, and the exit status is 128 + the signal number."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args = build_parser().parse_args(argv)

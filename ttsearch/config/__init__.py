@@ -1,0 +1,120 @@
+"""Structured configuration: YAML in conf/ merged onto these dataclasses, then dot-list overrides.
+
+OmegaConf's structured mode rejects unknown keys and wrongly-typed values by name; `validate` adds the checks a type
+cannot express (known strategy names, positive budgets, ...), so a bad sweep fails before any engine starts.
+
+One module per group of sections, each section's rules beside it: `models` (generator, verifier), `search` (sampling
+and the strategy specs), `run` (data, scheduler, bench), `serving`, `training`, and `sweep` (the whole `SweepConfig`,
+loading and the checks across sections). Imports only `ttsearch.errors`; everything else imports it.
+"""
+
+from ttsearch.config.base import CONF_DIR, DEFAULT_DATASET, EMBEDDED_MODEL, ConfigError, default_cache_dir, require
+from ttsearch.config.models import (
+    GENERATOR_BACKENDS,
+    MODEL_FREE_VERIFIERS,
+    VERIFIER_BACKENDS,
+    VERIFIERS,
+    VLLM_POOLING_VERIFIERS,
+    VLLM_VERIFIERS,
+    GeneratorConfig,
+    VerifierConfig,
+    verifier_backend,
+)
+from ttsearch.config.run import BenchConfig, DataConfig, SchedulerConfig
+from ttsearch.config.search import (
+    AGGREGATIONS,
+    EARLY_STOP_INNER,
+    PROMPT_ALLOWANCE_TOKENS,
+    SELECTIONS,
+    STEP_SEARCHES,
+    STRATEGIES,
+    RevisionPromptConfig,
+    SearchConfig,
+    StrategySpec,
+    inner_spec,
+    largest_request,
+    revision_divisor,
+    revision_length,
+    running_strategy,
+    strategy_errors,
+    validate_revision_prompt,
+    worst_case_tokens,
+)
+from ttsearch.config.serving import PROXY_LOCATIONS, ServeAutoscalingConfig, ServeConfig
+from ttsearch.config.sweep import (
+    AT_LEAST,
+    GREATER_THAN_ZERO,
+    OVERRIDE_KEY,
+    SweepConfig,
+    load_config,
+    resolve_config_path,
+    validate,
+)
+from ttsearch.config.training import (
+    FINE_TUNE_SECTIONS,
+    PRM_TARGETS,
+    EvalPRMConfig,
+    EvalRevisionConfig,
+    FineTuneConfig,
+    LabelConfig,
+    PRMTrainConfig,
+    RevisionDataConfig,
+    RevisionTrainConfig,
+)
+
+__all__ = [
+    "AGGREGATIONS",
+    "AT_LEAST",
+    "CONF_DIR",
+    "DEFAULT_DATASET",
+    "EARLY_STOP_INNER",
+    "EMBEDDED_MODEL",
+    "FINE_TUNE_SECTIONS",
+    "GENERATOR_BACKENDS",
+    "GREATER_THAN_ZERO",
+    "MODEL_FREE_VERIFIERS",
+    "OVERRIDE_KEY",
+    "PRM_TARGETS",
+    "PROMPT_ALLOWANCE_TOKENS",
+    "PROXY_LOCATIONS",
+    "SELECTIONS",
+    "STEP_SEARCHES",
+    "STRATEGIES",
+    "VERIFIERS",
+    "VERIFIER_BACKENDS",
+    "VLLM_POOLING_VERIFIERS",
+    "VLLM_VERIFIERS",
+    "BenchConfig",
+    "ConfigError",
+    "DataConfig",
+    "EvalPRMConfig",
+    "EvalRevisionConfig",
+    "FineTuneConfig",
+    "GeneratorConfig",
+    "LabelConfig",
+    "PRMTrainConfig",
+    "RevisionDataConfig",
+    "RevisionPromptConfig",
+    "RevisionTrainConfig",
+    "SchedulerConfig",
+    "SearchConfig",
+    "ServeAutoscalingConfig",
+    "ServeConfig",
+    "StrategySpec",
+    "SweepConfig",
+    "VerifierConfig",
+    "default_cache_dir",
+    "inner_spec",
+    "largest_request",
+    "load_config",
+    "require",
+    "resolve_config_path",
+    "revision_divisor",
+    "revision_length",
+    "running_strategy",
+    "strategy_errors",
+    "validate",
+    "validate_revision_prompt",
+    "verifier_backend",
+    "worst_case_tokens",
+]

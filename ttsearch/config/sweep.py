@@ -1,0 +1,314 @@
+"""The whole run's config: `SweepConfig` (every section), loading YAML layers and overrides, and the checks
+across sections that run before anything is claimed or started."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from operator import attrgetter
+from pathlib import Path
+
+import yaml
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from ttsearch.config.base import CONF_DIR, ConfigError, default_cache_dir, require
+from ttsearch.config.models import (
+    GENERATOR_BACKENDS,
+    VERIFIERS,
+    GeneratorConfig,
+    VerifierConfig,
+    validate_verifier_backend,
+)
+from ttsearch.config.run import BenchConfig, DataConfig, SchedulerConfig
+from ttsearch.config.search import (
+    PROMPT_ALLOWANCE_TOKENS,
+    SearchConfig,
+    StrategySpec,
+    largest_request,
+    running_strategy,
+    validate_revision_prompt,
+    validate_strategy,
+    worst_case_tokens,
+)
+from ttsearch.config.serving import ServeConfig, validate_serve
+from ttsearch.config.training import (
+    FINE_TUNE_SECTIONS,
+    EvalPRMConfig,
+    EvalRevisionConfig,
+    LabelConfig,
+    PRMTrainConfig,
+    RevisionDataConfig,
+    RevisionTrainConfig,
+    validate_prm,
+    validate_revision,
+)
+
+
+@dataclass
+class SweepConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+    verifier: VerifierConfig = field(default_factory=VerifierConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    strategies: list[StrategySpec] = field(default_factory=lambda: [StrategySpec()])
+    bench: BenchConfig = field(default_factory=BenchConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
+    label: LabelConfig = field(default_factory=LabelConfig)
+    prm: PRMTrainConfig = field(default_factory=PRMTrainConfig)
+    eval_prm: EvalPRMConfig = field(default_factory=EvalPRMConfig)
+    revision_data: RevisionDataConfig = field(default_factory=RevisionDataConfig)
+    revision: RevisionTrainConfig = field(default_factory=RevisionTrainConfig)
+    eval_revision: EvalRevisionConfig = field(default_factory=EvalRevisionConfig)
+    budgets: list[int] = field(default_factory=lambda: [4])
+    seeds: list[int] = field(default_factory=lambda: [0])
+    output_dir: str = "runs/sweep"
+    cache_dir: str = field(default_factory=default_cache_dir)
+    ray_address: str | None = None
+
+
+def load_config(paths: str | Path | Sequence[str | Path] | None = None, overrides: Sequence[str] = ()) -> SweepConfig:
+    """Merge defaults ← each YAML file in order ← each `key=value` override, then validate.
+
+    Each layer is merged onto the schema on its own, so an error names the file or override that caused it.
+    """
+    if paths is None:
+        paths = []
+    elif isinstance(paths, str | Path):
+        paths = [paths]
+    merged: DictConfig = OmegaConf.structured(SweepConfig)
+    files = [resolve_config_path(path) for path in paths]
+    layers = [(f" in {path}", _load_yaml(path)) for path in files]
+    layers += [("", _parse_override(item)) for item in overrides]  # the error names the key
+    for where, layer in layers:
+        try:
+            merged = OmegaConf.merge(merged, layer)
+        except OmegaConfBaseException as exc:
+            raise ConfigError(f"bad config{where}: key '{exc.full_key}': {exc.msg.splitlines()[0]}") from None
+    try:
+        cfg: SweepConfig = OmegaConf.to_object(merged)  # type: ignore[assignment]
+    except OmegaConfBaseException as exc:  # an interpolation that does not resolve
+        raise ConfigError(f"bad config: key '{exc.full_key}': {exc.msg.splitlines()[0]}") from None
+    validate(cfg)
+    return cfg
+
+
+def resolve_config_path(path: str | Path) -> Path:
+    """`path` as given; a `conf/NAME.yaml` that the working directory lacks is the shipped NAME.yaml.
+
+    So the documented `--config conf/main.yaml` works from any directory and from an installed wheel.
+    """
+    path = Path(path)
+    if path.exists() or path.is_absolute() or path.parts[:1] != ("conf",):
+        return path
+    shipped = CONF_DIR.joinpath(*path.parts[1:])
+    return shipped if shipped.is_file() else path
+
+
+def _load_yaml(path: Path) -> DictConfig:
+    if not path.is_file():
+        shipped = ", ".join(sorted(f"conf/{p.name}" for p in CONF_DIR.glob("*.yaml")))
+        raise ConfigError(f"config file not found: {path} (shipped configs: {shipped or 'none'})")
+    try:
+        return OmegaConf.load(path)  # type: ignore[return-value]
+    except Exception as exc:  # a YAML syntax error, with its line
+        raise ConfigError(f"bad config in {path}: {exc}") from None
+
+
+OVERRIDE_KEY = re.compile(r"[A-Za-z_]\w*(?:\.\w+)*")
+"""A dotted key as `OmegaConf.from_dotlist` reads it: `data.limit`, `search.revision_prompt.instruction`."""
+
+
+def _parse_override(item: str) -> DictConfig:
+    """One `key=value` override as a config layer; anything else is a one-line error naming it.
+
+    OmegaConf would read `data.limit` (no `=`) as `data.limit=null` and raise a YAML scanner
+    traceback for `budgets=[4`; an empty value is refused too, as an unset shell variable
+    would silently null a key (write `key=null` for that).
+    """
+    key, equals, value = item.partition("=")
+    if not equals:
+        raise ConfigError(f"bad override '{item}': expected key=value (key=null for no value)")
+    if not OVERRIDE_KEY.fullmatch(key):
+        raise ConfigError(f"bad override '{item}': expected a dotted key such as data.limit before '=', got '{key}'")
+    if not value.strip() or value.startswith("="):
+        raise ConfigError(
+            f"bad override '{item}': expected one '=' and a value after it (key=null for no value), got value '{value}'"
+        )
+    try:
+        return OmegaConf.from_dotlist([item])
+    except (yaml.YAMLError, OmegaConfBaseException) as exc:
+        reason = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"bad override '{item}': value '{value}' cannot be parsed ({reason})") from None
+
+
+GREATER_THAN_ZERO = (
+    "generator.replicas",
+    "generator.max_model_len",
+    "generator.max_num_seqs",
+    "generator.cpu_kv_cache_gib",
+    "generator.tensor_parallel_size",
+    "generator.start_timeout_s",
+    "generator.transformers_call_tokens",
+    "verifier.replicas",
+    "verifier.max_batch_tokens",
+    "verifier.max_input_tokens",
+    "verifier.torch_threads",
+    "verifier.start_timeout_s",
+    "verifier.cpu_kv_cache_gib",
+    "verifier.max_num_seqs",
+    "search.max_steps",
+    "search.max_step_tokens",
+    "search.max_solution_tokens",
+    "data.shards",
+    "scheduler.max_in_flight",
+    "scheduler.max_batch_sequences",
+    "scheduler.max_batch_scores",
+    "scheduler.max_outstanding_per_replica",
+    "scheduler.replica_wait_s",
+    "scheduler.health_check_interval_s",
+    "scheduler.call_timeout_s",
+    "bench.sync_problems",
+    "serve.port",
+    "serve.max_pending_requests",
+    "serve.max_concurrent_searches",
+    "serve.retry_after_s",
+    "serve.max_budget",
+    "serve.max_body_bytes",
+    "serve.max_question_chars",
+    "serve.budget",
+    "serve.autoscaling.min_replicas",
+    "serve.autoscaling.target_ongoing_requests",
+    "label.samples",
+    "label.rollouts",
+    "label.max_steps",
+    *(
+        f"{section}.{key}"
+        for section in FINE_TUNE_SECTIONS
+        for key in (
+            "epochs",
+            "learning_rate",
+            "batch_size",
+            "gradient_accumulation_steps",
+            "max_input_tokens",
+            "num_workers",
+            "cpus_per_worker",
+            "eval_steps",
+            "save_steps",
+            "logging_steps",
+        )
+    ),
+    "revision_data.samples",
+    "revision_data.window",
+    "revision_data.trajectories_per_question",
+    "eval_revision.budget",
+    "eval_revision.revision_length",
+    "eval_revision.revision_window",
+)
+"""Numeric keys that must be > 0 (a count, a size or a timeout of zero would hang or do nothing)."""
+
+AT_LEAST: dict[str, tuple[float, str]] = {
+    "generator.num_gpus": (0, ""),
+    "generator.num_cpus": (0, ""),
+    "verifier.num_gpus": (0, ""),
+    "verifier.num_cpus": (0, ""),
+    "generator.max_restarts": (-1, " (-1: restart forever)"),
+    "verifier.max_restarts": (-1, " (-1: restart forever)"),
+    "search.temperature": (0, " (0: greedy)"),
+    "data.offset": (0, ""),
+    "data.shard_num_cpus": (0, ""),
+    "scheduler.max_request_retries": (0, " (0: never retry)"),
+    "scheduler.affinity_slack": (0, " (0: a run moves whenever its home replica carries more)"),
+    "scheduler.batch_window_s": (0, " (0: no wait, requests of one event-loop tick share a call)"),
+    **{f"{section}.{key}": (0, "") for section in FINE_TUNE_SECTIONS for key in ("weight_decay", "warmup_ratio")},
+    "revision_data.min_wrong": (0, " (0: trajectories without a wrong attempt too)"),
+}
+"""Numeric keys with a lower bound that is itself allowed, and what the bound means."""
+
+
+def validate(cfg: SweepConfig) -> None:
+    """Check what the types cannot, before anything is claimed or started; the first bad key raises a
+    ConfigError that names it, the rule and the value."""
+    require(bool(cfg.budgets), "budgets", "at least one budget is needed, got []")
+    for i, budget in enumerate(cfg.budgets):
+        require(budget > 0, f"budgets[{i}]", f"a budget must be > 0, got {budget}")
+    require(bool(cfg.seeds), "seeds", "at least one seed is needed, got []")
+    require(bool(cfg.strategies), "strategies", "at least one strategy is needed, got []")
+    for i, spec in enumerate(cfg.strategies):
+        validate_strategy(spec, f"strategies[{i}]", cfg.budgets)
+    if any(running_strategy(spec) == "revisions" for spec in cfg.strategies):
+        validate_revision_prompt(cfg.search.revision_prompt)
+    require(
+        cfg.verifier.kind in VERIFIERS,
+        "verifier.kind",
+        f"unknown verifier '{cfg.verifier.kind}', expected one of {VERIFIERS}",
+    )
+    require(
+        cfg.bench.real_verifier in VERIFIERS,
+        "bench.real_verifier",
+        f"unknown verifier '{cfg.bench.real_verifier}', expected one of {VERIFIERS}",
+    )
+    validate_verifier_backend(cfg)
+    require(
+        cfg.generator.backend in GENERATOR_BACKENDS,
+        "generator.backend",
+        f"unknown generator backend '{cfg.generator.backend}', expected one of {GENERATOR_BACKENDS}",
+    )
+    for key in GREATER_THAN_ZERO:
+        value = attrgetter(key)(cfg)
+        require(value > 0, key, f"must be > 0, got {value}")
+    for key, (bound, meaning) in AT_LEAST.items():
+        value = attrgetter(key)(cfg)
+        require(value >= bound, key, f"must be >= {bound}{meaning}, got {value}")
+    for key in ("generator.gpu_memory_utilization", "verifier.gpu_memory_utilization"):
+        utilization = attrgetter(key)(cfg)
+        require(0 < utilization <= 1, key, f"must be in (0, 1], got {utilization}")
+    require(
+        bool(cfg.search.step_delimiter),
+        "search.step_delimiter",
+        "must not be empty (steps are split at it and beam search stops a step there), got ''",
+    )
+    levels = cfg.data.levels
+    require(all(1 <= level <= 5 for level in levels), "data.levels", f"MATH levels are 1 to 5, got {levels}")
+    require(
+        cfg.data.limit is None or cfg.data.limit > 0, "data.limit", f"must be > 0 (null: all), got {cfg.data.limit}"
+    )
+    for i, size in enumerate(cfg.bench.batch_curve):
+        require(size > 0, f"bench.batch_curve[{i}]", f"a batch size must be > 0, got {size}")
+    _validate_request_fits_replica(cfg)
+    _validate_context_fits(cfg)
+    validate_serve(cfg.serve)
+    validate_prm(cfg)
+    validate_revision(cfg)
+
+
+def _validate_request_fits_replica(cfg: SweepConfig) -> None:
+    """A request wider than a replica's room could never be dispatched: the sweep would wait forever."""
+    limit = cfg.scheduler.max_outstanding_per_replica
+    width, budget, i = max(
+        (largest_request(spec, budget), budget, i) for i, spec in enumerate(cfg.strategies) for budget in cfg.budgets
+    )
+    require(
+        width <= limit,
+        "scheduler.max_outstanding_per_replica",
+        f"must be >= the widest request, {width} sequences (strategies[{i}] {cfg.strategies[i].name} samples "
+        f"all of budget {budget} in one request), got {limit}",
+    )
+
+
+def _validate_context_fits(cfg: SweepConfig) -> None:
+    """A prompt plus generation longer than the engine's context would fail mid-sweep; refuse it now."""
+    limit = cfg.generator.max_model_len
+    for i, spec in enumerate(cfg.strategies):
+        for budget in cfg.budgets:
+            tokens, how = worst_case_tokens(spec, budget, cfg.search, f"strategies[{i}]")
+            needed = PROMPT_ALLOWANCE_TOKENS + tokens
+            require(
+                needed <= limit,
+                "generator.max_model_len",
+                f"strategies[{i}] {spec.name} at budget {budget} can need {needed} tokens of context "
+                f"({PROMPT_ALLOWANCE_TOKENS} for the question and prompt texts + {how}), got {limit}; "
+                "raise it or lower those keys",
+            )

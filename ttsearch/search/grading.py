@@ -1,0 +1,492 @@
+"""Final-answer extraction, normalisation and grading against MATH gold answers.
+
+Model output is untrusted. Grading parses it with math-verify's LaTeX path only (its plain-expression
+path runs sympy's `parse_expr`, which evals), inside separate worker processes that also carry an
+audit-hook guard against eval/exec of unexpected code and against starting processes, an address-space
+cap, and math-verify's own signal timeouts (those only work in a main thread, and our callers live in
+Ray actors and asyncio threads). On top, every item has a hard wall-clock timeout: a worker that
+exceeds it is killed and replaced. A grading failure (timeout, dead worker, math-verify error) is retried
+once with longer limits and is otherwise recorded as *ungraded*, never as a wrong answer.
+
+This module stays cheap to import: math-verify and sympy are imported only inside the workers.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import functools
+import logging
+import multiprocessing
+import re
+import sys
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+MAX_ANSWER_CHARS = 2000
+"""Longer extracted answers are graded wrong without parsing: no real answer is that long."""
+
+_BOX_OPENERS = ("\\boxed{", "\\fbox{")
+_BRACE_OR_ESCAPE = re.compile(r"\\.|[{}]", re.DOTALL)
+
+
+def extract_boxed(text: str) -> str | None:
+    """Content of the last `\\boxed{...}` or `\\fbox{...}` in `text`, or None if absent or unbalanced.
+
+    Braces are matched by a regex scan (linear time, no recursion); backslash-escaped braces (`\\{`)
+    do not count, so set notation such as `\\boxed{\\{1, 2\\}}` comes out whole. A truncated last box
+    gives None rather than an earlier box: the model had not finished its final answer.
+    """
+    opener, at = max(((opener, text.rfind(opener)) for opener in _BOX_OPENERS), key=lambda found: found[1])
+    if at < 0:
+        return None
+    start = at + len(opener)
+    depth = 1
+    for match in _BRACE_OR_ESCAPE.finditer(text, start):
+        token = match.group()
+        if token == "{":
+            depth += 1
+        elif token == "}":
+            depth -= 1
+            if depth == 0:
+                return text[start : match.start()]
+    return None
+
+
+# "... the (final) answer is X" / "answer: X": X is the rest of the line after the last such statement.
+_STATED_ANSWER = re.compile(r"answer\s*(?:is|:|=)\s*:?[ \t]*", re.IGNORECASE)
+# A whole math expression in delimiters: `$...$`, `$$...$$` or `\(...\)`, read even if the sentence goes on.
+_DELIMITED = re.compile(
+    r"^(?:\$\$(?P<display>[^$]{1,200})\$\$|\$(?P<inline>[^$]{1,200})\$|\\\((?P<paren>.{1,200}?)\\\))"
+)
+# A sentence end: `.`, `;`, `!` or `?` followed by a space or the end (so `2.5` keeps its point).
+_SENTENCE_END = re.compile(r"[.;!?](?:\s|$)")
+# An English word: two or more letters not part of a LaTeX command (`\sqrt`, `\frac`).
+_WORD = re.compile(r"(?<![\\a-zA-Z])[a-zA-Z]{2,}")
+MAX_STATED_CHARS = 200
+
+
+def extract_answer(text: str) -> str | None:
+    """The solution's final answer: the last `\\boxed{}`, else the whole expression of the last "the answer is X".
+
+    Small models often state an answer without boxing it. The fallback takes the stated expression whole
+    (`2x+1`, `2^{10}`, `2\\sqrt{3}`, or anything in `$...$`) up to the end of its sentence, or no answer at
+    all when that sentence goes on in words ("the answer is 5 because ..."): a prefix such as the `2` of
+    `2x+1` would be graded as if the model had said it. It never takes "the last number".
+    """
+    boxed = extract_boxed(text)
+    if boxed is not None:
+        return boxed
+    tail = text[-2000:]  # a stated final answer sits at the end; bounds the regex work on huge outputs
+    stated = next(reversed(list(_STATED_ANSWER.finditer(tail))), None)
+    if stated is None:
+        return None
+    rest = tail[stated.end() :].split("\n", 1)[0].strip().strip("*").strip()  # markdown bold around the answer
+    if delimited := _DELIMITED.match(rest):
+        expression = next(group for group in delimited.groups() if group is not None)
+    else:
+        end = _SENTENCE_END.search(rest)
+        expression = rest[: end.start()] if end else rest
+        if _WORD.search(expression):
+            return None
+    expression = expression.strip().rstrip(".").strip().strip("*").strip()
+    return expression if expression and len(expression) <= MAX_STATED_CHARS else None
+
+
+_NORMALIZE_RULES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
+    (re.compile(pattern), replacement)
+    for pattern, replacement in (
+        (r"\\(?:left|right)(?![a-zA-Z])", ""),
+        (r"\\[!,;:]", ""),
+        (r"\\displaystyle(?![a-zA-Z])", ""),
+        (r"\\[dt]frac(?![a-zA-Z])", r"\\frac"),
+        (r"\\frac\s*(\d)\s*(\d)", r"\\frac{\1}{\2}"),
+        (r"\\frac\s*\{([^{}]*)\}\s*(\d)", r"\\frac{\1}{\2}"),
+        (r"\\sqrt\s*(\d)", r"\\sqrt{\1}"),
+        (r"\^\s*\{?\\circ\}?", ""),
+        (r"\\%", ""),
+        (r"\\(?:text|textbf|mbox|mathrm)\{\s*\\\$\s*\}", ""),  # \text{\$}
+        (r"\\\$", ""),  # \$ currency
+        (r"\{,\}", ","),  # 1{,}000
+        (r"^\\(?:text|textbf|mbox|mathrm)\{([^{}]*)\}$", r"\1"),
+        (r"(\d)\s*\\(?:text|mbox|mathrm)\{\s*[a-zA-Z][a-zA-Z ]*\}(?:\^\d)?$", r"\1"),
+        (r"(\d)\s+(?:dollars?|cents?|units?|cm|km|inches|feet|meters|degrees)$", r"\1"),
+        (r"\s+", ""),
+    )
+)
+# Applied to the whole answer after the rules above: a plain number with thousands separators or trailing zeros.
+_THOUSANDS = re.compile(r"^-?\d{1,3}(?:,\d{3})+(?:\.\d+)?$")
+_TRAILING_ZEROS = re.compile(r"^(-?\d+)(?:\.0+|(\.\d*?[1-9])0+)$")
+
+
+def canonical_answer(answer: str) -> str:
+    """Cheap canonical string of a final answer: equal strings are the same answer, without parsing.
+
+    Pure string rewriting: removes spacing and sizing commands, surrounding `$`, a trailing `.`, degree
+    and percent signs, currency (`\\$`, `\\text{\\$}`), unit words after a number and a whole-answer
+    `\\text{}` wrapper; maps `\\dfrac`/`\\tfrac` to `\\frac` and expands `\\frac12`, `\\sqrt3`; a plain number
+    loses its thousands separators (`276,000`, `1{,}000`) and trailing zeros (`6.00` → `6`). Assignments
+    such as `x=5` are kept as they are. The grader compares these forms, and selection groups by them
+    before asking math-verify (see `Grader.same_answers`).
+    """
+    text = answer.strip().strip("$").strip()
+    for pattern, replacement in _NORMALIZE_RULES:
+        text = pattern.sub(replacement, text)
+    text = text.rstrip(".")
+    if _THOUSANDS.match(text):
+        text = text.replace(",", "")
+    return _TRAILING_ZEROS.sub(lambda m: m.group(1) + (m.group(2) or ""), text)
+
+
+# ---------------------------------------------------------------------------------------------
+# Worker side: runs in a spawned process, so signal-based timeouts and the audit hook are ours.
+
+_READY = "ready"
+_PROCESS_EVENTS = frozenset(
+    {"os.system", "os.exec", "os.posix_spawn", "os.spawn", "os.fork", "os.forkpty", "subprocess.Popen", "pty.spawn"}
+)
+_STRING_LITERAL = re.compile(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"")
+_IDENTIFIER = re.compile(r"[A-Za-z_]\w*")
+_SAFE_NAMES = frozenset({"Integer", "Float", "Rational", "Symbol", "E", "I", "pi", "oo", "zoo", "nan"})
+
+
+def _is_expected_dynamic_code(source: object) -> bool:
+    """Whether a `compile` is one of the few that sympy does while grading, none of them carrying user text.
+
+    Allowed: anything compiled while a module is being imported (sympy imports lazily, and module code
+    such as dataclass creation is fixed text), sympy's `from sympy import *` prelude of `parse_expr`,
+    its generated monomial arithmetic, and number/symbol constructors such as `Integer (12 )`, which is
+    what `sympy.Number("12")` in latex2sympy's `parse_number` evals. Any other source is refused.
+    """
+    if _inside_import():
+        return True
+    if isinstance(source, bytes):
+        source = source.decode("utf-8", "replace")
+    if not isinstance(source, str):
+        return False
+    if source == "from sympy import *":
+        return True
+    if source.startswith("def monomial_"):
+        return "__" not in source and "import" not in source
+    code = _STRING_LITERAL.sub("''", source)
+    return "__" not in code and set(_IDENTIFIER.findall(code)) <= _SAFE_NAMES
+
+
+def _inside_import() -> bool:
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib._bootstrap"):
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _audit_guard(event: str, args: tuple[Any, ...]) -> None:
+    """Audit hook of grading workers: refuse unexpected dynamic code and any process creation."""
+    if event == "compile" and not _is_expected_dynamic_code(args[0]):
+        raise RuntimeError("ttsearch.search.grading: refused to compile dynamic code in a grading worker")
+    if event in _PROCESS_EVENTS:
+        raise RuntimeError(f"ttsearch.search.grading: refused {event} in a grading worker")
+
+
+def _install_guard() -> None:
+    """Install the worker's audit hook. Irreversible for the process, so only workers call it."""
+    sys.addaudithook(_audit_guard)
+
+
+def _worker_main(conn: Connection, memory_limit_mb: int | None) -> None:
+    """Grade (prediction, gold, math timeout) jobs one at a time; reply a bool, or a string saying why it failed."""
+    if memory_limit_mb is not None:
+        import resource
+
+        limit = memory_limit_mb * 1024 * 1024
+        hard = resource.getrlimit(resource.RLIMIT_AS)[1]
+        if hard != resource.RLIM_INFINITY:
+            limit = min(limit, hard)
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    logging.getLogger("math_verify").setLevel(logging.CRITICAL)
+    from math_verify import LatexExtractionConfig, parse, verify
+    from math_verify.errors import TimeoutException
+
+    # Only the LaTeX extractor: ExprExtractionConfig would hand raw text to sympy's parse_expr (eval).
+    latex_only = [LatexExtractionConfig()]
+
+    @functools.lru_cache(maxsize=4096)  # one answer meets many others when votes are grouped
+    def parsed(answer: str, timeout_s: int) -> list[Any]:
+        """math-verify's parse; a text it cannot parse is no answer (a verdict), a timeout is not (it raises)."""
+        try:
+            return parse(f"${answer}$", latex_only, parsing_timeout=timeout_s, raise_on_error=True)
+        except TimeoutException:
+            raise
+        except Exception:
+            return []
+
+    def grade_one(prediction: str, gold: str, timeout_s: int) -> bool | str:
+        # Canonical forms first: math-verify misreads e.g. "168,000 \, \text{\$}" (and its unit removal is
+        # anchored at the end, so stripping matters too).
+        prediction, gold = canonical_answer(prediction), canonical_answer(gold)
+        if prediction == gold:
+            return True
+        try:
+            return bool(
+                verify(
+                    parsed(gold, timeout_s),
+                    parsed(prediction, timeout_s),
+                    timeout_seconds=timeout_s,
+                    raise_on_error=True,
+                )
+            )
+        except TimeoutException:
+            return f"math-verify timed out after {timeout_s} s"
+        except Exception as error:  # a sympy failure while comparing: no verdict either way
+            return f"math-verify failed: {type(error).__name__}: {str(error)[:200]}"
+
+    grade_one("\\frac{1}{2}", "0.5", 5)  # warm-up: first-use imports happen before the guard
+    _install_guard()
+    conn.send(_READY)
+    while True:
+        try:
+            job = conn.recv()
+        except EOFError:  # the parent has gone
+            return
+        conn.send(grade_one(*job))
+
+
+# ---------------------------------------------------------------------------------------------
+# Parent side.
+
+Verdict = bool | None
+"""True right, False wrong, None ungraded: grading failed twice (timeout, crash, math-verify error), no verdict."""
+
+
+@dataclass
+class _Worker:
+    process: BaseProcess
+    conn: Connection
+    ready: bool = False
+    job: int | None = None
+    deadline: float = 0.0
+
+
+class Grader:
+    """A small pool of math-verify worker processes; safe to call from any thread.
+
+    Jobs go out one per message, so a hung item is identified exactly and only that item is lost when
+    its worker is killed; a pipe round trip costs tens of microseconds against milliseconds of sympy.
+    Calls are serialised by a lock.
+
+    A grading failure is never a verdict: an item that times out, kills its worker or makes math-verify
+    raise is retried once on a fresh worker with `retry_scale` × the limits; if that fails too it is
+    *ungraded* (None), logged with the reason, and not cached, so a later call tries again. Verdicts
+    (True/False) are kept in a bounded LRU cache, so an answer that N samples share is graded once.
+    """
+
+    def __init__(
+        self,
+        num_workers: int = 1,
+        item_timeout_s: float = 20.0,
+        math_timeout_s: int = 3,
+        start_timeout_s: float = 120.0,
+        memory_limit_mb: int | None = 4096,
+        max_answer_chars: int = MAX_ANSWER_CHARS,
+        cache_size: int = 100_000,
+        retry_scale: int = 3,
+    ) -> None:
+        if num_workers < 1 or item_timeout_s <= 0 or math_timeout_s < 1 or retry_scale < 1:
+            raise ValueError(
+                "num_workers >= 1, item_timeout_s > 0, math_timeout_s >= 1 and retry_scale >= 1 are required, got "
+                f"{num_workers}, {item_timeout_s}, {math_timeout_s}, {retry_scale}"
+            )
+        self.num_workers = num_workers
+        self.item_timeout_s = item_timeout_s
+        self.math_timeout_s = math_timeout_s
+        self.start_timeout_s = start_timeout_s
+        self.memory_limit_mb = memory_limit_mb
+        self.max_answer_chars = max_answer_chars
+        self.cache_size = cache_size
+        self.retry_scale = retry_scale
+        self._cache: OrderedDict[tuple[str, str], bool] = OrderedDict()
+        self._context = multiprocessing.get_context("spawn")
+        self._workers: list[_Worker] = []
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> Grader:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def grade(self, prediction: str | None, gold: str) -> Verdict:
+        """Whether one extracted answer matches the gold answer; None if it could not be graded."""
+        return self.grade_many([(prediction, gold)])[0]
+
+    def grade_many(self, pairs: Sequence[tuple[str | None, str]]) -> list[Verdict]:
+        """Grade (extracted prediction, gold) pairs; None, blank or over-long predictions are wrong."""
+        results: list[Verdict] = [False] * len(pairs)
+        positions: dict[tuple[str, str], list[int]] = {}
+        for i, (prediction, gold) in enumerate(pairs):
+            if prediction is not None and prediction.strip() and len(prediction) <= self.max_answer_chars:
+                positions.setdefault((prediction, gold), []).append(i)
+        with self._lock:
+            jobs = [job for job in positions if job not in self._cache]
+            fresh = dict(zip(jobs, self._run(jobs), strict=True)) if jobs else {}
+            self._cache.update((job, verdict) for job, verdict in fresh.items() if verdict is not None)
+            for job, indices in positions.items():
+                if job in self._cache:
+                    self._cache.move_to_end(job)
+                verdict = self._cache[job] if job in self._cache else fresh[job]
+                for i in indices:
+                    results[i] = verdict
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+        return results
+
+    def same_answers(self, answer: str, others: Sequence[str]) -> list[bool]:
+        """Which of `others` state the same answer as `answer`, by the grader's own equivalence (`answer` in
+        the gold's place); a pair that cannot be graded counts as different. For grouping votes."""
+        return [verdict is True for verdict in self.grade_many([(answer, other) for other in others])]
+
+    def close(self) -> None:
+        """Stop the workers; a later call starts new ones."""
+        with self._lock:
+            self._stop_all()
+
+    def _run(self, jobs: list[tuple[str, str]]) -> list[Verdict]:
+        verdicts: list[Verdict] = [None] * len(jobs)
+        pending = iter(range(len(jobs)))
+        self._retried: set[int] = set()
+        try:
+            while len(self._workers) < self.num_workers:
+                self._workers.append(self._spawn())
+            for worker in self._workers:
+                self._dispatch(worker, jobs, pending)
+            while busy := [w for w in self._workers if w.job is not None]:
+                timeout = max(0.0, min(w.deadline for w in busy) - time.monotonic())
+                readable = wait([w.conn for w in busy], timeout)
+                for worker in busy:
+                    if worker.conn in readable:
+                        self._receive(worker, jobs, verdicts, pending)
+                    elif time.monotonic() >= worker.deadline:
+                        if not worker.ready:
+                            raise RuntimeError(f"grading worker did not start within {self.start_timeout_s:.0f} s")
+                        self._failed(worker, jobs, pending, f"took over {self._limit(worker.job):.0f} s", dead=True)
+        except BaseException:
+            self._stop_all()  # in-flight replies would otherwise be read as answers to the next call
+            raise
+        return verdicts
+
+    def _receive(
+        self, worker: _Worker, jobs: list[tuple[str, str]], verdicts: list[Verdict], pending: Iterator[int]
+    ) -> None:
+        try:
+            message = worker.conn.recv()
+        except (EOFError, OSError):
+            # Killed from outside, out of memory, or (seen with Ray's child-process subreaper in the parent)
+            # killed right after it started.
+            worker.process.join(timeout=5)
+            if not worker.ready and worker.job in self._retried:
+                raise RuntimeError(
+                    f"grading worker failed to start twice (exit code {worker.process.exitcode}); see its stderr"
+                ) from None
+            self._failed(worker, jobs, pending, f"worker died (exit code {worker.process.exitcode})", dead=True)
+            return
+        if message == _READY:
+            worker.ready = True
+            worker.deadline = time.monotonic() + self._limit(worker.job)
+            return
+        if isinstance(message, str):  # math-verify failed; the worker itself is fine
+            self._failed(worker, jobs, pending, message, dead=False)
+            return
+        verdicts[worker.job] = message
+        self._dispatch(worker, jobs, pending)
+
+    def _failed(
+        self, worker: _Worker, jobs: list[tuple[str, str]], pending: Iterator[int], why: str, dead: bool
+    ) -> None:
+        """Retry the worker's job once on a fresh worker with longer limits; after that it stays ungraded."""
+        job = worker.job
+        if job not in self._retried:
+            self._retried.add(job)
+            logger.warning(
+                "grading failed (%s); retrying once with %d× the limits: %.200r", why, self.retry_scale, jobs[job]
+            )
+            self._replace(worker)
+            self._send(worker, jobs, job)
+            return
+        logger.warning("grading failed twice (%s); ungraded: %.200r", why, jobs[job])
+        if dead:
+            self._replace(worker)
+        self._dispatch(worker, jobs, pending)
+
+    def _limit(self, job: int | None) -> float:
+        """The item's wall-clock limit: longer on its retry."""
+        return self.item_timeout_s * (self.retry_scale if job in self._retried else 1)
+
+    def _dispatch(self, worker: _Worker, jobs: list[tuple[str, str]], pending: Iterator[int]) -> None:
+        job = next(pending, None)
+        if job is None:
+            worker.job = None
+            return
+        if not worker.process.is_alive():  # died while idle, e.g. killed from outside
+            self._replace(worker)
+        self._send(worker, jobs, job)
+
+    def _send(self, worker: _Worker, jobs: list[tuple[str, str]], job: int) -> None:
+        worker.job = job
+        math_timeout = self.math_timeout_s * (self.retry_scale if job in self._retried else 1)
+        with contextlib.suppress(OSError):  # it died just now: its pipe then reads as EOF in `_receive`
+            worker.conn.send((*jobs[job], math_timeout))
+        startup = 0.0 if worker.ready else self.start_timeout_s
+        worker.deadline = time.monotonic() + self._limit(job) + startup
+
+    def _spawn(self) -> _Worker:
+        parent_conn, child_conn = self._context.Pipe()
+        process = self._context.Process(
+            target=_worker_main,
+            args=(child_conn, self.memory_limit_mb),
+            name="ttsearch-grader",
+            daemon=True,
+        )
+        process.start()
+        child_conn.close()  # so that the child's death reads as EOF here
+        return _Worker(process, parent_conn)
+
+    def _replace(self, worker: _Worker) -> None:
+        """Kill the worker's process and start a fresh one in its place (its job, if any, stays set)."""
+        _kill(worker)
+        fresh = self._spawn()
+        worker.process, worker.conn, worker.ready = fresh.process, fresh.conn, False
+
+    def _stop_all(self) -> None:
+        for worker in self._workers:
+            _kill(worker)  # workers hold no state worth a graceful exit, and a SIGKILL cannot be ignored
+        self._workers.clear()
+
+
+def _kill(worker: _Worker) -> None:
+    if worker.process.is_alive():
+        worker.process.kill()
+    worker.process.join()
+    worker.conn.close()
+
+
+_default_grader: Grader | None = None
+_default_lock = threading.Lock()
+
+
+def grade(prediction: str | None, gold: str) -> Verdict:
+    """Grade one extracted answer with a shared module-level `Grader` (started on first use)."""
+    global _default_grader
+    with _default_lock:
+        if _default_grader is None:
+            _default_grader = Grader()
+            atexit.register(_default_grader.close)
+    return _default_grader.grade(prediction, gold)

@@ -1,0 +1,17 @@
+"""Best-of-N: N independent full solutions, each scored step by step by the verifier."""
+
+from __future__ import annotations
+
+from ttsearch.config import StrategySpec
+from ttsearch.search.strategies.common import SearchContext, StrategyRun
+
+
+def best_of_n(ctx: SearchContext, budget: int, spec: StrategySpec) -> StrategyRun:
+    """One request with n=budget (one shared prompt, so the prompt is prefilled once)."""
+    [sampled] = yield [ctx.solve(ctx.prompt(()), budget, 0)]
+    solutions = [(ctx.split_steps(c.text), c) for c in sampled.completions]
+    scored = yield [ctx.score(steps) for steps, _ in solutions]
+    return [
+        ctx.candidate(steps, result.step_scores, completion.ended_solution, completion.num_tokens, result.tokens)
+        for (steps, completion), result in zip(solutions, scored, strict=True)
+    ]

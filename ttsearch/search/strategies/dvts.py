@@ -1,0 +1,34 @@
+"""Diverse verifier tree search (DVTS; Beeching et al. 2024, huggingface/search-and-learn).
+
+Budget N, width M: N/M independent subtrees. Each keeps a single path; every step expands it M ways, the verifier
+scores the M children, and the path moves to the best one (the highest last-step score, our beam's value and
+search-and-learn's default `last` aggregation). A subtree stops once its best child ends the solution. Beam search
+lets the N/M best paths of the whole tree crowd into one branch; DVTS keeps N/M branches apart, which is why it
+beats beam search at large budgets on easy questions, where diversity matters more than exploitation.
+
+The candidates are, as in search-and-learn, each subtree's last M children (its final path and the M−1
+alternatives to its last step): N in all, so the final selection votes over every subtree. One difference:
+search-and-learn lets the last iteration run each path to the end of its solution; here a path that reaches
+`search.max_steps` ends there, as beam search's do.
+"""
+
+from __future__ import annotations
+
+from ttsearch.config import StrategySpec
+from ttsearch.search.strategies.common import Candidate, SearchContext, StrategyRun, grow, step_value
+
+
+def dvts(ctx: SearchContext, budget: int, spec: StrategySpec) -> StrategyRun:
+    width = spec.beam_width
+    paths = [ctx.candidate((), (), finished=False) for _ in range(budget // width)]
+    last_children: list[list[Candidate]] = [[] for _ in paths]
+    live = list(range(len(paths)))
+    for depth in range(ctx.search.max_steps):
+        if not live:
+            break
+        grown = yield from grow(ctx, [paths[i] for i in live], [width] * len(live), depth, live)
+        for subtree, children in zip(live, grown, strict=True):
+            last_children[subtree] = children
+            paths[subtree] = max(children, key=step_value)  # max keeps the first of equals: the earlier sample
+        live = [subtree for subtree in live if not paths[subtree].finished]
+    return [child for children in last_children for child in children]

@@ -42,6 +42,7 @@ Serve ingress:
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -253,12 +254,14 @@ class ServeMetrics(_SearchMetrics):
 
 STOP_TIMEOUT_S = 20.0
 """How long an interrupted run waits for its shard tasks to save their finished units and end."""
+STOP_POLL_S = 0.2
 
 
 @ray.remote(num_cpus=0)
 class ProgressCounter:
-    """Cells finished so far over all shards, for the driver's progress bar; and the driver's request that the
-    shards stop, which each shard task polls (`ttsearch.sweep.sharded`).
+    """Cells finished so far over all shards, for the driver's progress bar; the driver's request that the shards
+    stop, which each shard task polls, and the shards still working, which the driver waits for before it shuts Ray
+    down (`ttsearch.sweep.sharded`).
 
     Counted by cell key, so a cell that Ray computed twice (a retried shard task) counts once.
     """
@@ -266,6 +269,7 @@ class ProgressCounter:
     def __init__(self) -> None:
         self.done: set[Any] = set()
         self.stopping = False
+        self.working: set[int] = set()
 
     def add(self, keys: list[Any]) -> None:
         self.done.update(keys)
@@ -279,6 +283,16 @@ class ProgressCounter:
     def stop_requested(self) -> bool:
         return self.stopping
 
+    def shard_started(self, shard: int) -> None:
+        self.working.add(shard)
+
+    def shard_ended(self, shard: int) -> None:
+        """Called by a shard task once it has saved, however it ended (`ttsearch.sweep.sharded`)."""
+        self.working.discard(shard)
+
+    def shards_working(self) -> int:
+        return len(self.working)
+
 
 def run_with_progress(
     work: Callable[[], Any], counter: Any, total: int, initial: int, desc: str, unit: str = "search"
@@ -286,7 +300,7 @@ def run_with_progress(
     """Run `work` in a thread while a tqdm bar follows `counter` (units done / total, with ETA).
 
     Interrupted (Ctrl-C, SIGINT or SIGTERM), it asks the shard tasks to stop through `counter` and waits up to
-    `STOP_TIMEOUT_S` for `work` to end, so that each shard saves what it finished before the command shuts Ray down.
+    `STOP_TIMEOUT_S` for every shard task to say it has saved what it finished, before the command shuts Ray down.
     """
     from tqdm import tqdm
 
@@ -307,8 +321,11 @@ def run_with_progress(
                 bar.update(initial + ray.get(counter.value.remote()) - bar.n)
         except KeyboardInterrupt:
             bar.write("stopping: each shard saves what it finished; re-run the same command to compute the rest")
-            counter.request_stop.remote()
-            thread.join(timeout=STOP_TIMEOUT_S)
+            ray.get(counter.request_stop.remote())
+            # Ray Data may cancel the shard tasks itself and end `work` before they have saved: wait for the shards.
+            deadline = time.monotonic() + STOP_TIMEOUT_S
+            while ray.get(counter.shards_working.remote()) and time.monotonic() < deadline:
+                time.sleep(STOP_POLL_S)
             bar.update(initial + ray.get(counter.value.remote()) - bar.n)
             raise
         bar.update(initial + ray.get(counter.value.remote()) - bar.n)

@@ -35,6 +35,7 @@ CHECKPOINT_INTERVAL_S = 60.0
 """How often a shard task saves its finished units as its partial record while it runs."""
 STOP_POLL_S = 1.0
 """How often a shard task asks whether the driver was interrupted."""
+SHARD_ENDED_TIMEOUT_S = 10.0
 
 
 class ShardMetrics(ABC):
@@ -235,7 +236,15 @@ def _shard_task(batch: pa.Table, *, ctx: ShardContext) -> pa.Table:
 
     node_id = ray.get_runtime_context().get_node_id()
     shards = zip(batch.column("shard").to_pylist(), batch.column("problems").to_pylist(), strict=True)
-    results = [asyncio.run(_run_shard_task(shard, problems, ctx, node_id)) for shard, problems in shards]
+    results = []
+    for shard, problems in shards:
+        if ctx.progress is not None:
+            ctx.progress.shard_started.remote(shard)
+        try:  # a cancel from Ray (KeyboardInterrupt) cancels the run too, which saves before asyncio.run re-raises
+            results.append(asyncio.run(_run_shard_task(shard, problems, ctx, node_id)))
+        finally:  # saved (or finished): an interrupted driver may shut Ray down now
+            if ctx.progress is not None:
+                ray.get(ctx.progress.shard_ended.remote(shard), timeout=SHARD_ENDED_TIMEOUT_S)
     return pa.Table.from_pylist([vars(result) for result in results])
 
 

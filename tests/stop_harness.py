@@ -228,7 +228,7 @@ def command_scenario(command: list[str], signum: int | None, started: str, timeo
         "exit_code": code,
         "exit_s": exit_s,
         "engines_before": engines_before,
-        "output": log.read_text()[-4000:],
+        "output": log.read_text(),
     }
 
 

@@ -33,6 +33,10 @@ ROOT = Path(__file__).resolve().parents[1]
 RAY_PORT = 6390
 ENGINE_MARK = "VLLM"
 """vLLM names its engine processes VLLM::EngineCore and VLLM::Worker."""
+REPLICA_MARKS = ("ray::GeneratorReplica", "ray::VerifierReplica")
+"""How Ray names the worker process of a replica actor (`ray::<class>`, then `.<method>` while one runs)."""
+STARTUP_TIMEOUT_S = 300
+"""Ready replicas take ~60 s on 2 busy cores; an engine process shows within ~20 s."""
 ISOLATED_ENV = {
     "RAY_AUTH_MODE": "disabled",
     "RAY_USAGE_STATS_ENABLED": "0",
@@ -86,7 +90,25 @@ def leftovers(spared: set[int]) -> list[psutil.Process]:
 
 
 def engines(spared: set[int] = frozenset()) -> list[psutil.Process]:
-    return [process for process in leftovers(set(spared)) if ENGINE_MARK in describe(process)]
+    """Engine processes: those vLLM named (`VLLM::...`), and any other member of a replica's process group (each
+    replica leads one, and what its engine starts joins it before it has taken its name, whatever its name)."""
+    live = leftovers(set(spared))
+    replicas = {process.pid for process in live if describe(process).startswith(REPLICA_MARKS)}
+    return [
+        process for process in live if ENGINE_MARK in describe(process) or group_of(process) in replicas - {process.pid}
+    ]
+
+
+def group_of(process: psutil.Process) -> int | None:
+    try:
+        return os.getpgid(process.pid)
+    except ProcessLookupError:
+        return None
+
+
+def process_table() -> str:
+    """Every live process of the namespace, for a failure message."""
+    return "\n".join(f"{process.pid} pgid={group_of(process)} {describe(process)}" for process in leftovers(set()))
 
 
 def run_as_init(scenario: Callable[[], None]) -> int:
@@ -153,11 +175,10 @@ if sys.argv[2] == "ready":
     replicas.append(VerifierReplica.options(num_cpus=1, max_restarts=0).remote(judge, cache))
     ray.get([replica.ready.remote() for replica in replicas])
     print("ready", flush=True)
+ray.get(replicas[0].ready.remote())
+print("loaded", flush=True)
 while True:
-    done, _ = ray.wait([replicas[0].ready.remote()], timeout=0.5)
-    if done:
-        print("loaded", flush=True)
-    time.sleep(0.5)
+    time.sleep(1)
 """
 
 
@@ -185,11 +206,14 @@ def ray_stop_scenario(phase: str) -> dict:
         )
     spared = {driver.pid}
     if phase == "ready":
-        waited = wait_until(lambda: "ready" in log.read_text() or driver.poll() is not None, 600)
+        waited = wait_until(lambda: "ready" in log.read_text() or driver.poll() is not None, STARTUP_TIMEOUT_S)
     else:  # stop as soon as the engine process exists: it is loading the model
-        waited = wait_until(lambda: bool(engines(spared)) or driver.poll() is not None, 600, poll_s=0.05)
+        waited = wait_until(lambda: bool(engines(spared)) or driver.poll() is not None, STARTUP_TIMEOUT_S, 0.05)
     if waited is None or driver.poll() is not None:
-        return {"error": f"the driver did not get its replicas going:\n{log.read_text()[-3000:]}"}
+        return {
+            "error": f"the driver did not get its replicas going (exit {driver.poll()}):\n{log.read_text()[-1500:]}\n"
+            f"processes:\n{process_table()}"
+        }
     engines_before = len(engines(spared))
     loaded_before_stop = "loaded" in log.read_text()
     stopped_at = time.monotonic()

@@ -1,12 +1,13 @@
-"""The README's local-cluster commands ("`ray job submit` and the dashboard") run as written.
+"""The documented local-cluster commands ("`ray job submit` and the dashboard" in docs/guides/cluster.md) run as
+written.
 
-The fenced bash block under that heading is read from README.md, with `\\` continuations joined, and
+The fenced bash block under that heading is read from the cluster guide, with `\\` continuations joined, and
 each line runs with bash, in order, under `set -e`, from the repository root. Only two things are
 changed, both on the `ttsearch sweep` line:
   (a) overrides are appended so that the sweep finishes in about a minute on 2 cores: one problem,
       budget 2, best-of-N with majority selection (no verifier replica), 32-token solutions, and a
       0.5 GiB KV cache;
-  (b) `output_dir=` is pointed into the test's tmp_path. A later override wins, so the README's own
+  (b) `output_dir=` is pointed into the test's tmp_path. A later override wins, so the guide's own
       `output_dir=$PWD/runs/job` stays on the line.
 Nothing else is replaced. The block uses a fixed `--submission-id`, the default ports and a
 machine-wide `ray stop`, and all of them run verbatim. To make that safe, the block runs in new PID,
@@ -25,9 +26,9 @@ The model cache (`~/.cache/ttsearch`, filled by `make model`) is not masked, so 
 replica loads the embedded model from it. RAY_* variables of the pytest process are dropped, as in a
 fresh shell, and RAY_USAGE_STATS_ENABLED=0 is added back.
 
-Between the README's last job command and its `ray stop`, the test adds one check of its own: the
+Between the guide's last job command and its `ray stop`, the test adds one check of its own: the
 job's status, asked *without* `RAY_AUTH_MODE`, must be refused for a missing token. That shows the
-head really enforced authentication and that the README's `export` is what lets its clients in.
+head really enforced authentication and that the guide's `export` is what lets its clients in.
 """
 
 from __future__ import annotations
@@ -44,8 +45,9 @@ import pytest
 
 from tests.stop_harness import isolation_available
 
-ROOT = Path(__file__).resolve().parents[1]
-HEADING = "### `ray job submit` and the dashboard"
+ROOT = Path(__file__).resolve().parents[2]
+PAGE = "docs/guides/cluster.md"
+HEADING = "## `ray job submit` and the dashboard"
 # (a): a sweep that finishes in about a minute on 2 cores (keys: ttsearch/config/).
 SMALL_SWEEP = [
     "data.limit=1",
@@ -59,10 +61,10 @@ SMALL_SWEEP = [
 TIMEOUT_S = 900
 
 
-def readme_cluster_commands() -> list[str]:
-    """The bash block under HEADING, one command per line, `\\` continuations joined."""
-    text = (ROOT / "README.md").read_text()
-    assert HEADING in text, f"README.md has no heading {HEADING!r}"
+def documented_cluster_commands() -> list[str]:
+    """The bash block under HEADING in PAGE, one command per line, `\\` continuations joined."""
+    text = (ROOT / PAGE).read_text()
+    assert HEADING in text, f"{PAGE} has no heading {HEADING!r}"
     section = text.split(HEADING, 1)[1].split("\n#", 1)[0]
     block = re.search(r"```bash\n(.*?)```", section, re.DOTALL)
     assert block, f"no ```bash block under {HEADING!r}"
@@ -70,9 +72,9 @@ def readme_cluster_commands() -> list[str]:
     return [line.strip() for line in joined.splitlines() if line.strip()]
 
 
-def test_the_readme_cluster_block_runs_without_placeholders():
+def test_the_documented_cluster_block_runs_without_placeholders():
     """A cheap check that the block can be run as written, as the integration test below does."""
-    commands = readme_cluster_commands()
+    commands = documented_cluster_commands()
     assert not [c for c in commands if re.search(r"<[^>]+>", c)], "a placeholder a user must replace"
     programs = [shlex.split(c, comments=True)[:2] for c in commands]
     assert ["ray", "start"] in programs and ["ray", "stop"] in programs
@@ -82,7 +84,7 @@ def test_the_readme_cluster_block_runs_without_placeholders():
 
 
 def harness_script(commands: list[str], tmp_path: Path) -> str:
-    """The README's commands, with the two stated changes, between the namespace set-up and checks."""
+    """The guide's commands, with the two stated changes, between the namespace set-up and checks."""
     output_dir = tmp_path / "job"
     extra = " ".join(shlex.quote(o) for o in [*SMALL_SWEEP, f"output_dir={output_dir}"])
     (tmp_path / "ray").mkdir()
@@ -97,7 +99,7 @@ def harness_script(commands: list[str], tmp_path: Path) -> str:
         f'mount --bind {shlex.quote(str(tmp_path / "dotray"))} "$HOME/.ray"',
         f"cd {shlex.quote(str(ROOT))}",
         "set -x",
-        "# --- the README's block ---",
+        "# --- the guide's block ---",
     ]
     for command in commands:
         if command.startswith("ray stop"):
@@ -108,7 +110,7 @@ def harness_script(commands: list[str], tmp_path: Path) -> str:
                 f" > {shlex.quote(str(tmp_path / 'no_token.log'))} 2>&1",
                 'echo "no-token status exit code: $?"',
                 "set -e",
-                "# --- the README's block, continued ---",
+                "# --- the guide's block, continued ---",
             ]
         if "ttsearch sweep" in command:
             command = f"{command} {extra}"  # (a) and (b)
@@ -125,16 +127,16 @@ def harness_script(commands: list[str], tmp_path: Path) -> str:
 
 
 @pytest.mark.integration
-def test_readme_cluster_commands_run_verbatim(tmp_path: Path) -> None:
+def test_documented_cluster_commands_run_verbatim(tmp_path: Path) -> None:
     if not isolation_available():
         pytest.skip("needs PID, mount and network namespaces (util-linux unshare and iproute2 ip, as root)")
 
-    commands = readme_cluster_commands()
+    commands = documented_cluster_commands()
     script = harness_script(commands, tmp_path)
     (tmp_path / "script.sh").write_text(script)
     env = {key: value for key, value in os.environ.items() if not key.startswith("RAY_")}
     env["RAY_USAGE_STATS_ENABLED"] = "0"
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"  # .venv/bin, as the README assumes
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"  # .venv/bin, as the guide assumes
     log_path = tmp_path / "commands.log"
     started = time.monotonic()
     with open(log_path, "w") as log:
@@ -150,8 +152,8 @@ def test_readme_cluster_commands_run_verbatim(tmp_path: Path) -> None:
     elapsed = time.monotonic() - started
     log_text = log_path.read_text()
     tail = "\n".join(log_text.splitlines()[-80:])
-    print(f"README cluster block: exit {proc.returncode} after {elapsed:.0f} s")
-    assert proc.returncode == 0, f"the README's commands failed (exit {proc.returncode}):\n{tail}"
+    print(f"{PAGE} cluster block: exit {proc.returncode} after {elapsed:.0f} s")
+    assert proc.returncode == 0, f"the guide's commands failed (exit {proc.returncode}):\n{tail}"
 
     submission_id = re.search(r"--submission-id\s+(\S+)", " ".join(commands))[1]
     # Both `ray job submit` (it tails the logs) and `ray job logs --follow` end with the job's status.

@@ -8,10 +8,10 @@ machine) and a dashboard, so multi-node scheduling and `ray job submit` are test
 from __future__ import annotations
 
 import os
-import socket
 
 import pytest
 
+from tests.fixtures import free_port
 from ttsearch.config import GeneratorConfig, VerifierConfig, default_cache_dir
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -31,12 +31,6 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     heavy = HEAVY_FIXTURES.intersection(getattr(item, "fixturenames", ()))
     if heavy and item.get_closest_marker("integration") is None:
         pytest.fail(f"{item.nodeid} uses {sorted(heavy)} (the embedded model or Ray) but is not marked integration")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

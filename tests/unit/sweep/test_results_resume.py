@@ -1,0 +1,237 @@
+"""Partial shards with fakes (no Ray, no model): infrastructure failures leave cells for a re-run, which
+computes exactly those and ends with the rows of an uninterrupted run; deterministic failures keep error rows."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterable
+from typing import Any
+
+import pytest
+
+from tests.fixtures import length_scorer, step_generator
+from ttsearch.config import load_config
+from ttsearch.search.outcomes import Failure, JobOutcome, ModelSizes, ReplicasUnavailable, Usage
+from ttsearch.search.requests import Generate, Request, Result
+from ttsearch.search.strategies import StrategyRun
+from ttsearch.sweep.cells import CellKey, SweepWork, cell_key
+from ttsearch.sweep.cells import row_cell_key as cell_key_of
+from ttsearch.sweep.results import RunStore
+from ttsearch.sweep.sharded import ShardResult, run_shard, until_stopped
+
+PROBLEMS = [
+    {"unique_id": f"p{i}", "problem": f"What is {i} + 0?", "answer": str(i % 2), "subject": "Algebra", "level": 1}
+    for i in range(3)
+]
+CFG = load_config(
+    None,
+    [
+        "strategies=[{name: best_of_n, selections: [naive, majority]}, {name: beam, beam_width: 2}]",
+        "budgets=[2,4]",
+        "seeds=[0,1]",
+        "verifier.kind=majority",
+    ],
+)
+CELLS = len(PROBLEMS) * 2 * 2 * 2
+SIZES = ModelSizes(generator=100, verifier=10)
+GENERATE = step_generator()
+
+
+def respond(request: Request) -> Result:
+    return GENERATE(request) if isinstance(request, Generate) else length_scorer(request)
+
+
+class FakeScheduler:
+    """Runs each strategy to its end against scripted results, one cell at a time (a scheduler's `run`).
+
+    `fail(key)` names cells that end with a failure of the given kind; `stop_after` raises the way a
+    scheduler does when a target's replicas stay gone.
+    """
+
+    def __init__(self, fail: Callable[[CellKey], Failure | None] = lambda key: None, stop_after: int | None = None):
+        self.fail = fail
+        self.stop_after = stop_after
+        self.ran: list[CellKey] = []
+
+    async def run(self, jobs: Iterable[tuple[Any, StrategyRun]]) -> AsyncIterator[JobOutcome]:
+        for key, steps in jobs:
+            if self.stop_after is not None and len(self.ran) == self.stop_after:
+                raise ReplicasUnavailable("no healthy generator replica for 600 s")
+            self.ran.append(cell_key(*key))
+            failure = self.fail(cell_key(*key))
+            if failure is not None:
+                steps.close()
+                yield JobOutcome(key, None, Usage(), 0.5, f"{failure} failure", failure)
+                continue
+            usage, results = Usage(), None
+            while True:
+                try:
+                    requests = steps.send(results)
+                except StopIteration as stop:
+                    yield JobOutcome(key, stop.value, usage, 0.5)
+                    break
+                results = [respond(request) for request in requests]
+                for request, result in zip(requests, results, strict=True):
+                    usage.add(request, result)
+
+
+def shard(store: RunStore, scheduler: FakeScheduler) -> ShardResult:
+    import asyncio
+
+    return asyncio.run(run_shard(store, 0, 1, PROBLEMS, SweepWork(CFG, SIZES), lambda grader: scheduler, node_id="n"))
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> list[dict]:
+    store = RunStore(tmp_path_factory.mktemp("full"))
+    assert shard(store, FakeScheduler()) == ShardResult(0, CELLS * 3 // 2, 0, 0, "n")
+    return store.read_results().to_pylist()
+
+
+def test_infrastructure_failures_leave_a_partial_shard_that_a_rerun_completes(tmp_path, uninterrupted):
+    store = RunStore(tmp_path)
+    lost = {("p1", "best_of_n", 4, 1), ("p2", "beam(M=2)", 2, 0)}
+    first = shard(store, FakeScheduler(lambda key: Failure.INFRASTRUCTURE if key in lost else None))
+    assert (first.missing, first.failed) == (2, 0)
+    assert store.finished_shards(1) == set(), "a shard with missing cells is not finished"
+    assert store.read_results().num_rows == 0
+    saved = store.read_partial(0, 1).to_pylist()
+    assert len(saved) == first.rows == len(uninterrupted) - 2 - 1, "2 cells lost: best-of-N has 2 rows, beam 1"
+
+    rerun = FakeScheduler()
+    second = shard(store, rerun)
+    assert set(rerun.ran) == lost and len(rerun.ran) == 2, "only the missing cells ran again"
+    assert second == ShardResult(0, len(uninterrupted), 0, 0, "n")
+    assert store.finished_shards(1) == {0} and store.read_partial(0, 1) is None
+    assert store.read_results().to_pylist() == uninterrupted, "same rows, contents and order as one whole run"
+
+
+def test_problem_failures_keep_error_rows_and_finish_the_shard(tmp_path):
+    store = RunStore(tmp_path)
+    bad = ("p0", "beam(M=2)", 4, 0)
+    result = shard(store, FakeScheduler(lambda key: Failure.PROBLEM if key == bad else None))
+    assert (result.missing, result.failed) == (0, 1)
+    assert store.finished_shards(1) == {0}
+    errors = [row for row in store.read_results().to_pylist() if row["error"] is not None]
+    assert [(r["unique_id"], r["strategy_config"], r["budget"], r["seed"]) for r in errors] == [bad]
+    assert store.read_partial(0, 1) is None, "nothing left for a re-run: `run_sweep` skips finished shards"
+
+
+def test_a_stopped_search_saves_its_finished_cells_before_raising(tmp_path, uninterrupted):
+    store = RunStore(tmp_path)
+    with pytest.raises(ReplicasUnavailable):
+        shard(store, FakeScheduler(stop_after=5))
+    assert (
+        len(
+            {
+                (r["unique_id"], r["strategy_config"], r["budget"], r["seed"])
+                for r in store.read_partial(0, 1).to_pylist()
+            }
+        )
+        == 5
+    )
+    rerun = FakeScheduler()
+    shard(store, rerun)
+    assert len(rerun.ran) == CELLS - 5
+    assert store.read_results().to_pylist() == uninterrupted
+
+
+def test_finished_cells_are_checkpointed_while_the_shard_runs(tmp_path, uninterrupted):
+    """A task killed outright (SIGKILL, a lost node) runs no cleanup: the periodic partial record is what survives."""
+    import asyncio
+
+    store = RunStore(tmp_path)
+    saved_before_each_cell: list[int] = []
+
+    class Peeking(FakeScheduler):
+        async def run(self, jobs):
+            async for outcome in super().run(jobs):
+                partial = store.read_partial(0, 1)
+                saved_before_each_cell.append(
+                    0
+                    if partial is None
+                    else len(
+                        {
+                            tuple(r[k] for k in ("unique_id", "strategy_config", "budget", "seed"))
+                            for r in partial.to_pylist()
+                        }
+                    )
+                )
+                yield outcome
+
+    def run(interval: float) -> None:
+        saved_before_each_cell.clear()
+        asyncio.run(
+            run_shard(
+                store,
+                0,
+                1,
+                PROBLEMS,
+                SweepWork(CFG, SIZES),
+                lambda grader: Peeking(),
+                node_id="n",
+                checkpoint_interval_s=interval,
+            )
+        )
+
+    run(interval=3600.0)
+    assert saved_before_each_cell == [0] * CELLS, "no checkpoint within the interval"
+    store.fs.delete_dir_contents(store.path("results"))
+    run(interval=0.0)
+    assert saved_before_each_cell == list(range(CELLS)), "every finished cell saved before the next one is handed out"
+    assert store.read_results().to_pylist() == uninterrupted
+
+
+class StopRequests:
+    """The driver's side of a stop (`ProgressCounter.stop_requested`), as an awaitable the way a Ray call is."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.stop_requested = self
+
+    def remote(self):
+        async def answer() -> bool:
+            return self.requested
+
+        return answer()
+
+
+def test_a_shard_told_to_stop_saves_its_finished_cells_and_a_rerun_computes_the_rest(
+    tmp_path, uninterrupted, monkeypatch
+):
+    """What an interrupted command does (`ttsearch.runtime.interrupts`): the driver asks every shard to stop; each
+    cancels
+    its run, which saves the cells it finished, and the re-run computes exactly the others."""
+    import asyncio
+
+    import ttsearch.sweep.sharded
+
+    monkeypatch.setattr(ttsearch.sweep.sharded, "STOP_POLL_S", 0.01)
+    store, stop = RunStore(tmp_path), StopRequests()
+
+    class Interrupted(FakeScheduler):
+        async def run(self, jobs):
+            async for outcome in super().run(jobs):
+                yield outcome
+                if len(self.ran) == 5:
+                    stop.requested = True
+                    await asyncio.sleep(3600)  # the sixth cell is still searching when the stop comes
+
+    work = SweepWork(CFG, SIZES)
+    shard_run = run_shard(store, 0, 1, PROBLEMS, work, lambda grader: Interrupted(), node_id="n")
+    with pytest.raises(asyncio.CancelledError):
+        asyncio.run(asyncio.wait_for(until_stopped(shard_run, stop), timeout=30))
+    saved = {cell_key_of(row) for row in store.read_partial(0, 1).to_pylist()}
+    assert len(saved) == 5
+    rerun = FakeScheduler()
+    shard(store, rerun)
+    assert len(rerun.ran) == CELLS - 5 and not saved & set(rerun.ran)
+    assert store.read_results().to_pylist() == uninterrupted
+
+
+def test_a_shard_nobody_stops_runs_to_its_end(tmp_path, uninterrupted):
+    import asyncio
+
+    store = RunStore(tmp_path)
+    shard_run = run_shard(store, 0, 1, PROBLEMS, SweepWork(CFG, SIZES), lambda grader: FakeScheduler(), node_id="n")
+    result = asyncio.run(until_stopped(shard_run, StopRequests()))
+    assert result == ShardResult(0, len(uninterrupted), 0, 0, "n")

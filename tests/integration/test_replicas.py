@@ -38,7 +38,9 @@ def test_search_spreads_over_two_generator_and_two_verifier_replicas(
     jobs = [
         (
             p["unique_id"],
-            start(SearchContext(p["unique_id"], p["problem"], SEARCH, 0), 4, StrategySpec(name="beam", beam_width=2)),
+            start(
+                SearchContext(p["unique_id"], p["problem"], SEARCH, 0), 4, StrategySpec.of(name="beam", beam_width=2)
+            ),
         )
         for p in problems
     ]

@@ -3,14 +3,16 @@ stopping saved against its full inner search."""
 
 from __future__ import annotations
 
+import json
 import math
-import re
 from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 
 from ttsearch.analysis.curves import finished_rows, graded_rows, mean_curves, search_cells
+from ttsearch.config import StrategySpec, inner_spec
+from ttsearch.search.strategies import strategy, strategy_config
 
 ACCURACY_TOLERANCE = 1e-12  # accuracies are means of the same per-question values: equal up to rounding
 
@@ -102,18 +104,13 @@ def cost_at_equal_accuracy(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=EQUAL_ACCURACY_COLUMNS)
 
 
-EARLY_STOP_CONFIG = re.compile(r"early_stop\((?P<inner>.+),r=\d+,s=[^,)]+\)(?P<aggregation>.*)")
-"""An early_stop `strategy_config` (`ttsearch.search.strategies.strategy_config`): the inner configuration, then the
-round size and share, then any aggregation suffix."""
-
-
-def inner_config(config: str) -> str | None:
-    """The configuration an early_stop configuration runs in rounds, its aggregation kept; None for any other.
-
-    `early_stop(beam(M=4),r=4,s=0.75)` → `beam(M=4)`; `early_stop(best_of_n,r=4,s=0.75)/min` → `best_of_n/min`.
-    """
-    match = EARLY_STOP_CONFIG.fullmatch(config)
-    return match["inner"] + match["aggregation"] if match else None
+def inner_config(row: pd.Series) -> str | None:
+    """The configuration a wrapping strategy's row (early_stop) runs in rounds, its aggregation kept; None for
+    any other. Read from the row's `settings`: `early_stop(beam(M=4),r=4,s=0.75)` → `beam(M=4)`."""
+    if strategy(row["strategy"]).inner is None:
+        return None
+    spec = StrategySpec(row["strategy"], [], row["aggregation"], json.loads(row["settings"]))
+    return strategy_config(inner_spec(spec))
 
 
 EARLY_STOP_COLUMNS = ["config", "budget", "inner_config", "samples", "full_samples", "saved"]
@@ -131,7 +128,7 @@ def early_stop_savings(frame: pd.DataFrame) -> pd.DataFrame:
     rows = []
     stops = cells[cells["strategy"] == "early_stop"]
     for (config, budget), group in stops.groupby(["strategy_config", "budget"], sort=True):
-        inner = inner_config(config)
+        inner = inner_config(group.iloc[0])
         if inner is None:
             full = math.nan
         elif inner.split("/")[0] == "best_of_n":

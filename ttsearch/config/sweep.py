@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter
 from pathlib import Path
+from typing import Any
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
@@ -24,10 +25,11 @@ from ttsearch.config.models import (
 from ttsearch.config.run import BenchConfig, DataConfig, SchedulerConfig
 from ttsearch.config.search import (
     PROMPT_ALLOWANCE_TOKENS,
+    SPEC_KEYS,
     SearchConfig,
     StrategySpec,
     largest_request,
-    running_strategy,
+    uses_revision_prompt,
     validate_revision_prompt,
     validate_strategy,
     worst_case_tokens,
@@ -78,13 +80,26 @@ def load_config(paths: str | Path | Sequence[str | Path] | None = None, override
         paths = []
     elif isinstance(paths, str | Path):
         paths = [paths]
-    merged: DictConfig = OmegaConf.structured(SweepConfig)
     files = [resolve_config_path(path) for path in paths]
     layers = [(f" in {path}", _load_yaml(path)) for path in files]
-    layers += [("", _parse_override(item)) for item in overrides]  # the error names the key
+    return _merged(layers + [("", _parse_override(item)) for item in overrides])  # an override's error names it
+
+
+def load_config_text(text: str, where: str = "a saved config") -> SweepConfig:
+    """A config from YAML text (a run directory's config.yaml, wherever its filesystem is), validated."""
+    try:
+        layer = OmegaConf.create(yaml.safe_load(text) or {})
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"bad config in {where}: {exc}") from None
+    return _merged([(f" in {where}", layer)])
+
+
+def _merged(layers: list[tuple[str, DictConfig]]) -> SweepConfig:
+    """Defaults ← each (where it comes from, layer) in order, then validated."""
+    merged: DictConfig = OmegaConf.structured(SweepConfig)
     for where, layer in layers:
         try:
-            merged = OmegaConf.merge(merged, layer)
+            merged = OmegaConf.merge(merged, nest_strategy_settings(layer))
         except OmegaConfBaseException as exc:
             raise ConfigError(f"bad config{where}: key '{exc.full_key}': {exc.msg.splitlines()[0]}") from None
     try:
@@ -93,6 +108,27 @@ def load_config(paths: str | Path | Sequence[str | Path] | None = None, override
         raise ConfigError(f"bad config: key '{exc.full_key}': {exc.msg.splitlines()[0]}") from None
     validate(cfg)
     return cfg
+
+
+def nest_strategy_settings(layer: DictConfig) -> DictConfig:
+    """A layer whose strategy entries (`strategies[i]`, `serve.strategy`) hold their strategy's own keys under
+    `settings`, as the schema does: entries are written flat (`{name: beam, beam_width: 4}`), and the registry,
+    not the schema, knows which keys a strategy has. A `settings` mapping in an entry is read too."""
+    plain = OmegaConf.to_container(layer)
+    if isinstance(plain.get("strategies"), list):
+        plain["strategies"] = [_nested(entry) for entry in plain["strategies"]]
+    serve = plain.get("serve")
+    if isinstance(serve, dict) and isinstance(serve.get("strategy"), dict):
+        serve["strategy"] = _nested(serve["strategy"])
+    return OmegaConf.create(plain)
+
+
+def _nested(entry: Any) -> Any:
+    if not isinstance(entry, dict):
+        return entry
+    flat = {key: value for key, value in entry.items() if key not in (*SPEC_KEYS, "settings")}
+    spec = {key: value for key, value in entry.items() if key in SPEC_KEYS}
+    return spec | {"settings": {**(entry.get("settings") or {}), **flat}} if flat or "settings" in entry else spec
 
 
 def resolve_config_path(path: str | Path) -> Path:
@@ -238,7 +274,7 @@ def validate(cfg: SweepConfig) -> None:
     require(bool(cfg.strategies), "strategies", "at least one strategy is needed, got []")
     for i, spec in enumerate(cfg.strategies):
         validate_strategy(spec, f"strategies[{i}]", cfg.budgets)
-    if any(running_strategy(spec) == "revisions" for spec in cfg.strategies):
+    if any(uses_revision_prompt(spec) for spec in cfg.strategies):
         validate_revision_prompt(cfg.search.revision_prompt)
     require(
         cfg.verifier.kind in VERIFIERS,

@@ -13,41 +13,39 @@ import json
 import math
 import time
 import uuid
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from ttsearch.config import (
     AGGREGATIONS,
-    EARLY_STOP_INNER,
     PROMPT_ALLOWANCE_TOKENS,
     SELECTIONS,
-    STRATEGIES,
     ConfigError,
     StrategySpec,
     SweepConfig,
     running_strategy,
     strategy_errors,
+    uses_revision_prompt,
     validate_revision_prompt,
     worst_case_tokens,
 )
+from ttsearch.search.strategies.registry import setting_names, strategy, strategy_names
 from ttsearch.serving.service import Answer, SearchSettings
 
 # Fields a request may carry: OpenAI's that the service honours or checks, then the search's own.
 OPENAI_FIELDS = ("model", "messages", "n", "stream", "user")
-# The strategy settings a request may set; the policy sets all of them when `compute_optimal` is asked for.
-CHOSEN_BY_POLICY = (
-    "strategy",
-    "beam_width",
-    "lookahead",
-    "selection",
-    "aggregation",
-    "rebase_temperature",
-    "particle_temperature",
-    "early_stop_inner",
-    "early_stop_round",
-    "early_stop_share",
-)
-SEARCH_FIELDS = (*CHOSEN_BY_POLICY, "budget", "seed", "compute_optimal")
+# What a request may choose of its search; the policy chooses all of it when `compute_optimal` is asked for, and
+# each strategy's own settings (the registry's: `beam_width`, `early_stop_round`, ...) are fields too.
+SEARCH_CHOICES = ("strategy", "selection", "aggregation")
+SEARCH_FIELDS = (*SEARCH_CHOICES, "budget", "seed", "compute_optimal")
+
+
+def setting_fields() -> tuple[str, ...]:
+    """Every registered strategy's settings: the fields a request may set beside `SEARCH_FIELDS`."""
+    names = (setting_names(strategy(name)) for name in strategy_names())
+    return tuple(dict.fromkeys(key for keys in names for key in keys))
+
+
 ROLES = ("system", "user", "assistant")
 
 
@@ -93,9 +91,10 @@ def parse_chat_request(raw: bytes, service: SweepConfig, has_policy: bool) -> Ch
         raise ApiError(400, f"request body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise ApiError(400, f"request body must be a JSON object, got {type(body).__name__}")
-    unknown = sorted(set(body) - set(OPENAI_FIELDS) - set(SEARCH_FIELDS))
+    known = (*OPENAI_FIELDS, *SEARCH_FIELDS, *setting_fields())
+    unknown = sorted(set(body) - set(known))
     if unknown:
-        allowed = ", ".join((*OPENAI_FIELDS, *SEARCH_FIELDS))
+        allowed = ", ".join(known)
         raise ApiError(400, f"unsupported field '{unknown[0]}'; this service reads {allowed}", unknown[0])
     model = body.get("model")
     if model is not None and model != cfg.model_name:
@@ -172,6 +171,16 @@ def _number(body: dict[str, Any], name: str, default: float, above: float, at_mo
     return number
 
 
+def _setting_value(body: dict[str, Any], name: str) -> str | int | float:
+    """A strategy setting's JSON value: a string or a finite number (the strategy's settings type it further)."""
+    value = body[name]
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)):  # JSON true is a Python int
+        raise ApiError(400, f"'{name}' must be a number or a string, got {value!r}", name)
+    return _number(body, name, value, -math.inf) if isinstance(value, float) else value
+
+
 def _choice(body: dict[str, Any], name: str, default: str, allowed: tuple[str, ...]) -> str:
     value = body.get(name, default)
     if value not in allowed:
@@ -196,34 +205,25 @@ def _settings(body: dict[str, Any], service: SweepConfig, has_policy: bool) -> S
                 "(serve.policy_dir)",
                 "compute_optimal",
             )
-        chosen = [name for name in CHOSEN_BY_POLICY if name in body]
+        chosen = [name for name in (*SEARCH_CHOICES, *setting_fields()) if name in body]
         if chosen:
             raise ApiError(400, f"'{chosen[0]}' cannot be set with compute_optimal: the policy chooses it", chosen[0])
         return SearchSettings(budget=budget, seed=seed, compute_optimal=True)
     default = cfg.strategy
-    name = _choice(body, "strategy", default.name, STRATEGIES)
-    inner = _choice(body, "early_stop_inner", default.early_stop_inner, EARLY_STOP_INNER)
-    runs = inner if name == "early_stop" else name  # whose settings apply: early_stop runs `inner` in rounds
-    # Settings a request cannot set (the revision chains') are the default's where that runs the same strategy.
-    base = default if default.name == name or running_strategy(default) == runs else StrategySpec()
-    spec = replace(
-        base,
-        name=name,
-        beam_width=_integer(body, "beam_width", default.beam_width, 1),
-        lookahead=_integer(body, "lookahead", default.lookahead if runs == "lookahead" else 0, 0),
-        aggregation=_choice(body, "aggregation", default.aggregation, AGGREGATIONS),
-        rebase_temperature=_number(body, "rebase_temperature", default.rebase_temperature, 0),
-        particle_temperature=_number(body, "particle_temperature", default.particle_temperature, 0),
-        early_stop_inner=inner,
-        early_stop_round=_integer(body, "early_stop_round", default.early_stop_round, 1),
-        early_stop_share=_number(body, "early_stop_share", default.early_stop_share, 0, 1),
+    name = _choice(body, "strategy", default.name, strategy_names())
+    asked = {key: _setting_value(body, key) for key in setting_fields() if key in body}
+    # A request sets some settings; the others are the service's default's where it names the same strategy.
+    spec = StrategySpec(
+        name,
+        [_choice(body, "selection", default.selections[0], SELECTIONS)],
+        _choice(body, "aggregation", default.aggregation, AGGREGATIONS),
+        (default.settings if default.name == name else {}) | asked,
     )
-    selection = _choice(body, "selection", default.selections[0], SELECTIONS)
-    spec = replace(spec, selections=[selection])
     for field_name, message in strategy_errors(spec, [budget]):
         raise ApiError(400, message, _param(field_name, body, name))
-    chooser = "early_stop_inner" if name == "early_stop" else "strategy"
-    if runs == "revisions":
+    runs = running_strategy(spec)
+    chooser = "strategy" if runs == name else strategy(name).inner
+    if uses_revision_prompt(spec):
         try:
             validate_revision_prompt(service.search.revision_prompt)
         except ConfigError as error:
@@ -231,14 +231,14 @@ def _settings(body: dict[str, Any], service: SweepConfig, has_policy: bool) -> S
     max_model_len = service.generator.max_model_len
     needed = PROMPT_ALLOWANCE_TOKENS + worst_case_tokens(spec, budget, service.search, "request")[0]
     if needed > max_model_len:
-        what = f"{name} over {runs}" if name == "early_stop" else name
+        what = name if runs == name else f"{name} over {runs}"
         raise ApiError(
             400,
             f"{what} at budget {budget} can need {needed} tokens of context, over the model's {max_model_len}",
             "lookahead" if runs == "lookahead" else chooser,
             "context_length_exceeded",
         )
-    return SearchSettings(budget=budget, strategy=spec, selection=selection, seed=seed)
+    return SearchSettings(budget=budget, strategy=spec, selection=spec.selections[0], seed=seed)
 
 
 def _param(field_name: str, body: dict[str, Any], name: str) -> str:

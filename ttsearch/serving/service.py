@@ -26,7 +26,7 @@ from ttsearch.search.outcomes import Failure, JobOutcome, ModelSizes, Usage
 from ttsearch.search.scheduler import Scheduler
 from ttsearch.search.selection import aggregate, select
 from ttsearch.search.strategies import SearchContext, start, strategy_label
-from ttsearch.sweep.results import CONFIG, RunStore
+from ttsearch.sweep.results import CONFIG, RunStore, run_config_text
 
 # Verifiers that cannot score a new question: `oracle` grades against the ground truth, `hash` is a benchmark device.
 UNUSABLE_VERIFIERS = ("oracle", "hash")
@@ -122,7 +122,7 @@ def load_policy_run(run_dir: str, overrides: list[str] = ()) -> tuple[SweepConfi
     policy = load_policy(store.uri)
     with tempfile.TemporaryDirectory(prefix="ttsearch-") as tmp:  # the config may live on a remote filesystem
         path = Path(tmp) / CONFIG
-        path.write_text(store.read_text(CONFIG))
+        path.write_text(run_config_text(store.read_text(CONFIG)))
         cfg = load_config(path, list(overrides))
     check_usable_verifier(cfg.verifier.kind)
     return cfg, policy

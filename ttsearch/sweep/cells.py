@@ -13,6 +13,7 @@ that have no row yet: whole missing shards, and the cells of partial shards that
 
 from __future__ import annotations
 
+import json
 from collections.abc import Collection, Hashable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -98,8 +99,7 @@ def outcome_rows(outcome: JobOutcome, grader: Grader, sizes: ModelSizes) -> list
         "strategy": spec.name,
         "strategy_config": strategy_config(spec),
         "aggregation": spec.aggregation,
-        "beam_width": spec.beam_width,
-        "lookahead": spec.lookahead,
+        "settings": json.dumps(spec.filled_settings()),
         "budget": budget,
         "seed": seed,
         "reference": problem["answer"],

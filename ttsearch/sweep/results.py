@@ -29,10 +29,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
+import yaml
 from omegaconf import OmegaConf
 
-from ttsearch.config import StrategySpec, SweepConfig
+from ttsearch.config import SweepConfig, entry_record, load_config_text
 from ttsearch.errors import TTSearchError
+from ttsearch.search.strategies import strategy_config
 
 RESULT_SCHEMA = pa.schema(
     [
@@ -44,8 +46,7 @@ RESULT_SCHEMA = pa.schema(
         ("strategy_label", pa.string()),
         ("selection", pa.string()),
         ("aggregation", pa.string()),
-        ("beam_width", pa.int32()),
-        ("lookahead", pa.int32()),
+        ("settings", pa.json_()),
         ("budget", pa.int32()),
         ("seed", pa.int64()),
         ("answer", pa.string()),
@@ -81,8 +82,6 @@ REQUIRED_COLUMNS = (
     "strategy_label",
     "selection",
     "aggregation",
-    "beam_width",
-    "lookahead",
     "budget",
     "seed",
     "answer",
@@ -170,17 +169,58 @@ def sweep_fingerprint(cfg: SweepConfig, problems: list[dict[str, Any]]) -> dict[
             "dtype": verifier.dtype,
             "max_input_tokens": verifier.max_input_tokens,
         },
-        **{key: plain[key] for key in ("search", "strategies", "budgets", "seeds")},
+        **{key: plain[key] for key in ("search", "budgets", "seeds")},
+        "strategies": [spec.record() for spec in cfg.strategies],
     }
 
 
 def with_new_strategy_settings(manifest: dict[str, Any]) -> dict[str, Any]:
-    """A sweep manifest whose strategies read every setting added since it was written at its default, as its
-    config does when loaded now: a sweep started before an upgrade is still the same sweep after it."""
+    """A sweep manifest whose strategies are today's records (`entry_record`: settings added since at their
+    defaults, older versions' settings of other strategies dropped), as its config reads when loaded now: a sweep
+    started before an upgrade is still the same sweep after it."""
     if "strategies" not in manifest:
         return manifest
-    defaults = OmegaConf.to_container(OmegaConf.structured(StrategySpec))
-    return manifest | {"strategies": [defaults | spec for spec in manifest["strategies"]]}
+    return manifest | {"strategies": [entry_record(entry) for entry in manifest["strategies"]]}
+
+
+def run_config_text(text: str) -> str:
+    """A run's saved config.yaml as today's `load_config` reads it: its strategy entries migrated (`entry_record`)."""
+    saved = yaml.safe_load(text) or {}
+    if isinstance(saved.get("strategies"), list):
+        saved["strategies"] = [entry_record(entry) for entry in saved["strategies"]]
+    if isinstance(saved.get("serve", {}).get("strategy"), dict):
+        saved["serve"]["strategy"] = entry_record(saved["serve"]["strategy"])
+    return yaml.safe_dump(saved, sort_keys=False)
+
+
+def saved_config(cfg: SweepConfig) -> str:
+    """The config.yaml a sweep saves: every section, its strategies as flat records (as a user writes them)."""
+    plain = OmegaConf.to_container(OmegaConf.structured(cfg))
+    plain["strategies"] = [spec.record() for spec in cfg.strategies]
+    plain["serve"]["strategy"] = cfg.serve.strategy.record()
+    return yaml.safe_dump(plain, sort_keys=False)
+
+
+def settings_column(store: RunStore, table: pa.Table) -> pa.Table:
+    """`table` with its `settings` column, filled for the rows of files written before it existed from the run's
+    config.yaml (each row's `strategy_config` names the entry); null where the directory has no config.yaml."""
+    if "settings" in table.column_names and not table["settings"].null_count:
+        return table
+    if not store.exists(CONFIG):
+        return (
+            table
+            if "settings" in table.column_names
+            else table.append_column("settings", pa.nulls(len(table), pa.json_()))
+        )
+    saved = load_config_text(run_config_text(store.read_text(CONFIG)))
+    by_config = {strategy_config(spec): json.dumps(spec.filled_settings()) for spec in saved.strategies}
+    filled = [by_config.get(config) for config in table["strategy_config"].to_pylist()]
+    if "settings" in table.column_names:
+        filled = [
+            old if old is not None else new for old, new in zip(table["settings"].to_pylist(), filled, strict=True)
+        ]
+        table = table.drop_columns(["settings"])
+    return table.append_column("settings", pa.array(filled, pa.json_()))
 
 
 class RunStore:
@@ -288,7 +328,7 @@ class RunStore:
         else:
             # The manifest's presence means claimed, so it goes before `results/`: a run killed in between
             # leaves a directory the same sweep can claim again.
-            self.write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)), CONFIG)
+            self.write_text(saved_config(cfg), CONFIG)
             self.write_text(json.dumps(fingerprint, indent=2), MANIFEST)
             self.fs.create_dir(self.path(RESULTS), recursive=True)
 
@@ -328,7 +368,13 @@ class RunStore:
             (name, pq.read_table(self.path(folder, name), filesystem=self.fs, schema=schema))
             for name in sorted(self._names(folder))
         ]
-        return read if as_written else [(name, with_added_columns(table, self.schema)) for name, table in read]
+        if as_written:
+            return read
+        return [(name, self._upgraded(with_added_columns(table, self.schema))) for name, table in read]
+
+    def _upgraded(self, table: pa.Table) -> pa.Table:
+        """Rows of sweep files written before the `settings` column get it from the run's config.yaml."""
+        return settings_column(self, table) if "settings" in self.schema.names else table
 
     def read_saved(self, command: str) -> pa.Table:
         """Every row a (finished or partly finished) run of `ttsearch <command>` saved here; FileNotFoundError
@@ -361,7 +407,7 @@ class RunStore:
             missing = [column for column in REQUIRED_COLUMNS if column not in table.column_names]
             if missing:
                 raise ResultsError(f"{name} in {self.location(RESULTS)} lacks required columns: {', '.join(missing)}")
-        merged = pa.concat_tables([table for _, table in files], promote_options="permissive")
+        merged = pa.concat_tables([self._upgraded(table) for _, table in files], promote_options="permissive")
         frame = with_added_columns(merged).to_pandas()
         if frame.empty:
             raise ResultsError(f"the Parquet files in {self.location(RESULTS)} hold no rows")

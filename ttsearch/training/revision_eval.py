@@ -6,12 +6,13 @@ A `revisions` cell's candidates are its chains' attempts, chain by chain (`ttsea
 with T
 attempts per chain, candidate i is attempt i % T + 1 of chain i // T. T is read back from the row's
 `strategy_config` (`revisions(T=4,w=2)`, or `revisions(P=2,w=2)` for P fixed chains, T = budget / P), by the rule
-the strategy itself uses (`ttsearch.config.revision_length`). Error rows are left out of everything; ungraded
+the strategy itself uses (its settings' `chain_length`). Error rows are left out of everything; ungraded
 candidates (null flags) and ungraded rows out of every mean (`ttsearch.analysis.curves`).
 """
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from dataclasses import dataclass, replace
@@ -23,7 +24,6 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 
 from ttsearch.analysis.curves import (
-    AnalysisError,
     as_frame,
     covered,
     finished_rows,
@@ -32,11 +32,8 @@ from ttsearch.analysis.curves import (
     search_cells,
 )
 from ttsearch.analysis.render import markdown_table, mean_se_text, y_limits
-from ttsearch.config import EMBEDDED_MODEL, ConfigError, StrategySpec, SweepConfig, revision_length, validate
+from ttsearch.config import EMBEDDED_MODEL, ConfigError, StrategySpec, SweepConfig, validate
 
-REVISIONS_CONFIG = re.compile(r"revisions\((?P<split>[TP])=(?P<size>\d+),w=(?P<window>\d+)\)")
-"""The head of a revisions `strategy_config` (`ttsearch.search.strategies.strategy_config`); an aggregation may
-follow."""
 COMPARED = ("revisions", "best_of_n")
 EVAL_SELECTIONS = ["majority", "naive"]
 """What eval-revision's sweeps select with: majority reads no verifier score; naive is the verifier's pick."""
@@ -44,18 +41,9 @@ CURVE = "revision_curve.png"
 ATTEMPT_COLUMNS = ["strategy_config", "budget", "attempt", "mean", "se", "candidates", "questions"]
 
 
-def revision_spec(strategy_config: str) -> StrategySpec:
-    """The revisions spec a row's `strategy_config` was written from (its split and window)."""
-    match = REVISIONS_CONFIG.match(strategy_config)
-    if match is None:
-        raise AnalysisError(f"not a revisions strategy_config: {strategy_config!r}")
-    split = "revision_length" if match["split"] == "T" else "revision_chains"
-    return StrategySpec(name="revisions", revision_window=int(match["window"]), **{split: int(match["size"])})
-
-
-def chain_length(strategy_config: str, budget: int) -> int:
-    """T, the attempts per chain, of a revisions row."""
-    return revision_length(revision_spec(strategy_config), budget)
+def chain_length(settings: str, budget: int) -> int:
+    """T, the attempts per chain, of a revisions row (its `settings` column)."""
+    return StrategySpec("revisions", settings=json.loads(settings)).options.chain_length(budget)
 
 
 def attempt_accuracy(rows: pa.Table | pd.DataFrame) -> pd.DataFrame:
@@ -70,7 +58,7 @@ def attempt_accuracy(rows: pa.Table | pd.DataFrame) -> pd.DataFrame:
     if cells.empty:
         return pd.DataFrame(columns=ATTEMPT_COLUMNS)
     lengths = [
-        chain_length(config, budget) for config, budget in zip(cells["strategy_config"], cells["budget"], strict=True)
+        chain_length(settings, budget) for settings, budget in zip(cells["settings"], cells["budget"], strict=True)
     ]
     flags = (
         cells[["unique_id", "strategy_config", "budget", "candidate_correct"]]
@@ -219,9 +207,9 @@ def model_sweeps(cfg: SweepConfig) -> list[SweepConfig]:
     """
     section = cfg.eval_revision
     strategies = [
-        StrategySpec(
-            name="revisions",
-            selections=list(EVAL_SELECTIONS),
+        StrategySpec.of(
+            "revisions",
+            list(EVAL_SELECTIONS),
             revision_length=section.revision_length,
             revision_window=section.revision_window,
         ),

@@ -210,7 +210,7 @@ def test_usage_counts_tokens_and_scored_solutions_and_skips_zero(registry):
 
 def test_sweep_counts_searches_usage_and_graded_rows(registry):
     sweep = SweepMetrics(0)
-    beam = StrategySpec(name="beam")
+    beam = StrategySpec.of(name="beam")
     sweep.on_outcome(JobOutcome(key=("p0", beam, 4, 0), value=[], usage=Usage(generated_tokens=50), wall_s=1.0))
     sweep.on_outcome(JobOutcome(key=("p1", beam, 4, 0), value=None, usage=Usage(scored_solutions=4), wall_s=1.0))
     assert registry.recorded("ttsearch_searches_done") == [("inc", 1, {"strategy": "beam"})] * 2

@@ -17,7 +17,7 @@ from ttsearch.search.requests import Generate, Prompt
 from ttsearch.search.scheduler import ReplicaFailed, RetryPolicy, Scheduler
 
 FAST = RetryPolicy(max_request_retries=3, replica_wait_s=0.5, health_check_interval_s=0.01, call_timeout_s=5.0)
-BEAM = StrategySpec(name="beam", beam_width=2)
+BEAM = StrategySpec.of(name="beam", beam_width=2)
 PROBLEMS = 12
 
 

@@ -89,7 +89,7 @@ def test_one_attempt_per_chain_is_best_of_n_sample_count_and_prompt():
         return length_scorer(request)
 
     candidates, batches = drive(revision_chains(context(), 4, 1, 4, TEMPLATES), respond)
-    _, best_of_n_batches = drive(start(context(), 4, StrategySpec(name="best_of_n")), respond)
+    _, best_of_n_batches = drive(start(context(), 4, StrategySpec.of(name="best_of_n")), respond)
     [[best_of_n_generate], _] = best_of_n_batches
     [sampled, scores] = batches
     assert sum(r.n for r in sampled) == best_of_n_generate.n == 4 and len(scores) == len(candidates) == 4
@@ -156,7 +156,7 @@ def test_start_runs_revisions_from_the_config():
 
     search = replace(SEARCH, revision_prompt=RevisionPromptConfig(**vars(TEMPLATES)))
     ctx = SearchContext(uid="p0", question=QUESTION, search=search, seed=0)
-    spec = StrategySpec(name="revisions", revision_length=2, revision_window=1)
+    spec = StrategySpec.of(name="revisions", revision_length=2, revision_window=1)
     _, via_start = drive(start(ctx, 4, spec), numbered_attempts())
     _, direct = drive(revision_chains(ctx, 4, 2, 1, TEMPLATES), numbered_attempts())
     assert via_start == direct
@@ -172,11 +172,11 @@ def test_fixed_chain_count_keeps_the_split_across_budgets():
     search = replace(SEARCH, revision_prompt=RevisionPromptConfig(**vars(TEMPLATES)))
     ctx = SearchContext(uid="p0", question=QUESTION, search=search, seed=0)
     for chains, budget in [(1, 2), (1, 8), (2, 8)]:
-        spec = StrategySpec(name="revisions", revision_length=4, revision_chains=chains, revision_window=2)
+        spec = StrategySpec.of(name="revisions", revision_length=4, revision_chains=chains, revision_window=2)
         _, batches = drive(start(ctx, budget, spec), numbered_attempts())
         assert [len(r) for r in generate_rounds(batches)] == [chains] * (budget // chains), (chains, budget)
     assert strategy_label(spec, "majority") == "revisions(P=2,w=2)/majority", "the label names what was held fixed"
-    assert strategy_label(replace(spec, revision_chains=0), "majority") == "revisions(T=4,w=2)/majority"
+    assert strategy_label(spec.with_settings(revision_chains=0), "majority") == "revisions(T=4,w=2)/majority"
 
 
 def test_shipped_revision_prompt_renders_attempts_verbatim():

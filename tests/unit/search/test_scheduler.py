@@ -11,7 +11,7 @@ from ttsearch.search.requests import Completion, Generate, GenerateResult, Promp
 from ttsearch.search.scheduler import ReplicaPool, Scheduler
 from ttsearch.search.strategies import SearchContext, start
 
-BEAM = StrategySpec(name="beam", beam_width=2)
+BEAM = StrategySpec.of(name="beam", beam_width=2)
 
 
 def run_all(scheduler: Scheduler, job_iter) -> list[JobOutcome]:
@@ -24,7 +24,7 @@ def run_all(scheduler: Scheduler, job_iter) -> list[JobOutcome]:
 def test_requests_of_different_problems_share_one_generator_call():
     generator, verifier = ScriptedBackend(step_generator()), ScriptedBackend(length_scorer)
     scheduler = Scheduler(pools([generator], [verifier]), max_in_flight=8)
-    outcomes = run_all(scheduler, jobs(5, StrategySpec(name="beam", beam_width=2)))
+    outcomes = run_all(scheduler, jobs(5, StrategySpec.of(name="beam", beam_width=2)))
     assert sorted(o.key for o in outcomes) == [f"p{i}" for i in range(5)]
     first = generator.batches[0]
     assert len(first) == 5 and len({r.prompt.user for r in first}) == 5, "one call carries all 5 problems' first step"
@@ -33,7 +33,7 @@ def test_requests_of_different_problems_share_one_generator_call():
 
 
 def test_results_match_running_each_problem_alone():
-    spec = StrategySpec(name="lookahead", beam_width=2, lookahead=1)
+    spec = StrategySpec.of(name="lookahead", beam_width=2, lookahead=1)
     together = run_all(
         Scheduler(pools([ScriptedBackend(step_generator())], [ScriptedBackend(length_scorer)]), 16), jobs(6, spec)
     )
@@ -49,7 +49,7 @@ def test_results_match_running_each_problem_alone():
 def test_max_in_flight_bounds_problems_and_batches_are_capped():
     generator, verifier = ScriptedBackend(step_generator()), ScriptedBackend(length_scorer)
     scheduler = Scheduler(pools([generator], [verifier], max_batch=8), max_in_flight=3)
-    outcomes = run_all(scheduler, jobs(10, StrategySpec(name="best_of_n")))
+    outcomes = run_all(scheduler, jobs(10, StrategySpec.of(name="best_of_n")))
     assert len(outcomes) == 10
     assert all(len({r.prompt.user for r in batch}) <= 3 for batch in generator.batches)
     assert all(sum(r.n for r in batch) <= 8 for batch in generator.batches)
@@ -59,7 +59,7 @@ def test_least_loaded_dispatch_spreads_over_replicas():
     generators = [ScriptedBackend(step_generator()) for _ in range(2)]
     verifiers = [ScriptedBackend(length_scorer) for _ in range(2)]
     scheduler = Scheduler(pools(generators, verifiers, max_batch=4), max_in_flight=8)
-    run_all(scheduler, jobs(8, StrategySpec(name="best_of_n")))
+    run_all(scheduler, jobs(8, StrategySpec.of(name="best_of_n")))
     assert all(g.batches for g in generators) and all(v.batches for v in verifiers)
 
 
@@ -126,7 +126,9 @@ def test_a_full_home_replica_hands_its_runs_to_one_with_room():
 
 def test_usage_counts_every_sample_and_token():
     generator, verifier = ScriptedBackend(step_generator()), ScriptedBackend(length_scorer)
-    [outcome] = run_all(Scheduler(pools([generator], [verifier]), 4), jobs(1, StrategySpec(name="beam", beam_width=2)))
+    [outcome] = run_all(
+        Scheduler(pools([generator], [verifier]), 4), jobs(1, StrategySpec.of(name="beam", beam_width=2))
+    )
     samples = sum(r.n for batch in generator.batches for r in batch)
     scored = sum(len(batch) for batch in verifier.batches)
     assert outcome.usage.samples == samples
@@ -176,7 +178,7 @@ def test_a_failing_problem_or_replica_call_does_not_take_the_others_down():
         return isinstance(request, Score) and request.question == "question 2"
 
     generator, verifier = ScriptedBackend(step_generator()), ScriptedBackend(length_scorer, fail_when=fail_on_p2)
-    all_jobs = [*jobs(4, StrategySpec(name="best_of_n")), ("broken", broken_strategy())]
+    all_jobs = [*jobs(4, StrategySpec.of(name="best_of_n")), ("broken", broken_strategy())]
     outcomes = {o.key: o for o in run_all(Scheduler(pools([generator], [verifier], max_batch=4), 1), all_jobs)}
     assert "strategy bug" in outcomes["broken"].error
     assert "verifier replica 0 raised" in outcomes["p2"].error
@@ -189,7 +191,7 @@ def test_unknown_target_and_empty_request_lists_fail_the_job_only():
 
     outcomes = run_all(
         Scheduler({"generator": ReplicaPool([ScriptedBackend(step_generator())], 8, 8)}, 2),
-        [("empty", empty()), *jobs(1, StrategySpec(name="best_of_n"))],
+        [("empty", empty()), *jobs(1, StrategySpec.of(name="best_of_n"))],
     )
     errors = {o.key: o.error for o in outcomes}
     assert "empty list" in errors["empty"]
@@ -204,7 +206,7 @@ def test_dispatch_observer_sees_every_call():
     seen: list[tuple[str, int, int]] = []
     generator, verifier = ScriptedBackend(step_generator()), ScriptedBackend(length_scorer)
     scheduler = Scheduler(pools([generator], [verifier], max_batch=4), 8, on_dispatch=lambda *call: seen.append(call))
-    run_all(scheduler, jobs(6, StrategySpec(name="best_of_n")))
+    run_all(scheduler, jobs(6, StrategySpec.of(name="best_of_n")))
     assert [c for c in seen if c[0] == "generator"] and [c for c in seen if c[0] == "verifier"]
     assert len(seen) == len(generator.batches) + len(verifier.batches)
     assert seen[0] == ("generator", 1, 5), "a batch of 4 sequences holds one n=4 request; 5 wait"
@@ -282,7 +284,7 @@ def test_a_cancelled_search_aborts_a_call_that_carries_only_its_requests():
     [ctx] = contexts(1)
 
     async def leave_mid_call():
-        search = asyncio.create_task(scheduler.search("p0", start(ctx, 4, StrategySpec(name="best_of_n"))))
+        search = asyncio.create_task(scheduler.search("p0", start(ctx, 4, StrategySpec.of(name="best_of_n"))))
         await asyncio.sleep(0.05)
         search.cancel()
         await asyncio.sleep(0.05)
@@ -323,9 +325,9 @@ def test_a_batch_window_lets_requests_arriving_apart_share_a_call():
 
         async def two_users_5ms_apart():
             first, second = contexts(2)
-            one = asyncio.create_task(scheduler.search("p0", start(first, 2, StrategySpec(name="best_of_n"))))
+            one = asyncio.create_task(scheduler.search("p0", start(first, 2, StrategySpec.of(name="best_of_n"))))
             await asyncio.sleep(0.005)
-            await asyncio.gather(one, scheduler.search("p1", start(second, 2, StrategySpec(name="best_of_n"))))
+            await asyncio.gather(one, scheduler.search("p1", start(second, 2, StrategySpec.of(name="best_of_n"))))
             await scheduler.close()
 
         asyncio.run(two_users_5ms_apart())

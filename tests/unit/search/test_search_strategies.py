@@ -86,7 +86,7 @@ def test_dvts_runs_n_over_m_subtrees_each_expanded_m_ways_and_moving_to_its_best
     # subtrees 0 and 2 prefer their second child, 1 and 3 their first
     scores = {f"d0k{k}c{i}": 0.9 if i == (k + 1) % 2 else 0.1 for k in range(4) for i in range(2)}
     candidates, batches = drive(
-        start(ctx, 8, StrategySpec(name="dvts", beam_width=2)), both(keyed_generator(ctx), step_scorer(scores))
+        start(ctx, 8, StrategySpec.of(name="dvts", beam_width=2)), both(keyed_generator(ctx), step_scorer(scores))
     )
     first, second = generates(batches)
     assert [(r.n, r.prompt.assistant_prefix) for r in first] == [(2, "")] * 4, "N/M = 4 subtrees, M = 2 ways each"
@@ -116,9 +116,9 @@ def test_dvts_subtrees_stay_apart_where_beam_search_crowds_into_the_best_branch(
     each subtree on its own root."""
     ctx = context(max_steps=4)
     respond = both(keyed_generator(ctx), root_scorer("d0k0c0"))  # the first sample of both searches' first request
-    beam, _ = drive(start(ctx, 8, StrategySpec(name="beam", beam_width=2)), respond)
+    beam, _ = drive(start(ctx, 8, StrategySpec.of(name="beam", beam_width=2)), respond)
     assert [c.steps[0] for c in beam] == ["d0k0c0"] * 8, "beam search: the good branch takes every beam"
-    dvts, _ = drive(start(ctx, 8, StrategySpec(name="dvts", beam_width=2)), respond)
+    dvts, _ = drive(start(ctx, 8, StrategySpec.of(name="dvts", beam_width=2)), respond)
     assert len(dvts) == 8 and all(len(c.steps) == 4 for c in dvts)
     assert [c.steps[0] for c in dvts] == [f"d0k{k}c0" for k in range(4) for _ in range(2)], "one root per subtree"
     assert [c.step_scores for c in dvts] == [(0.9,) * 4] * 2 + [(0.1,) * 4] * 6, "low subtrees are not taken over"
@@ -129,7 +129,7 @@ def test_dvts_stops_a_subtree_whose_best_child_ends_while_the_others_go_on():
     ends = {"d0k1c1", "d0k2c0"}  # subtree 1's best child ends; subtree 2's ending child is not its best
     scores = {"d0k1c1": 0.9, "d0k2c0": 0.1}
     candidates, batches = drive(
-        start(ctx, 6, StrategySpec(name="dvts", beam_width=2)), both(keyed_generator(ctx, ends), step_scorer(scores))
+        start(ctx, 6, StrategySpec.of(name="dvts", beam_width=2)), both(keyed_generator(ctx, ends), step_scorer(scores))
     )
     rounds = generates(batches)
     assert [len(batch) for batch in rounds] == [3, 2, 2], "subtree 1 is not expanded after its best child ended"
@@ -145,15 +145,15 @@ def test_dvts_stops_a_subtree_whose_best_child_ends_while_the_others_go_on():
 def test_dvts_seeds_depend_on_depth_and_subtree_so_a_rerun_sends_identical_requests():
     ctx = context(max_steps=3)
     respond = both(keyed_generator(ctx), step_scorer({"d0k0c1": 0.8, "d1k2c1": 0.7}))
-    candidates, batches = drive(start(ctx, 12, StrategySpec(name="dvts", beam_width=4)), respond)
-    again, batches_again = drive(start(ctx, 12, StrategySpec(name="dvts", beam_width=4)), respond)
+    candidates, batches = drive(start(ctx, 12, StrategySpec.of(name="dvts", beam_width=4)), respond)
+    again, batches_again = drive(start(ctx, 12, StrategySpec.of(name="dvts", beam_width=4)), respond)
     assert batches == batches_again and candidates == again
     rounds = generates(batches)
     seeds = [[r.seed for r in batch] for batch in rounds]
     assert seeds == [[ctx.request_seed(depth, k) for k in range(3)] for depth in range(3)], "seeded (depth, subtree)"
     assert len({r.seed for batch in rounds for r in batch}) == 9
     other = context(seed=1, max_steps=3)
-    assert next(start(other, 12, StrategySpec(name="dvts", beam_width=4)))[0].seed != rounds[0][0].seed
+    assert next(start(other, 12, StrategySpec.of(name="dvts", beam_width=4)))[0].seed != rounds[0][0].seed
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -162,7 +162,7 @@ def test_dvts_seeds_depend_on_depth_and_subtree_so_a_rerun_sends_identical_reque
 
 def test_rebase_expands_the_root_once_n_ways():
     ctx = context()
-    [[root]] = [next(start(ctx, 6, StrategySpec(name="rebase")))]
+    [[root]] = [next(start(ctx, 6, StrategySpec.of(name="rebase")))]
     assert (root.n, root.prompt.assistant_prefix, root.seed) == (6, "", ctx.request_seed(0, 0))
     assert root.stop == ("\n\n",) and root.max_tokens == ctx.search.max_step_tokens
 
@@ -173,7 +173,7 @@ def test_rebase_shares_the_width_by_softmax_of_scores_apportioned_by_largest_rem
     ctx = context(max_steps=2)
     scores = {"d0k0c0": 0.9, "d0k0c1": 0.5, "d0k0c2": 0.5, "d0k0c3": 0.1}
     candidates, batches = drive(
-        start(ctx, 4, StrategySpec(name="rebase", rebase_temperature=0.2)),
+        start(ctx, 4, StrategySpec.of(name="rebase", rebase_temperature=0.2)),
         both(keyed_generator(ctx), step_scorer(scores)),
     )
     root, second = generates(batches)
@@ -195,7 +195,7 @@ def test_rebase_finished_children_reduce_the_width_left():
     ctx = context(max_steps=2)
     scores = {"d0k0c0": 0.9, "d0k0c1": 0.99, "d0k0c2": 0.5, "d0k0c3": 0.1}
     candidates, batches = drive(
-        start(ctx, 4, StrategySpec(name="rebase", rebase_temperature=1.0)),
+        start(ctx, 4, StrategySpec.of(name="rebase", rebase_temperature=1.0)),
         both(keyed_generator(ctx, ends={"d0k0c1"}), step_scorer(scores)),
     )
     _, second = generates(batches)
@@ -212,7 +212,7 @@ def test_rebase_keeps_exactly_n_solutions_finished_plus_returned_at_max_steps():
     ctx = context(max_steps=3)
     ends = {"d0k0c7", "d1k2c0", "d1k5c0"}  # equal scores: every live child gets width 1
     candidates, batches = drive(
-        start(ctx, 8, StrategySpec(name="rebase")), both(keyed_generator(ctx, ends), step_scorer({}))
+        start(ctx, 8, StrategySpec.of(name="rebase")), both(keyed_generator(ctx, ends), step_scorer({}))
     )
     assert [sum(r.n for r in batch) for batch in generates(batches)] == [8, 7, 5], "N minus the finished so far"
     assert len(candidates) == 8
@@ -222,7 +222,7 @@ def test_rebase_keeps_exactly_n_solutions_finished_plus_returned_at_max_steps():
 
 def test_rebase_stops_once_n_solutions_have_finished():
     ctx = context(max_steps=6)
-    candidates, batches = drive(start(ctx, 4, StrategySpec(name="rebase")), both(step_generator(1), length_scorer))
+    candidates, batches = drive(start(ctx, 4, StrategySpec.of(name="rebase")), both(step_generator(1), length_scorer))
     assert [sum(r.n for r in batch) for batch in generates(batches)] == [4, 4], "no request after all 4 ended"
     assert len(candidates) == 4 and all(c.finished and c.answer in ("0", "1") for c in candidates)
 
@@ -236,7 +236,7 @@ def test_rebase_low_temperature_concentrates_the_width_on_the_best_child_and_hig
     values = [0.9, 0.7, 0.5, 0.3, 0.1, 0.1, 0.1, 0.1]
     scores = {f"d0k0c{i}": value for i, value in enumerate(values)}
     _, batches = drive(
-        start(ctx, 8, StrategySpec(name="rebase", rebase_temperature=temperature)),
+        start(ctx, 8, StrategySpec.of(name="rebase", rebase_temperature=temperature)),
         both(keyed_generator(ctx), step_scorer(scores)),
     )
     _, second = generates(batches)
@@ -273,7 +273,7 @@ def test_apportion_sums_to_the_total_by_largest_remainder_ties_to_the_earlier():
 def test_particle_filter_gives_every_particle_one_step_per_round():
     ctx = context(max_steps=2)
     candidates, batches = drive(
-        start(ctx, 4, StrategySpec(name="particle_filter")), both(keyed_generator(ctx), step_scorer({}))
+        start(ctx, 4, StrategySpec.of(name="particle_filter")), both(keyed_generator(ctx), step_scorer({}))
     )
     rounds = generates(batches)
     assert [[(r.n, r.seed) for r in batch] for batch in rounds] == [
@@ -288,7 +288,7 @@ def test_particle_filter_resamples_every_particle_from_the_one_the_verifier_favo
     ctx = context(max_steps=3)
     scores = {f"d0k{i}c0": 1.0 if i == 2 else 0.0 for i in range(4)}  # logits +-16.1: weight e^-32 for the others
     candidates, batches = drive(
-        start(ctx, 4, StrategySpec(name="particle_filter")), both(keyed_generator(ctx), step_scorer(scores))
+        start(ctx, 4, StrategySpec.of(name="particle_filter")), both(keyed_generator(ctx), step_scorer(scores))
     )
     rounds = generates(batches)
     assert prefixes(rounds[1]) == ["d0k2c0\n\n"] * 4
@@ -302,7 +302,7 @@ def test_particle_filter_resampling_draws_by_softmax_of_logit_score_over_tempera
     values = [0.9, 0.6, 0.4, 0.2]
     scores = {f"d0k{i}c0": values[i % 4] for i in range(budget)}
     _, batches = drive(
-        start(ctx, budget, StrategySpec(name="particle_filter", particle_temperature=temperature)),
+        start(ctx, budget, StrategySpec.of(name="particle_filter", particle_temperature=temperature)),
         both(keyed_generator(ctx), step_scorer(scores)),
     )
     weights = softmax([math.log(values[i % 4] / (1 - values[i % 4])) / temperature for i in range(budget)])
@@ -317,7 +317,7 @@ def test_particle_filter_low_temperature_keeps_only_the_best_particle_and_high_k
     ctx = context(max_steps=2)
     scores = {f"d0k{i}c0": [0.9, 0.6, 0.4, 0.2][i % 4] for i in range(32)}
     _, batches = drive(
-        start(ctx, 32, StrategySpec(name="particle_filter", particle_temperature=temperature)),
+        start(ctx, 32, StrategySpec.of(name="particle_filter", particle_temperature=temperature)),
         both(keyed_generator(ctx), step_scorer(scores)),
     )
     scores_kept = {scores[prefix.strip()] for prefix in prefixes(generates(batches)[1])}
@@ -329,7 +329,7 @@ def test_particle_filter_keeps_finished_particles_in_the_population_without_exte
     ctx = context(uid="p1", max_steps=2)
     scores = {"d0k0c0": 0.9, "d0k1c0": 0.9, "d0k2c0": 0.0, "d0k3c0": 0.0}  # 2 and 3 die out
     candidates, batches = drive(
-        start(ctx, 4, StrategySpec(name="particle_filter")),
+        start(ctx, 4, StrategySpec.of(name="particle_filter")),
         both(keyed_generator(ctx, ends={"d0k0c0"}), step_scorer(scores)),
     )
     _, second = generates(batches)
@@ -346,7 +346,7 @@ def test_particle_filter_population_stays_n_when_particles_finish_at_different_r
     ctx = context(max_steps=4)
     ends = {"d0k0c0", "d0k1c0", "d1k5c0", "d2k6c0"}  # equal scores: uniform resampling
     candidates, batches = drive(
-        start(ctx, 8, StrategySpec(name="particle_filter")), both(keyed_generator(ctx, ends), step_scorer({}))
+        start(ctx, 8, StrategySpec.of(name="particle_filter")), both(keyed_generator(ctx, ends), step_scorer({}))
     )
     assert len(candidates) == 8, "finished particles are resampled with the rest, N in all"
     assert all(c.finished or len(c.steps) == 4 for c in candidates)
@@ -357,7 +357,7 @@ def test_particle_filter_population_stays_n_when_particles_finish_at_different_r
 def test_particle_filter_stops_once_every_particle_has_finished():
     ctx = context(max_steps=5)
     candidates, batches = drive(
-        start(ctx, 4, StrategySpec(name="particle_filter")),
+        start(ctx, 4, StrategySpec.of(name="particle_filter")),
         both(keyed_generator(ctx, ends={f"d0k{i}c0" for i in range(4)}), step_scorer({})),
     )
     assert len(generates(batches)) == 1
@@ -369,7 +369,7 @@ def test_particle_filter_replays_for_the_same_context_and_draws_anew_for_another
         ctx = context(seed=seed, max_steps=3)
         scores = {f"d{d}k{i}c0": 0.3 + 0.1 * (i % 5) for d in range(3) for i in range(8)}
         candidates, batches = drive(
-            start(ctx, 8, StrategySpec(name="particle_filter")), both(keyed_generator(ctx), step_scorer(scores))
+            start(ctx, 8, StrategySpec.of(name="particle_filter")), both(keyed_generator(ctx), step_scorer(scores))
         )
         return batches, [list(c.steps) for c in candidates]
 
@@ -382,7 +382,7 @@ def test_particle_filter_replays_for_the_same_context_and_draws_anew_for_another
 def test_particle_filter_returns_n_candidates(budget):
     ctx = context()
     candidates, batches = drive(
-        start(ctx, budget, StrategySpec(name="particle_filter")), both(step_generator(2), length_scorer)
+        start(ctx, budget, StrategySpec.of(name="particle_filter")), both(step_generator(2), length_scorer)
     )
     assert len(candidates) == budget
     assert all(c.finished and len(c.steps) == 3 and c.answer == "0" for c in candidates)
@@ -392,7 +392,7 @@ def test_particle_filter_returns_n_candidates(budget):
 # ---------------------------------------------------------------------------------------------------------------
 # Early stopping
 
-EARLY_STOP = StrategySpec(name="early_stop", early_stop_round=4, early_stop_share=0.75)
+EARLY_STOP = StrategySpec.of(name="early_stop", early_stop_round=4, early_stop_share=0.75)
 
 
 def answering(ctx: SearchContext, rounds: list[list[str | None]]) -> Callable[[Request], Result]:
@@ -428,7 +428,7 @@ def test_early_stop_runs_more_rounds_while_the_answers_disagree():
 
 def test_early_stop_counts_candidates_without_an_answer_against_the_share():
     ctx = context()
-    spec = replace(EARLY_STOP, early_stop_share=0.8)
+    spec = EARLY_STOP.with_settings(early_stop_share=0.8)
     _, batches = drive(start(ctx, 8, spec), answering(ctx, [["2", "2", "2", None], ["2"] * 4]))
     assert len(generates(batches)) == 2, "3 of 4 is 0.75 < 0.8: the unanswered one counts"
     _, batches = drive(start(ctx, 8, spec), answering(ctx, [["2", "2", "2", "2"], ["2"] * 4]))
@@ -439,7 +439,7 @@ def test_early_stop_round_zero_replays_plain_best_of_n_and_later_rounds_sample_w
     ctx = context()
     candidates, batches = drive(start(ctx, 8, EARLY_STOP), answering(ctx, [["1", "2", "3", "4"], ["5"] * 4]))
     [first], [second] = generates(batches)
-    [plain] = next(start(ctx, 4, StrategySpec(name="best_of_n")))
+    [plain] = next(start(ctx, 4, StrategySpec.of(name="best_of_n")))
     assert first == plain
     assert first.seed == zlib.crc32(b"p0|0|0"), "round 0 keeps the seeds plain runs had before rounds existed"
     assert second.seed == replace(ctx, round=1).request_seed(0) != first.seed
@@ -449,12 +449,12 @@ def test_early_stop_round_zero_replays_plain_best_of_n_and_later_rounds_sample_w
 
 def test_early_stop_wraps_beam_search_in_rounds():
     ctx = context()
-    spec = replace(EARLY_STOP, early_stop_inner="beam", beam_width=2)
+    spec = EARLY_STOP.with_settings(early_stop_inner="beam", beam_width=2)
     respond = both(step_generator(2), length_scorer)  # answers 0, 1, 0, 1: never 3 of 4
     candidates, batches = drive(start(ctx, 8, spec), respond)
     rounds = generates(batches)
     assert [sum(r.n for r in batch) for batch in rounds] == [4, 4, 4] * 2, "two rounds of beam search at budget 4"
-    assert rounds[0] == next(start(ctx, 4, StrategySpec(name="beam", beam_width=2)))
+    assert rounds[0] == next(start(ctx, 4, StrategySpec.of(name="beam", beam_width=2)))
     assert rounds[3][0].seed == replace(ctx, round=1).request_seed(0, 0) != rounds[0][0].seed
     assert len(candidates) == 8 and all(c.finished and len(c.steps) == 3 for c in candidates)
 
@@ -485,24 +485,24 @@ def test_leading_share_is_the_top_answer_share_of_all_candidates_grouped_by_cano
 @pytest.mark.parametrize(
     ("spec", "budgets", "field"),
     [
-        (StrategySpec(name="rebase", rebase_temperature=0), [4], "rebase_temperature"),
-        (StrategySpec(name="rebase", rebase_temperature=-0.5), [4], "rebase_temperature"),
-        (StrategySpec(name="particle_filter", particle_temperature=0), [4], "particle_temperature"),
-        (StrategySpec(name="particle_filter", particle_temperature=-1), [4], "particle_temperature"),
-        (StrategySpec(name="dvts", beam_width=3), [8], "beam_width"),
-        (StrategySpec(name="dvts", beam_width=4), [4, 6], "beam_width"),
-        (StrategySpec(name="dvts", beam_width=8), [4], "beam_width"),
-        (StrategySpec(name="dvts", beam_width=0), [4], "beam_width"),
-        (replace(EARLY_STOP, early_stop_round=3), [8], "early_stop_round"),
-        (replace(EARLY_STOP, early_stop_round=8), [4], "early_stop_round"),
-        (replace(EARLY_STOP, early_stop_round=0), [4], "early_stop_round"),
-        (replace(EARLY_STOP, early_stop_share=0), [8], "early_stop_share"),
-        (replace(EARLY_STOP, early_stop_share=1.5), [8], "early_stop_share"),
-        (replace(EARLY_STOP, early_stop_share=-0.1), [8], "early_stop_share"),
-        (replace(EARLY_STOP, early_stop_inner="early_stop"), [8], "early_stop_inner"),
-        (replace(EARLY_STOP, early_stop_inner="nope"), [8], "early_stop_inner"),
-        (replace(EARLY_STOP, early_stop_inner="dvts", beam_width=8), [8], "beam_width"),  # M=8 > round 4
-        (replace(EARLY_STOP, early_stop_inner="rebase", rebase_temperature=0), [8], "rebase_temperature"),
+        (StrategySpec.of(name="rebase", rebase_temperature=0), [4], "rebase_temperature"),
+        (StrategySpec.of(name="rebase", rebase_temperature=-0.5), [4], "rebase_temperature"),
+        (StrategySpec.of(name="particle_filter", particle_temperature=0), [4], "particle_temperature"),
+        (StrategySpec.of(name="particle_filter", particle_temperature=-1), [4], "particle_temperature"),
+        (StrategySpec.of(name="dvts", beam_width=3), [8], "beam_width"),
+        (StrategySpec.of(name="dvts", beam_width=4), [4, 6], "beam_width"),
+        (StrategySpec.of(name="dvts", beam_width=8), [4], "beam_width"),
+        (StrategySpec.of(name="dvts", beam_width=0), [4], "beam_width"),
+        (EARLY_STOP.with_settings(early_stop_round=3), [8], "early_stop_round"),
+        (EARLY_STOP.with_settings(early_stop_round=8), [4], "early_stop_round"),
+        (EARLY_STOP.with_settings(early_stop_round=0), [4], "early_stop_round"),
+        (EARLY_STOP.with_settings(early_stop_share=0), [8], "early_stop_share"),
+        (EARLY_STOP.with_settings(early_stop_share=1.5), [8], "early_stop_share"),
+        (EARLY_STOP.with_settings(early_stop_share=-0.1), [8], "early_stop_share"),
+        (EARLY_STOP.with_settings(early_stop_inner="early_stop"), [8], "early_stop_inner"),
+        (EARLY_STOP.with_settings(early_stop_inner="nope"), [8], "early_stop_inner"),
+        (EARLY_STOP.with_settings(early_stop_inner="dvts", beam_width=8), [8], "beam_width"),  # M=8 > round 4
+        (EARLY_STOP.with_settings(early_stop_inner="rebase", rebase_temperature=0), [8], "rebase_temperature"),
     ],
 )
 def test_strategy_errors_reject_bad_values_naming_the_field(spec, budgets, field):
@@ -513,15 +513,15 @@ def test_strategy_errors_reject_bad_values_naming_the_field(spec, budgets, field
 @pytest.mark.parametrize(
     ("spec", "budgets"),
     [
-        (StrategySpec(name="dvts", beam_width=4), [4, 8, 16]),
-        (StrategySpec(name="rebase", rebase_temperature=0.2), [1, 3, 8]),
-        (StrategySpec(name="particle_filter", particle_temperature=1.0), [1, 5]),
-        (StrategySpec(name="particle_filter", particle_temperature=1.0, rebase_temperature=0), [4]),  # not its key
+        (StrategySpec.of(name="dvts", beam_width=4), [4, 8, 16]),
+        (StrategySpec.of(name="rebase", rebase_temperature=0.2), [1, 3, 8]),
+        (StrategySpec.of(name="particle_filter", particle_temperature=1.0), [1, 5]),
+        (StrategySpec.of(name="particle_filter", particle_temperature=1.0, rebase_temperature=0), [4]),  # not its key
         (EARLY_STOP, [4, 8, 16]),
-        (replace(EARLY_STOP, early_stop_share=1.0), [8]),
-        (replace(EARLY_STOP, early_stop_inner="beam", beam_width=4), [8]),
-        (replace(EARLY_STOP, early_stop_inner="dvts", beam_width=2, early_stop_round=2), [2, 6]),
-        (replace(EARLY_STOP, early_stop_inner="particle_filter"), [12]),
+        (EARLY_STOP.with_settings(early_stop_share=1.0), [8]),
+        (EARLY_STOP.with_settings(early_stop_inner="beam", beam_width=4), [8]),
+        (EARLY_STOP.with_settings(early_stop_inner="dvts", beam_width=2, early_stop_round=2), [2, 6]),
+        (EARLY_STOP.with_settings(early_stop_inner="particle_filter"), [12]),
     ],
 )
 def test_strategy_errors_accept_good_values(spec, budgets):
@@ -529,47 +529,47 @@ def test_strategy_errors_accept_good_values(spec, budgets):
 
 
 def test_largest_request_is_the_widest_single_request():
-    assert largest_request(StrategySpec(name="dvts", beam_width=4), 16) == 4, "a subtree's M children"
-    assert largest_request(StrategySpec(name="rebase"), 16) == 16, "the root's N first steps"
-    assert largest_request(StrategySpec(name="particle_filter"), 16) == 1, "a particle's one step"
+    assert largest_request(StrategySpec.of(name="dvts", beam_width=4), 16) == 4, "a subtree's M children"
+    assert largest_request(StrategySpec.of(name="rebase"), 16) == 16, "the root's N first steps"
+    assert largest_request(StrategySpec.of(name="particle_filter"), 16) == 1, "a particle's one step"
     assert largest_request(EARLY_STOP, 16) == 4, "best-of-N at the round budget"
-    assert largest_request(replace(EARLY_STOP, early_stop_inner="beam", early_stop_round=8), 16) == 8
-    assert largest_request(replace(EARLY_STOP, early_stop_inner="dvts", beam_width=2), 16) == 2
-    assert largest_request(replace(EARLY_STOP, early_stop_inner="particle_filter"), 16) == 1
+    assert largest_request(EARLY_STOP.with_settings(early_stop_inner="beam", early_stop_round=8), 16) == 8
+    assert largest_request(EARLY_STOP.with_settings(early_stop_inner="dvts", beam_width=2), 16) == 2
+    assert largest_request(EARLY_STOP.with_settings(early_stop_inner="particle_filter"), 16) == 1
 
 
 def test_worst_case_tokens_of_step_searches_are_steps_times_step_tokens():
     search = SearchConfig(max_steps=5, max_step_tokens=100, max_solution_tokens=700)
     for name in ("dvts", "rebase", "particle_filter"):
-        assert worst_case_tokens(StrategySpec(name=name), 8, search, "s")[0] == 500
+        assert worst_case_tokens(StrategySpec.of(name=name), 8, search, "s")[0] == 500
     assert worst_case_tokens(EARLY_STOP, 8, search, "s")[0] == 700
-    assert worst_case_tokens(replace(EARLY_STOP, early_stop_inner="rebase"), 8, search, "s")[0] == 500
+    assert worst_case_tokens(EARLY_STOP.with_settings(early_stop_inner="rebase"), 8, search, "s")[0] == 500
 
 
 def test_strategy_config_and_label_name_the_new_strategies_hyper_parameters():
-    assert strategy_config(StrategySpec(name="dvts", beam_width=4)) == "dvts(M=4)"
-    assert strategy_config(StrategySpec(name="rebase", rebase_temperature=0.2)) == "rebase(T=0.2)"
-    assert strategy_config(StrategySpec(name="particle_filter", particle_temperature=1.0)) == "particle_filter(T=1)"
+    assert strategy_config(StrategySpec.of(name="dvts", beam_width=4)) == "dvts(M=4)"
+    assert strategy_config(StrategySpec.of(name="rebase", rebase_temperature=0.2)) == "rebase(T=0.2)"
+    assert strategy_config(StrategySpec.of(name="particle_filter", particle_temperature=1.0)) == "particle_filter(T=1)"
     assert strategy_config(EARLY_STOP) == "early_stop(best_of_n,r=4,s=0.75)"
-    beam_rounds = replace(EARLY_STOP, early_stop_inner="beam", beam_width=4)
+    beam_rounds = EARLY_STOP.with_settings(early_stop_inner="beam", beam_width=4)
     assert strategy_config(beam_rounds) == "early_stop(beam(M=4),r=4,s=0.75)"
-    assert strategy_config(replace(EARLY_STOP, aggregation="min")) == "early_stop(best_of_n,r=4,s=0.75)/min"
-    assert strategy_label(StrategySpec(name="rebase"), "weighted") == "rebase(T=0.2)/weighted"
+    assert strategy_config(EARLY_STOP.with_settings(aggregation="min")) == "early_stop(best_of_n,r=4,s=0.75)/min"
+    assert strategy_label(StrategySpec.of(name="rebase"), "weighted") == "rebase(T=0.2)/weighted"
     assert strategy_label(beam_rounds, "majority") == "early_stop(beam(M=4),r=4,s=0.75)/majority"
 
 
 @pytest.mark.parametrize(
     ("spec", "reads"),
     [
-        (StrategySpec(name="dvts"), True),
-        (StrategySpec(name="rebase"), True),
-        (StrategySpec(name="particle_filter"), True),
-        (replace(EARLY_STOP, early_stop_inner="beam"), True),
-        (replace(EARLY_STOP, early_stop_inner="rebase"), True),
-        (StrategySpec(name="best_of_n"), False),
-        (StrategySpec(name="revisions"), False),
+        (StrategySpec.of(name="dvts"), True),
+        (StrategySpec.of(name="rebase"), True),
+        (StrategySpec.of(name="particle_filter"), True),
+        (EARLY_STOP.with_settings(early_stop_inner="beam"), True),
+        (EARLY_STOP.with_settings(early_stop_inner="rebase"), True),
+        (StrategySpec.of(name="best_of_n"), False),
+        (StrategySpec.of(name="revisions"), False),
         (EARLY_STOP, False),
-        (replace(EARLY_STOP, early_stop_inner="revisions"), False),
+        (EARLY_STOP.with_settings(early_stop_inner="revisions"), False),
     ],
 )
 def test_search_reads_verifier_for_step_searches_and_early_stop_over_them(spec, reads):

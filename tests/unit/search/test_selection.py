@@ -84,7 +84,7 @@ def rows_of(spec: StrategySpec, candidates: list[Candidate], verdicts: dict[str,
 
 
 def test_majority_reads_no_verifier_score_and_is_billed_none_of_it():
-    spec = StrategySpec(name="best_of_n", selections=["naive", "weighted", "majority"])
+    spec = StrategySpec.of(name="best_of_n", selections=["naive", "weighted", "majority"])
     candidates = [boxed("5", 0.9, 10), boxed("4", 0.1, 12), boxed("4", 0.2, 8)]
     rows = rows_of(spec, candidates, {"5": True, "4": False})
     generator_flops = 2 * 100 * (30 + 20 - 5)
@@ -100,14 +100,14 @@ def test_majority_reads_no_verifier_score_and_is_billed_none_of_it():
 
 
 def test_a_search_steered_by_the_verifier_bills_it_under_every_selection():
-    spec = StrategySpec(name="beam", beam_width=2, selections=["majority"])
+    spec = StrategySpec.of(name="beam", beam_width=2, selections=["majority"])
     rows = rows_of(spec, [boxed("5", 0.9), boxed("5", 0.1)], {"5": True})
     assert rows["majority"]["verifier_tokens"] == 40 and rows["majority"]["verifier_flops"] == 800
     assert rows["majority"]["candidate_generated_tokens"] == [None, None], "tree candidates have no own cost"
 
 
 def test_an_ungraded_choice_is_recorded_as_ungraded_not_wrong():
-    spec = StrategySpec(name="best_of_n", selections=["naive", "majority"])
+    spec = StrategySpec.of(name="best_of_n", selections=["naive", "majority"])
     rows = rows_of(spec, [boxed("7", 0.9), boxed("5", 0.1), boxed("5", 0.2)], {"7": None, "5": True})
     assert rows["naive"]["correct"] is None
     assert rows["majority"]["correct"] is True

@@ -23,7 +23,7 @@ def test_best_of_n_samples_once_and_scores_every_solution():
             return completions("a\n\nb \\boxed{1}", "c \\boxed{2}", "d", eos=True)
         return length_scorer(request)
 
-    candidates, batches = drive(start(context(), 3, StrategySpec(name="best_of_n")), respond)
+    candidates, batches = drive(start(context(), 3, StrategySpec.of(name="best_of_n")), respond)
     [generate], scores = batches
     assert generate.n == 3 and generate.stop == () and generate.max_tokens == SEARCH.max_solution_tokens
     assert [s.steps for s in scores] == [("a", "b \\boxed{1}"), ("c \\boxed{2}",), ("d",)]
@@ -84,7 +84,7 @@ def test_beam_search_keeps_the_top_n_over_m_beams_and_expands_each_m_times():
         new_steps = request.steps[request.scored_steps :]
         return ScoreResult(step_scores=tuple(first_scores.get(s, 0.5) for s in new_steps))
 
-    candidates, batches = drive(start(context(), 4, StrategySpec(name="beam", beam_width=2)), respond)
+    candidates, batches = drive(start(context(), 4, StrategySpec.of(name="beam", beam_width=2)), respond)
     first, _, second, _ = batches
     assert [(r.n, r.prompt.assistant_prefix) for r in first] == [(4, "")]
     assert [(r.n, r.prompt.assistant_prefix) for r in second] == [(2, "s1\n\n"), (2, "s3\n\n")]
@@ -108,7 +108,7 @@ def test_beam_search_keeps_finished_beams_and_stops_at_max_steps():
 
     search = SearchConfig(max_steps=3)
     ctx = SearchContext(uid="p", question="q", search=search, seed=0)
-    candidates, batches = drive(start(ctx, 4, StrategySpec(name="beam", beam_width=2)), respond)
+    candidates, batches = drive(start(ctx, 4, StrategySpec.of(name="beam", beam_width=2)), respond)
     generate_batches = [b for b in batches if isinstance(b[0], Generate)]
     assert len(generate_batches) == 3, "max_steps bounds the depth"
     assert candidates[0].steps == ("\\boxed{3}",) and candidates[0].finished
@@ -129,7 +129,9 @@ def test_lookahead_spends_n_times_k_plus_one_samples_per_step_and_scores_the_rol
 
     search = SearchConfig(max_steps=2)
     ctx = SearchContext(uid="p", question="q", search=search, seed=0)
-    candidates, batches = drive(start(ctx, budget, StrategySpec(name="lookahead", beam_width=2, lookahead=k)), respond)
+    candidates, batches = drive(
+        start(ctx, budget, StrategySpec.of(name="lookahead", beam_width=2, lookahead=k)), respond
+    )
     generated = [sum(r.n for r in b) for b in batches if isinstance(b[0], Generate)]
     assert generated == [4, 4, 4, 4, 4, 4], "per depth: N step samples + N*k greedy rollout samples"
     assert sum(generated[:3]) == budget * (k + 1)
@@ -144,7 +146,7 @@ def test_lookahead_spends_n_times_k_plus_one_samples_per_step_and_scores_the_rol
 
 def test_request_seeds_are_reproducible_and_distinct_per_problem_and_seed():
     def first_seed(ctx: SearchContext) -> int | None:
-        return next(start(ctx, 4, StrategySpec(name="beam", beam_width=2)))[0].seed
+        return next(start(ctx, 4, StrategySpec.of(name="beam", beam_width=2)))[0].seed
 
     assert first_seed(context("a", 0)) == first_seed(context("a", 0))
     assert len({first_seed(context("a", 0)), first_seed(context("b", 0)), first_seed(context("a", 1))}) == 3
@@ -152,11 +154,15 @@ def test_request_seeds_are_reproducible_and_distinct_per_problem_and_seed():
 
 # name, spec, (generate rounds, samples) at budget N: a request list per round; samples = sequences sampled.
 EVERY_STRATEGY = [
-    ("best_of_n", StrategySpec(name="best_of_n"), lambda n: (1, n)),  # all N at once
-    ("beam", StrategySpec(name="beam", beam_width=2), lambda n: (3, 3 * n)),  # N per depth, finished at depth 2
+    ("best_of_n", StrategySpec.of(name="best_of_n"), lambda n: (1, n)),  # all N at once
+    ("beam", StrategySpec.of(name="beam", beam_width=2), lambda n: (3, 3 * n)),  # N per depth, finished at depth 2
     # per unfinished depth N steps + N*k rollout steps, then the N finishing steps need no rollout
-    ("lookahead", StrategySpec(name="lookahead", beam_width=2, lookahead=1), lambda n: (5, 2 * 2 * n + n)),
-    ("revisions", StrategySpec(name="revisions", revision_length=2, revision_window=1), lambda n: (2, n)),  # N/2 chains
+    ("lookahead", StrategySpec.of(name="lookahead", beam_width=2, lookahead=1), lambda n: (5, 2 * 2 * n + n)),
+    (
+        "revisions",
+        StrategySpec.of(name="revisions", revision_length=2, revision_window=1),
+        lambda n: (2, n),
+    ),  # N/2 chains
 ]
 REVISING = SearchConfig(
     system_prompt="sys",
@@ -199,7 +205,7 @@ def test_every_strategy_spends_its_budget_on_the_fakes_steps(name, spec, cost, b
 
 
 @pytest.mark.parametrize(
-    "spec", [StrategySpec(name="beam", beam_width=2), StrategySpec(name="lookahead", beam_width=2, lookahead=1)]
+    "spec", [StrategySpec.of(name="beam", beam_width=2), StrategySpec.of(name="lookahead", beam_width=2, lookahead=1)]
 )
 def test_tree_search_asks_only_for_new_steps_and_keeps_full_rescoring_scores(spec):
     """Each Score asks from the parent's depth on; the candidates' scores equal a full rescoring of their steps."""

@@ -138,7 +138,7 @@ def test_revisions_need_the_revision_prompt_configured():
 
 def test_the_configured_default_strategy_keeps_its_settings():
     serve = ServeConfig(
-        budget=4, strategy=StrategySpec(name="beam", beam_width=2, aggregation="min", selections=["majority"])
+        budget=4, strategy=StrategySpec.of(name="beam", beam_width=2, aggregation="min", selections=["majority"])
     )
     settings = parse({"messages": QUESTION}, serve=serve).settings
     assert (settings.strategy.beam_width, settings.strategy.aggregation, settings.selection) == (2, "min", "majority")
@@ -191,7 +191,7 @@ def test_the_newer_strategies_take_their_settings_from_the_body():
         "selection": "majority",
     }
     early = parse(body).settings
-    assert early.strategy == StrategySpec(
+    assert early.strategy == StrategySpec.of(
         name="early_stop",
         early_stop_inner="beam",
         beam_width=2,
@@ -203,7 +203,7 @@ def test_the_newer_strategies_take_their_settings_from_the_body():
 
 
 def test_unset_settings_of_the_newer_strategies_are_the_configured_defaults():
-    default = StrategySpec(
+    default = StrategySpec.of(
         name="early_stop",
         early_stop_inner="lookahead",
         beam_width=2,
@@ -279,7 +279,7 @@ def test_early_stopping_revisions_needs_the_revision_prompt_configured():
     spec = parse(body, search=search).settings.strategy
     assert (spec.name, spec.early_stop_inner, spec.early_stop_round) == ("early_stop", "revisions", 4)
     # A service whose default is revisions lends its chain settings, which a request cannot set, to early stopping.
-    serve = ServeConfig(max_budget=16, budget=4, strategy=StrategySpec(name="revisions", revision_length=2))
+    serve = ServeConfig(max_budget=16, budget=4, strategy=StrategySpec.of(name="revisions", revision_length=2))
     assert parse(body, serve=serve, search=search).settings.strategy.revision_length == 2
 
 

@@ -22,8 +22,8 @@ POLICY = Policy(
     thresholds=(0.5,),
 )
 STRATEGIES = [
-    StrategySpec(name="best_of_n", selections=["majority", "weighted"]),
-    StrategySpec(name="beam", beam_width=2),
+    StrategySpec.of(name="best_of_n", selections=["majority", "weighted"]),
+    StrategySpec.of(name="beam", beam_width=2),
 ]
 
 
@@ -52,7 +52,7 @@ def answer(svc: SearchService, settings: SearchSettings):
 
 def test_a_fixed_strategy_returns_the_chosen_solution_and_its_cost():
     svc, _ = service()
-    result = answer(svc, SearchSettings(budget=4, strategy=StrategySpec(name="beam", beam_width=2)))
+    result = answer(svc, SearchSettings(budget=4, strategy=StrategySpec.of(name="beam", beam_width=2)))
     assert result.strategy_label == "beam(M=2)/weighted" and result.search_budget == 4
     assert result.solution and "\\boxed" in result.solution and result.answer in ("0", "1")
     assert result.estimation.samples == 0 and result.search.samples >= 4 and result.search.scored_solutions > 0

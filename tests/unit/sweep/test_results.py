@@ -138,7 +138,7 @@ def test_flops_bill_only_the_tokens_each_model_computed():
     )
     sizes = ModelSizes(generator=100, verifier=10)
     assert sizes.flops(usage) == (2 * 100 * (30 + 20 - 5), 2 * 10 * (40 - 25))
-    spec = StrategySpec(name="best_of_n", selections=["weighted", "majority"])
+    spec = StrategySpec.of(name="best_of_n", selections=["weighted", "majority"])
     outcome = JobOutcome((PROBLEM, spec, 3, 0), [boxed("5", 0.9, 10), boxed("4", 0.1, 12)], usage, wall_s=1.0)
     rows = {row["selection"]: row for row in outcome_rows(outcome, ScriptedGrader({"5": True, "4": False}), sizes)}
     billing = {

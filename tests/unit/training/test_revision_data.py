@@ -100,7 +100,7 @@ def test_the_rendered_trajectory_is_exactly_what_the_revisions_strategy_sends_at
     pa.Table.from_pylist([row | {"shard": 0, "node_id": ""}], schema=REVISION_SCHEMA)
 
     chain = iter([MID, NEAR, RIGHT, RIGHT])  # the strategy's one chain writes the shown attempts, then asks again
-    spec = StrategySpec(name="revisions", revision_length=4, revision_window=2)
+    spec = StrategySpec.of(name="revisions", revision_length=4, revision_window=2)
     _, strategy_batches = drive(
         start(ctx, 4, spec),
         lambda request: attempts_respond([next(chain)])(request) if isinstance(request, Generate) else _scores(request),

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, replace
+from dataclasses import asdict
 
 import pandas as pd
 import pyarrow as pa
@@ -14,7 +14,6 @@ import ttsearch.pipelines.eval_revision
 from ttsearch.pipelines.eval_revision import run_eval_revision
 
 from tests.fixtures import result_row
-from ttsearch.analysis.curves import AnalysisError
 from ttsearch.config import CONF_DIR, ConfigError, StrategySpec, load_config
 from ttsearch.search.strategies import strategy_config, strategy_label
 from ttsearch.sweep.cells import RowCounts
@@ -25,13 +24,12 @@ from ttsearch.training.revision_eval import (
     format_report,
     model_sweeps,
     plot_attempt_curves,
-    revision_spec,
     revisions_vs_best_of_n,
 )
 
-T2 = StrategySpec(name="revisions", revision_length=2, revision_window=1, selections=["majority", "naive"])
-P1 = StrategySpec(name="revisions", revision_chains=1, revision_window=2, selections=["majority"])
-BEST_OF_N = StrategySpec(name="best_of_n", selections=["majority", "naive", "weighted"])
+T2 = StrategySpec.of(name="revisions", revision_length=2, revision_window=1, selections=["majority", "naive"])
+P1 = StrategySpec.of(name="revisions", revision_chains=1, revision_window=2, selections=["majority"])
+BEST_OF_N = StrategySpec.of(name="best_of_n", selections=["majority", "naive", "weighted"])
 
 
 def row(
@@ -85,19 +83,12 @@ def points(frame: pd.DataFrame) -> dict[tuple[str, int, int], tuple]:
         (T2, 8, 2),
         (P1, 3, 3),
         (P1, 8, 8),
-        (StrategySpec(name="revisions", revision_chains=2), 8, 4),
-        (StrategySpec(name="revisions", revision_length=4, aggregation="min"), 8, 4),
+        (StrategySpec.of(name="revisions", revision_chains=2), 8, 4),
+        (StrategySpec.of(name="revisions", revision_length=4, aggregation="min"), 8, 4),
     ],
 )
-def test_chain_length_is_read_back_from_strategy_config(spec, budget, length):
-    config = strategy_config(spec)
-    assert chain_length(config, budget) == length
-    assert strategy_config(replace(revision_spec(config), aggregation=spec.aggregation)) == config
-
-
-def test_a_row_of_another_strategy_has_no_chain_length():
-    with pytest.raises(AnalysisError, match="not a revisions strategy_config: 'beam"):
-        chain_length(strategy_config(StrategySpec(name="beam", beam_width=2)), 4)
+def test_chain_length_is_read_from_the_settings_column(spec, budget, length):
+    assert chain_length(json.dumps(spec.filled_settings()), budget) == length
 
 
 @pytest.mark.parametrize("as_table", [False, True])

@@ -13,22 +13,42 @@ so a verifier with a prefix cache computes each step once instead of re-reading 
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from ttsearch.config import StrategySpec
 from ttsearch.search.requests import Result
 from ttsearch.search.strategies.common import Candidate, SearchContext, StrategyRun, sampled_step
+from ttsearch.search.strategies.registry import Errors, Strategy, multiple_errors, step_prefix
+
+
+@dataclass(frozen=True)
+class BeamSettings:
+    beam_width: int = 4
+    """M: beam search keeps N/M beams and expands each M ways (DVTS: N/M subtrees, M ways each); divides N."""
+
+    def errors(self, budgets: list[int]) -> Errors:
+        return multiple_errors("beam_width", self.beam_width, budgets)
+
+
+@dataclass(frozen=True)
+class LookaheadSettings(BeamSettings):
+    lookahead: int = 0
+    """k: rollout steps at temperature 0 after each candidate step, whose end the verifier scores."""
+
+    def errors(self, budgets: list[int]) -> Errors:
+        negative = [("lookahead", f"must be >= 0, got {self.lookahead}")] if self.lookahead < 0 else []
+        return super().errors(budgets) + negative
 
 
 def beam_search(ctx: SearchContext, budget: int, spec: StrategySpec) -> StrategyRun:
-    keep = budget // spec.beam_width
+    keep = budget // spec.options.beam_width
     beams: list[Candidate] = [ctx.candidate((), (), finished=False)]
     finished: list[Candidate] = []
     for depth in range(ctx.search.max_steps):
-        samples_per_beam = budget if depth == 0 else spec.beam_width
+        samples_per_beam = budget if depth == 0 else spec.options.beam_width
         expansions = yield [ctx.expand(beam.steps, samples_per_beam, depth, i) for i, beam in enumerate(beams)]
         parents, children, ended = _children(ctx, beams, expansions)
-        rollouts = yield from _rollouts(ctx, children, ended, spec.lookahead)
+        rollouts = yield from _rollouts(ctx, children, ended, getattr(spec.options, "lookahead", 0))
         scored = yield [
             ctx.score(steps + rollout, scored_steps=len(parent.steps))
             for parent, steps, rollout in zip(parents, children, rollouts, strict=True)
@@ -85,3 +105,21 @@ def _rollouts(ctx: SearchContext, children: list[tuple[str, ...]], ended: list[b
                 still_live.append(i)
         live = still_live
     return rollouts
+
+
+BEAM = Strategy(
+    "beam",
+    beam_search,
+    BeamSettings,
+    scores_steps=True,
+    label=lambda settings: f"(M={settings.beam_width})",
+    worst_case_tokens=step_prefix,
+)
+LOOKAHEAD = Strategy(
+    "lookahead",
+    beam_search,
+    LookaheadSettings,
+    scores_steps=True,
+    label=lambda settings: f"(M={settings.beam_width},k={settings.lookahead})",
+    worst_case_tokens=step_prefix,
+)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ttsearch.config import StrategySpec
 from ttsearch.search.strategies.common import SearchContext, StrategyRun
+from ttsearch.search.strategies.registry import Strategy
 
 
 def best_of_n(ctx: SearchContext, budget: int, spec: StrategySpec) -> StrategyRun:
@@ -15,3 +16,6 @@ def best_of_n(ctx: SearchContext, budget: int, spec: StrategySpec) -> StrategyRu
         ctx.candidate(steps, result.step_scores, completion.ended_solution, completion.num_tokens, result.tokens)
         for (steps, completion), result in zip(solutions, scored, strict=True)
     ]
+
+
+BEST_OF_N = Strategy("best_of_n", best_of_n)

@@ -15,11 +15,13 @@ search-and-learn lets the last iteration run each path to the end of its solutio
 from __future__ import annotations
 
 from ttsearch.config import StrategySpec
+from ttsearch.search.strategies.beam import BeamSettings
 from ttsearch.search.strategies.common import Candidate, SearchContext, StrategyRun, grow, step_value
+from ttsearch.search.strategies.registry import Strategy, step_prefix
 
 
 def dvts(ctx: SearchContext, budget: int, spec: StrategySpec) -> StrategyRun:
-    width = spec.beam_width
+    width = spec.options.beam_width
     paths = [ctx.candidate((), (), finished=False) for _ in range(budget // width)]
     last_children: list[list[Candidate]] = [[] for _ in paths]
     live = list(range(len(paths)))
@@ -32,3 +34,14 @@ def dvts(ctx: SearchContext, budget: int, spec: StrategySpec) -> StrategyRun:
             paths[subtree] = max(children, key=step_value)  # max keeps the first of equals: the earlier sample
         live = [subtree for subtree in live if not paths[subtree].finished]
     return [child for children in last_children for child in children]
+
+
+DVTS = Strategy(
+    "dvts",
+    dvts,
+    BeamSettings,
+    scores_steps=True,
+    label=lambda settings: f"(M={settings.beam_width})",
+    largest_request=lambda spec, budget: spec.options.beam_width,  # a subtree's M children
+    worst_case_tokens=step_prefix,
+)

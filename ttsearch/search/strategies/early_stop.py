@@ -13,28 +13,74 @@ selection runs across all of them.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Sequence
-from dataclasses import replace
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
 
-from ttsearch.config import StrategySpec, inner_spec
+from ttsearch.config import SearchConfig, StrategySpec, inner_spec
 from ttsearch.search.grading import canonical_answer
 from ttsearch.search.strategies.common import Candidate, SearchContext, StrategyRun
+from ttsearch.search.strategies.registry import Errors, Strategy, multiple_errors, strategy
 
-StrategyStart = Callable[[SearchContext, int, StrategySpec], StrategyRun]
+
+@dataclass(frozen=True)
+class EarlyStopSettings:
+    early_stop_inner: str = "best_of_n"
+    """The strategy run in rounds; its settings are keys of the same entry."""
+    early_stop_round: int = 4
+    """Budget of one round of the inner strategy; divides the budget."""
+    early_stop_share: float = 0.75
+    """Stop once the leading answer holds this share of the candidates, in (0, 1]."""
+    inner: Any = None
+    """The inner strategy's settings object (built from the entry's other keys)."""
+
+    def errors(self, budgets: list[int]) -> Errors:
+        if self.early_stop_round <= 0:
+            return [("early_stop_round", f"must be > 0, got {self.early_stop_round}")]
+        errors = multiple_errors("early_stop_round", self.early_stop_round, budgets)
+        if not 0 < self.early_stop_share <= 1:
+            errors.append(("early_stop_share", f"a share of the candidates is in (0, 1], got {self.early_stop_share}"))
+        return errors + self.inner.errors([self.early_stop_round])
+
+    def label(self) -> str:
+        inner = self.early_stop_inner + strategy(self.early_stop_inner).label(self.inner)
+        return f"({inner},r={self.early_stop_round},s={self.early_stop_share:g})"
 
 
-def early_stop(ctx: SearchContext, budget: int, spec: StrategySpec, start: StrategyStart) -> StrategyRun:
-    """`start` starts the inner strategy (the registry's, passed in since the registry holds this function too)."""
-    inner, size = inner_spec(spec), spec.early_stop_round
+def early_stop(ctx: SearchContext, budget: int, spec: StrategySpec) -> StrategyRun:
+    inner, size = inner_spec(spec), spec.options.early_stop_round
+    run = strategy(inner.name).run
     candidates: list[Candidate] = []
     for round_ in range(budget // size):
-        candidates += yield from start(replace(ctx, round=round_), size, inner)
-        if leading_share(candidates) >= spec.early_stop_share:
+        candidates += yield from run(replace(ctx, round=round_), size, inner)
+        if leading_share(candidates) >= spec.options.early_stop_share:
             break
     return candidates
+
+
+def in_rounds_request(spec: StrategySpec, budget: int) -> int:
+    """What the inner strategy sends at the round budget."""
+    inner = inner_spec(spec)
+    return strategy(inner.name).largest_request(inner, spec.options.early_stop_round)
+
+
+def in_rounds_context(spec: StrategySpec, budget: int, search: SearchConfig, key: str) -> tuple[int, str]:
+    inner = inner_spec(spec)
+    return strategy(inner.name).worst_case_tokens(inner, spec.options.early_stop_round, search, key)
 
 
 def leading_share(candidates: Sequence[Candidate]) -> float:
     """The most frequent final answer's share of the candidates (0 when none has an answer)."""
     forms = Counter(canonical_answer(c.answer) for c in candidates if c.answer is not None and c.answer.strip())
     return max(forms.values()) / len(candidates) if forms else 0.0
+
+
+EARLY_STOP = Strategy(
+    "early_stop",
+    early_stop,
+    EarlyStopSettings,
+    label=EarlyStopSettings.label,
+    largest_request=in_rounds_request,
+    worst_case_tokens=in_rounds_context,
+    inner="early_stop_inner",
+)

@@ -16,14 +16,27 @@ from __future__ import annotations
 
 import math
 import random
+from dataclasses import dataclass
 
 from ttsearch.config import StrategySpec
 from ttsearch.search.strategies.common import SearchContext, StrategyRun, grow, softmax, step_value
+from ttsearch.search.strategies.registry import Errors, Strategy, one_sequence, positive_errors, step_prefix
+
+
+@dataclass(frozen=True)
+class ParticleFilterSettings:
+    particle_temperature: float = 1.0
+    """Resampling weights are softmax(logit(score) / this) over the particles."""
+
+    def errors(self, budgets: list[int]) -> Errors:
+        return positive_errors(self, "particle_temperature")
+
 
 CLIP = 1e-7
 
 
 def particle_filter(ctx: SearchContext, budget: int, spec: StrategySpec) -> StrategyRun:
+    temperature = spec.options.particle_temperature
     particles = [ctx.candidate((), (), finished=False)] * budget
     for depth in range(ctx.search.max_steps):
         live = [i for i, particle in enumerate(particles) if not particle.finished]
@@ -33,7 +46,7 @@ def particle_filter(ctx: SearchContext, budget: int, spec: StrategySpec) -> Stra
         for i, [child] in zip(live, grown, strict=True):
             particles[i] = child
         if depth < ctx.search.max_steps - 1 and not all(particle.finished for particle in particles):
-            weights = softmax([logit(step_value(particle)) / spec.particle_temperature for particle in particles])
+            weights = softmax([logit(step_value(particle)) / temperature for particle in particles])
             particles = random.Random(ctx.request_seed("resample", depth)).choices(particles, weights, k=budget)
     return particles
 
@@ -41,3 +54,14 @@ def particle_filter(ctx: SearchContext, budget: int, spec: StrategySpec) -> Stra
 def logit(score: float) -> float:
     clipped = min(max(score, CLIP), 1 - CLIP)
     return math.log(clipped / (1 - clipped))
+
+
+PARTICLE_FILTER = Strategy(
+    "particle_filter",
+    particle_filter,
+    ParticleFilterSettings,
+    scores_steps=True,
+    label=lambda settings: f"(T={settings.particle_temperature:g})",
+    largest_request=one_sequence,  # a particle's step
+    worst_case_tokens=step_prefix,
+)

@@ -13,12 +13,24 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from ttsearch.config import StrategySpec
 from ttsearch.search.strategies.common import Candidate, SearchContext, StrategyRun, grow, softmax, step_value
+from ttsearch.search.strategies.registry import Errors, Strategy, positive_errors, step_prefix
+
+
+@dataclass(frozen=True)
+class RebaseSettings:
+    rebase_temperature: float = 0.2
+    """A node's share of the width is softmax(score / this) over the live nodes."""
+
+    def errors(self, budgets: list[int]) -> Errors:
+        return positive_errors(self, "rebase_temperature")
 
 
 def rebase(ctx: SearchContext, budget: int, spec: StrategySpec) -> StrategyRun:
+    temperature = spec.options.rebase_temperature
     nodes, widths = [ctx.candidate((), (), finished=False)], [budget]
     finished: list[Candidate] = []
     for depth in range(ctx.search.max_steps):
@@ -31,7 +43,7 @@ def rebase(ctx: SearchContext, budget: int, spec: StrategySpec) -> StrategyRun:
         left = budget - len(finished)
         if left <= 0 or not unfinished:
             break
-        shares = softmax([step_value(child) / spec.rebase_temperature for child in unfinished])
+        shares = softmax([step_value(child) / temperature for child in unfinished])
         allotted = apportion(left, shares)
         nodes = [child for child, width in zip(unfinished, allotted, strict=True) if width]
         widths = [width for width in allotted if width]
@@ -47,3 +59,13 @@ def apportion(total: int, shares: Sequence[float]) -> list[int]:
     for i in by_remainder[: total - sum(counts)]:
         counts[i] += 1
     return counts
+
+
+REBASE = Strategy(
+    "rebase",
+    rebase,
+    RebaseSettings,
+    scores_steps=True,
+    label=lambda settings: f"(T={settings.rebase_temperature:g})",
+    worst_case_tokens=step_prefix,
+)

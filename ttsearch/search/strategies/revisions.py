@@ -15,11 +15,13 @@ one request list after the last round: T+1 round trips per problem instead of 2T
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
-from ttsearch.config import StrategySpec, revision_length
+from ttsearch.config import SearchConfig, StrategySpec
 from ttsearch.search.requests import Prompt
 from ttsearch.search.strategies.common import Candidate, SearchContext, StrategyRun
+from ttsearch.search.strategies.registry import Errors, Strategy, multiple_errors, one_sequence
 
 BLOCK_SEPARATOR = "\n\n"  # between the question, the shown attempts and the instruction
 
@@ -32,10 +34,53 @@ class RevisionPrompt(Protocol):
     instruction: str  # plain text after the shown attempts
 
 
+@dataclass(frozen=True)
+class RevisionSettings:
+    revision_length: int = 4
+    """T: attempts per chain; budget N runs N/T chains in parallel."""
+    revision_chains: int = 0
+    """P > 0 fixes the number of parallel chains instead (T = N/P, overriding revision_length), so one sweep holds
+    the same sequential:parallel split at every budget; P=1 is fully sequential."""
+    revision_window: int = 4
+    """Earlier attempts of its chain a revision sees, most recent last."""
+
+    @property
+    def divisor(self) -> str:
+        """The setting that splits a budget: a fixed chain count P if set, else the chain length T."""
+        return "revision_chains" if self.revision_chains > 0 else "revision_length"
+
+    def chain_length(self, budget: int) -> int:
+        """T, attempts per chain, at this budget."""
+        return budget // self.revision_chains if self.revision_chains > 0 else self.revision_length
+
+    def errors(self, budgets: list[int]) -> Errors:
+        errors = multiple_errors(self.divisor, getattr(self, self.divisor), budgets)
+        if self.revision_window <= 0:
+            errors.append(("revision_window", f"must be > 0, got {self.revision_window}"))
+        if self.revision_chains < 0:
+            errors.append(("revision_chains", f"must be >= 0 (0: use revision_length), got {self.revision_chains}"))
+        return errors
+
+
 def revisions(ctx: SearchContext, budget: int, spec: StrategySpec) -> StrategyRun:
     """Registry entry: T and the window from the strategy spec, the templates from the search config."""
-    length = revision_length(spec, budget)
-    return revision_chains(ctx, budget, length, spec.revision_window, ctx.search.revision_prompt)
+    settings: RevisionSettings = spec.options
+    length = settings.chain_length(budget)
+    return revision_chains(ctx, budget, length, settings.revision_window, ctx.search.revision_prompt)
+
+
+def shown_attempts(spec: StrategySpec, budget: int, search: SearchConfig, key: str) -> tuple[int, str]:
+    """A revision's context: up to `window` earlier attempts shown, then the new attempt."""
+    settings: RevisionSettings = spec.options
+    shown = min(settings.revision_window, settings.chain_length(budget) - 1)
+    how = f"({shown} shown attempts ({key}.revision_window {settings.revision_window}) + 1 new)"
+    size = search.max_solution_tokens
+    return (shown + 1) * size, f"{how} x search.max_solution_tokens {size}"
+
+
+def revisions_label(settings: RevisionSettings) -> str:
+    split = f"P={settings.revision_chains}" if settings.revision_chains else f"T={settings.revision_length}"
+    return f"({split},w={settings.revision_window})"
 
 
 def revision_chains(
@@ -85,3 +130,14 @@ def revision_prompt(
 
 def _join(*blocks: str) -> str:
     return BLOCK_SEPARATOR.join(block for block in blocks if block)
+
+
+REVISIONS = Strategy(
+    "revisions",
+    revisions,
+    RevisionSettings,
+    label=revisions_label,
+    largest_request=one_sequence,  # one attempt
+    worst_case_tokens=shown_attempts,
+    uses_revision_prompt=True,
+)

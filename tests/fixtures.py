@@ -230,7 +230,10 @@ def stated_values(paths: list[str | Path], overrides: Sequence[str] = ()) -> dic
 
 
 def mismatches(stated: Any, loaded: Any, where: str = "") -> list[str]:
-    """Every value `stated` gives that `loaded` (a config dataclass tree) does not hold, as 'key: stated != loaded'."""
+    """Every value `stated` gives that `loaded` (a config dataclass tree) does not hold, as 'key: stated != loaded'.
+    A strategy entry is compared as the flat record it is written as (its settings beside `name`)."""
+    if isinstance(loaded, StrategySpec):
+        loaded = loaded.record()
     if isinstance(stated, dict):
         found = []
         for key, value in stated.items():
@@ -298,6 +301,14 @@ BEST_OF_N_SELECTIONS = ("naive", "weighted", "majority")
 RIGHT = {uid: 30 - 3 * i // 2 for i, uid in enumerate(QUESTIONS)}
 
 
+def row_settings(strategy: str, **settings: Any) -> str:
+    """The `settings` column of a row of `strategy`: its defaults (beam width 2 where it has one), `settings` set."""
+    spec = StrategySpec.of(strategy, **settings)
+    if "beam_width" in spec.filled_settings() and "beam_width" not in settings:
+        spec = spec.with_settings(beam_width=2)
+    return json.dumps(spec.filled_settings())
+
+
 def result_row(
     uid: str,
     strategy: str,
@@ -319,8 +330,7 @@ def result_row(
         "strategy_label": label,
         "selection": selection,
         "aggregation": "last",
-        "beam_width": 2,
-        "lookahead": 0,
+        "settings": row_settings(strategy),
         "budget": budget,
         "seed": seed,
         "answer": "1" if correct else "2",

@@ -97,14 +97,11 @@ def entry_record(entry: Mapping[str, Any]) -> dict[str, Any]:
 
     Before the registry, every entry carried every strategy's settings (`beam_width` on a best-of-N entry); the
     keys its strategy does not read are dropped, and settings added since read as their defaults."""
-    from ttsearch.search.strategies.registry import setting_names, strategy
+    from ttsearch.search.strategies.registry import settings_keys
 
     name = entry.get("name", StrategySpec.name)
     flat = {**(entry.get("settings") or {}), **{key: value for key, value in entry.items() if key != "settings"}}
-    keys = set(setting_names(strategy(name)))
-    if (inner_key := strategy(name).inner) is not None:
-        inner = flat.get(inner_key, getattr(strategy(name).settings(), inner_key))
-        keys |= set(setting_names(strategy(inner)))
+    keys = settings_keys(name, flat)
     settings = {key: value for key, value in flat.items() if key in keys}
     spec = StrategySpec(name, list(flat.get("selections", ["weighted"])), flat.get("aggregation", "last"), settings)
     return spec.record()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ from ttsearch.config import (
     validate_revision_prompt,
     worst_case_tokens,
 )
-from ttsearch.search.strategies.registry import setting_names, strategy, strategy_names
+from ttsearch.search.strategies.registry import setting_names, setting_type, settings_keys, strategy, strategy_names
 from ttsearch.serving.service import Answer, SearchSettings
 
 # Fields a request may carry: OpenAI's that the service honours or checks, then the search's own.
@@ -172,13 +173,15 @@ def _number(body: dict[str, Any], name: str, default: float, above: float, at_mo
 
 
 def _setting_value(body: dict[str, Any], name: str) -> str | int | float:
-    """A strategy setting's JSON value: a string or a finite number (the strategy's settings type it further)."""
-    value = body[name]
-    if isinstance(value, str):
+    """A strategy setting's JSON value, of the type its settings declare (an integer, a finite number, a string)."""
+    value, kind = body[name], setting_type(name)
+    if kind == "str":
+        if not isinstance(value, str):
+            raise ApiError(400, f"'{name}' must be a string, got {value!r}", name)
         return value
-    if isinstance(value, bool) or not isinstance(value, (int, float)):  # JSON true is a Python int
-        raise ApiError(400, f"'{name}' must be a number or a string, got {value!r}", name)
-    return _number(body, name, value, -math.inf) if isinstance(value, float) else value
+    if kind == "int":
+        return _integer(body, name, value, -sys.maxsize)
+    return _number(body, name, value, -math.inf)
 
 
 def _choice(body: dict[str, Any], name: str, default: str, allowed: tuple[str, ...]) -> str:
@@ -212,12 +215,14 @@ def _settings(body: dict[str, Any], service: SweepConfig, has_policy: bool) -> S
     default = cfg.strategy
     name = _choice(body, "strategy", default.name, strategy_names())
     asked = {key: _setting_value(body, key) for key in setting_fields() if key in body}
-    # A request sets some settings; the others are the service's default's where it names the same strategy.
+    # A request sets some settings; the others are the service default's, those the requested strategy reads.
+    defaults = default.filled_settings()
+    lent = settings_keys(name, defaults | asked)
     spec = StrategySpec(
         name,
         [_choice(body, "selection", default.selections[0], SELECTIONS)],
         _choice(body, "aggregation", default.aggregation, AGGREGATIONS),
-        (default.settings if default.name == name else {}) | asked,
+        {key: value for key, value in defaults.items() if key in lent} | asked,
     )
     for field_name, message in strategy_errors(spec, [budget]):
         raise ApiError(400, message, _param(field_name, body, name))

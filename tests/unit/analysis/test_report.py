@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import statistics
 from pathlib import Path
@@ -13,10 +14,21 @@ import pytest
 from matplotlib.ticker import LogFormatterSciNotation
 from ttsearch.pipelines.report import build_report
 
-from tests.fixtures import BEST_OF_N_SELECTIONS, BUDGETS, QUESTIONS, RIGHT, SEEDS, beam_rows, best_of_n_rows, result_row
+from tests.fixtures import (
+    BEST_OF_N_SELECTIONS,
+    BUDGETS,
+    QUESTIONS,
+    RIGHT,
+    SEEDS,
+    beam_rows,
+    best_of_n_rows,
+    result_row,
+    row_settings,
+)
 from ttsearch.analysis.costs import cost_at_equal_accuracy, early_stop_savings, inner_config
 from ttsearch.analysis.curves import difficulty_bins, oracle_pass_at_1
 from ttsearch.analysis.render import plot_curves
+from ttsearch.config import StrategySpec
 from ttsearch.sweep.results import REQUIRED_COLUMNS, RESULT_SCHEMA, ResultsError, load_results
 
 
@@ -153,6 +165,7 @@ def test_revisions_rows_add_pass_at_1_by_attempt(sweep, tmp_path):
                 i < 2,
                 selection=sel,
                 strategy_config="revisions(T=2,w=1)",
+                settings=row_settings("revisions", revision_length=2, revision_window=1),
             )
             for sel in ("weighted", "majority")
         ]
@@ -296,7 +309,13 @@ def efficiency_rows() -> list[dict]:
     rows = []
 
     def add(
-        config: str, budget: int, right: int, spent, flops_per_sample: float = 1e9, selection: str = "weighted"
+        config: str,
+        budget: int,
+        right: int,
+        spent,
+        flops_per_sample: float = 1e9,
+        selection: str = "weighted",
+        settings: str | None = None,
     ) -> None:
         for i, uid in enumerate(QUESTIONS[:10]):
             samples = spent(i) if callable(spent) else spent
@@ -313,6 +332,7 @@ def efficiency_rows() -> list[dict]:
                     samples=samples,
                     total_flops=flops_per_sample * samples,
                     strategy_config=config,
+                    **({} if settings is None else {"settings": settings}),
                 )
             )
 
@@ -323,11 +343,24 @@ def efficiency_rows() -> list[dict]:
         add("rebase(T=0.2)", budget, right, 2 * budget, 1.5e9, selection="majority")  # no best-of-N/majority
     for budget, right in ((1, 1), (2, 3), (4, 5)):
         add("particle_filter(T=1)", budget, right, 3 * budget)
-    add("early_stop(best_of_n,r=2,s=0.75)", 4, 6, lambda i: 2 if i < 5 else 4)
-    add("early_stop(best_of_n,r=2,s=0.75)", 8, 8, 4)
+    over_best_of_n = row_settings("early_stop", early_stop_round=2)
+    add("early_stop(best_of_n,r=2,s=0.75)", 4, 6, lambda i: 2 if i < 5 else 4, settings=over_best_of_n)
+    add("early_stop(best_of_n,r=2,s=0.75)", 8, 8, 4, settings=over_best_of_n)
     add("beam(M=2)", 4, 5, 12)
-    add("early_stop(beam(M=2),r=2,s=0.75)", 4, 5, 6)
-    add("early_stop(dvts(M=2),r=2,s=0.75)", 4, 5, 6)
+    add(
+        "early_stop(beam(M=2),r=2,s=0.75)",
+        4,
+        5,
+        6,
+        settings=row_settings("early_stop", early_stop_round=2, early_stop_inner="beam"),
+    )
+    add(
+        "early_stop(dvts(M=2),r=2,s=0.75)",
+        4,
+        5,
+        6,
+        settings=row_settings("early_stop", early_stop_round=2, early_stop_inner="dvts"),
+    )
     return rows
 
 
@@ -375,18 +408,24 @@ def test_early_stopping_is_compared_at_the_samples_it_spent():
 
 
 @pytest.mark.parametrize(
-    ("config", "inner"),
+    ("spec", "inner"),
     [
-        ("early_stop(best_of_n,r=4,s=0.75)", "best_of_n"),
-        ("early_stop(beam(M=4),r=4,s=0.75)", "beam(M=4)"),
-        ("early_stop(best_of_n,r=4,s=0.75)/min", "best_of_n/min"),
-        ("early_stop(lookahead(M=4,k=2),r=4,s=0.5)/prod", "lookahead(M=4,k=2)/prod"),
-        ("early_stop(revisions(T=2,w=1),r=2,s=1)", "revisions(T=2,w=1)"),
-        ("beam(M=4)", None),
+        (StrategySpec.of("early_stop", early_stop_inner="best_of_n"), "best_of_n"),
+        (StrategySpec.of("early_stop", early_stop_inner="beam", beam_width=4), "beam(M=4)"),
+        (StrategySpec.of("early_stop", aggregation="min"), "best_of_n/min"),
+        (
+            StrategySpec.of("early_stop", early_stop_inner="lookahead", beam_width=4, lookahead=2, aggregation="prod"),
+            "lookahead(M=4,k=2)/prod",
+        ),
+        (StrategySpec.of("early_stop", early_stop_inner="revisions", revision_length=2), "revisions(T=2,w=4)"),
+        (StrategySpec.of("beam", beam_width=4), None),
     ],
 )
-def test_inner_config_reads_the_configuration_inside_early_stop(config, inner):
-    assert inner_config(config) == inner
+def test_inner_config_reads_the_configuration_inside_early_stop_from_its_settings(spec, inner):
+    row = pd.Series(
+        {"strategy": spec.name, "aggregation": spec.aggregation, "settings": json.dumps(spec.filled_settings())}
+    )
+    assert inner_config(row) == inner
 
 
 def test_report_has_the_efficiency_section(tmp_path, sweep):

@@ -37,7 +37,7 @@ def test_overrides_apply_on_top_of_the_file():
         ["data.limit=3", "budgets=[4,8]", "verifier.kind=oracle"],
     )
     assert cfg.data.limit == 3 and cfg.budgets == [4, 8] and cfg.verifier.kind == "oracle"
-    assert cfg.strategies[1].name == "beam" and cfg.strategies[1].beam_width == 2
+    assert cfg.strategies[1].name == "beam" and cfg.strategies[1].options.beam_width == 2
 
 
 @pytest.mark.parametrize(
@@ -52,7 +52,7 @@ def test_overrides_apply_on_top_of_the_file():
         (["strategies=[{name: best_of_n, aggregation: mean}]"], "strategies[0].aggregation"),
         (["strategies=[{name: beam, beam_width: 3}]", "budgets=[4]"], "strategies[0].beam_width"),
         (["strategies=[{name: beam, lookahead: 2, beam_width: 2}]"], "strategies[0].lookahead"),
-        (["strategies=[{name: beam, beam_width: 2, colour: red}]"], "colour"),
+        (["strategies=[{name: beam, beam_width: 2, colour: red}]"], "strategies[0].colour"),
         (["verifier.kind=astrology"], "verifier.kind"),
         (["generator.backend=llama.cpp"], "generator.backend"),
         (["verifier.backend=tpu"], "verifier.backend"),
@@ -96,7 +96,7 @@ def test_revision_prompt_snippet_merges_into_a_sweep_config(tmp_path):
     OmegaConf.save(OmegaConf.merge(OmegaConf.load(CONF_DIR / "main.yaml"), snippet, strategy), path)
     cfg = load_config(path)
     assert cfg.search.revision_prompt.attempt_format == snippet.search.revision_prompt.attempt_format
-    assert cfg.strategies[0].revision_length == 2 and cfg.strategies[0].revision_window == 4
+    assert cfg.strategies[0].options.revision_length == 2 and cfg.strategies[0].options.revision_window == 4
 
 
 def test_config_files_layer_in_order_and_errors_name_the_file(tmp_path):

@@ -32,7 +32,7 @@ def test_cases_measure_scheduling_alone_for_every_strategy_then_the_real_verifie
         ("lookahead", "lm_judge", "vllm"),
     ]
     assert {spec.name for spec in cfg.strategies} == set(strategy_names()), "every strategy is benchmarked"
-    assert cfg.data.limit >= 32 and cfg.budgets == [16] and cfg.strategies[0].beam_width == 4
+    assert cfg.data.limit >= 32 and cfg.budgets == [16] and cfg.strategies[0].options.beam_width == 4
 
 
 def test_auto_backends_resolve_and_repeat_once():

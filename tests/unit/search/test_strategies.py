@@ -219,7 +219,9 @@ def test_tree_search_asks_only_for_new_steps_and_keeps_full_rescoring_scores(spe
     ctx = SearchContext(uid="p", question="q", search=SearchConfig(max_steps=3), seed=0)
     candidates, batches = drive(start(ctx, 4, spec), respond)
     scores = [r for b in batches for r in b if isinstance(r, Score)]
-    assert all(len(r.steps) - r.scored_steps == 1 + spec.lookahead for r in scores), "the new step (+ rollout) only"
+    assert all(len(r.steps) - r.scored_steps == 1 + getattr(spec.options, "lookahead", 0) for r in scores), (
+        "the new step (+ rollout) only"
+    )
     assert {r.scored_steps for r in scores} == {0, 1, 2}, "every depth asks from its parent's depth on"
     for candidate in candidates:
         assert candidate.step_scores == length_scorer(Score("q", candidate.steps)).step_scores

@@ -54,10 +54,14 @@ def test_search_settings_ride_in_the_body():
             "seed": 7,
         }
     ).settings
-    assert (settings.strategy.name, settings.strategy.beam_width, settings.strategy.aggregation) == ("beam", 2, "min")
+    assert (settings.strategy.name, settings.strategy.options.beam_width, settings.strategy.aggregation) == (
+        "beam",
+        2,
+        "min",
+    )
     assert (settings.budget, settings.selection, settings.seed) == (8, "majority", 7)
     lookahead = parse({"messages": QUESTION, "strategy": "lookahead", "beam_width": 2, "lookahead": 1}).settings
-    assert lookahead.strategy.lookahead == 1
+    assert lookahead.strategy.options.lookahead == 1
 
 
 def test_text_parts_and_earlier_turns_are_accepted():
@@ -133,7 +137,7 @@ def test_revisions_need_the_revision_prompt_configured():
     prompt = RevisionPromptConfig(attempt_format="Attempt {number}:\n{attempt}", instruction="Write a new solution.")
     search = SearchConfig(max_steps=4, max_step_tokens=48, max_solution_tokens=192, revision_prompt=prompt)
     settings = parse({"messages": QUESTION, "strategy": "revisions", "budget": 4}, search=search).settings
-    assert settings.strategy.name == "revisions" and settings.strategy.revision_length == 4
+    assert settings.strategy.name == "revisions" and settings.strategy.options.revision_length == 4
 
 
 def test_the_configured_default_strategy_keeps_its_settings():
@@ -141,7 +145,11 @@ def test_the_configured_default_strategy_keeps_its_settings():
         budget=4, strategy=StrategySpec.of(name="beam", beam_width=2, aggregation="min", selections=["majority"])
     )
     settings = parse({"messages": QUESTION}, serve=serve).settings
-    assert (settings.strategy.beam_width, settings.strategy.aggregation, settings.selection) == (2, "min", "majority")
+    assert (settings.strategy.options.beam_width, settings.strategy.aggregation, settings.selection) == (
+        2,
+        "min",
+        "majority",
+    )
 
 
 def test_the_response_is_an_openai_chat_completion_with_the_search_cost():
@@ -175,11 +183,13 @@ def test_the_response_is_an_openai_chat_completion_with_the_search_cost():
 
 def test_the_newer_strategies_take_their_settings_from_the_body():
     dvts = parse({"messages": QUESTION, "strategy": "dvts", "budget": 8, "beam_width": 2}).settings.strategy
-    assert (dvts.name, dvts.beam_width) == ("dvts", 2)
+    assert (dvts.name, dvts.options.beam_width) == ("dvts", 2)
     rebase = parse({"messages": QUESTION, "strategy": "rebase", "rebase_temperature": 0.5}).settings.strategy
-    assert (rebase.name, rebase.rebase_temperature) == ("rebase", 0.5)
+    assert (rebase.name, rebase.options.rebase_temperature) == ("rebase", 0.5)
     particles = parse({"messages": QUESTION, "strategy": "particle_filter", "particle_temperature": 2}).settings
-    assert particles.strategy.particle_temperature == 2.0 and isinstance(particles.strategy.particle_temperature, float)
+    assert particles.strategy.options.particle_temperature == 2.0 and isinstance(
+        particles.strategy.options.particle_temperature, float
+    )
     body = {
         "messages": QUESTION,
         "strategy": "early_stop",
@@ -210,14 +220,16 @@ def test_unset_settings_of_the_newer_strategies_are_the_configured_defaults():
         lookahead=1,
         early_stop_round=4,
         early_stop_share=0.5,
-        rebase_temperature=0.1,
     )
     serve = ServeConfig(budget=8, max_budget=16, strategy=default)
-    assert parse({"messages": QUESTION}, serve=serve).settings.strategy == default
+    assert parse({"messages": QUESTION}, serve=serve).settings.strategy.record() == default.record()
     rebase = parse({"messages": QUESTION, "strategy": "rebase"}, serve=serve).settings.strategy
-    assert (rebase.name, rebase.rebase_temperature, rebase.lookahead) == ("rebase", 0.1, 0), "k only for lookahead"
+    assert (rebase.name, rebase.options.rebase_temperature) == ("rebase", 0.2), (
+        "its own default: not a key of the default"
+    )
+    assert not hasattr(rebase.options, "lookahead"), "k only for lookahead"
     lookahead = parse({"messages": QUESTION, "strategy": "lookahead"}, serve=serve).settings.strategy
-    assert (lookahead.beam_width, lookahead.lookahead) == (2, 1)
+    assert (lookahead.options.beam_width, lookahead.options.lookahead) == (2, 1)
 
 
 @pytest.mark.parametrize(
@@ -277,10 +289,10 @@ def test_early_stopping_revisions_needs_the_revision_prompt_configured():
     prompt = RevisionPromptConfig(attempt_format="Attempt {number}:\n{attempt}", instruction="Write a new solution.")
     search = SearchConfig(max_steps=4, max_step_tokens=48, max_solution_tokens=192, revision_prompt=prompt)
     spec = parse(body, search=search).settings.strategy
-    assert (spec.name, spec.early_stop_inner, spec.early_stop_round) == ("early_stop", "revisions", 4)
+    assert (spec.name, spec.options.early_stop_inner, spec.options.early_stop_round) == ("early_stop", "revisions", 4)
     # A service whose default is revisions lends its chain settings, which a request cannot set, to early stopping.
     serve = ServeConfig(max_budget=16, budget=4, strategy=StrategySpec.of(name="revisions", revision_length=2))
-    assert parse(body, serve=serve, search=search).settings.strategy.revision_length == 2
+    assert parse(body, serve=serve, search=search).settings.strategy.options.inner.revision_length == 2
 
 
 def test_early_stopping_lookahead_longer_than_the_context_names_lookahead():

@@ -21,7 +21,7 @@ def test_plan_spends_the_rest_of_the_budget_on_the_bins_strategy(tmp_path):
 def test_labels_map_back_to_the_sweeps_strategy_configuration():
     cfg = load_config(None, [STRATEGIES, "budgets=[2,4]"])
     spec, selection = spec_for("beam(M=2)/weighted", cfg.strategies)
-    assert spec.name == "beam" and spec.beam_width == 2 and selection == "weighted"
+    assert spec.name == "beam" and spec.options.beam_width == 2 and selection == "weighted"
     with pytest.raises(ValueError, match="does not define"):
         spec_for("lookahead(M=2,k=1)/weighted", cfg.strategies)
 

@@ -10,9 +10,10 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
+import yaml
 from ttsearch.pipelines.report import build_report
 
-from tests.fixtures import PROBLEM, ScriptedGrader, beam_rows, best_of_n_rows, boxed
+from tests.fixtures import PROBLEM, ScriptedGrader, beam_rows, best_of_n_rows, boxed, result_row
 from ttsearch.analysis.curves import flops_rates
 from ttsearch.analysis.policy import POLICY_FILE, POLICY_VERSION
 from ttsearch.cli import main
@@ -103,8 +104,13 @@ def test_a_sweep_claimed_before_a_strategy_setting_existed_is_the_same_sweep_aft
     store = RunStore(tmp_path / "run")
     store.claim(sweep_fingerprint(cfg, PROBLEMS), cfg)
     older = store.manifest()
-    for spec in older["strategies"]:  # as written before early stopping existed
-        del spec["early_stop_inner"], spec["early_stop_round"], spec["early_stop_share"]
+    # As written before the strategy registry and before early stopping existed: every strategy's settings in
+    # every entry, and no early_stop_* keys.
+    older["strategies"] = [
+        {"name": "beam", "selections": ["weighted"], "aggregation": "last", "beam_width": 2, "lookahead": 0}
+        | {"revision_length": 4, "revision_chains": 0, "revision_window": 4}
+        | {"rebase_temperature": 0.2, "particle_temperature": 1.0}
+    ]
     (tmp_path / "run" / MANIFEST).write_text(json.dumps(older))
     store.claim(sweep_fingerprint(cfg, PROBLEMS), cfg)  # resumes
     other = load_config(None, ["strategies=[{name: beam, beam_width: 4}]"])
@@ -259,3 +265,29 @@ def test_sweep_exits_1_with_the_row_summary_when_rows_are_missing(tmp_path, caps
     assert exit_info.value.code == 1
     assert out.rstrip().endswith("rows: 4 done (0 ungraded), 1 failed (problem errors), 3 missing")
     assert err == "ttsearch: error: 3 rows missing (infrastructure failures): re-run the same command to compute them\n"
+
+
+def test_rows_written_before_the_settings_column_read_it_from_the_runs_config(tmp_path):
+    """Older sweeps wrote `beam_width` and `lookahead` columns and no `settings`; their config.yaml (every strategy's
+    settings in every entry) names each row's configuration, so the rows read with today's settings column."""
+    store = RunStore(tmp_path / "run")
+    cfg = load_config(None, ["strategies=[{name: best_of_n}, {name: beam, beam_width: 2}]"])
+    store.claim(sweep_fingerprint(cfg, PROBLEMS), cfg)
+    old_entry = {
+        "aggregation": "last",
+        "selections": ["weighted"],
+        "beam_width": 2,
+        "lookahead": 0,
+        "revision_window": 4,
+    }
+    (tmp_path / "run" / "config.yaml").write_text(
+        yaml.safe_dump({"strategies": [old_entry | {"name": "best_of_n"}, old_entry | {"name": "beam"}]})
+    )
+    rows = [result_row("q00", "best_of_n", "best_of_n/weighted", 4, 0, [True], True, strategy_config="best_of_n")]
+    rows += [result_row("q00", "beam", "beam(M=2)/weighted", 4, 0, [True], True, strategy_config="beam(M=2)")]
+    old = pa.Table.from_pylist(rows).drop_columns(["settings"])
+    old = old.append_column("beam_width", pa.array([2, 2], pa.int32()))
+    pq.write_table(old, tmp_path / "run" / "results" / "shard-00000-of-00001.parquet")
+    frame = store.load_frame()
+    assert [json.loads(s) for s in frame["settings"]] == [{}, {"beam_width": 2}]
+    assert [json.loads(s) for s in store.read_results()["settings"].to_pylist()] == [{}, {"beam_width": 2}]

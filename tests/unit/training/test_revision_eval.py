@@ -47,6 +47,7 @@ def row(
             correct,
             selection=selection,
             strategy_config=strategy_config(spec),
+            settings=json.dumps(spec.filled_settings()),
             **extra,
         )
         for selection, correct in picked.items()
@@ -194,9 +195,16 @@ def test_each_model_gets_its_own_sweep(tmp_path):
     assert tuned.output_dir.startswith(f"{tmp_path / 'eval'}/model-1-") and tuned.output_dir.endswith("-tuned")
     for sweep in (base, tuned):
         assert sweep.budgets == [4]
-        assert [(s.name, s.selections, s.revision_length, s.revision_window) for s in sweep.strategies] == [
-            ("revisions", ["majority", "naive"], 2, 1),
-            ("best_of_n", ["majority", "naive"], 4, 4),
+        assert [spec.record() for spec in sweep.strategies] == [
+            {
+                "name": "revisions",
+                "selections": ["majority", "naive"],
+                "aggregation": "last",
+                "revision_length": 2,
+                "revision_chains": 0,
+                "revision_window": 1,
+            },
+            {"name": "best_of_n", "selections": ["majority", "naive"], "aggregation": "last"},
         ]
     assert not (tmp_path / "eval").exists()
 

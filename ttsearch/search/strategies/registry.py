@@ -157,6 +157,27 @@ def setting_names(entry: Strategy) -> tuple[str, ...]:
     return tuple(field.name for field in dataclasses.fields(entry.settings) if field.name != "inner")
 
 
+def settings_keys(name: str, flat: Mapping[str, Any]) -> set[str]:
+    """The keys an entry of `name` reads among `flat`: its settings, and its inner strategy's (named in `flat`, else
+    the default) for one that runs another."""
+    entry = strategy(name)
+    keys = set(setting_names(entry))
+    if entry.inner is not None:
+        inner = flat.get(entry.inner, getattr(entry.settings(), entry.inner))
+        if inner in registered():
+            keys |= set(setting_names(strategy(inner)))
+    return keys
+
+
+def setting_type(key: str) -> str | None:
+    """The declared type of a setting key (`int`, `float`, `str`) in the first strategy that has it."""
+    for name in strategy_names():
+        for field in dataclasses.fields(strategy(name).settings):
+            if field.name == key:
+                return field.type if isinstance(field.type, str) else field.type.__name__
+    return None
+
+
 def parse_settings(name: str, raw: Mapping[str, Any]) -> tuple[Any, Errors]:
     """`raw` keys (flat, as a config entry or a request writes them) → the strategy's settings object, and what is
     wrong with them as (key, message); the settings are None when they cannot be built."""

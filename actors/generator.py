@@ -11,7 +11,7 @@ from typing import Any
 import ray
 from ray.actor import ActorHandle
 
-from ttsearch.config import GeneratorConfig, VerifierConfig
+from ttsearch.config import GeneratorConfig, VerifierConfig, generator_class
 from ttsearch.engines.process_guard import guard_process_group
 from ttsearch.runtime.backends import wait_ready
 from ttsearch.search.requests import Generate, GenerateResult, RequestRejected, Score, ScoreResult
@@ -31,14 +31,7 @@ class GeneratorReplica:
 
     def __init__(self, cfg: GeneratorConfig, cache_dir: str, judge: VerifierConfig | None = None) -> None:
         self._guard = guard_process_group()  # before the engine starts: its processes end with this actor
-        if cfg.backend == "transformers":
-            from ttsearch.engines.transformers_generator import TransformersGenerator
-
-            self._generator = TransformersGenerator(cfg, cache_dir)
-        else:
-            from ttsearch.engines.vllm_generator import VLLMGenerator
-
-            self._generator = VLLMGenerator(cfg, cache_dir)
+        self._generator = generator_class(cfg.backend)(cfg, cache_dir)  # `ttsearch.config.generators`
         self._scorer = None
         if judge is not None:  # `verifier.backend: generator`: the verifier reads on this replica's own engine
             from ttsearch.engines.vllm_scorer import engine_scorer

@@ -28,7 +28,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from ttsearch.config import MODEL_FREE_VERIFIERS, StrategySpec, SweepConfig, verifier_backend
+from ttsearch.config import StrategySpec, SweepConfig, verifier_backend, verifier_family
 from ttsearch.runtime.backends import ActorBackend, replica_pools
 from ttsearch.runtime.replicas import start_ray
 from ttsearch.search.grading import Grader
@@ -244,7 +244,7 @@ async def run_benchmark(
             sync, _ = await measure(problems[: cfg.bench.sync_problems], max_in_flight=1, mode="synchronous")
             generated = [r for r in requests if isinstance(r, Generate)]
             offline = await measure_offline(generated, generators, case.spec.name)
-            if case.verifier in MODEL_FREE_VERIFIERS:
+            if verifier_family(case.verifier).model_free:
                 free_tok_s.setdefault(case.spec.name, ready.tokens_per_s)
             free = free_tok_s.get(case.spec.name)
             case_rows = [_row(m, offline, sync, free) for m in (offline, ready, sync)]
@@ -259,7 +259,7 @@ async def run_benchmark(
 def benchmark_cases(cfg: SweepConfig) -> list[Case]:
     """Every strategy with the configured verifier (scheduling alone when it is `hash`), then the chosen
     strategies again with the real verifier on each of `bench.real_verifier_backends`."""
-    configured = "" if cfg.verifier.kind in MODEL_FREE_VERIFIERS else verifier_backend(cfg.verifier, cfg.generator)
+    configured = verifier_backend(cfg.verifier, cfg.generator)  # "" for a model-free verifier
     cases = [Case(spec, cfg.verifier.kind, configured) for spec in cfg.strategies]
     if cfg.bench.real_verifier != cfg.verifier.kind:
         real = replace(cfg.verifier, kind=cfg.bench.real_verifier)
@@ -328,7 +328,7 @@ def run_bench(cfg: SweepConfig) -> dict[str, Any]:
     from ttsearch.actors.verifier import create_verifier_replicas
 
     cases = benchmark_cases(cfg)
-    hosted = {(c.verifier, c.backend) for c in cases if c.verifier not in MODEL_FREE_VERIFIERS}
+    hosted = {(c.verifier, c.backend) for c in cases if not verifier_family(c.verifier).model_free}
     dedicated = [key for key in hosted if key[1] != "generator"]
     start_ray(cfg, extra_cpus=len(dedicated) * cfg.verifier.replicas * cfg.verifier.num_cpus)
     judges = [kind for kind, backend in hosted if backend == "generator"]
@@ -337,7 +337,7 @@ def run_bench(cfg: SweepConfig) -> dict[str, Any]:
     judge = replace(cfg.verifier, kind=judges[0], backend="generator") if judges else None
     generators = create_generator_replicas(cfg.generator, cfg.cache_dir, judge=judge)
     verifiers_by_case: dict[tuple[str, str], list[Any]] = {
-        (c.verifier, c.backend): [] for c in cases if c.verifier in MODEL_FREE_VERIFIERS
+        (c.verifier, c.backend): [] for c in cases if verifier_family(c.verifier).model_free
     }
     for kind, backend in hosted:
         verifier = replace(cfg.verifier, kind=kind, backend=backend)

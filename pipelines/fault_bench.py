@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ttsearch.config import MODEL_FREE_VERIFIERS, ConfigError, SweepConfig, load_config
+from ttsearch.config import ConfigError, SweepConfig, load_config, verifier_family
 from ttsearch.runtime.faults import GENERATOR_CLASS, VERIFIER_CLASS, KilledReplica, kill_replica, wait_for_replicas
 from ttsearch.runtime.replicas import start_ray
 from ttsearch.sweep.cells import rows_per_problem
@@ -70,7 +70,7 @@ def run_fault_bench(config_paths: Sequence[str], overrides: Sequence[str], kill_
     fraction of the clean run's search time after all replicas are up). Both runs write into a new
     directory under `output_dir`, so neither resumes an earlier one."""
     cfg = load_config(config_paths, overrides)
-    if cfg.verifier.kind in MODEL_FREE_VERIFIERS:
+    if verifier_family(cfg.verifier.kind).model_free:
         raise ConfigError(f"bad config: key 'verifier.kind': {cfg.verifier.kind} has no replicas to kill")
     if not 0 < kill_at < 1:
         raise ConfigError(f"--kill-at: a fraction of the clean run's search time in (0, 1), got {kill_at}")

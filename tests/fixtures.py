@@ -14,12 +14,15 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import replace
 from enum import Enum
 from functools import cache
+from importlib.metadata import EntryPoint
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from ttsearch.config import CONF_DIR, SearchConfig, StrategySpec, SweepConfig, VerifierConfig, load_config
+from ttsearch.config.verifiers import Layout, VerifierFamily
+from ttsearch.engines.prm import StepAdapter, single_token_ids
 from ttsearch.search.requests import (
     Completion,
     Generate,
@@ -555,6 +558,40 @@ def save_tiny_llama(path: Path, cache_dir: str) -> Path:
     LlamaForCausalLM(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+# ---- plugins: registry entries that another distribution would add through an entry point ----
+
+
+class ToyPRMAdapter(StepAdapter):
+    """A third-party PRM family's adapter: f"{question} {step_1} ки\n{step_2} ки", "+"/"-" as the next token."""
+
+    tag = " ки"
+    separator = "\n"
+
+    def __init__(self, tokenizer: Any) -> None:
+        super().__init__(tokenizer, single_token_ids(tokenizer, ["+"]), single_token_ids(tokenizer, ["-"]))
+
+    def frame(self, score: Score) -> tuple[str, str]:
+        return f"{score.question} ", ""
+
+
+TOY_PRM_FAMILY = VerifierFamily(
+    name="toy_prm", adapter="tests.fixtures:ToyPRMAdapter", layout=Layout.NEXT_TOKEN, backends=("vllm", "transformers")
+)
+"""What a plugin's entry point `toy_prm = "tests.fixtures:TOY_PRM_FAMILY"` (group `ttsearch.verifiers`) names."""
+
+
+def install_entry_points(monkeypatch: Any, module: Any, entries: dict[str, str]) -> None:
+    """Make `module`'s registry see `entries` (name → "package.module:OBJECT") as installed entry points of its
+    group: its `entry_points` replaced, its cached plugin list cleared (clear it again after the test)."""
+
+    def entry_points(group: str) -> list[EntryPoint]:
+        mine = group == module.ENTRY_POINT_GROUP
+        return [EntryPoint(name, value, group) for name, value in entries.items()] if mine else []
+
+    monkeypatch.setattr(module, "entry_points", entry_points)
+    module._plugins.cache_clear()
 
 
 # ---- tiny random-init PRMs of the real architectures, built and saved locally ----

@@ -5,21 +5,14 @@ cannot express (known strategy names, positive budgets, ...), so a bad sweep fai
 
 One module per group of sections, each section's rules beside it: `models` (generator, verifier), `search` (sampling
 and the strategy specs), `run` (data, scheduler, bench), `serving`, `training`, and `sweep` (the whole `SweepConfig`,
-loading and the checks across sections). Imports only `ttsearch.errors`; everything else imports it.
+loading and the checks across sections); and the registries the sections name entries of: `verifiers` (verifier
+families) and `generators` (generator backends). Imports only `ttsearch.errors` (a registry imports the module of
+an entry when that entry is used); everything else imports it.
 """
 
 from ttsearch.config.base import CONF_DIR, DEFAULT_DATASET, EMBEDDED_MODEL, ConfigError, default_cache_dir, require
-from ttsearch.config.models import (
-    GENERATOR_BACKENDS,
-    MODEL_FREE_VERIFIERS,
-    VERIFIER_BACKENDS,
-    VERIFIERS,
-    VLLM_POOLING_VERIFIERS,
-    VLLM_VERIFIERS,
-    GeneratorConfig,
-    VerifierConfig,
-    verifier_backend,
-)
+from ttsearch.config.generators import GENERATOR_BACKENDS, generator_backend_names, generator_class
+from ttsearch.config.models import GeneratorConfig, VerifierConfig, verifier_backend
 from ttsearch.config.run import BenchConfig, DataConfig, SchedulerConfig
 from ttsearch.config.search import (
     AGGREGATIONS,
@@ -60,6 +53,13 @@ from ttsearch.config.training import (
     RevisionDataConfig,
     RevisionTrainConfig,
 )
+from ttsearch.config.verifiers import (
+    VERIFIER_BACKENDS,
+    VERIFIER_FAMILIES,
+    model_free_names,
+    verifier_family,
+    verifier_names,
+)
 
 __all__ = [
     "AGGREGATIONS",
@@ -70,17 +70,14 @@ __all__ = [
     "FINE_TUNE_SECTIONS",
     "GENERATOR_BACKENDS",
     "GREATER_THAN_ZERO",
-    "MODEL_FREE_VERIFIERS",
     "OVERRIDE_KEY",
     "PRM_TARGETS",
     "PROMPT_ALLOWANCE_TOKENS",
     "PROXY_LOCATIONS",
     "SELECTIONS",
     "SPEC_KEYS",
-    "VERIFIERS",
     "VERIFIER_BACKENDS",
-    "VLLM_POOLING_VERIFIERS",
-    "VLLM_VERIFIERS",
+    "VERIFIER_FAMILIES",
     "BenchConfig",
     "ConfigError",
     "DataConfig",
@@ -102,10 +99,13 @@ __all__ = [
     "VerifierConfig",
     "default_cache_dir",
     "entry_record",
+    "generator_backend_names",
+    "generator_class",
     "inner_spec",
     "largest_request",
     "load_config",
     "load_config_text",
+    "model_free_names",
     "require",
     "resolve_config_path",
     "running_strategy",
@@ -114,5 +114,7 @@ __all__ = [
     "validate",
     "validate_revision_prompt",
     "verifier_backend",
+    "verifier_family",
+    "verifier_names",
     "worst_case_tokens",
 ]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
+from typing import Any
 
 from ttsearch.errors import TTSearchError
 
@@ -36,3 +38,11 @@ def require(condition: bool, key: str, message: str) -> None:
     """Raise a ConfigError naming `key`; `message` gives the rule and the value found."""
     if not condition:
         raise ConfigError(f"bad config: key '{key}': {message}")
+
+
+def load_object(path: str) -> Any:
+    """The object a registry's dotted path names, "package.module:NAME", importing its module."""
+    module, colon, attribute = path.partition(":")
+    if not colon or not module or not attribute:
+        raise ValueError(f"'{path}' is not a dotted path 'package.module:NAME'")
+    return getattr(importlib.import_module(module), attribute)

@@ -6,31 +6,16 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ttsearch.config.base import EMBEDDED_MODEL, require
+from ttsearch.config.verifiers import AUTO, VERIFIER_BACKENDS, verifier_family
 
 if TYPE_CHECKING:
     from ttsearch.config.sweep import SweepConfig
-
-# Scored in the driver, no replica hosts them. `hash` is a benchmark device, not a verifier: a
-# zero-cost deterministic score that lets the benchmark measure scheduling alone.
-MODEL_FREE_VERIFIERS = ("oracle", "majority", "hash")
-GENERATOR_BACKENDS = ("vllm", "transformers")
-# PRM families whose step score is a next-token probability at a tag: a vLLM engine can serve them (one
-# 1-token read per step, prefix-cached), on an engine of their own or the generator's.
-VLLM_VERIFIERS = ("lm_judge", "math_shepherd", "rlhflow")
-# PRM families with a token-classification head that vLLM hosts on its pooling runner (one read of the
-# logits at each new step's tag, prefix-cached), on an engine of their own only. `skywork`'s value head has
-# no vLLM model class and runs on transformers.
-VLLM_POOLING_VERIFIERS = ("qwen_prm",)
-# Where a hosted verifier runs: on the generator replicas' own engines (same model only), on a vLLM engine
-# of its own, or on transformers; "auto" takes the first of these the verifier and generator allow.
-VERIFIER_BACKENDS = ("auto", "generator", "vllm", "transformers")
-VERIFIERS = ("lm_judge", "qwen_prm", "math_shepherd", "rlhflow", "skywork", *MODEL_FREE_VERIFIERS)
 
 
 @dataclass
 class GeneratorConfig:
     model: str = EMBEDDED_MODEL  # "embedded", a Hugging Face id or a local checkpoint path
-    backend: str = "vllm"  # one of GENERATOR_BACKENDS; "transformers" where vLLM is not installed
+    backend: str = "vllm"  # `ttsearch.config.generators` names them; "transformers" where vLLM is not installed
     replicas: int = 1
     num_gpus: float = 0.0
     num_cpus: float = 1.0
@@ -50,9 +35,9 @@ class GeneratorConfig:
 
 @dataclass
 class VerifierConfig:
-    kind: str = "lm_judge"  # one of VERIFIERS
+    kind: str = "lm_judge"  # a verifier family: `ttsearch.config.verifiers` names them
     model: str = EMBEDDED_MODEL
-    backend: str = "auto"  # one of VERIFIER_BACKENDS; see `verifier_backend`
+    backend: str = "auto"  # "auto", "generator", "vllm" or "transformers"; see `verifier_backend`
     replicas: int = 1
     num_gpus: float = 0.0
     num_cpus: float = 1.0
@@ -68,24 +53,32 @@ class VerifierConfig:
 
 
 def verifier_backend(verifier: VerifierConfig, generator: GeneratorConfig | None) -> str:
-    """The backend a hosted verifier runs on once "auto" is resolved.
+    """The backend a hosted verifier runs on once "auto" is resolved: "" for a model-free family (the driver
+    scores it), else `verifier.backend` if it is not "auto", else the first of the family's `backends` that is
+    usable here.
 
-    "auto" prefers the generator replicas' own engines when the verifier is the same model as the generator
-    and a vLLM-servable family: no second engine competing for the same cores or GPU memory, and a judge
-    read costs what one prefill of the new step costs (measured faster on 2 cores, see the README); then a
-    vLLM engine of its own, which is also where the token-classification families (`VLLM_POOLING_VERIFIERS`,
-    on vLLM's pooling runner) go; transformers for families vLLM cannot host. Without a `generator` (a
-    verifier replica started on its own) the generator's engines are not an option.
+    The shipped families list the generator replicas' own engines first where they can (next-token families):
+    usable when the verifier is the same model as the generator and the generator runs on vLLM, they leave no
+    second engine competing for the same cores or GPU memory, and a judge read costs what one prefill of the new
+    step costs (measured faster on 2 cores, see the README); then a vLLM engine of its own, which is also where
+    the token-classification families go (vLLM's pooling runner); transformers for families vLLM cannot host.
+    Without a `generator` (a verifier replica started on its own) the generator's engines are not an option.
     """
-    if verifier.backend != "auto":
+    family = verifier_family(verifier.kind)
+    if family.model_free:
+        return ""
+    if verifier.backend != AUTO:
         return verifier.backend
-    if verifier.kind in VLLM_POOLING_VERIFIERS:
-        return "vllm"
-    if verifier.kind not in VLLM_VERIFIERS:
-        return "transformers"
-    if generator is not None and verifier.model == generator.model and generator.backend == "vllm":
-        return "generator"
-    return "vllm"
+    usable = (backend for backend in family.backends if backend_usable(backend, verifier, generator))
+    return next(usable, family.backends[0])  # none usable: validation says why the first is not
+
+
+def backend_usable(backend: str, verifier: VerifierConfig, generator: GeneratorConfig | None) -> bool:
+    """Whether `backend` can host this verifier beside this generator: the generator's engines only for the same
+    model on vLLM; an engine of the verifier's own always."""
+    if backend != "generator":
+        return True
+    return generator is not None and verifier.model == generator.model and generator.backend == "vllm"
 
 
 def validate_verifier_backend(cfg: SweepConfig) -> None:
@@ -95,23 +88,17 @@ def validate_verifier_backend(cfg: SweepConfig) -> None:
         "verifier.backend",
         f"unknown verifier backend '{verifier.backend}', expected one of {VERIFIER_BACKENDS}",
     )
-    if verifier.kind in MODEL_FREE_VERIFIERS:
+    family = verifier_family(verifier.kind)
+    if family.model_free:
         return
     backend = verifier_backend(verifier, cfg.generator)
-    if backend == "vllm":
-        servable = (*VLLM_VERIFIERS, *VLLM_POOLING_VERIFIERS)
-        require(
-            verifier.kind in servable,
-            "verifier.backend",
-            f"'vllm' serves the PRM families {servable}; '{verifier.kind}' needs 'transformers'",
-        )
-    if backend == "generator":
-        instead = "'vllm' or 'transformers'" if verifier.kind in VLLM_POOLING_VERIFIERS else "'transformers'"
-        require(
-            verifier.kind in VLLM_VERIFIERS,
-            "verifier.backend",
-            f"'generator' serves the next-token PRM families {VLLM_VERIFIERS}; '{verifier.kind}' needs {instead}",
-        )
+    hosts = " or ".join(f"'{b}'" for b in family.backends)
+    require(
+        backend in family.backends,
+        "verifier.backend",
+        f"'{backend}' cannot host the verifier family '{verifier.kind}' ({family.layout.value} layout); "
+        f"'{verifier.kind}' needs {hosts}",
+    )
     if backend == "generator":
         require(
             verifier.model == cfg.generator.model,

@@ -15,13 +15,8 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ttsearch.config.base import CONF_DIR, ConfigError, default_cache_dir, require
-from ttsearch.config.models import (
-    GENERATOR_BACKENDS,
-    VERIFIERS,
-    GeneratorConfig,
-    VerifierConfig,
-    validate_verifier_backend,
-)
+from ttsearch.config.generators import generator_backend_names
+from ttsearch.config.models import GeneratorConfig, VerifierConfig, validate_verifier_backend
 from ttsearch.config.run import BenchConfig, DataConfig, SchedulerConfig
 from ttsearch.config.search import (
     PROMPT_ALLOWANCE_TOKENS,
@@ -46,6 +41,7 @@ from ttsearch.config.training import (
     validate_prm,
     validate_revision,
 )
+from ttsearch.config.verifiers import verifier_names
 
 
 @dataclass
@@ -276,21 +272,14 @@ def validate(cfg: SweepConfig) -> None:
         validate_strategy(spec, f"strategies[{i}]", cfg.budgets)
     if any(uses_revision_prompt(spec) for spec in cfg.strategies):
         validate_revision_prompt(cfg.search.revision_prompt)
-    require(
-        cfg.verifier.kind in VERIFIERS,
-        "verifier.kind",
-        f"unknown verifier '{cfg.verifier.kind}', expected one of {VERIFIERS}",
-    )
-    require(
-        cfg.bench.real_verifier in VERIFIERS,
-        "bench.real_verifier",
-        f"unknown verifier '{cfg.bench.real_verifier}', expected one of {VERIFIERS}",
-    )
+    for key, kind in (("verifier.kind", cfg.verifier.kind), ("bench.real_verifier", cfg.bench.real_verifier)):
+        require(kind in verifier_names(), key, f"unknown verifier '{kind}', expected one of {verifier_names()}")
     validate_verifier_backend(cfg)
+    backends = generator_backend_names()
     require(
-        cfg.generator.backend in GENERATOR_BACKENDS,
+        cfg.generator.backend in backends,
         "generator.backend",
-        f"unknown generator backend '{cfg.generator.backend}', expected one of {GENERATOR_BACKENDS}",
+        f"unknown generator backend '{cfg.generator.backend}', expected one of {backends}",
     )
     for key in GREATER_THAN_ZERO:
         value = attrgetter(key)(cfg)

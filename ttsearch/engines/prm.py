@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from ttsearch.config import MODEL_FREE_VERIFIERS, VerifierConfig
+from ttsearch.config import VerifierConfig, verifier_family, verifier_names
+from ttsearch.config.base import load_object
 from ttsearch.search.requests import RequestRejected, Score, ScoreResult
 
 if TYPE_CHECKING:  # torch loads only where a model runs: drivers that merely create replicas stay light
@@ -397,21 +398,17 @@ class SkyworkPRMAdapter(StepAdapter):
         return torch.sigmoid(outputs[:, 0].float())
 
 
-ADAPTERS: dict[str, type[StepAdapter]] = {
-    "lm_judge": LMJudgeAdapter,
-    "qwen_prm": QwenPRMAdapter,
-    "math_shepherd": MathShepherdAdapter,
-    "rlhflow": RLHFlowAdapter,
-    "skywork": SkyworkPRMAdapter,
-}
-
-
 def adapter_class(kind: str) -> type[StepAdapter]:
-    if kind in MODEL_FREE_VERIFIERS:
+    """The adapter class of verifier family `kind`, as its registry entry names it (`ttsearch.config.verifiers`)."""
+    if kind not in verifier_names():
+        raise ValueError(f"unknown verifier kind '{kind}', expected one of {verifier_names()}")
+    family = verifier_family(kind)
+    if family.adapter is None:
         raise ValueError(f"verifier '{kind}' needs no model: the scheduler scores it in-process, no replica hosts it")
-    if kind not in ADAPTERS:
-        raise ValueError(f"unknown verifier kind '{kind}', expected one of {sorted(ADAPTERS)}")
-    return ADAPTERS[kind]
+    found = load_object(family.adapter)
+    if not (isinstance(found, type) and issubclass(found, StepAdapter)):
+        raise TypeError(f"verifier family '{kind}': adapter '{family.adapter}' is not a StepAdapter subclass")
+    return found
 
 
 def make_adapter(kind: str, tokenizer: Any, **options: Any) -> StepAdapter:

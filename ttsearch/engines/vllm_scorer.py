@@ -33,7 +33,8 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 from typing import Any
 
-from ttsearch.config import VLLM_POOLING_VERIFIERS, GeneratorConfig, VerifierConfig
+from ttsearch.config import GeneratorConfig, VerifierConfig, verifier_family
+from ttsearch.config.verifiers import Layout
 from ttsearch.engines.common import as_completed
 from ttsearch.engines.models import resolve_model
 from ttsearch.engines.prm import Encoded, StepAdapter, make_adapter
@@ -196,14 +197,20 @@ class PoolingScorer(VLLMScorer):
         return score, len(prompt), final.num_cached_tokens or 0
 
 
+def reads_pooled(cfg: VerifierConfig) -> bool:
+    """Whether vLLM reads this family on its pooling runner (a token-classification head) rather than as a
+    next-token probability (`ttsearch.config.verifiers.Layout`)."""
+    return verifier_family(cfg.kind).layout is Layout.TOKEN_CLASSIFICATION
+
+
 def engine_scorer(engine: Any, cfg: VerifierConfig, model_path: str, num_parameters: int) -> VLLMScorer:
     """A scorer for `cfg.kind` on `engine`, which serves `model_path` (its own or a generator's); a pooling
-    engine for the token-classification families (`VLLM_POOLING_VERIFIERS`)."""
+    engine for the token-classification families (`Layout.TOKEN_CLASSIFICATION`)."""
     from transformers import AutoTokenizer
 
     # The adapters tokenize with offsets (to find each tag's token), which needs the Hugging Face tokenizer.
     tokenizer = AutoTokenizer.from_pretrained(model_path)
-    scorer_class = PoolingScorer if cfg.kind in VLLM_POOLING_VERIFIERS else VLLMScorer
+    scorer_class = PoolingScorer if reads_pooled(cfg) else VLLMScorer
     return scorer_class(engine, make_adapter(cfg.kind, tokenizer), cfg.max_input_tokens, num_parameters)
 
 
@@ -223,7 +230,7 @@ def start_vllm_scorer(cfg: VerifierConfig, cache_dir: str) -> VLLMScorer:
     """A verifier engine of its own, set up like a generator engine (prefix caching on; on CPU, a KV cache of
     `cpu_kv_cache_gib` and 32-token blocks), with room for the longest input plus the one token it reads.
 
-    Token-classification families (`VLLM_POOLING_VERIFIERS`) get a pooling engine with ALL token pooling,
+    Token-classification families (`Layout.TOKEN_CLASSIFICATION`) get a pooling engine with ALL token pooling,
     the pooling under which vLLM keeps prefix caching on (the model's default, STEP, turns it off)."""
     import torch
     from vllm.v1.engine.async_llm import AsyncLLM
@@ -241,7 +248,7 @@ def start_vllm_scorer(cfg: VerifierConfig, cache_dir: str) -> VLLMScorer:
         gpu_memory_utilization=cfg.gpu_memory_utilization,
     )
     args = engine_args(engine_cfg, model_path, torch.cuda.is_available())
-    pooling = cfg.kind in VLLM_POOLING_VERIFIERS
+    pooling = reads_pooled(cfg)
     if pooling:
         from vllm.config import PoolerConfig
 

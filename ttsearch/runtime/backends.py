@@ -7,7 +7,7 @@ import zlib
 from collections.abc import AsyncIterator
 from typing import Any
 
-from ttsearch.config import MODEL_FREE_VERIFIERS, SchedulerConfig
+from ttsearch.config import SchedulerConfig, model_free_names
 from ttsearch.errors import TTSearchError
 from ttsearch.search.grading import Grader, extract_answer
 from ttsearch.search.requests import Request, RequestRejected, Result, Score, ScoreResult
@@ -101,8 +101,8 @@ class ModelFreeVerifier:
     maps each step prefix's text to [0, 1) (a free, deterministic stand-in for benchmarks)."""
 
     def __init__(self, kind: str, grader: Grader | None = None):
-        if kind not in MODEL_FREE_VERIFIERS:
-            raise ValueError(f"'{kind}' is not a model-free verifier; expected one of {MODEL_FREE_VERIFIERS}")
+        if kind not in model_free_names():
+            raise ValueError(f"'{kind}' is not a model-free verifier; expected one of {model_free_names()}")
         self.kind = kind
         self.grader = grader
 
@@ -154,7 +154,7 @@ def replica_pools(
     replicas gets no pool (labelling needs no verifier, `eval-prm` no generator): a request for it fails its run."""
     verifier_backends: list[Backend] = (
         [ModelFreeVerifier(verifier_kind, grader)]
-        if verifier_kind in MODEL_FREE_VERIFIERS
+        if verifier_kind in model_free_names()
         else [ActorBackend(handle, "score") for handle in verifiers]
     )
     pools = {}

@@ -12,7 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ttsearch.config import MODEL_FREE_VERIFIERS, SweepConfig, VerifierConfig, verifier_backend
+from ttsearch.config import SweepConfig, VerifierConfig, verifier_backend, verifier_family
 from ttsearch.errors import TTSearchError
 from ttsearch.runtime.interrupts import kept_signal_handlers
 from ttsearch.search.outcomes import ModelSizes
@@ -78,7 +78,7 @@ def start_ray(cfg: SweepConfig, extra_cpus: float = 0.0) -> None:
 
 def hosted_verifier(cfg: SweepConfig) -> VerifierConfig | None:
     """The verifier replicas must host, its "auto" backend resolved; None for a model-free verifier."""
-    if cfg.verifier.kind in MODEL_FREE_VERIFIERS:
+    if verifier_family(cfg.verifier.kind).model_free:
         return None
     return replace(cfg.verifier, backend=verifier_backend(cfg.verifier, cfg.generator))
 
@@ -110,7 +110,7 @@ def start_verifier_replicas(cfg: SweepConfig) -> list[Any]:
     eval-prm`): "auto" resolves without a generator, so a hosted verifier gets an engine of its own."""
     from ttsearch.actors.verifier import create_verifier_replicas
 
-    if cfg.verifier.kind in MODEL_FREE_VERIFIERS:
+    if verifier_family(cfg.verifier.kind).model_free:
         raise TTSearchError(f"verifier.kind '{cfg.verifier.kind}' is model-free: it has no replicas to start")
     verifier = replace(cfg.verifier, backend=verifier_backend(cfg.verifier, None))
     return create_verifier_replicas(verifier, cfg.cache_dir)

@@ -20,16 +20,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ttsearch.analysis.policy import Policy, SolveError, load_policy
-from ttsearch.config import SearchConfig, StrategySpec, SweepConfig, load_config
+from ttsearch.config import SearchConfig, StrategySpec, SweepConfig, load_config, verifier_family, verifier_names
 from ttsearch.search.grading import Grader
 from ttsearch.search.outcomes import Failure, JobOutcome, ModelSizes, Usage
 from ttsearch.search.scheduler import Scheduler
 from ttsearch.search.selection import aggregate, select
 from ttsearch.search.strategies import SearchContext, start, strategy_label
 from ttsearch.sweep.results import CONFIG, RunStore, run_config_text
-
-# Verifiers that cannot score a new question: `oracle` grades against the ground truth, `hash` is a benchmark device.
-UNUSABLE_VERIFIERS = ("oracle", "hash")
 
 
 @dataclass(frozen=True)
@@ -107,11 +104,13 @@ def spec_for(label: str, strategies: list[StrategySpec]) -> tuple[StrategySpec, 
 
 
 def check_usable_verifier(kind: str) -> None:
-    """Refuse a verifier that cannot score a new question, before any replica starts."""
-    if kind in UNUSABLE_VERIFIERS:
+    """Refuse a verifier that cannot score a new question (its family's `scores_new_questions`), before any replica
+    starts."""
+    if not verifier_family(kind).scores_new_questions:
+        usable = tuple(name for name in verifier_names() if verifier_family(name).scores_new_questions)
         raise SolveError(
             f"verifier.kind={kind} cannot score a new question (oracle needs the ground truth, hash is a benchmark "
-            "device): pass a model verifier, e.g. verifier.kind=lm_judge"
+            f"device): pass a verifier that can, one of {usable}, e.g. verifier.kind=lm_judge"
         )
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from ttsearch.config import MODEL_FREE_VERIFIERS, ConfigError, SweepConfig, verifier_backend
+from ttsearch.config import ConfigError, SweepConfig, model_free_names, verifier_backend, verifier_family
 from ttsearch.search.requests import Score, ScoreResult
 from ttsearch.sweep.data import DataError, FirstErrorItem
 from ttsearch.training.labels import is_heldout, read_labels
@@ -126,10 +126,10 @@ def check_eval_config(cfg: SweepConfig) -> None:
             "bad config: keys 'eval_prm.processbench' and 'eval_prm.labels': give ProcessBench subset files, "
             "a `ttsearch label` output_dir or both, got neither"
         )
-    if cfg.verifier.kind in MODEL_FREE_VERIFIERS:
+    if verifier_family(cfg.verifier.kind).model_free:
         raise ConfigError(
             f"bad config: key 'verifier.kind': eval-prm evaluates a PRM; '{cfg.verifier.kind}' is model-free "
-            f"(one of {MODEL_FREE_VERIFIERS}) and does not score steps"
+            f"(one of {model_free_names()}) and does not score steps"
         )
     if cfg.verifier.backend == "generator":
         raise ConfigError(

@@ -19,8 +19,8 @@ from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, proce
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
 from tests.fixtures import ITEMS, assert_incremental_matches_full, assert_scores_close, build_checkpoint
-from ttsearch.config import VerifierConfig
-from ttsearch.engines.prm import ADAPTERS, PRMScorer
+from ttsearch.config import VerifierConfig, model_free_names, verifier_names
+from ttsearch.engines.prm import PRMScorer, adapter_class
 from ttsearch.search.requests import Score
 
 DATA = Path(__file__).resolve().parents[3] / "data" / "math500.jsonl"
@@ -279,7 +279,10 @@ def test_skywork_checkpoint_without_value_head_is_refused(tmp_path: Path) -> Non
 
 def test_only_value_head_families_lack_candidate_tokens() -> None:
     """vLLM reads next-token distributions: every family but a value head's names its good/bad tokens."""
-    assert {kind for kind, adapter in ADAPTERS.items() if adapter.value_head} == {"skywork"}
+    value_heads = {
+        kind for kind in verifier_names() if kind not in model_free_names() and adapter_class(kind).value_head
+    }
+    assert value_heads == {"skywork"}
 
 
 # ---- incremental == full, every family ----

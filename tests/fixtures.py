@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import replace
 from enum import Enum
 from functools import cache
@@ -23,6 +23,7 @@ import yaml
 from ttsearch.config import CONF_DIR, SearchConfig, StrategySpec, SweepConfig, VerifierConfig, load_config
 from ttsearch.config.verifiers import Layout, VerifierFamily
 from ttsearch.engines.prm import StepAdapter, single_token_ids
+from ttsearch.search.outcomes import Failure, JobOutcome, ReplicasUnavailable, Usage
 from ttsearch.search.requests import (
     Completion,
     Generate,
@@ -35,7 +36,7 @@ from ttsearch.search.requests import (
     ScoreResult,
 )
 from ttsearch.search.scheduler import ReplicaFailed, ReplicaPool
-from ttsearch.search.strategies import Candidate, SearchContext, start
+from ttsearch.search.strategies import Candidate, SearchContext, StrategyRun, start
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerFast
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
     from ttsearch.analysis.policy import Policy
     from ttsearch.engines.prm import PRMScorer
     from ttsearch.engines.transformers_generator import TransformersGenerator
+    from ttsearch.sweep.cells import CellKey
 
 ROOT = Path(__file__).resolve().parents[1]
 """The repository."""
@@ -774,3 +776,56 @@ def run_batch(engine: TransformersGenerator, batch: list[Generate]) -> list[Gene
     results = asyncio.run(collect())
     assert sorted(results) == list(range(len(batch))), "every request answered once"
     return [results[i] for i in range(len(batch))]
+
+
+# ---- a scheduler that runs strategies to their end against scripted results ----
+
+
+SCRIPTED_STEPS = step_generator()
+
+
+def scripted_result(request: Request) -> Result:
+    """A step generator's sample or a length scorer's scores: what `FakeScheduler` answers each request with."""
+    return SCRIPTED_STEPS(request) if isinstance(request, Generate) else length_scorer(request)
+
+
+class FakeScheduler:
+    """Runs each strategy to its end against scripted results, one cell at a time (a scheduler's `run`).
+
+    `fail(key)` names cells that end with a failure of the given kind; `stop_after` raises the way a
+    scheduler does when a target's replicas stay gone.
+    """
+
+    def __init__(self, fail: Callable[[CellKey], Failure | None] = lambda key: None, stop_after: int | None = None):
+        self.fail = fail
+        self.stop_after = stop_after
+        self.ran: list[CellKey] = []
+
+    async def run(self, jobs: Iterable[tuple[Any, StrategyRun]]) -> AsyncIterator[JobOutcome]:
+        from ttsearch.sweep.cells import cell_key  # pyarrow: only where a sweep is run
+
+        for key, steps in jobs:
+            if self.stop_after is not None and len(self.ran) == self.stop_after:
+                raise ReplicasUnavailable("no healthy generator replica for 600 s")
+            self.ran.append(cell_key(*key))
+            failure = self.fail(cell_key(*key))
+            if failure is not None:
+                steps.close()
+                yield JobOutcome(key, None, Usage(), 0.5, f"{failure} failure", failure)
+                continue
+            usage, results = Usage(), None
+            while True:
+                try:
+                    requests = steps.send(results)
+                except StopIteration as stop:
+                    yield JobOutcome(key, stop.value, usage, 0.5)
+                    break
+                results = [scripted_result(request) for request in requests]
+                for request, result in zip(requests, results, strict=True):
+                    usage.add(request, result)
+
+
+class SameAnswers:
+    """The grader's interface for majority selection, without math-verify."""
+
+    same_answers = staticmethod(forms_only)

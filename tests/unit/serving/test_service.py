@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from tests.fixtures import ScriptedBackend, forms_only, length_scorer, pools, step_generator
+from tests.fixtures import SameAnswers, ScriptedBackend, length_scorer, pools, step_generator
 from ttsearch.analysis.policy import Policy, SolveError
 from ttsearch.config import SearchConfig, StrategySpec
 from ttsearch.search.outcomes import ModelSizes
@@ -25,12 +25,6 @@ STRATEGIES = [
     StrategySpec.of(name="best_of_n", selections=["majority", "weighted"]),
     StrategySpec.of(name="beam", beam_width=2),
 ]
-
-
-class SameAnswers:
-    """The grader's interface for majority selection, without math-verify."""
-
-    same_answers = staticmethod(forms_only)
 
 
 def service(policy: Policy | None = POLICY) -> tuple[SearchService, ScriptedBackend]:

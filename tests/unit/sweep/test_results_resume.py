@@ -3,17 +3,12 @@ computes exactly those and ends with the rows of an uninterrupted run; determini
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterable
-from typing import Any
-
 import pytest
 
-from tests.fixtures import length_scorer, step_generator
+from tests.fixtures import FakeScheduler
 from ttsearch.config import load_config
-from ttsearch.search.outcomes import Failure, JobOutcome, ModelSizes, ReplicasUnavailable, Usage
-from ttsearch.search.requests import Generate, Request, Result
-from ttsearch.search.strategies import StrategyRun
-from ttsearch.sweep.cells import CellKey, SweepWork, cell_key
+from ttsearch.search.outcomes import Failure, ModelSizes, ReplicasUnavailable
+from ttsearch.sweep.cells import SweepWork
 from ttsearch.sweep.cells import row_cell_key as cell_key_of
 from ttsearch.sweep.results import RunStore
 from ttsearch.sweep.sharded import ShardResult, run_shard, until_stopped
@@ -33,45 +28,6 @@ CFG = load_config(
 )
 CELLS = len(PROBLEMS) * 2 * 2 * 2
 SIZES = ModelSizes(generator=100, verifier=10)
-GENERATE = step_generator()
-
-
-def respond(request: Request) -> Result:
-    return GENERATE(request) if isinstance(request, Generate) else length_scorer(request)
-
-
-class FakeScheduler:
-    """Runs each strategy to its end against scripted results, one cell at a time (a scheduler's `run`).
-
-    `fail(key)` names cells that end with a failure of the given kind; `stop_after` raises the way a
-    scheduler does when a target's replicas stay gone.
-    """
-
-    def __init__(self, fail: Callable[[CellKey], Failure | None] = lambda key: None, stop_after: int | None = None):
-        self.fail = fail
-        self.stop_after = stop_after
-        self.ran: list[CellKey] = []
-
-    async def run(self, jobs: Iterable[tuple[Any, StrategyRun]]) -> AsyncIterator[JobOutcome]:
-        for key, steps in jobs:
-            if self.stop_after is not None and len(self.ran) == self.stop_after:
-                raise ReplicasUnavailable("no healthy generator replica for 600 s")
-            self.ran.append(cell_key(*key))
-            failure = self.fail(cell_key(*key))
-            if failure is not None:
-                steps.close()
-                yield JobOutcome(key, None, Usage(), 0.5, f"{failure} failure", failure)
-                continue
-            usage, results = Usage(), None
-            while True:
-                try:
-                    requests = steps.send(results)
-                except StopIteration as stop:
-                    yield JobOutcome(key, stop.value, usage, 0.5)
-                    break
-                results = [respond(request) for request in requests]
-                for request, result in zip(requests, results, strict=True):
-                    usage.add(request, result)
 
 
 def shard(store: RunStore, scheduler: FakeScheduler) -> ShardResult:

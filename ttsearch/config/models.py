@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     from ttsearch.config.sweep import SweepConfig
 
 
-@dataclass
+@dataclass(frozen=True)
 class GeneratorConfig:
     model: str = EMBEDDED_MODEL  # "embedded", a Hugging Face id or a local checkpoint path
     backend: str = "vllm"  # `ttsearch.config.generators` names them; "transformers" where vLLM is not installed
@@ -33,7 +33,7 @@ class GeneratorConfig:
     transformers_call_tokens: int = 4096  # transformers backend: padded tokens (prompt + new) per generate call
 
 
-@dataclass
+@dataclass(frozen=True)
 class VerifierConfig:
     kind: str = "lm_judge"  # a verifier family: `ttsearch.config.verifiers` names them
     model: str = EMBEDDED_MODEL

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from ttsearch.config.base import DEFAULT_DATASET
 
 
-@dataclass
+@dataclass(frozen=True)
 class DataConfig:
     path: str = str(DEFAULT_DATASET)
     levels: list[int] = field(default_factory=list)  # keep only these MATH levels (1-5); empty keeps all
@@ -17,7 +17,7 @@ class DataConfig:
     shard_num_cpus: float = 0.25  # logical CPUs a shard task reserves (it mostly waits on replicas)
 
 
-@dataclass
+@dataclass(frozen=True)
 class SchedulerConfig:
     max_in_flight: int = 64  # problems being searched at once, per shard
     max_batch_sequences: int = 256  # sequences per generator call
@@ -31,7 +31,7 @@ class SchedulerConfig:
     batch_window_s: float = 0.0  # a dispatch waits this long for more requests to join its calls (serve: a few ms)
 
 
-@dataclass
+@dataclass(frozen=True)
 class BenchConfig:
     """`ttsearch bench` only: what to compare besides the ready-queue search itself."""
 

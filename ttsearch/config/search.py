@@ -13,7 +13,7 @@ SELECTIONS = ("naive", "weighted", "majority")
 AGGREGATIONS = ("last", "min", "prod")
 
 
-@dataclass
+@dataclass(frozen=True)
 class RevisionPromptConfig:
     """How the `revisions` strategy shows a chain's earlier attempts; text in conf/revision_prompt.yaml."""
 
@@ -22,7 +22,7 @@ class RevisionPromptConfig:
     instruction: str = ""  # plain text after the shown attempts
 
 
-@dataclass
+@dataclass(frozen=True)
 class SearchConfig:
     """How solutions are sampled; shared by every strategy."""
 
@@ -35,7 +35,7 @@ class SearchConfig:
     revision_prompt: RevisionPromptConfig = field(default_factory=RevisionPromptConfig)
 
 
-@dataclass
+@dataclass(frozen=True)
 class StrategySpec:
     """One strategy configuration of a sweep (an entry of `strategies`) or of a request.
 

@@ -10,7 +10,7 @@ from ttsearch.config.search import StrategySpec, strategy_errors
 PROXY_LOCATIONS = ("EveryNode", "HeadOnly", "Disabled")  # Ray Serve's ProxyLocation values
 
 
-@dataclass
+@dataclass(frozen=True)
 class ServeAutoscalingConfig:
     """Ray Serve autoscaling of the ingress replicas; each ingress replica owns its generator (and verifier)
     replicas, so scaling it out adds engines too. min_replicas == max_replicas: a fixed count."""
@@ -20,7 +20,7 @@ class ServeAutoscalingConfig:
     target_ongoing_requests: float = 16.0  # requests per ingress replica Serve aims for when it scales
 
 
-@dataclass
+@dataclass(frozen=True)
 class ServeConfig:
     """`ttsearch serve`: the HTTP service (see conf/serve.yaml)."""
 

@@ -44,7 +44,7 @@ from ttsearch.config.training import (
 from ttsearch.config.verifiers import verifier_names
 
 
-@dataclass
+@dataclass(frozen=True)
 class SweepConfig:
     data: DataConfig = field(default_factory=DataConfig)
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)

@@ -14,7 +14,7 @@ FINE_TUNE_SECTIONS = ("prm", "revision")
 """The config sections that are a `FineTuneConfig`."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class LabelConfig:
     """`ttsearch label`: Monte Carlo step labels (Snell et al.'s Algorithm 1, Math-Shepherd's estimator).
 
@@ -31,7 +31,7 @@ class LabelConfig:
     seed: int = 0  # every sample and rollout is seeded from (question, seed, position): a re-run is a replay
 
 
-@dataclass
+@dataclass(frozen=True)
 class FineTuneConfig:
     """What `train-prm` and `train-revision` share: fine-tuning a causal LM with transformers' `Trainer` inside
     Ray Train, checkpointed and resumable."""
@@ -56,7 +56,7 @@ class FineTuneConfig:
     seed: int = 0
 
 
-@dataclass
+@dataclass(frozen=True)
 class PRMTrainConfig(FineTuneConfig):
     """`ttsearch train-prm`: a Math-Shepherd-format PRM (a tag after each step, p("+") vs p("-") at the tag,
     binary cross-entropy on the step labels). Longer solutions than `max_input_tokens` are cut from the left, as
@@ -67,7 +67,7 @@ class PRMTrainConfig(FineTuneConfig):
     target: str = "soft"  # which `ttsearch label` label to fit: "soft" (success share) or "hard" (any success)
 
 
-@dataclass
+@dataclass(frozen=True)
 class RevisionDataConfig:
     """`ttsearch revision-data`: training trajectories for a revision model (Snell et al. §6.1).
 
@@ -88,7 +88,7 @@ class RevisionDataConfig:
     seed: int = 0  # sampling and the draws are seeded from (question, seed): a re-run is a replay
 
 
-@dataclass
+@dataclass(frozen=True)
 class RevisionTrainConfig(FineTuneConfig):
     """`ttsearch train-revision`: supervised fine-tuning of the generator on `ttsearch revision-data`
     trajectories, the loss on the final (correct) attempt only. The result drops in as `generator.model`."""
@@ -97,7 +97,7 @@ class RevisionTrainConfig(FineTuneConfig):
     output_dir: str = "runs/revision"
 
 
-@dataclass
+@dataclass(frozen=True)
 class EvalRevisionConfig:
     """`ttsearch eval-revision`: does revising help? For each model, the revisions strategy (chains of
     `revision_length` attempts) and best-of-N at the same budget over `data`, then pass@1 of attempt t by t."""
@@ -109,7 +109,7 @@ class EvalRevisionConfig:
     output: str = "runs/eval_revision"  # a sweep directory per model, revision_curve.png, eval.md and eval.json
 
 
-@dataclass
+@dataclass(frozen=True)
 class EvalPRMConfig:
     """`ttsearch eval-prm`: ProcessBench's protocol, and step ROC AUC on held-out `ttsearch label` steps."""
 

@@ -1,5 +1,7 @@
-"""Thin workflows over the library, one per `ttsearch` command: they wire the library's pieces together and write
-what they produce. Imported as `ttsearch.pipelines`; nothing imports a pipeline but the CLI, lazily.
+"""Thin workflows over the library, one per `ttsearch` command: they wire the library's pieces together, write what
+they produce and return a typed result that the CLI prints. Imported as `ttsearch.pipelines`; nothing imports a
+pipeline: the CLI's command table (`ttsearch.cli.COMMANDS`) names each by its `module:function` path. A command whose
+work is one library call names that function instead (`report`, `optimize`: `ttsearch.analysis`).
 """
 
 import warnings

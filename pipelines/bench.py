@@ -23,9 +23,8 @@ import json
 import sys
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 from ttsearch.config import StrategySpec, SweepConfig, verifier_backend, verifier_family
@@ -216,9 +215,33 @@ class Case:
         return self.backend or "auto"
 
 
+@dataclass(frozen=True)
+class BenchReport:
+    """What `ttsearch bench` measured: printed as tables, saved as JSON with `--json`."""
+
+    budget: int
+    """The budget every case searched at (`budgets[0]`)."""
+    generator_replicas: int
+    """Generator replicas every measurement shared."""
+    rows: list[dict[str, Any]]
+    """One row per case and mode (offline, ready_queue, synchronous), as `_row` lays it out."""
+    batch_curve: list[dict[str, Any]]
+    """The bare engine's generated tok/s at each `bench.batch_curve` batch size."""
+
+    def __str__(self) -> str:
+        import pandas as pd
+
+        table = pd.DataFrame(self.rows).to_string(index=False)
+        curve = "  ".join(f"{p['batch']}: {p['tokens_per_s']}" for p in self.batch_curve)
+        return f"{table}\n\nengine tok/s by batch size (bare generation): {curve}"
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+
 async def run_benchmark(
     cfg: SweepConfig, generators: list[Any], verifiers_by_case: dict[tuple[str, str], list[Any]]
-) -> dict:
+) -> BenchReport:
     """Every case of `benchmark_cases`, then the bare engine's batch-size curve."""
     problems = load_problems(cfg.data.path, cfg.data.limit, cfg.data.offset, cfg.data.levels)
     budget = cfg.budgets[0]
@@ -253,7 +276,7 @@ async def run_benchmark(
     curve = await measure_batch_curve(
         generators[0], problems[0]["problem"], cfg.bench.batch_curve, cfg.search.max_step_tokens
     )
-    return {"budget": budget, "generator_replicas": len(generators), "rows": rows, "batch_curve": curve}
+    return BenchReport(budget, len(generators), rows, curve)
 
 
 def benchmark_cases(cfg: SweepConfig) -> list[Case]:
@@ -306,19 +329,7 @@ def _print_progress(title: str, rows: list[dict[str, Any]]) -> None:
     print(f"{title}\n{table}", file=sys.stderr, flush=True)
 
 
-def format_report(report: dict[str, Any]) -> str:
-    import pandas as pd
-
-    table = pd.DataFrame(report["rows"]).to_string(index=False)
-    curve = "  ".join(f"{p['batch']}: {p['tokens_per_s']}" for p in report["batch_curve"])
-    return f"{table}\n\nengine tok/s by batch size (bare generation): {curve}"
-
-
-def write_json(report: dict[str, Any], path: str | Path) -> None:
-    Path(path).write_text(json.dumps(report, indent=2))
-
-
-def run_bench(cfg: SweepConfig) -> dict[str, Any]:
+def run_bench(cfg: SweepConfig) -> BenchReport:
     """Start Ray and the replicas the cases need, run the benchmark, return the report.
 
     With a `generator`-backend case the generator replicas are started with the judge on their engines; a

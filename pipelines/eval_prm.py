@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from tqdm import tqdm
@@ -35,7 +35,20 @@ from ttsearch.training.prm_eval import (
 )
 
 
-def run_eval_prm(cfg: SweepConfig, verifiers: list[Any] | None = None) -> EvalReport:
+@dataclass(frozen=True)
+class PRMEvaluation:
+    """What `ttsearch eval-prm` did: the report it printed, and where it wrote it."""
+
+    report: EvalReport
+    """Everything eval.md and eval.json say."""
+    output: str
+    """The directory holding eval.md and eval.json (`eval_prm.output`)."""
+
+    def __str__(self) -> str:
+        return f"{format_report(self.report)}\n\nwritten to {self.output}/eval.md and eval.json"
+
+
+def run_eval_prm(cfg: SweepConfig, verifiers: list[Any] | None = None) -> PRMEvaluation:
     """Score every item on `verifiers` (None: start `cfg.verifier`'s replicas) and write the report.
 
     Every input is read and checked before Ray or a replica starts, so a bad file costs no model load.
@@ -55,7 +68,7 @@ def run_eval_prm(cfg: SweepConfig, verifiers: list[Any] | None = None) -> EvalRe
     report = build_report(cfg, subsets, solutions, scores, failed, tokens, wall_s)
     store.write_text(json.dumps(asdict(report), indent=2), "eval.json")
     store.write_text(format_report(report), "eval.md")
-    return report
+    return PRMEvaluation(report, section.output)
 
 
 async def _score(

@@ -11,8 +11,9 @@ and eval.json next to the sweeps.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 
+from ttsearch.analysis.revisions import plot_attempt_curves
 from ttsearch.config import SweepConfig
 from ttsearch.sweep.cells import row_counts, run_sweep
 from ttsearch.sweep.results import RunStore
@@ -24,11 +25,23 @@ from ttsearch.training.revision_eval import (
     format_report,
     model_eval,
     model_sweeps,
-    plot_attempt_curves,
 )
 
 
-def run_eval_revision(cfg: SweepConfig) -> RevisionEvalReport:
+@dataclass(frozen=True)
+class RevisionEvaluation:
+    """What `ttsearch eval-revision` did: the report it printed, and where it wrote it."""
+
+    report: RevisionEvalReport
+    """Everything eval.md, eval.json and the attempt curves say."""
+    output: str
+    """The directory holding the models' sweeps, eval.md, eval.json and the curves (`eval_revision.output`)."""
+
+    def __str__(self) -> str:
+        return f"{format_report(self.report)}\n\nwritten to {self.output}/eval.md, eval.json and {CURVE}"
+
+
+def run_eval_revision(cfg: SweepConfig) -> RevisionEvaluation:
     """Sweep every model in turn (all checked before the first starts) and write the report."""
     section = cfg.eval_revision
     models = []
@@ -43,4 +56,4 @@ def run_eval_revision(cfg: SweepConfig) -> RevisionEvalReport:
         plot_attempt_curves(out / CURVE, curve_title(report), attempt_curves(report))
     store.write_text(json.dumps(asdict(report), indent=2), "eval.json")
     store.write_text(format_report(report), "eval.md")
-    return report
+    return RevisionEvaluation(report, section.output)

@@ -18,7 +18,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from ttsearch.config import ConfigError, SweepConfig, load_config, verifier_family
@@ -31,29 +31,46 @@ from ttsearch.sweep.results import RunStore
 ROW_KEY = ("unique_id", "strategy_label", "budget", "seed")
 
 
-@dataclass
+@dataclass(frozen=True)
 class SweepRun:
     """One `ttsearch sweep` process and what it left in its output directory."""
 
     label: str
+    """"clean" or "faulted"."""
     exit_code: int
-    wall_s: float  # process start to exit, replica start-up included
-    search_s: float  # every replica up to exit: the part a fault can slow down
+    """The sweep process's exit code."""
+    wall_s: float
+    """Process start to exit, replica start-up included."""
+    search_s: float
+    """Every replica up to exit: the part a fault can slow down."""
     rows_expected: int
-    rows_present: int = 0
-    rows_duplicated: int = 0
-    rows_failed: int = 0
-    rows_missing: int = 0
-    rows_same_answer: int = 0  # rows whose answer equals the clean run's (same key)
-    summary: str = ""  # the sweep's own one-line summary
-    faults: list[KilledReplica] = field(default_factory=list)
+    """Problems × rows per problem."""
+    rows_present: int
+    """Distinct row keys saved."""
+    rows_duplicated: int
+    """Rows saved more than once (a replayed request must not add a row)."""
+    rows_failed: int
+    """Error rows."""
+    rows_missing: int
+    """Expected rows not saved."""
+    rows_same_answer: int
+    """Rows whose answer equals the clean run's (same key); counted for the faulted run, 0 for the clean one."""
+    summary: str
+    """The sweep's own one-line summary (its `rows:` line)."""
+    faults: list[KilledReplica]
+    """The replicas killed during the run; none in the clean run."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class FaultReport:
+    """What `ttsearch bench --faults` measured: printed as a table, saved as JSON with `--json`."""
+
     clean: SweepRun
+    """The run without faults."""
     faulted: SweepRun
-    workdir: str  # holds clean/, faulted/ and each run's log
+    """The run with one generator and one verifier replica killed."""
+    workdir: str
+    """Holds clean/, faulted/ and each run's log."""
 
     @property
     def extra_wall(self) -> float:
@@ -64,12 +81,36 @@ class FaultReport:
     def extra_search(self) -> float:
         return self.faulted.search_s / self.clean.search_s - 1
 
+    def __str__(self) -> str:
+        columns = ["run", "exit", "faults injected", "rows expected", "present", "duplicated", "failed", "missing"]
+        lines = ["| " + " | ".join([*columns, "wall s", "search s"]) + " |", "|" + "---|" * 10]
+        for run in (self.clean, self.faulted):
+            faults = ", ".join(f"{f.class_name} pid {f.pid}" for f in run.faults) or "none"
+            lines.append(
+                f"| {run.label} | {run.exit_code} | {faults} | {run.rows_expected} | {run.rows_present} | "
+                f"{run.rows_duplicated} | {run.rows_failed} | {run.rows_missing} | {run.wall_s:.1f} | "
+                f"{run.search_s:.1f} |"
+            )
+        faulted = self.faulted
+        lines += [
+            "",
+            f"clean:   {self.clean.summary}",
+            f"faulted: {faulted.summary}",
+            f"extra wall time of the faulted run: {self.extra_wall:+.1%} ({self.extra_search:+.1%} of search time)",
+            f"faulted rows with the clean run's answer: {faulted.rows_same_answer} of {faulted.rows_present}",
+            f"runs in {self.workdir}",
+        ]
+        return "\n".join(lines)
 
-def run_fault_bench(config_paths: Sequence[str], overrides: Sequence[str], kill_at: float) -> FaultReport:
+    def to_json(self) -> str:
+        return json.dumps(asdict(self) | {"extra_wall": self.extra_wall, "extra_search": self.extra_search}, indent=2)
+
+
+def run_fault_bench(config: Sequence[str], overrides: Sequence[str], kill_at: float) -> FaultReport:
     """Run the sweep clean, then with one generator and one verifier replica killed at `kill_at` (a
     fraction of the clean run's search time after all replicas are up). Both runs write into a new
     directory under `output_dir`, so neither resumes an earlier one."""
-    cfg = load_config(config_paths, overrides)
+    cfg = load_config(config, overrides)
     if verifier_family(cfg.verifier.kind).model_free:
         raise ConfigError(f"bad config: key 'verifier.kind': {cfg.verifier.kind} has no replicas to kill")
     if not 0 < kill_at < 1:
@@ -82,17 +123,17 @@ def run_fault_bench(config_paths: Sequence[str], overrides: Sequence[str], kill_
 
     address = ray.get_runtime_context().gcs_address
     expected = len(problems) * rows_per_problem(cfg)
-    clean, clean_rows = _sweep("clean", config_paths, overrides, cfg, address, workdir, expected, kill_after_s=None)
+    clean, clean_rows = _sweep("clean", config, overrides, cfg, address, workdir, expected, kill_after_s=None)
     faulted, faulted_rows = _sweep(
-        "faulted", config_paths, overrides, cfg, address, workdir, expected, kill_after_s=kill_at * clean.search_s
+        "faulted", config, overrides, cfg, address, workdir, expected, kill_after_s=kill_at * clean.search_s
     )
-    faulted.rows_same_answer = _same_answers(clean_rows, faulted_rows)
+    faulted = replace(faulted, rows_same_answer=_same_answers(clean_rows, faulted_rows))
     return FaultReport(clean, faulted, str(workdir))
 
 
 def _sweep(
     label: str,
-    config_paths: Sequence[str],
+    config: Sequence[str],
     overrides: Sequence[str],
     cfg: SweepConfig,
     address: str,
@@ -102,7 +143,7 @@ def _sweep(
 ) -> tuple[SweepRun, list[dict]]:
     output_dir = workdir / label
     command = [sys.executable, "-m", "ttsearch.cli", "sweep"]
-    command += [arg for path in config_paths for arg in ("--config", str(path))]
+    command += [arg for path in config for arg in ("--config", str(path))]
     command += [*overrides, f"output_dir={output_dir}", f"ray_address={address}"]
     log_path = workdir / f"{label}.log"
     faults: list[KilledReplica] = []
@@ -117,17 +158,22 @@ def _sweep(
         exit_code = process.wait()
         watcher.join()
     ended = time.monotonic()
+    rows = _read_rows(output_dir)
+    keys = Counter(tuple(row[k] for k in ROW_KEY) for row in rows)
     run = SweepRun(
         label=label,
         exit_code=exit_code,
         wall_s=ended - started,
         search_s=ended - (up_at[0] if up_at else started),
         rows_expected=expected,
+        rows_present=len(keys),
+        rows_duplicated=sum(count - 1 for count in keys.values()),
+        rows_failed=sum(row["error"] is not None for row in rows),
+        rows_missing=expected - len(keys),
+        rows_same_answer=0,
         summary=_summary_line(log_path.read_text()),
         faults=faults,
     )
-    rows = _read_rows(output_dir)
-    _count_rows(run, rows)
     return run, rows
 
 
@@ -166,40 +212,7 @@ def _read_rows(output_dir: Path) -> list[dict]:
     return store.read_results().select([*ROW_KEY, "error", "answer"]).to_pylist() if store.exists("results") else []
 
 
-def _count_rows(run: SweepRun, rows: list[dict]) -> None:
-    keys = Counter(tuple(row[k] for k in ROW_KEY) for row in rows)
-    run.rows_present = len(keys)
-    run.rows_duplicated = sum(count - 1 for count in keys.values())
-    run.rows_failed = sum(row["error"] is not None for row in rows)
-    run.rows_missing = run.rows_expected - len(keys)
-
-
 def _same_answers(clean: list[dict], faulted: list[dict]) -> int:
     """vLLM on CPU is not bit-stable across batch compositions, so a replay may differ; count how often not."""
     answers = {tuple(row[k] for k in ROW_KEY): row["answer"] for row in clean}
     return sum(answers.get(tuple(row[k] for k in ROW_KEY), object()) == row["answer"] for row in faulted)
-
-
-def format_report(report: FaultReport) -> str:
-    columns = ["run", "exit", "faults injected", "rows expected", "present", "duplicated", "failed", "missing"]
-    lines = ["| " + " | ".join([*columns, "wall s", "search s"]) + " |", "|" + "---|" * 10]
-    for run in (report.clean, report.faulted):
-        faults = ", ".join(f"{f.class_name} pid {f.pid}" for f in run.faults) or "none"
-        lines.append(
-            f"| {run.label} | {run.exit_code} | {faults} | {run.rows_expected} | {run.rows_present} | "
-            f"{run.rows_duplicated} | {run.rows_failed} | {run.rows_missing} | {run.wall_s:.1f} | {run.search_s:.1f} |"
-        )
-    lines += [
-        "",
-        f"clean:   {report.clean.summary}",
-        f"faulted: {report.faulted.summary}",
-        f"extra wall time of the faulted run: {report.extra_wall:+.1%} ({report.extra_search:+.1%} of search time)",
-        f"faulted rows with the clean run's answer: {report.faulted.rows_same_answer} of {report.faulted.rows_present}",
-        f"runs in {report.workdir}",
-    ]
-    return "\n".join(lines)
-
-
-def write_json(report: FaultReport, path: str) -> None:
-    payload = asdict(report) | {"extra_wall": report.extra_wall, "extra_search": report.extra_search}
-    Path(path).write_text(json.dumps(payload, indent=2))

@@ -16,7 +16,7 @@ import pyarrow as pa
 
 from ttsearch.config import SweepConfig
 from ttsearch.sweep.data import load_problems, require_solutions
-from ttsearch.sweep.sharded import run_question_work
+from ttsearch.sweep.sharded import questions_failure, run_question_work
 from ttsearch.training.labels import LabelWork, label_fingerprint, label_store
 
 
@@ -24,25 +24,35 @@ from ttsearch.training.labels import LabelWork, label_fingerprint, label_store
 class LabelSummary:
     """What a labelling run holds: what `ttsearch label` prints and decides its exit code on."""
 
+    output_dir: str
+    """Where the labels are saved (`output_dir`)."""
     questions: int
+    """Questions of the run (its manifest's count)."""
     labelled_questions: int
+    """Questions with at least one labelled solution."""
     failed_questions: int
     """Questions that failed deterministically (an error row, kept)."""
     missing_questions: int
     """Questions without rows yet (infrastructure failures, a stopped run): a re-run computes them."""
     solutions: int
+    """Solutions labelled, the reference ones included."""
     sampled_correct: float
     """Share of the sampled solutions whose own answer was right."""
     steps: int
+    """Labelled steps over every solution."""
     nonzero_steps: float
     """Share of the labelled steps with a soft label above 0: from them, some rollout reached the answer."""
     mean_soft_label: float
+    """Mean soft label over the labelled steps."""
     reference_solutions: int
+    """Solutions that are the dataset's reference solution (`label.reference_prefixes`)."""
     generated_tokens: int
+    """Tokens generated for every question's samples and rollouts."""
 
-    def lines(self) -> str:
+    def __str__(self) -> str:
         return "\n".join(
             [
+                f"\nlabels saved in {self.output_dir}",
                 f"questions: {self.labelled_questions} labelled, {self.failed_questions} failed, "
                 f"{self.missing_questions} missing (of {self.questions})",
                 f"solutions: {self.solutions} ({self.reference_solutions} reference), sampled solutions correct: "
@@ -53,19 +63,25 @@ class LabelSummary:
             ]
         )
 
+    @property
+    def failure(self) -> str | None:
+        """Why the command exits 1: questions missing (a re-run computes them) or failed (error rows, kept)."""
+        return questions_failure(self.missing_questions, self.failed_questions, "label")
 
-def run_label(cfg: SweepConfig, generators: list[Any] | None = None) -> pa.Table:
+
+def run_label(cfg: SweepConfig, generators: list[Any] | None = None) -> LabelSummary:
     """Check inputs, claim `cfg.output_dir`, label the questions that have no rows yet (starting generator
-    replicas unless given), return every saved row."""
+    replicas unless given), and summarize every saved row (`read_labels` reads them)."""
     problems = load_problems(cfg.data.path, cfg.data.limit, cfg.data.offset, cfg.data.levels)
     if cfg.label.reference_prefixes:
         require_solutions(problems, cfg.data.path, "label.reference_prefixes")
     store = label_store(cfg.output_dir)
-    return run_question_work(cfg, LabelWork(cfg), store, label_fingerprint(cfg, problems), problems, generators)
+    fingerprint = label_fingerprint(cfg, problems)
+    return summarize(cfg, run_question_work(cfg, LabelWork(cfg), store, fingerprint, problems, generators))
 
 
 def summarize(cfg: SweepConfig, table: pa.Table) -> LabelSummary:
-    """Counts and label shares of the rows `run_label` returned."""
+    """Counts and label shares of the run's saved rows."""
     rows = table.to_pylist()
     total = label_store(cfg.output_dir).manifest()["num_problems"]
     failed = {row["unique_id"] for row in rows if row["error"] is not None}
@@ -73,6 +89,7 @@ def summarize(cfg: SweepConfig, table: pa.Table) -> LabelSummary:
     sampled = [row["solution_correct"] for row in solutions if row["source"] == "sample"]
     labels = [label for row in solutions for label in row["soft_labels"] if label is not None]
     return LabelSummary(
+        output_dir=cfg.output_dir,
         questions=total,
         labelled_questions=len({row["unique_id"] for row in solutions}),
         failed_questions=len(failed),

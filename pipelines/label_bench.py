@@ -16,7 +16,6 @@ import asyncio
 import json
 import time
 from dataclasses import asdict, dataclass, replace
-from pathlib import Path
 from typing import Any
 
 from ttsearch.config import SweepConfig
@@ -82,7 +81,46 @@ async def measure(
     return LabelMeasurement(mode, len(problems), steps, usage.generated_tokens, calls, wall)
 
 
-def run_label_bench(cfg: SweepConfig) -> dict[str, Any]:
+@dataclass(frozen=True)
+class LabelBenchReport:
+    """What `ttsearch bench --label` measured: printed as a table, saved as JSON with `--json`."""
+
+    label: dict[str, Any]
+    """The `label` config section the runs labelled with."""
+    max_solution_tokens: int
+    """`search.max_solution_tokens`: how long a sample or rollout may get."""
+    max_in_flight: int
+    """`scheduler.max_in_flight`: questions the ready queue ran at once."""
+    measurements: list[dict[str, Any]]
+    """The ready queue's `LabelMeasurement`, then one prefix at a time's, with their rates."""
+    speedup_steps_per_min: float
+    """Labelled steps per minute of the ready queue ÷ those of one prefix at a time."""
+
+    def __str__(self) -> str:
+        label = self.label
+        lines = [
+            f"labelling: K={label['samples']} samples, R={label['rollouts']} rollouts, max_steps={label['max_steps']}, "
+            f"reference prefixes {'on' if label['reference_prefixes'] else 'off'}, one generator replica",
+            "| mode | questions | labelled steps | generated tokens | generator calls | wall s | steps/min | tok/s |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for m in self.measurements:
+            lines.append(
+                f"| {m['mode']} | {m['questions']} | {m['labelled_steps']} | {m['generated_tokens']} | "
+                f"{m['generator_calls']} | {m['wall_s']:.1f} | {m['steps_per_min']:.1f} | "
+                f"{m['tokens_per_s']:.1f} |"
+            )
+        lines.append(
+            f"\nready queue ÷ one prefix at a time: {self.speedup_steps_per_min:.2f}x labelled steps per minute"
+        )
+        return "\n".join(lines)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2) + "\n"
+
+
+def run_label_bench(cfg: SweepConfig) -> LabelBenchReport:
+    """Label `cfg`'s questions on one generator replica in both modes, the ready queue first."""
     problems = load_problems(cfg.data.path, cfg.data.limit, cfg.data.offset, cfg.data.levels)
     start_ray(cfg)
     generator = start_generator_replicas(replace(cfg, generator=replace(cfg.generator, replicas=1)))[0]
@@ -94,35 +132,12 @@ def run_label_bench(cfg: SweepConfig) -> dict[str, Any]:
         return [ready, alone]
 
     ready, alone = asyncio.run(both())
-    return {
-        "label": asdict(cfg.label),
-        "max_solution_tokens": cfg.search.max_solution_tokens,
-        "max_in_flight": cfg.scheduler.max_in_flight,
-        "measurements": [
+    return LabelBenchReport(
+        label=asdict(cfg.label),
+        max_solution_tokens=cfg.search.max_solution_tokens,
+        max_in_flight=cfg.scheduler.max_in_flight,
+        measurements=[
             asdict(m) | {"steps_per_min": m.steps_per_min, "tokens_per_s": m.tokens_per_s} for m in (ready, alone)
         ],
-        "speedup_steps_per_min": ready.steps_per_min / alone.steps_per_min,
-    }
-
-
-def format_report(report: dict[str, Any]) -> str:
-    label = report["label"]
-    lines = [
-        f"labelling: K={label['samples']} samples, R={label['rollouts']} rollouts, max_steps={label['max_steps']}, "
-        f"reference prefixes {'on' if label['reference_prefixes'] else 'off'}, one generator replica",
-        "| mode | questions | labelled steps | generated tokens | generator calls | wall s | steps/min | tok/s |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for m in report["measurements"]:
-        lines.append(
-            f"| {m['mode']} | {m['questions']} | {m['labelled_steps']} | {m['generated_tokens']} | "
-            f"{m['generator_calls']} | {m['wall_s']:.1f} | {m['steps_per_min']:.1f} | "
-            f"{m['tokens_per_s']:.1f} |"
-        )
-    speedup = report["speedup_steps_per_min"]
-    lines.append(f"\nready queue ÷ one prefix at a time: {speedup:.2f}x labelled steps per minute")
-    return "\n".join(lines)
-
-
-def write_json(report: dict[str, Any], path: str | Path) -> None:
-    Path(path).write_text(json.dumps(report, indent=2) + "\n")
+        speedup_steps_per_min=ready.steps_per_min / alone.steps_per_min,
+    )

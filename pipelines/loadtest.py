@@ -18,7 +18,7 @@ import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
+from dataclasses import asdict, dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -180,19 +180,67 @@ def stop_service(process: subprocess.Popen) -> None:
             process.wait()
 
 
+@dataclass(frozen=True)
+class LoadTestReport:
+    """What `ttsearch loadtest` measured: printed as a table, saved as JSON with `--json`."""
+
+    url: str
+    """The service's base URL."""
+    requests_per_client: int
+    """Requests each client sent per level."""
+    max_pending_requests: int
+    """The service's bounded queue (`serve.max_pending_requests`): beyond it a request gets 503."""
+    search: dict[str, Any]
+    """The search every request asked for: the service's default strategy and budget, then the fields sent."""
+    levels: list[dict[str, Any]]
+    """One `level_report` per concurrency, in the order run."""
+    throughput_16_vs_1: float | None
+    """Requests per minute at C=16 ÷ at C=1; None unless both levels ran."""
+
+    def __str__(self) -> str:
+        import pandas as pd
+
+        columns = [
+            "concurrency",
+            "requests",
+            "failed",
+            "requests_per_min",
+            "p50_latency_s",
+            "p95_latency_s",
+            "mean_generator_batch",
+            "shared_generator_calls",
+        ]
+        table = pd.DataFrame(self.levels)[columns].to_string(index=False)
+        search = ", ".join(f"{k}={v}" for k, v in self.search.items())
+        return f"requests: {search}\n{table}\n\nthroughput at C=16 / C=1: {self.throughput_16_vs_1}"
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+
 def run_loadtest(
     config: list[str],
     overrides: list[str],
-    url: str | None,
-    levels: list[int],
-    per_client: int,
-    search: dict[str, Any] | None = None,
+    concurrency: list[int],
+    requests_per_client: int,
+    url: str | None = None,
+    strategy: str | None = None,
+    budget: int | None = None,
+    beam_width: int | None = None,
     timeout_s: float = 1800.0,
-) -> dict[str, Any]:
-    """`search`: the search fields every request sends (strategy, budget, beam_width); none: the service's default."""
-    search = search or {}
-    if any(c < 1 for c in levels) or per_client < 1:
-        raise LoadTestError(f"concurrency levels and requests per client must be >= 1, got {levels}, {per_client}")
+) -> LoadTestReport:
+    """`requests_per_client` requests from each of `concurrency` clients, level by level, against the service at
+    `url` (None: start one from `config` and `overrides`). `strategy`, `budget` and `beam_width` are what every
+    request asks for; None: the service's default."""
+    search = {
+        name: value
+        for name, value in (("strategy", strategy), ("budget", budget), ("beam_width", beam_width))
+        if value is not None
+    }
+    if any(c < 1 for c in concurrency) or requests_per_client < 1:
+        raise LoadTestError(
+            f"concurrency levels and requests per client must be >= 1, got {concurrency}, {requests_per_client}"
+        )
     if url is not None and urlsplit(url).hostname not in LOCAL_HOSTS:
         raise LoadTestError(
             f"the load test only targets a service on this machine ({', '.join(LOCAL_HOSTS)}), got {url}"
@@ -206,7 +254,9 @@ def run_loadtest(
         process = start_service(config, overrides, cfg, timeout_s)
         url = f"http://{cfg.serve.host}:{cfg.serve.port}"
     try:
-        reports = asyncio.run(_measure(url.rstrip("/"), key, questions, levels, per_client, search, timeout_s))
+        reports = asyncio.run(
+            _measure(url.rstrip("/"), key, questions, concurrency, requests_per_client, search, timeout_s)
+        )
     finally:
         if process is not None:
             stop_service(process)
@@ -215,33 +265,11 @@ def run_loadtest(
     if 1 in by_level and 16 in by_level and by_level[1]["requests_per_min"]:
         ratio = round(by_level[16]["requests_per_min"] / by_level[1]["requests_per_min"], 2)
     default = {"strategy": cfg.serve.strategy.name, "budget": cfg.serve.budget}
-    return {
-        "url": url,
-        "requests_per_client": per_client,
-        "max_pending_requests": cfg.serve.max_pending_requests,
-        "search": {**default, **search},
-        "levels": reports,
-        "throughput_16_vs_1": ratio,
-    }
-
-
-def format_report(report: dict[str, Any]) -> str:
-    import pandas as pd
-
-    columns = [
-        "concurrency",
-        "requests",
-        "failed",
-        "requests_per_min",
-        "p50_latency_s",
-        "p95_latency_s",
-        "mean_generator_batch",
-        "shared_generator_calls",
-    ]
-    table = pd.DataFrame(report["levels"])[columns].to_string(index=False)
-    search = ", ".join(f"{k}={v}" for k, v in report["search"].items())
-    return f"requests: {search}\n{table}\n\nthroughput at C=16 / C=1: {report['throughput_16_vs_1']}"
-
-
-def write_json(report: dict[str, Any], path: str | Path) -> None:
-    Path(path).write_text(json.dumps(report, indent=2))
+    return LoadTestReport(
+        url=url,
+        requests_per_client=requests_per_client,
+        max_pending_requests=cfg.serve.max_pending_requests,
+        search={**default, **search},
+        levels=reports,
+        throughput_16_vs_1=ratio,
+    )

@@ -220,10 +220,11 @@ def application(cfg: SweepConfig) -> Application:
     return SearchServer.options(**deployment_options(cfg)).bind(cfg, policy, strategies)
 
 
-def run_serve(config: list[str], overrides: list[str], block: bool = True) -> str:
+def run_serve(cfg: SweepConfig, block: bool = True) -> str:
     """Start (or join) Ray, start Serve's HTTP proxy on serve.host:serve.port and deploy the app; with
-    `block`, serve until interrupted (SIGINT or SIGTERM), then delete the app. Returns the base URL."""
-    cfg = load_config(config, overrides)
+    `block`, serve until interrupted (SIGINT or SIGTERM), then delete the app. Returns the base URL.
+
+    While it blocks it prints the URL it serves at: a command that never returns has no result to print."""
     app = application(cfg)
     start_ray(cfg)
     serve.start(proxy_location=cfg.serve.proxy_location, http_options={"host": cfg.serve.host, "port": cfg.serve.port})

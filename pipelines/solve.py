@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 
 from ttsearch.analysis.policy import Policy
 from ttsearch.config import SweepConfig
@@ -36,10 +37,34 @@ async def solve_question(
             await service.close()
 
 
-def run_solve(run_dir: str, question: str, budget: int, overrides: list[str]) -> Answer:
+@dataclass(frozen=True)
+class Solution:
+    """What `ttsearch solve` found and what it cost, printed as the command shows it."""
+
+    answer: Answer
+    """The service's answer: the policy's difficulty estimate, then the search it chose, both counted."""
+
+    def __str__(self) -> str:
+        answer = self.answer
+        spent = answer.estimation.samples + answer.search.samples
+        tokens = answer.estimation.generated_tokens + answer.search.generated_tokens
+        verifier_tokens = answer.estimation.verifier_tokens + answer.search.verifier_tokens
+        return "\n".join(
+            [
+                f"answer: {answer.answer}",
+                f"difficulty: bin {answer.difficulty_bin} (predicted score {answer.difficulty_score:.3f}, "
+                f"{answer.estimation.samples} samples)",
+                f"strategy: {answer.strategy_label} at budget {answer.search_budget}",
+                f"compute: {spent} samples, {tokens} generated tokens, {verifier_tokens} verifier tokens, "
+                f"{answer.flops:.3g} FLOPs (difficulty estimation included)",
+            ]
+        )
+
+
+def run_solve(run_dir: str, question: str, budget: int, overrides: list[str]) -> Solution:
     """Replicas and search settings come from the sweep that fitted the policy (its config.yaml)."""
     cfg, policy = load_policy_run(run_dir, overrides)
     start_ray(cfg)
     generators, verifiers = start_replicas(cfg)
     sizes = model_sizes(generators, verifiers)
-    return asyncio.run(solve_question(question, budget, cfg, policy, generators, verifiers, sizes))
+    return Solution(asyncio.run(solve_question(question, budget, cfg, policy, generators, verifiers, sizes)))

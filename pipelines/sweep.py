@@ -1,32 +1,46 @@
 """`ttsearch sweep`: every (strategy, budget, seed) cell on every problem, results as Parquet.
 
-The sweep itself (sharding, resume, replicas) is `ttsearch.sweep.cells.run_sweep`; this module adds the summary the
-command prints.
+The sweep itself (sharding, resume, replicas) is `ttsearch.sweep.cells.run_sweep`; this adds what the command reports:
+the rows' counts, which decide its exit code, and the accuracy and coverage tables.
 """
 
 from __future__ import annotations
 
-import pyarrow as pa
+from dataclasses import dataclass
 
-from ttsearch.analysis.curves import covered
+from ttsearch.analysis.report import sweep_summary
+from ttsearch.config import SweepConfig
+from ttsearch.sweep.cells import RowCounts, row_counts, run_sweep
 
 
-def summary(table: pa.Table) -> str:
-    """Accuracy and coverage (%) per strategy × budget, averaged over problems and seeds; error rows left out,
-    ungraded rows left out of accuracy.
+@dataclass(frozen=True)
+class SweepResult:
+    """What a sweep run left in its output directory: what `ttsearch sweep` prints and decides its exit code on."""
 
-    Coverage is the share of cells where any candidate was right: what an oracle verifier would get.
-    """
-    frame = table.select(["strategy_label", "budget", "correct", "candidate_correct", "error"]).to_pandas()
-    frame = frame[frame["error"].isna()]
-    if frame.empty:
-        return "no rows without an error"
-    frame["correct"] = frame["correct"].astype("float")  # ungraded (None) becomes NaN, which the mean skips
-    frame["covered"] = frame["candidate_correct"].map(covered)
-    parts = []
-    for column, title in (("correct", "accuracy %"), ("covered", "coverage % (pass@N)")):
-        pivot = frame.pivot_table(index="strategy_label", columns="budget", values=column, aggfunc="mean") * 100
-        pivot.columns = [f"N={budget}" for budget in pivot.columns]
-        pivot.index.name = title
-        parts.append(pivot.round(1).to_string())
-    return "\n\n".join(parts)
+    output_dir: str
+    """Where the rows are saved (`output_dir`)."""
+    rows: int
+    """Rows saved, error rows included."""
+    summary: str
+    """Accuracy and coverage per strategy × budget (`ttsearch.analysis.report.sweep_summary`)."""
+    counts: RowCounts
+    """Done, ungraded, failed and missing rows."""
+
+    def __str__(self) -> str:
+        return f"\n{self.rows} rows saved in {self.output_dir}\n\n{self.summary}\n{self.counts.line()}"
+
+    @property
+    def failure(self) -> str | None:
+        """Why the command exits 1: rows missing (a re-run computes them) or failed (error rows, kept)."""
+        missing, failed = self.counts.missing, self.counts.failed
+        if missing:
+            return f"{missing} rows missing (infrastructure failures): re-run the same command to compute them"
+        if failed:
+            return f"{failed} rows failed (a strategy bug or a request no engine can serve): see their 'error' column"
+        return None
+
+
+def sweep(cfg: SweepConfig) -> SweepResult:
+    """Run the cells of `cfg` that have no row yet and count every saved row."""
+    table = run_sweep(cfg)
+    return SweepResult(cfg.output_dir, table.num_rows, sweep_summary(table), row_counts(cfg, table))

@@ -13,6 +13,7 @@ checkpoints, resumption and outputs are `ttsearch.training.finetune`'s, shared w
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from ttsearch.config import SweepConfig
@@ -46,14 +47,29 @@ def _job(cfg: SweepConfig) -> FineTuneJob:
     )
 
 
-def run_train_prm(cfg: SweepConfig) -> TrainReport[SplitSummary]:
+@dataclass(frozen=True)
+class PRMTrainReport(TrainReport[SplitSummary]):
+    """A PRM's `TrainReport` (written as train.json), printed as `ttsearch train-prm` shows it."""
+
+    def __str__(self) -> str:
+        return format_train_report(
+            self,
+            "trained a Math-Shepherd PRM",
+            _split_line,
+            "solutions without a labelled step (no graded rollout)",
+            BASELINE,
+            "verifier.kind=math_shepherd verifier.model=",
+        )
+
+
+def run_train_prm(cfg: SweepConfig) -> PRMTrainReport:
     """Train the PRM `cfg.prm` describes and write model/, loss_curve.png and train.json into `prm.output_dir`."""
     started = time.perf_counter()
     job = _job(cfg)
     out = output_dir(cfg, job)
     examples = _examples(cfg)
     baseline = constant_loss(examples.heldout, examples.train_summary.mean_label)
-    return fine_tune(cfg, job, out, examples, started, baseline)
+    return fine_tune(cfg, job, out, examples, started, PRMTrainReport, baseline)
 
 
 def _examples(cfg: SweepConfig) -> Examples[SplitSummary]:
@@ -116,16 +132,4 @@ def _split_line(summary: SplitSummary) -> str:
     return (
         f"{summary.num_questions} questions, {summary.num_solutions} solutions, {summary.num_steps} labelled steps "
         f"({summary.nonzero_share:.0%} with a label > 0, mean label {summary.mean_label:.3f})"
-    )
-
-
-def format_report(report: TrainReport[SplitSummary]) -> str:
-    """The report as the CLI prints it."""
-    return format_train_report(
-        report,
-        "trained a Math-Shepherd PRM",
-        _split_line,
-        "solutions without a labelled step (no graded rollout)",
-        BASELINE,
-        "verifier.kind=math_shepherd verifier.model=",
     )

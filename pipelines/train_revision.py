@@ -14,6 +14,7 @@ resumption and outputs are `ttsearch.training.finetune`'s, shared with `train-pr
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 from ttsearch.config import SweepConfig
 from ttsearch.engines.models import resolve_model
@@ -23,7 +24,21 @@ from ttsearch.training.revision_train_data import RevisionSummary, build_example
 BASELINE = "the base model before training"
 
 
-def run_train_revision(cfg: SweepConfig) -> TrainReport[RevisionSummary]:
+@dataclass(frozen=True)
+class RevisionTrainReport(TrainReport[RevisionSummary]):
+    """A revision model's `TrainReport` (written as train.json), printed as `ttsearch train-revision` shows it."""
+
+    def __str__(self) -> str:
+        dropped = (
+            f"trajectories longer than revision.max_input_tokens={self.config['max_input_tokens']} (a cut "
+            "prompt is a context inference never shows)"
+        )
+        return format_train_report(
+            self, "fine-tuned a revision model", _split_line, dropped, BASELINE, "generator.model="
+        )
+
+
+def run_train_revision(cfg: SweepConfig) -> RevisionTrainReport:
     """Train the revision model `cfg.revision` describes; write model/, loss_curve.png and train.json into
     `revision.output_dir`."""
     started = time.perf_counter()
@@ -43,22 +58,11 @@ def run_train_revision(cfg: SweepConfig) -> TrainReport[RevisionSummary]:
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_model(tune.base_model, cfg.cache_dir))
     examples = build_examples(rows, tokenizer, tune.heldout_fraction, tune.max_input_tokens)
-    return fine_tune(cfg, job, out, examples, started)
+    return fine_tune(cfg, job, out, examples, started, RevisionTrainReport)
 
 
 def _split_line(summary: RevisionSummary) -> str:
     return (
         f"{summary.num_questions} questions, {summary.num_trajectories} trajectories, "
         f"{summary.num_target_tokens} target tokens of {summary.num_tokens}"
-    )
-
-
-def format_report(report: TrainReport[RevisionSummary]) -> str:
-    """The report as the CLI prints it."""
-    dropped = (
-        f"trajectories longer than revision.max_input_tokens={report.config['max_input_tokens']} (a cut "
-        "prompt is a context inference never shows)"
-    )
-    return format_train_report(
-        report, "fine-tuned a revision model", _split_line, dropped, BASELINE, "generator.model="
     )

@@ -3,346 +3,306 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
 
 from ttsearch.config import CONF_DIR, load_config
 from ttsearch.errors import TTSearchError
 from ttsearch.runtime.interrupts import exit_status, stop_on_signals
 
-if TYPE_CHECKING:  # the analysis stack (pandas, matplotlib) loads only for the commands that use it
-    from ttsearch.analysis.render import ReportFile
+
+@dataclass(frozen=True)
+class Argument:
+    """One `add_argument` call of a command: its name or flags and argparse's keywords. The handler receives the
+    value by its dest (`--kill-at` as `kill_at`); a value left None is not passed, so the handler's default holds."""
+
+    flags: tuple[str, ...]
+    options: dict[str, Any] = field(default_factory=dict)
 
 
-REVISION_CONFIGS = [str(CONF_DIR / "revision.yaml"), str(CONF_DIR / "revision_prompt.yaml")]
+def arg(*flags: str, **options: Any) -> Argument:
+    """An `Argument` written as the `add_argument` call it stands for."""
+    return Argument(flags, options)
+
+
+@dataclass(frozen=True)
+class Command:
+    """One row of `COMMANDS`: how a command parses and which function does its work.
+
+    A row named `<command> --<flag>` is a mode of `<command>`: its flag (with the row's help) and its arguments join
+    the command's parser, and when the flag is given the row's handler and configs run instead of the command's,
+    with the command's arguments and the row's own (`bench --faults --kill-at 0.5 --json out.json`).
+    """
+
+    help: str
+    handler: str
+    """`module:function`, imported only when the command runs (so `ttsearch report` loads no Ray): called with the
+    loaded config as `cfg` and each argument by name (a command without `--config` gets its `overrides` as they are),
+    it returns the result the CLI prints (`str(result)`)."""
+    configs: tuple[str, ...] | None = None
+    """The `--config` files read when none is given (empty: the built-in defaults); None: no `--config` option."""
+    config_help: str = ""
+    overrides_help: str | None = None
+    """Help of the trailing key=value overrides; None: the command takes none."""
+    arguments: tuple[Argument, ...] = ()
+    loaded: bool = True
+    """False: the handler takes the files and overrides themselves (`config`, `overrides`) instead of `cfg`, for a
+    pipeline that hands them on to a child process (`bench --faults` runs `ttsearch sweep`, `loadtest` runs
+    `ttsearch serve`)."""
+
+
+@runtime_checkable
+class Incomplete(Protocol):
+    """A result that can say its run is unfinished: the command then exits 1 with `failure` on stderr."""
+
+    @property
+    def failure(self) -> str | None: ...
+
+
+def _conf(*names: str) -> tuple[str, ...]:
+    """Shipped config files, as a command's defaults."""
+    return tuple(str(CONF_DIR / name) for name in names)
+
+
+REVISION_CONFIGS = _conf("revision.yaml", "revision_prompt.yaml")
 """The revision model's commands' default: its settings, with the revision prompt texts the trajectories use."""
-DEFAULT_CONFIGS: dict[str, list[str]] = {
-    "label": [str(CONF_DIR / "label.yaml")],
-    "bench --label": [str(CONF_DIR / "label.yaml")],
-    "train-prm": [str(CONF_DIR / "prm.yaml")],
-    "eval-prm": [str(CONF_DIR / "prm.yaml")],
-    "revision-data": REVISION_CONFIGS,
-    "train-revision": REVISION_CONFIGS,
-    "eval-revision": [*REVISION_CONFIGS, str(CONF_DIR / "eval_revision.yaml")],
-}
-"""The configs a command reads without `--config` (the model-training commands'; the sweep has none)."""
-BENCH_CONFIGS = [str(CONF_DIR / "bench.yaml"), str(CONF_DIR / "revision_prompt.yaml")]
-"""`ttsearch bench`'s default: every strategy, so the revisions strategy's prompt texts too."""
-
-
-def _sweep(args: argparse.Namespace) -> int:
-    """Exit code 1 when rows are missing (a re-run computes them) or failed (error rows, kept)."""
-    from ttsearch.pipelines.sweep import summary
-    from ttsearch.sweep.cells import row_counts, run_sweep
-
-    cfg = load_config(args.config, args.overrides)
-    table = run_sweep(cfg)
-    counts = row_counts(cfg, table)
-    print(f"\n{table.num_rows} rows saved in {cfg.output_dir}\n")
-    print(summary(table))
-    print(counts.line())
-    if counts.missing:
-        _error(f"{counts.missing} rows missing (infrastructure failures): re-run the same command to compute them")
-    elif counts.failed:
-        _error(
-            f"{counts.failed} rows failed (a strategy bug or a request no engine can serve): see their 'error' column"
-        )
-    return 1 if counts.missing or counts.failed else 0
-
-
-def _label(args: argparse.Namespace) -> int:
-    """Exit code 1 when questions are missing (a re-run computes them) or failed (error rows, kept)."""
-    from ttsearch.pipelines.label import run_label, summarize
-
-    cfg = load_config(args.config or DEFAULT_CONFIGS["label"], args.overrides)
-    summary = summarize(cfg, run_label(cfg))
-    print(f"\nlabels saved in {cfg.output_dir}\n{summary.lines()}")
-    return _questions_exit_code(summary.missing_questions, summary.failed_questions, "label")
-
-
-def _questions_exit_code(missing: int, failed: int, verb: str) -> int:
-    """Exit code 1 when questions are missing (a re-run computes them) or failed (error rows, kept)."""
-    if missing:
-        _error(f"{missing} questions missing (infrastructure failures): re-run the same command to {verb} them")
-    elif failed:
-        _error(f"{failed} questions failed (a request no engine can serve): see their 'error' column")
-    return 1 if missing or failed else 0
-
-
-def _train_prm(args: argparse.Namespace) -> None:
-    from ttsearch.pipelines.train_prm import format_report, run_train_prm
-
-    print(format_report(run_train_prm(load_config(args.config or DEFAULT_CONFIGS["train-prm"], args.overrides))))
-
-
-def _eval_prm(args: argparse.Namespace) -> None:
-    from ttsearch.pipelines.eval_prm import format_report, run_eval_prm
-
-    cfg = load_config(args.config or DEFAULT_CONFIGS["eval-prm"], args.overrides)
-    print(format_report(run_eval_prm(cfg)))
-    print(f"\nwritten to {cfg.eval_prm.output}/eval.md and eval.json")
-
-
-def _revision_data(args: argparse.Namespace) -> int:
-    from ttsearch.pipelines.revision_data import run_revision_data, summarize
-
-    cfg = load_config(args.config or DEFAULT_CONFIGS["revision-data"], args.overrides)
-    summary = summarize(cfg, run_revision_data(cfg))
-    print(f"\ntrajectories saved in {cfg.output_dir}\n{summary.lines()}")
-    return _questions_exit_code(summary.missing_questions, summary.failed_questions, "sample")
-
-
-def _train_revision(args: argparse.Namespace) -> None:
-    from ttsearch.pipelines.train_revision import format_report, run_train_revision
-
-    cfg = load_config(args.config or DEFAULT_CONFIGS["train-revision"], args.overrides)
-    print(format_report(run_train_revision(cfg)))
-
-
-def _eval_revision(args: argparse.Namespace) -> None:
-    from ttsearch.pipelines.eval_revision import format_report, run_eval_revision
-
-    cfg = load_config(args.config or DEFAULT_CONFIGS["eval-revision"], args.overrides)
-    print(format_report(run_eval_revision(cfg)))
-    print(f"\nwritten to {cfg.eval_revision.output}/eval.md, eval.json and revision_curve.png")
-
-
-def _bench(args: argparse.Namespace) -> None:
-    if args.faults:
-        from ttsearch.pipelines.fault_bench import format_report, run_fault_bench, write_json
-
-        report = run_fault_bench(args.config or [str(CONF_DIR / "faults.yaml")], args.overrides, args.kill_at)
-    elif args.label:
-        from ttsearch.pipelines.label_bench import format_report, run_label_bench, write_json
-
-        report = run_label_bench(load_config(args.config or DEFAULT_CONFIGS["bench --label"], args.overrides))
-    else:
-        from ttsearch.pipelines.bench import format_report, run_bench, write_json
-
-        report = run_bench(load_config(args.config or BENCH_CONFIGS, args.overrides))
-    print(format_report(report))
-    if args.json:
-        write_json(report, args.json)
-        print(f"\nwritten to {args.json}")
-
-
-def _report(args: argparse.Namespace) -> None:
-    from ttsearch.pipelines.report import build_report
-
-    _written("report", build_report(args.run_dir))
-
-
-def _optimize(args: argparse.Namespace) -> None:
-    from ttsearch.analysis.compute_optimal import R_VALUES
-    from ttsearch.pipelines.optimize import build_optimize_report
-
-    r_values = args.r or R_VALUES
-    _written(
-        "compute-optimal report", build_optimize_report(args.run_dir, args.larger, args.estimation_samples, r_values)
-    )
-
-
-def _written(what: str, report: ReportFile) -> None:
-    left_out = [
-        f"{count} {kind} rows"
-        for count, kind in ((report.excluded_rows, "error"), (report.ungraded_rows, "ungraded"))
-        if count
-    ]
-    note = f" ({' and '.join(left_out)} excluded from accuracy)" if left_out else ""
-    print(f"{what} written to {report.path}{note}")
-
-
-def _solve(args: argparse.Namespace) -> None:
-    from ttsearch.pipelines.solve import run_solve
-
-    solution = run_solve(args.run_dir, args.question, args.budget, args.overrides)
-    print(f"answer: {solution.answer}")
-    print(
-        f"difficulty: bin {solution.difficulty_bin} (predicted score {solution.difficulty_score:.3f}, "
-        f"{solution.estimation.samples} samples)"
-    )
-    print(f"strategy: {solution.strategy_label} at budget {solution.search_budget}")
-    spent = solution.estimation.samples + solution.search.samples
-    tokens = solution.estimation.generated_tokens + solution.search.generated_tokens
-    print(
-        f"compute: {spent} samples, {tokens} generated tokens, "
-        f"{solution.estimation.verifier_tokens + solution.search.verifier_tokens} verifier tokens, "
-        f"{solution.flops:.3g} FLOPs (difficulty estimation included)"
-    )
-
-
-SERVE_CONFIGS = [str(CONF_DIR / "serve.yaml"), str(CONF_DIR / "revision_prompt.yaml")]
+SERVE_CONFIGS = _conf("serve.yaml", "revision_prompt.yaml")
 """`ttsearch serve`'s default: the service, with the revision prompt texts so `strategy: revisions` is servable."""
-
-
-def _serve(args: argparse.Namespace) -> None:
-    from ttsearch.pipelines.serve import run_serve
-
-    run_serve(args.config or SERVE_CONFIGS, args.overrides)
-
-
-def _loadtest(args: argparse.Namespace) -> None:
-    from ttsearch.pipelines.loadtest import format_report, run_loadtest, write_json
-
-    search = {
-        name: value
-        for name, value in (("strategy", args.strategy), ("budget", args.budget), ("beam_width", args.beam_width))
-        if value is not None
-    }
-    report = run_loadtest(
-        args.config or SERVE_CONFIGS, args.overrides, args.url, args.concurrency, args.requests_per_client, search
-    )
-    print(format_report(report))
-    if args.json:
-        write_json(report, args.json)
-        print(f"\nwritten to {args.json}")
-
-
 SERVE_CONFIG_HELP = "YAML config, repeatable (default conf/serve.yaml + conf/revision_prompt.yaml)"
+REVISION_HELP = "YAML config, repeatable (default conf/revision.yaml + conf/revision_prompt.yaml)"
+RUN_DIR = arg("run_dir", help="the sweep's output_dir")
+JSON = arg("--json", help="also write the report as JSON here")
+"""Writes the result's `to_json()` to the path given, after printing the result."""
+
+COMMANDS: dict[str, Command] = {
+    "sweep": Command(
+        "run strategies × budgets × seeds over a problem set",
+        "ttsearch.pipelines.sweep:sweep",
+        configs=(),
+        config_help="YAML config; repeat to layer files (later ones win)",
+        overrides_help="key=value overrides, e.g. data.limit=8 budgets=[4,16]",
+    ),
+    "label": Command(
+        "Monte Carlo step labels for PRM training (K samples, R rollouts from every step prefix)",
+        "ttsearch.pipelines.label:run_label",
+        configs=_conf("label.yaml"),
+        config_help="YAML config, repeatable (default conf/label.yaml)",
+        overrides_help="key=value overrides, e.g. data.limit=100 label.rollouts=8",
+    ),
+    "train-prm": Command(
+        "train a Math-Shepherd-format PRM on step labels with transformers' Trainer in Ray Train",
+        "ttsearch.pipelines.train_prm:run_train_prm",
+        configs=_conf("prm.yaml"),
+        config_help="YAML config, repeatable (default conf/prm.yaml)",
+        overrides_help="key=value overrides, e.g. 'prm.labels=[runs/labels]' prm.epochs=2",
+    ),
+    "eval-prm": Command(
+        "a verifier on ProcessBench (first-error F1) and on held-out `ttsearch label` steps (ROC AUC)",
+        "ttsearch.pipelines.eval_prm:run_eval_prm",
+        configs=_conf("prm.yaml"),
+        config_help="YAML config, repeatable (default conf/prm.yaml)",
+        overrides_help="key=value overrides, e.g. verifier.kind=math_shepherd verifier.model=runs/prm/model "
+        "eval_prm.labels=runs/labels",
+    ),
+    "revision-data": Command(
+        "training trajectories for a revision model: K attempts per question, near-miss wrong attempts then a "
+        "correct one",
+        "ttsearch.pipelines.revision_data:run_revision_data",
+        configs=REVISION_CONFIGS,
+        config_help=REVISION_HELP,
+        overrides_help="key=value overrides, e.g. data.limit=100 revision_data.samples=32",
+    ),
+    "train-revision": Command(
+        "fine-tune the generator to revise, on `ttsearch revision-data` trajectories, with transformers' Trainer in "
+        "Ray Train",
+        "ttsearch.pipelines.train_revision:run_train_revision",
+        configs=REVISION_CONFIGS,
+        config_help=REVISION_HELP,
+        overrides_help="key=value overrides, e.g. 'revision.data=[runs/revision_data]' revision.epochs=2",
+    ),
+    "eval-revision": Command(
+        "pass@1 of revision attempt t, and revisions vs best-of-N at equal budget, for a base and a fine-tuned "
+        "generator",
+        "ttsearch.pipelines.eval_revision:run_eval_revision",
+        configs=(*REVISION_CONFIGS, *_conf("eval_revision.yaml")),
+        config_help="YAML config, repeatable (default conf/revision.yaml + conf/revision_prompt.yaml + "
+        "conf/eval_revision.yaml)",
+        overrides_help="key=value overrides, e.g. 'eval_revision.models=[embedded,runs/revision/model]'",
+    ),
+    "bench": Command(
+        "throughput: ready queue vs offline ceiling vs synchronous search",
+        "ttsearch.pipelines.bench:run_bench",
+        configs=_conf("bench.yaml", "revision_prompt.yaml"),  # every strategy, so the revisions prompt texts too
+        config_help="YAML config, repeatable (default conf/bench.yaml)",
+        overrides_help="key=value overrides",
+        arguments=(JSON,),
+    ),
+    "bench --faults": Command(
+        "instead: the same sweep clean and with one generator and one verifier replica SIGKILLed (default config "
+        "conf/faults.yaml)",
+        "ttsearch.pipelines.fault_bench:run_fault_bench",
+        configs=_conf("faults.yaml"),
+        arguments=(
+            arg(
+                "--kill-at",
+                type=float,
+                default=0.2,
+                help="with --faults: kill at this fraction of the clean run's search time",
+            ),
+        ),
+        loaded=False,
+    ),
+    "bench --label": Command(
+        "instead: labelled steps per minute of `ttsearch label`, the ready queue vs one prefix at a time on one "
+        "engine (default config conf/label.yaml)",
+        "ttsearch.pipelines.label_bench:run_label_bench",
+        configs=_conf("label.yaml"),
+    ),
+    "report": Command(
+        "Markdown report with plots, from a sweep's Parquet only",
+        "ttsearch.analysis.report:build_report",
+        arguments=(RUN_DIR,),
+    ),
+    "optimize": Command(
+        "compute-optimal policy (2-fold CV) and its efficiency",
+        "ttsearch.analysis.compute_optimal_report:build_optimize_report",
+        arguments=(
+            RUN_DIR,
+            arg(
+                "--larger",
+                dest="larger_run_dir",
+                metavar="LARGER",
+                help="a larger model's sweep output_dir, for the FLOPs-matched comparison",
+            ),
+            arg(
+                "--estimation-samples",
+                type=int,
+                help="best-of-N samples per question for the predicted difficulty (k; default 16, capped by the "
+                "largest best-of-N cell)",
+            ),
+            arg(
+                "--r",
+                dest="r_values",
+                metavar="R",
+                type=float,
+                action="append",
+                help="D_inference/D_pretrain ratios (repeatable)",
+            ),
+        ),
+    ),
+    "solve": Command(
+        "answer one question with a sweep's compute-optimal policy",
+        "ttsearch.pipelines.solve:run_solve",
+        overrides_help="key=value overrides of the sweep's config",
+        arguments=(
+            arg("run_dir", help="a sweep's output_dir holding policy.json (from `ttsearch optimize`)"),
+            arg("question"),
+            arg("--budget", type=int, required=True, help="total samples, difficulty estimation included"),
+        ),
+    ),
+    "serve": Command(
+        "an OpenAI-compatible search service on Ray Serve",
+        "ttsearch.pipelines.serve:run_serve",
+        configs=SERVE_CONFIGS,
+        config_help=SERVE_CONFIG_HELP,
+        overrides_help="key=value overrides, e.g. serve.port=8001",
+    ),
+    "loadtest": Command(
+        "closed-loop load test of the service at several concurrencies",
+        "ttsearch.pipelines.loadtest:run_loadtest",
+        configs=SERVE_CONFIGS,
+        config_help=SERVE_CONFIG_HELP,
+        overrides_help="key=value overrides",
+        arguments=(
+            arg("--url", help="a running service's base URL (default: start one from the config, localhost only)"),
+            arg("--concurrency", type=int, nargs="+", default=[1, 4, 16, 32], help="clients at each level"),
+            arg("--requests-per-client", type=int, default=2, help="requests each client sends per level"),
+            arg("--strategy", help="the search every request asks for (default: the service's)"),
+            arg("--budget", type=int, help="the requests' budget (default: the service's)"),
+            arg("--beam-width", type=int, help="the requests' beam width (beam, lookahead)"),
+            JSON,
+        ),
+        loaded=False,
+    ),
+}
+"""Every `ttsearch` command: adding one is a pipeline module and a row here."""
 
 
-def _config_command(
-    commands: Any, name: str, handler: Any, help: str, config_help: str, overrides_help: str
-) -> argparse.ArgumentParser:
-    """A subcommand that reads layered `--config` files plus trailing key=value overrides."""
-    command = commands.add_parser(name, help=help)
-    command.add_argument("--config", action="append", help=config_help)
-    command.add_argument("overrides", nargs="*", help=overrides_help)
-    command.set_defaults(handler=handler)
-    return command
+@dataclass(frozen=True)
+class _Choice:
+    """A row a parsed command may run, and the names of the parsed values its handler receives."""
+
+    row: Command
+    names: tuple[str, ...]
+    switch: str | None = None
+    """The dest of the mode flag that selects this row; None: the command's own row."""
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ttsearch", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    _config_command(
-        commands,
-        "sweep",
-        _sweep,
-        "run strategies × budgets × seeds over a problem set",
-        "YAML config; repeat to layer files (later ones win)",
-        "key=value overrides, e.g. data.limit=8 budgets=[4,16]",
-    )
-    _config_command(
-        commands,
-        "label",
-        _label,
-        "Monte Carlo step labels for PRM training (K samples, R rollouts from every step prefix)",
-        "YAML config, repeatable (default conf/label.yaml)",
-        "key=value overrides, e.g. data.limit=100 label.rollouts=8",
-    )
-    _config_command(
-        commands,
-        "train-prm",
-        _train_prm,
-        "train a Math-Shepherd-format PRM on step labels with transformers' Trainer in Ray Train",
-        "YAML config, repeatable (default conf/prm.yaml)",
-        "key=value overrides, e.g. 'prm.labels=[runs/labels]' prm.epochs=2",
-    )
-    _config_command(
-        commands,
-        "eval-prm",
-        _eval_prm,
-        "a verifier on ProcessBench (first-error F1) and on held-out `ttsearch label` steps (ROC AUC)",
-        "YAML config, repeatable (default conf/prm.yaml)",
-        "key=value overrides, e.g. verifier.kind=math_shepherd verifier.model=runs/prm/model "
-        "eval_prm.labels=runs/labels",
-    )
-    revision_help = "YAML config, repeatable (default conf/revision.yaml + conf/revision_prompt.yaml)"
-    _config_command(
-        commands,
-        "revision-data",
-        _revision_data,
-        "training trajectories for a revision model: K "
-        "attempts per question, near-miss wrong attempts then a correct one",
-        revision_help,
-        "key=value overrides, e.g. data.limit=100 revision_data.samples=32",
-    )
-    _config_command(
-        commands,
-        "train-revision",
-        _train_revision,
-        "fine-tune the generator to revise, on "
-        "`ttsearch revision-data` trajectories, with transformers' Trainer in Ray Train",
-        revision_help,
-        "key=value overrides, e.g. 'revision.data=[runs/revision_data]' revision.epochs=2",
-    )
-    _config_command(
-        commands,
-        "eval-revision",
-        _eval_revision,
-        "pass@1 of revision attempt t, and revisions vs "
-        "best-of-N at equal budget, for a base and a fine-tuned generator",
-        "YAML config, repeatable (default conf/revision.yaml + conf/revision_prompt.yaml + conf/eval_revision.yaml)",
-        "key=value overrides, e.g. 'eval_revision.models=[embedded,runs/revision/model]'",
-    )
-    bench = commands.add_parser("bench", help="throughput: ready queue vs offline ceiling vs synchronous search")
-    bench.add_argument("--config", action="append", help="YAML config, repeatable (default conf/bench.yaml)")
-    bench.add_argument("--json", help="also write the report as JSON here")
-    bench.add_argument(
-        "--faults",
-        action="store_true",
-        help="instead: the same sweep clean and with one generator and one verifier replica SIGKILLed "
-        "(default config conf/faults.yaml)",
-    )
-    bench.add_argument(
-        "--label",
-        action="store_true",
-        help="instead: labelled steps per minute of `ttsearch label`, the ready queue vs one prefix at a time on "
-        "one engine (default config conf/label.yaml)",
-    )
-    bench.add_argument(
-        "--kill-at", type=float, default=0.2, help="with --faults: kill at this fraction of the clean run's search time"
-    )
-    bench.add_argument("overrides", nargs="*", help="key=value overrides")
-    bench.set_defaults(handler=_bench)
-    report = commands.add_parser("report", help="Markdown report with plots, from a sweep's Parquet only")
-    report.add_argument("run_dir", help="the sweep's output_dir")
-    report.set_defaults(handler=_report)
-    optimize = commands.add_parser("optimize", help="compute-optimal policy (2-fold CV) and its efficiency")
-    optimize.add_argument("run_dir", help="the sweep's output_dir")
-    optimize.add_argument("--larger", help="a larger model's sweep output_dir, for the FLOPs-matched comparison")
-    optimize.add_argument(
-        "--estimation-samples",
-        type=int,
-        help="best-of-N samples per question for the predicted difficulty (k; default 16, capped by "
-        "the largest best-of-N cell)",
-    )
-    optimize.add_argument("--r", type=float, action="append", help="D_inference/D_pretrain ratios (repeatable)")
-    optimize.set_defaults(handler=_optimize)
-    solve = commands.add_parser("solve", help="answer one question with a sweep's compute-optimal policy")
-    solve.add_argument("run_dir", help="a sweep's output_dir holding policy.json (from `ttsearch optimize`)")
-    solve.add_argument("question")
-    solve.add_argument("--budget", type=int, required=True, help="total samples, difficulty estimation included")
-    solve.add_argument("overrides", nargs="*", help="key=value overrides of the sweep's config")
-    solve.set_defaults(handler=_solve)
-    _config_command(
-        commands,
-        "serve",
-        _serve,
-        "an OpenAI-compatible search service on Ray Serve",
-        SERVE_CONFIG_HELP,
-        "key=value overrides, e.g. serve.port=8001",
-    )
-    loadtest = _config_command(
-        commands,
-        "loadtest",
-        _loadtest,
-        "closed-loop load test of the service at several concurrencies",
-        SERVE_CONFIG_HELP,
-        "key=value overrides",
-    )
-    loadtest.add_argument(
-        "--url", help="a running service's base URL (default: start one from the config, localhost only)"
-    )
-    loadtest.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16, 32], help="clients at each level")
-    loadtest.add_argument("--requests-per-client", type=int, default=2, help="requests each client sends per level")
-    loadtest.add_argument("--strategy", help="the search every request asks for (default: the service's)")
-    loadtest.add_argument("--budget", type=int, help="the requests' budget (default: the service's)")
-    loadtest.add_argument("--beam-width", type=int, help="the requests' beam width (beam, lookahead)")
-    loadtest.add_argument("--json", help="also write the report as JSON here")
+    for name in COMMANDS:
+        if " " not in name:
+            _add_command(commands, name)
     return parser
+
+
+def _add_command(commands: Any, name: str) -> None:
+    """`name`'s parser, with its modes' flags and arguments; the options in the order `--help` lists them."""
+    command = COMMANDS[name]
+    modes = [(row_name.split(" ", 1)[1], row) for row_name, row in COMMANDS.items() if row_name.startswith(f"{name} ")]
+    parser = commands.add_parser(name, help=command.help)
+    if command.configs is not None:
+        parser.add_argument("--config", action="append", help=command.config_help)
+
+    def add(argument: Argument) -> str:
+        return parser.add_argument(*argument.flags, **argument.options).dest
+
+    own = tuple(add(argument) for argument in command.arguments)
+    switches = [parser.add_argument(flag, action="store_true", help=row.help).dest for flag, row in modes]
+    choices = [
+        _Choice(row, (*own, *(add(argument) for argument in row.arguments)), switch)
+        for switch, (_, row) in zip(switches, modes, strict=True)
+    ]
+    if command.overrides_help is not None:
+        parser.add_argument("overrides", nargs="*", help=command.overrides_help)
+    parser.set_defaults(choices=(*choices, _Choice(command, own)))
+
+
+def _handler(path: str) -> Callable[..., Any]:
+    module, _, function = path.partition(":")
+    return getattr(importlib.import_module(module), function)
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Run the parsed command's handler and print its result; 1 when the result reports a failure."""
+    choice = next(choice for choice in args.choices if choice.switch is None or getattr(args, choice.switch))
+    row = choice.row
+    values = {name: getattr(args, name) for name in choice.names if getattr(args, name) is not None}
+    json_path = values.pop("json", None)
+    if row.configs is not None:
+        files = args.config or list(row.configs)
+        if row.loaded:
+            values["cfg"] = load_config(files, args.overrides)
+        else:
+            values |= {"config": files, "overrides": args.overrides}
+    elif "overrides" in args:
+        values["overrides"] = args.overrides
+    result = _handler(row.handler)(**values)
+    if result is not None:
+        print(result)
+    if json_path:
+        Path(json_path).write_text(result.to_json())  # the commands with --json return a result that has it
+        print(f"\nwritten to {json_path}")
+    if isinstance(result, Incomplete) and result.failure:
+        _error(result.failure)
+        return 1
+    return 0
 
 
 def _error(message: str) -> None:
@@ -360,7 +320,7 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     stop_on_signals()
     try:
-        code = args.handler(args)
+        code = _run(args)
     except TTSearchError as exc:
         _error(str(exc))
         sys.exit(2)
@@ -368,7 +328,7 @@ def main(argv: list[str] | None = None) -> None:
         _shutdown_ray()
         print(f"ttsearch: {args.command} stopped by {stop or 'SIGINT'}", file=sys.stderr)
         sys.exit(exit_status(stop))
-    sys.exit(code or 0)
+    sys.exit(code)
 
 
 def _shutdown_ray() -> None:

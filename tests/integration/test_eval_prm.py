@@ -6,10 +6,11 @@ from __future__ import annotations
 import json
 
 import pytest
-from ttsearch.pipelines.eval_prm import format_report, run_eval_prm
+from ttsearch.pipelines.eval_prm import run_eval_prm
 
 from tests.fixtures import label_row, question_ids, write_labels, write_subset
 from ttsearch.config import load_config
+from ttsearch.training.prm_eval import format_report
 
 PROCESSBENCH = [
     {
@@ -72,7 +73,8 @@ def test_eval_prm_scores_every_item_and_writes_the_report(tmp_path, lm_judge_rep
         ]
     )
 
-    report = run_eval_prm(cfg, verifiers=lm_judge_replicas)
+    evaluation = run_eval_prm(cfg, verifiers=lm_judge_replicas)
+    report = evaluation.report
 
     assert report.failed == []
     toy = report.subsets["toy"]
@@ -90,3 +92,4 @@ def test_eval_prm_scores_every_item_and_writes_the_report(tmp_path, lm_judge_rep
     assert saved["subsets"]["toy"]["num_items"] == 4 and saved["step_auc"]["num_steps"] == 5
     assert saved["failed"] == [] and saved["verifier_tokens"] == report.verifier_tokens
     assert (output / "eval.md").read_text() == format_report(report)
+    assert str(evaluation) == f"{format_report(report)}\n\nwritten to {output}/eval.md and eval.json"

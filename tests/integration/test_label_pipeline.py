@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from ttsearch.pipelines.label import run_label, summarize
+from ttsearch.pipelines.label import run_label
 
 from ttsearch.config import load_config
 from ttsearch.training.labels import label_store, read_labels
@@ -27,12 +27,13 @@ TOY = [
 
 def test_label_writes_resumable_sharded_step_labels(tmp_path, cache_dir, generator_replicas):
     cfg = load_config(None, [*TOY, f"output_dir={tmp_path}", f"cache_dir={cache_dir}"])
-    table = run_label(cfg, generators=generator_replicas)
+    summary = run_label(cfg, generators=generator_replicas)
     store = label_store(tmp_path)
     assert store.finished_shards(2) == {0, 1}
     assert json.loads(store.read_text("sweep.json"))["label"]["rollouts"] == 2
-    rows = read_labels(tmp_path).to_pylist()
-    assert len(rows) == table.num_rows == 3 * (2 + 1)  # K samples and the reference per question
+    saved = read_labels(tmp_path)
+    rows = saved.to_pylist()
+    assert len(rows) == summary.solutions == 3 * (2 + 1)  # K samples and the reference per question
     for row in rows:
         labelled = len(row["soft_labels"])
         assert labelled == min(len(row["steps"]), 2)
@@ -43,8 +44,8 @@ def test_label_writes_resumable_sharded_step_labels(tmp_path, cache_dir, generat
     references = [row for row in rows if row["source"] == "reference"]
     # A GSM8K reference is a step per line, ending with the answer line the loader writes.
     assert all(row["steps"][-1].startswith("The answer is") for row in references)
-    summary = summarize(cfg, table)
     assert summary.labelled_questions == 3 and summary.missing_questions == 0 and summary.steps > 0
 
     again = run_label(cfg, generators=generator_replicas)  # nothing left to compute: no replica is called
-    assert again.sort_by("unique_id").equals(table.sort_by("unique_id"))
+    assert again == summary
+    assert read_labels(tmp_path).sort_by("unique_id").equals(saved.sort_by("unique_id"))

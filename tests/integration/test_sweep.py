@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from ttsearch.pipelines.sweep import summary
 
+from ttsearch.analysis.report import sweep_summary
 from ttsearch.config import CONF_DIR, DEFAULT_DATASET, EMBEDDED_MODEL, load_config
 from ttsearch.engines.models import resolve_model
 from ttsearch.sweep.cells import run_sweep
@@ -251,7 +251,7 @@ def test_tiny_sweep_runs_every_strategy_on_two_nodes(
     assert sum(r["samples"] for r in lookahead) > sum(r["samples"] for r in beam), "rollouts cost samples"
     early = [r for r in rows if r["strategy"] == "early_stop"]
     assert all(r["samples"] == len(r["candidate_answers"]) <= 2 for r in early), "one sample per round, at most 2"
-    assert "best_of_n/weighted" in summary(table)
+    assert "best_of_n/weighted" in sweep_summary(table)
     assert any(r["correct"] for r in rows), "no correct row: the correct counter's check below would be vacuous"
 
     # The counters grew by exactly what this sweep's rows say (earlier sweeps of the session share their names).

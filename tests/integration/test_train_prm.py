@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
-from ttsearch.pipelines.train_prm import format_report, run_train_prm
+from ttsearch.pipelines.train_prm import run_train_prm
 
 from tests.fixtures import save_tiny_llama
 from tests.fixtures import train_prm_overrides as overrides
@@ -122,7 +122,7 @@ def test_outputs_and_serving(trained, cache_dir):
     assert trained.log_history[-1]["step"] == trained.num_steps  # the final step's losses are logged
     assert len(list((out / "checkpoints" / "train").glob("checkpoint_*/checkpoint/model.safetensors"))) == 2
     assert not list((out / "model").glob("optimizer*"))
-    print(format_report(trained))
+    print(trained)
 
     cfg = VerifierConfig(kind="math_shepherd", model=trained.model_dir, backend="transformers")
     scorer = PRMScorer.load(cfg, cache_dir)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ttsearch.pipelines.train_revision import format_report, run_train_revision
+from ttsearch.pipelines.train_revision import run_train_revision
 
 from tests.fixtures import save_tiny_llama, trajectory, write_revision_data
 from ttsearch.config import CONF_DIR, load_config
@@ -109,7 +109,7 @@ def trained(ray_session, base_model, tmp_path_factory) -> TrainReport[RevisionSu
 @pytest.mark.integration
 def test_training_fits_the_targets_and_writes_its_outputs(trained):
     out = Path(trained.output_dir)
-    print(format_report(trained))
+    print(trained)
     assert trained.train.num_trajectories + trained.heldout.num_trajectories == 12 and trained.heldout.num_questions
     assert trained.num_dropped == 0 and not trained.resumed
     uniform = math.log(json.loads((Path(trained.model_dir) / "config.json").read_text())["vocab_size"])

@@ -126,7 +126,8 @@ def markdown_table(table: pd.DataFrame) -> str:
 
 @dataclass(frozen=True)
 class ReportFile:
-    """A written report and how many error and ungraded rows it left out."""
+    """A written report and how many error and ungraded rows it left out; printed as the line `ttsearch report`
+    and `ttsearch optimize` show."""
 
     path: Path | str
     """A local path, or the URI on a remote filesystem."""
@@ -134,3 +135,14 @@ class ReportFile:
     """Error rows, left out of everything."""
     ungraded_rows: int = 0
     """Rows without a verdict, left out of every accuracy."""
+    kind: str = "report"
+    """What the file is, as the printed line names it ("report", "compute-optimal report")."""
+
+    def __str__(self) -> str:
+        left_out = [
+            f"{count} {what} rows"
+            for count, what in ((self.excluded_rows, "error"), (self.ungraded_rows, "ungraded"))
+            if count
+        ]
+        note = f" ({' and '.join(left_out)} excluded from accuracy)" if left_out else ""
+        return f"{self.kind} written to {self.path}{note}"

@@ -385,6 +385,16 @@ def run_question_work(
     return run_shards(cfg, lambda *_: work, store, problems, replicas, needs_verifier=False)
 
 
+def questions_failure(missing: int, failed: int, verb: str) -> str | None:
+    """Why a question-work command (`label`, `revision-data`) exits 1, or None: questions missing (infrastructure
+    failures: a re-run of the same command will `verb` them), else questions failed (error rows, kept)."""
+    if missing:
+        return f"{missing} questions missing (infrastructure failures): re-run the same command to {verb} them"
+    if failed:
+        return f"{failed} questions failed (a request no engine can serve): see their 'error' column"
+    return None
+
+
 def _user_error(exc: BaseException) -> TTSearchError | None:
     """The TTSearchError inside a shard task's failure (Ray wraps it, perhaps several times), if any."""
     seen: set[int] = set()

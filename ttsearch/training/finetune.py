@@ -123,6 +123,10 @@ class TrainReport(Generic[Summary]):
     """The task's config section."""
 
 
+Report = TypeVar("Report", bound="TrainReport[Any]")
+"""A task's `TrainReport` subclass: the same fields, printed as its command shows them."""
+
+
 def output_dir(cfg: SweepConfig, job: FineTuneJob) -> Path:
     """`<section>.output_dir` as an absolute local path without a model in it yet; a relative one only where the
     driver's directory stays. Checked first: a run that cannot write its model should not read its data."""
@@ -149,13 +153,15 @@ def fine_tune(
     cfg: SweepConfig,
     job: FineTuneJob,
     out: Path,
-    examples: Examples[Summary],
+    examples: Examples[Any],
     started: float,
+    report_type: type[Report],
     baseline_eval_loss: float | None = None,
-) -> TrainReport[Summary]:
+) -> Report:
     """Train `job` on `examples` in Ray Train and write model/, loss_curve.png and train.json into `out` (from
-    `output_dir`). The baseline is `baseline_eval_loss`, or the base model's held-out loss with `evaluate_base`;
-    `started` is the command's start (`time.perf_counter()`), for the report's wall time."""
+    `output_dir`); return the report as `report_type`. The baseline is `baseline_eval_loss`, or the base model's
+    held-out loss with `evaluate_base`; `started` is the command's start (`time.perf_counter()`), for the report's
+    wall time."""
     tune = job.settings
     resumed = _claim(out, job, examples)
     if not examples.heldout:
@@ -174,7 +180,7 @@ def fine_tune(
     train_losses = [entry["loss"] for entry in history if "loss" in entry]
     eval_losses = [entry["eval_loss"] for entry in history if "eval_loss" in entry]
     baseline = result.return_value["base_eval_loss"] if job.evaluate_base else baseline_eval_loss
-    report = TrainReport(
+    report = report_type(
         output_dir=str(out),
         model_dir=str(model_dir),
         checkpoint=checkpoint_dir,

@@ -11,7 +11,6 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from ttsearch.pipelines.optimize import build_optimize_report
 
 from ttsearch.analysis.compute_optimal import (
     BEST_FIXED,
@@ -26,6 +25,7 @@ from ttsearch.analysis.compute_optimal import (
     policy_of,
     strategy_curves,
 )
+from ttsearch.analysis.compute_optimal_report import build_optimize_report
 from ttsearch.analysis.costs import cost_to_reach
 from ttsearch.analysis.curves import CANDIDATE_COST_COLUMNS, difficulty_bins, estimate_difficulty, flops_rates
 from ttsearch.analysis.policy import POLICY_FILE, load_policy, save_policy

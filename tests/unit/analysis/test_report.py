@@ -12,7 +12,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from matplotlib.ticker import LogFormatterSciNotation
-from ttsearch.pipelines.report import build_report
 
 from tests.fixtures import (
     BEST_OF_N_SELECTIONS,
@@ -28,6 +27,7 @@ from tests.fixtures import (
 from ttsearch.analysis.costs import cost_at_equal_accuracy, early_stop_savings, inner_config
 from ttsearch.analysis.curves import difficulty_bins, oracle_pass_at_1
 from ttsearch.analysis.render import plot_curves
+from ttsearch.analysis.report import build_report
 from ttsearch.config import StrategySpec
 from ttsearch.sweep.results import REQUIRED_COLUMNS, RESULT_SCHEMA, ResultsError, load_results
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.fixtures import mismatches, stated_values
-from ttsearch.cli import DEFAULT_CONFIGS, build_parser, main
+from ttsearch.cli import COMMANDS, build_parser, main
 from ttsearch.config import load_config, resolve_config_path
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -72,8 +72,18 @@ def test_documented_sweep_command_is_valid(
     assert mismatches(stated, cfg) == [], where
 
 
+TRAINING_COMMANDS = (
+    "label",
+    "bench --label",
+    "train-prm",
+    "eval-prm",
+    "revision-data",
+    "train-revision",
+    "eval-revision",
+)
+"""The model-training commands (and `bench --label`, which times labelling): each reads its own default configs."""
 PRM_COMMAND = re.compile(
-    rf"ttsearch (?P<command>{'|'.join(map(re.escape, DEFAULT_CONFIGS))})(?=[\s`])(?P<args>[^`#\n]*)"
+    rf"ttsearch (?P<command>{'|'.join(map(re.escape, TRAINING_COMMANDS))})(?=[\s`])(?P<args>[^`#\n]*)"
 )
 
 
@@ -101,12 +111,13 @@ def test_documented_prm_command_is_valid(where: str, argv: list[str], monkeypatc
     """The labelling, training and evaluation commands parse and load their config as the CLI would."""
     monkeypatch.chdir(ROOT)
     args = build_parser().parse_args(argv)
-    load_config(args.config or DEFAULT_CONFIGS[" ".join(argv[:2]) if argv[0] == "bench" else argv[0]], args.overrides)
+    command = COMMANDS[" ".join(argv[:2]) if argv[0] == "bench" else argv[0]]
+    load_config(args.config or list(command.configs or ()), args.overrides)
 
 
 def test_the_docs_document_each_prm_command():
     written = [where for where, _ in PRM_COMMANDS if not where.startswith("docs/configuration.md:")]
     assert len(written) >= MIN_PRM_COMMANDS, written
-    assert {" ".join(argv[:2]) if argv[0] == "bench" else argv[0] for _, argv in PRM_COMMANDS} == set(DEFAULT_CONFIGS)
+    assert {" ".join(argv[:2]) if argv[0] == "bench" else argv[0] for _, argv in PRM_COMMANDS} == set(TRAINING_COMMANDS)
     guides = {where.split(":")[0] for where, _ in PRM_COMMANDS}
     assert {"docs/guides/prm-training.md", "docs/guides/revision-model.md", "README.md"} <= guides, guides

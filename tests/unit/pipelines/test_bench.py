@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from ttsearch.pipelines.bench import Measurement, VerifierCost, _row, benchmark_cases
 
-from ttsearch.cli import BENCH_CONFIGS
+from ttsearch.cli import COMMANDS
 from ttsearch.config import load_config
 from ttsearch.search.strategies import strategy_names
+
+BENCH_CONFIGS = COMMANDS["bench"].configs
 
 
 def test_cases_measure_scheduling_alone_for_every_strategy_then_the_real_verifier_on_each_backend():

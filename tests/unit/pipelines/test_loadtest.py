@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
-from ttsearch.pipelines.loadtest import LoadTestError, format_report, level_report, percentile, run_loadtest
+from ttsearch.pipelines.loadtest import LoadTestError, LoadTestReport, level_report, percentile, run_loadtest
 
 
 def test_percentiles_interpolate_and_tolerate_few_values():
@@ -19,12 +21,14 @@ def test_a_level_reads_throughput_latency_and_the_generator_batch_from_the_stats
     assert level["requests_per_min"] == 2.0 and level["failed"] == 1
     assert level["p50_latency_s"] == 25.0 and level["mean_generator_batch"] == 10.0
     assert level["shared_generator_calls"] == 0.5
-    report = {"search": {"strategy": "beam", "budget": 4}, "levels": [level], "throughput_16_vs_1": None}
-    assert "strategy=beam" in format_report(report)
+    report = LoadTestReport("http://127.0.0.1:8000", 4, 64, {"strategy": "beam", "budget": 4}, [level], None)
+    assert str(report).startswith("requests: strategy=beam, budget=4\n")
+    assert str(report).endswith("\n\nthroughput at C=16 / C=1: None")
+    assert json.loads(report.to_json())["levels"] == [level]
 
 
 def test_only_a_service_on_this_machine_is_load_tested():
     with pytest.raises(LoadTestError, match="only targets a service on this machine"):
-        run_loadtest(["conf/serve.yaml"], [], "http://example.com:8000", [1], 1)
+        run_loadtest(["conf/serve.yaml"], [], [1], 1, url="http://example.com:8000")
     with pytest.raises(LoadTestError, match=">= 1"):
-        run_loadtest(["conf/serve.yaml"], [], None, [0], 1)
+        run_loadtest(["conf/serve.yaml"], [], [0], 1)

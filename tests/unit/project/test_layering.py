@@ -4,7 +4,8 @@ Rules (the package docstrings say them too):
 - the search core (`ttsearch/search/`) imports no Ray, torch, transformers or vLLM, not even lazily;
 - the library never imports `ttsearch.actors` or `ttsearch.pipelines` at module level (starting replicas imports an
   actor module inside the function that starts them);
-- nothing imports a pipeline but the CLI's commands, lazily (tests are exempt: they test the pipelines);
+- nothing imports a pipeline, not even the CLI: its command table names each handler by a `module:function` string,
+  imported when the command runs (tests are exempt: they test the pipelines);
 - no import cycle between the packages, counting module-level imports (what runs when a module loads);
 - no module over `MAX_LINES` lines, and only `LOOSE_MODULES` at the top of `ttsearch/`.
 
@@ -14,6 +15,7 @@ Run alone: `pytest tests/unit/project/test_layering.py -q` (it prints the packag
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,13 +119,32 @@ def test_the_library_imports_actors_and_pipelines_only_lazily():
     assert bad == []
 
 
-def test_only_the_cli_imports_a_pipeline_and_only_lazily():
-    bad = [
-        where(i)
-        for i in IMPORTS
-        if layer(i.imported) == "ttsearch.pipelines" and (i.importer != "ttsearch.cli" or i.module_level)
+def test_nothing_imports_a_pipeline():
+    assert [where(i) for i in IMPORTS if layer(i.imported) == "ttsearch.pipelines"] == []
+
+
+HANDLER = re.compile(r"(ttsearch(?:\.\w+)+):(\w+)")
+
+
+def test_the_clis_handler_strings_name_functions_that_exist():
+    """How the CLI reaches a pipeline (or a library function): each `module:function` string in cli.py names a
+    module-level function of a module of the package."""
+    tree = ast.parse(MODULES["ttsearch.cli"].read_text())
+    handlers = [
+        match.groups()
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant) and isinstance(node.value, str)
+        for match in [HANDLER.fullmatch(node.value)]
+        if match
     ]
-    assert bad == []
+    assert len(handlers) >= 15, handlers  # every command and mode
+    missing = [
+        f"{module}:{function}"
+        for module, function in handlers
+        if module not in MODULES
+        or function not in {node.name for node in ast.parse(MODULES[module].read_text()).body if hasattr(node, "name")}
+    ]
+    assert missing == []
 
 
 def package_graph() -> dict[str, set[str]]:

@@ -58,17 +58,17 @@ def test_handlers_replaced_by_a_call_are_put_back(restored_handlers):
 def test_the_cli_exits_143_on_sigterm_and_runs_the_commands_finally():
     """A command killed by SIGTERM (a supervisor, `kill`) still runs its clean-up and says so in its exit status."""
     script = textwrap.dedent("""
-        import os, signal, sys
+        import dataclasses, signal
         from ttsearch import cli
 
-        def command(args):
+        def command(run_dir):
             try:
                 print("working", flush=True)
                 signal.pause()
             finally:
                 print("cleaned up", flush=True)
 
-        cli._report = command  # the parser binds the handler when main builds it
+        cli.COMMANDS["report"] = dataclasses.replace(cli.COMMANDS["report"], handler="__main__:command")
         cli.main(["report", "runs/none"])
     """)
     process = subprocess.Popen(

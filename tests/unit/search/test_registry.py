@@ -9,7 +9,6 @@ import json
 import textwrap
 
 import pytest
-from ttsearch.pipelines.report import build_report
 
 from tests.fixtures import (
     FakeScheduler,
@@ -22,6 +21,7 @@ from tests.fixtures import (
 )
 from ttsearch.analysis.compute_optimal import fit_policy, policy_of
 from ttsearch.analysis.curves import estimate_difficulty
+from ttsearch.analysis.report import build_report
 from ttsearch.config import ConfigError, entry_record, load_config
 from ttsearch.search.outcomes import ModelSizes
 from ttsearch.search.scheduler import Scheduler

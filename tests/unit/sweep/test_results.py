@@ -11,11 +11,11 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from ttsearch.pipelines.report import build_report
 
 from tests.fixtures import PROBLEM, ScriptedGrader, beam_rows, best_of_n_rows, boxed, result_row
 from ttsearch.analysis.curves import flops_rates
 from ttsearch.analysis.policy import POLICY_FILE, POLICY_VERSION
+from ttsearch.analysis.report import build_report
 from ttsearch.cli import main
 from ttsearch.config import StrategySpec, load_config
 from ttsearch.search.outcomes import JobOutcome, ModelSizes, Usage
@@ -228,13 +228,14 @@ def test_row_counts_say_done_failed_and_missing(tmp_path):
 
 
 def test_summary_leaves_ungraded_rows_out_of_accuracy_and_counts_any_right_candidate_as_covered():
-    from ttsearch.pipelines.sweep import summary
+    from ttsearch.analysis.report import sweep_summary
 
     def tables(*cells: tuple[bool | None, list[bool | None]]) -> list[list[str]]:
         saved = [r for r in rows().to_pylist() if r["strategy_label"] == "best_of_n/weighted"][: len(cells)]
         for row, (correct, flags) in zip(saved, cells, strict=True):
             row |= {"budget": 4, "correct": correct, "candidate_correct": flags, "error": None}
-        text = summary(pa.Table.from_pylist(saved, schema=RESULT_SCHEMA))  # read back through pandas, as a sweep's
+        # read back through pandas, as a sweep's
+        text = sweep_summary(pa.Table.from_pylist(saved, schema=RESULT_SCHEMA))
         return [part.splitlines()[-1].split() for part in text.split("\n\n")]
 
     # Without nulls the flags come back as numpy bools (not `True`), with a null as Python objects: both count.
@@ -245,7 +246,7 @@ def test_summary_leaves_ungraded_rows_out_of_accuracy_and_counts_any_right_candi
 
 
 def test_sweep_exits_1_with_the_row_summary_when_rows_are_missing(tmp_path, capsys, monkeypatch):
-    import ttsearch.sweep.cells
+    import ttsearch.pipelines.sweep
 
     overrides = [
         "strategies=[{name: best_of_n, selections: [naive, majority]}]",
@@ -257,7 +258,7 @@ def test_sweep_exits_1_with_the_row_summary_when_rows_are_missing(tmp_path, caps
     saved = rows().slice(0, 5).to_pylist()
     saved[0]["error"] = "ValueError: a strategy bug"
     monkeypatch.setattr(
-        ttsearch.sweep.cells, "run_sweep", lambda cfg: pa.Table.from_pylist(saved, schema=RESULT_SCHEMA)
+        ttsearch.pipelines.sweep, "run_sweep", lambda cfg: pa.Table.from_pylist(saved, schema=RESULT_SCHEMA)
     )
     with pytest.raises(SystemExit) as exit_info:
         main(["sweep", *overrides])

@@ -14,18 +14,12 @@ import ttsearch.pipelines.eval_revision
 from ttsearch.pipelines.eval_revision import run_eval_revision
 
 from tests.fixtures import result_row
+from ttsearch.analysis.revisions import attempt_accuracy, chain_length, plot_attempt_curves
 from ttsearch.config import CONF_DIR, ConfigError, StrategySpec, load_config
 from ttsearch.search.strategies import strategy_config, strategy_label
 from ttsearch.sweep.cells import RowCounts
 from ttsearch.sweep.results import RESULT_SCHEMA
-from ttsearch.training.revision_eval import (
-    attempt_accuracy,
-    chain_length,
-    format_report,
-    model_sweeps,
-    plot_attempt_curves,
-    revisions_vs_best_of_n,
-)
+from ttsearch.training.revision_eval import format_report, model_sweeps, revisions_vs_best_of_n
 
 T2 = StrategySpec.of(name="revisions", revision_length=2, revision_window=1, selections=["majority", "naive"])
 P1 = StrategySpec.of(name="revisions", revision_chains=1, revision_window=2, selections=["majority"])
@@ -221,9 +215,10 @@ def test_eval_revision_sweeps_each_model_in_turn_and_writes_its_files(tmp_path, 
     monkeypatch.setattr(
         ttsearch.pipelines.eval_revision, "row_counts", lambda sweep, table: RowCounts(table.num_rows, 1, 0, 2)
     )
-    report = run_eval_revision(
+    evaluation = run_eval_revision(
         eval_config(tmp_path, "eval_revision.models=[embedded,HuggingFaceTB/SmolLM2-360M]", "verifier.kind=majority")
     )
+    report = evaluation.report
     assert swept == ["embedded", "HuggingFaceTB/SmolLM2-360M"]
     out = tmp_path / "eval"
     assert (out / "revision_curve.png").read_bytes().startswith(b"\x89PNG")
@@ -232,6 +227,7 @@ def test_eval_revision_sweeps_each_model_in_turn_and_writes_its_files(tmp_path, 
     assert saved["models"][0]["rows"] == {"done": len(comparison_rows()), "ungraded": 1, "failed": 0, "missing": 2}
     markdown = (out / "eval.md").read_text()
     assert markdown == format_report(report)
+    assert str(evaluation) == f"{markdown}\n\nwritten to {out}/eval.md, eval.json and revision_curve.png"
     # the base's T=2 attempts: attempt 1 of q0 F, F; q1 F, F; q2 (ungraded), F → 0 of 5; attempt 2: T, T, F, F, T, F
     assert "| embedded (base) | 0.0 ± 0.0 | 50.0 ± 28.9 |" in markdown
     assert "| embedded (base) | majority | 50.0 ± 50.0 | 66.7 ± 33.3 | 66.7 ± 33.3 | 66.7 ± 33.3 |" in markdown

@@ -1,4 +1,4 @@
-"""`ttsearch report RUN_DIR`: the paper's plots and tables for one sweep, from its Parquet alone.
+"""The sweep report (`ttsearch report RUN_DIR`): the paper's plots and tables for one sweep, from its Parquet alone.
 
 Nothing is re-run: every number is a function of `RUN_DIR/results/*.parquet`, so a report can be
 rebuilt (or built on another machine) long after the replicas are gone. Plots follow the paper's
@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 
 from ttsearch.analysis.costs import cost_at_equal_accuracy, early_stop_savings
 from ttsearch.analysis.curves import (
@@ -34,8 +35,8 @@ from ttsearch.analysis.curves import (
     ungraded_note,
 )
 from ttsearch.analysis.render import ReportFile, markdown_table, mean_se_text, plot_curves
+from ttsearch.analysis.revisions import attempt_accuracy, attempt_table, curve_label, plot_attempt_curves
 from ttsearch.sweep.results import CONFIG, RESULTS, ResultsError, RunStore
-from ttsearch.training.revision_eval import attempt_accuracy, attempt_table, curve_label, plot_attempt_curves
 
 ERRORS_LISTED = 5
 # Per-problem costs shown per strategy × budget when the column exists: (column, table title, format).
@@ -45,6 +46,27 @@ COST_COLUMNS = (
     ("total_flops", "mean FLOPs per problem", "{:.3g}"),
     ("wall_s", "mean wall seconds per problem", "{:.1f}"),
 )
+
+
+def sweep_summary(table: pa.Table) -> str:
+    """Accuracy and coverage (%) per strategy × budget, averaged over problems and seeds, as the text `ttsearch
+    sweep` prints; error rows left out, ungraded rows left out of accuracy.
+
+    Coverage is the share of cells where any candidate was right: what an oracle verifier would get.
+    """
+    frame = table.select(["strategy_label", "budget", "correct", "candidate_correct", "error"]).to_pandas()
+    frame = frame[frame["error"].isna()]
+    if frame.empty:
+        return "no rows without an error"
+    frame["correct"] = frame["correct"].astype("float")  # ungraded (None) becomes NaN, which the mean skips
+    frame["covered"] = frame["candidate_correct"].map(covered)
+    parts = []
+    for column, title in (("correct", "accuracy %"), ("covered", "coverage % (pass@N)")):
+        pivot = frame.pivot_table(index="strategy_label", columns="budget", values=column, aggfunc="mean") * 100
+        pivot.columns = [f"N={budget}" for budget in pivot.columns]
+        pivot.index.name = title
+        parts.append(pivot.round(1).to_string())
+    return "\n\n".join(parts)
 
 
 def _by_budget(long: pd.DataFrame, title: str, text: Callable[[pd.Series], str]) -> str:

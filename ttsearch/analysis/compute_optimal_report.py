@@ -1,4 +1,5 @@
-"""Compute-optimal test-time search (Snell et al. 2024, §3–§6) from a sweep's Parquet alone.
+"""The compute-optimal report (`ttsearch optimize RUN_DIR`): compute-optimal test-time search (Snell et al. 2024,
+§3–§6) from a sweep's Parquet alone, with the deployable policy it fits (`policy.json`, what `ttsearch solve` runs).
 
 The paper's recipe: estimate each question's difficulty (quantile bins of pass@1, oracle from the ground truth
 or predicted from verifier scores), pick for every (budget, bin) the strategy label that did best there on
@@ -462,7 +463,7 @@ def build_optimize_report(
         if larger_run_dir is not None:
             md += _flops_matched_section(frame, results["oracle"], larger_run_dir, small_params, large_params, r_values)
         (out / "compute_optimal.md").write_text("\n".join(md))
-    return ReportFile(store.location("report", "compute_optimal.md"), excluded, ungraded)
+    return ReportFile(store.location("report", "compute_optimal.md"), excluded, ungraded, "compute-optimal report")
 
 
 def _optimize_markdown(

@@ -4,13 +4,31 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from enum import StrEnum
 from functools import cached_property
 from typing import Any
 
 from ttsearch.config.base import ConfigError, require
 
-SELECTIONS = ("naive", "weighted", "majority")
-AGGREGATIONS = ("last", "min", "prod")
+
+class Selection(StrEnum):
+    """How the final answer is picked from a search's candidates (Snell et al. §5.1)."""
+
+    naive = "naive"  # the candidate the verifier scores highest
+    weighted = "weighted"  # the answer whose candidates' scores sum highest (best-of-N weighted)
+    majority = "majority"  # the most frequent answer; reads no score
+
+
+class Aggregation(StrEnum):
+    """How a solution's step scores become one score."""
+
+    last = "last"  # the last step's score (the paper's choice for its PRM)
+    min = "min"  # the weakest step
+    prod = "prod"  # the product: every step right
+
+
+SELECTIONS = tuple(mode.value for mode in Selection)
+AGGREGATIONS = tuple(how.value for how in Aggregation)
 
 
 @dataclass(frozen=True)
@@ -45,8 +63,10 @@ class StrategySpec:
     """
 
     name: str = "best_of_n"  # a strategy of the registry (`ttsearch.search.strategies.registry.STRATEGIES`)
-    selections: list[str] = field(default_factory=lambda: ["weighted"])
-    aggregation: str = "last"  # how a solution's step scores become one score
+    selections: list[str] = field(default_factory=lambda: [Selection.weighted])
+    """`Selection` values; checked by `strategy_errors`, so that a bad one is named by its entry's key."""
+    aggregation: str = Aggregation.last
+    """An `Aggregation` value: how a solution's step scores become one score."""
     settings: dict[str, Any] = field(default_factory=dict)
     """The strategy's own settings as written (the others take their defaults); `strategy_errors` checks them."""
 

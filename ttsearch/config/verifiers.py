@@ -13,7 +13,7 @@ paths imported only where a model runs, so the config layer reads this table wit
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import Enum, StrEnum
 from functools import cache
 from importlib.metadata import entry_points
 
@@ -35,9 +35,17 @@ class Layout(Enum):
     """No model: the driver scores it in-process (`ttsearch.runtime.backends.ModelFreeVerifier`)."""
 
 
-HOSTS = ("generator", "vllm", "transformers")
-"""Where a hosted verifier can run: on the generator replicas' own vLLM engines (the same model only), on a vLLM engine
-of its own, or on a transformers model."""
+class VerifierBackend(StrEnum):
+    """The values of `verifier.backend`: where a hosted verifier runs."""
+
+    auto = "auto"  # the first of the family's backends this run allows (`ttsearch.config.models.verifier_backend`)
+    generator = "generator"  # the generator replicas' own vLLM engines (the same model only)
+    vllm = "vllm"  # a vLLM engine of its own
+    transformers = "transformers"  # a transformers model
+
+
+HOSTS = tuple(backend.value for backend in VerifierBackend if backend != VerifierBackend.auto)
+"""Where a hosted verifier can run (every backend but "auto")."""
 
 LAYOUT_HOSTS: dict[Layout, tuple[str, ...]] = {
     Layout.NEXT_TOKEN: HOSTS,
@@ -47,9 +55,8 @@ LAYOUT_HOSTS: dict[Layout, tuple[str, ...]] = {
 }
 """The hosts able to read each layout; a family's `backends` are some of its layout's."""
 
-AUTO = "auto"
-VERIFIER_BACKENDS = (AUTO, *HOSTS)
-"""The values of `verifier.backend`: "auto" (see `ttsearch.config.models.verifier_backend`) or a host."""
+AUTO = VerifierBackend.auto.value
+VERIFIER_BACKENDS = tuple(backend.value for backend in VerifierBackend)
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Literal
 
+from ttsearch.config import Aggregation, Selection
 from ttsearch.search.grading import canonical_answer
 from ttsearch.search.strategies.common import Candidate
 
@@ -25,15 +25,15 @@ SameAnswers = Callable[[str, Sequence[str]], list[bool]]
 """`same(answer, others)`: which of `others` state the same answer as `answer` (`Grader.same_answers`)."""
 
 
-def aggregate(step_scores: Sequence[float], how: Literal["last", "min", "prod"] | str) -> float:
+def aggregate(step_scores: Sequence[float], how: Aggregation | str) -> float:
     """One score for a solution from its step scores."""
     if not step_scores:
         return 0.0
-    if how == "last":
+    if how == Aggregation.last:
         return float(step_scores[-1])
-    if how == "min":
+    if how == Aggregation.min:
         return float(min(step_scores))
-    if how == "prod":
+    if how == Aggregation.prod:
         return float(math.prod(step_scores))
     raise ValueError(f"unknown aggregation '{how}'")
 
@@ -65,7 +65,7 @@ def answer_groups(answers: Sequence[str | None], same: SameAnswers) -> list[int 
 
 def select(
     candidates: Sequence[Candidate],
-    mode: Literal["naive", "weighted", "majority"] | str,
+    mode: Selection | str,
     aggregation: str,
     same: SameAnswers,
 ) -> Candidate | None:
@@ -73,9 +73,9 @@ def select(
     if not candidates:
         return None
     scores = [aggregate(c.step_scores, aggregation) for c in candidates]
-    if mode == "naive":
+    if mode == Selection.naive:
         return candidates[max(range(len(candidates)), key=lambda i: (scores[i], -i))]
-    if mode not in ("weighted", "majority"):
+    if mode not in (Selection.weighted, Selection.majority):
         raise ValueError(f"unknown selection mode '{mode}'")
 
     totals: dict[int, float] = {}
@@ -83,10 +83,10 @@ def select(
     for i, group in enumerate(answer_groups([c.answer for c in candidates], same)):
         if group is None:
             continue
-        totals[group] = totals.get(group, 0.0) + (scores[i] if mode == "weighted" else 1.0)
+        totals[group] = totals.get(group, 0.0) + (scores[i] if mode == Selection.weighted else 1.0)
         if group not in best_in_group or scores[i] > scores[best_in_group[group]]:
             best_in_group[group] = i
     if not totals:  # nobody answered: fall back to the verifier's favourite
-        return select(candidates, "naive", aggregation, same)
+        return select(candidates, Selection.naive, aggregation, same)
     winner = max(totals, key=lambda group: (totals[group], -group))  # groups are numbered first-seen
     return candidates[best_in_group[winner]]

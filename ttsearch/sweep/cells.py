@@ -21,7 +21,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ttsearch.config import StrategySpec, SweepConfig
+from ttsearch.config import Selection, StrategySpec, SweepConfig
 from ttsearch.runtime.metrics import SweepMetrics
 from ttsearch.runtime.replicas import check_output_dir, model_sizes
 from ttsearch.search.grading import Grader
@@ -120,7 +120,7 @@ def outcome_rows(outcome: JobOutcome, grader: Grader, sizes: ModelSizes) -> list
     for selection in spec.selections:
         chosen = select(candidates, selection, spec.aggregation, grader.same_answers)
         index = candidates.index(chosen) if chosen is not None else None
-        billed = search_reads_verifier(spec) or selection != "majority"
+        billed = search_reads_verifier(spec) or selection != Selection.majority
         rows.append(
             base
             | {

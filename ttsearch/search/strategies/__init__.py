@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ttsearch.config import StrategySpec, running_strategy
+from ttsearch.config import Aggregation, StrategySpec, running_strategy
 from ttsearch.search.strategies.common import Candidate, SearchContext, StrategyRun
 from ttsearch.search.strategies.registry import Strategy, strategy, strategy_names
 
@@ -20,7 +20,7 @@ def start(ctx: SearchContext, budget: int, spec: StrategySpec) -> StrategyRun:
 def strategy_config(spec: StrategySpec) -> str:
     """One strategy configuration (its hyper-parameters), e.g. `beam(M=4)`, `best_of_n/min` or
     `early_stop(best_of_n,r=4,s=0.75)`."""
-    return _configuration(spec) + ("" if spec.aggregation == "last" else f"/{spec.aggregation}")
+    return _configuration(spec) + ("" if spec.aggregation == Aggregation.last else f"/{spec.aggregation}")
 
 
 def _configuration(spec: StrategySpec) -> str:
@@ -29,7 +29,7 @@ def _configuration(spec: StrategySpec) -> str:
 
 def strategy_label(spec: StrategySpec, selection: str) -> str:
     """Configuration plus final selection, e.g. `beam(M=4)/weighted`: one curve in the report."""
-    aggregation = "" if spec.aggregation == "last" else f"/{spec.aggregation}"
+    aggregation = "" if spec.aggregation == Aggregation.last else f"/{spec.aggregation}"
     return f"{_configuration(spec)}/{selection}{aggregation}"
 
 

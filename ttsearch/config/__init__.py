@@ -10,7 +10,16 @@ families) and `generators` (generator backends). Imports only `ttsearch.errors` 
 an entry when that entry is used); everything else imports it.
 """
 
-from ttsearch.config.base import CONF_DIR, DEFAULT_DATASET, EMBEDDED_MODEL, ConfigError, default_cache_dir, require
+from ttsearch.config.base import (
+    CONF_DIR,
+    DEFAULT_DATASET,
+    EMBEDDED_MODEL,
+    Bound,
+    ConfigError,
+    default_cache_dir,
+    field_bounds,
+    require,
+)
 from ttsearch.config.generators import GENERATOR_BACKENDS, generator_backend_names, generator_class
 from ttsearch.config.models import GeneratorConfig, VerifierConfig, verifier_backend
 from ttsearch.config.run import BenchConfig, DataConfig, SchedulerConfig
@@ -35,8 +44,6 @@ from ttsearch.config.search import (
 )
 from ttsearch.config.serving import PROXY_LOCATIONS, ServeAutoscalingConfig, ServeConfig
 from ttsearch.config.sweep import (
-    AT_LEAST,
-    GREATER_THAN_ZERO,
     OVERRIDE_KEY,
     SweepConfig,
     load_config,
@@ -64,14 +71,14 @@ from ttsearch.config.verifiers import (
 )
 
 __all__ = [
+    "Bound",
+    "field_bounds",
     "AGGREGATIONS",
-    "AT_LEAST",
     "CONF_DIR",
     "DEFAULT_DATASET",
     "EMBEDDED_MODEL",
     "FINE_TUNE_SECTIONS",
     "GENERATOR_BACKENDS",
-    "GREATER_THAN_ZERO",
     "OVERRIDE_KEY",
     "PRM_TARGETS",
     "PROMPT_ALLOWANCE_TOKENS",

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from ttsearch.config.base import EMBEDDED_MODEL, require
+from ttsearch.config.base import EMBEDDED_MODEL, FRACTION, POSITIVE, at_least, require
 from ttsearch.config.verifiers import AUTO, VERIFIER_BACKENDS, verifier_family
 
 if TYPE_CHECKING:
@@ -16,21 +16,26 @@ if TYPE_CHECKING:
 class GeneratorConfig:
     model: str = EMBEDDED_MODEL  # "embedded", a Hugging Face id or a local checkpoint path
     backend: str = "vllm"  # `ttsearch.config.generators` names them; "transformers" where vLLM is not installed
-    replicas: int = 1
-    num_gpus: float = 0.0
-    num_cpus: float = 1.0
+    replicas: int = field(default=1, metadata=POSITIVE)
+    num_gpus: float = field(default=0.0, metadata=at_least(0))
+    num_cpus: float = field(default=1.0, metadata=at_least(0))
     dtype: str = "bfloat16"
-    max_model_len: int = 2048
-    max_num_seqs: int = 256
+    max_model_len: int = field(default=2048, metadata=POSITIVE)
+    max_num_seqs: int = field(default=256, metadata=POSITIVE)
     enforce_eager: bool = True  # CPU: skips graph capture, engine starts in ~30 s
     enable_prefix_caching: bool = True
-    gpu_memory_utilization: float = 0.85  # GPU: fraction of device memory for weights + KV cache
-    cpu_kv_cache_gib: float = 2.0  # CPU: RAM reserved for the KV cache (VLLM_CPU_KVCACHE_SPACE)
-    tensor_parallel_size: int = 1
+    gpu_memory_utilization: float = field(default=0.85, metadata=FRACTION)
+    """GPU: fraction of device memory for weights + KV cache"""
+    cpu_kv_cache_gib: float = field(default=2.0, metadata=POSITIVE)
+    """CPU: RAM reserved for the KV cache (VLLM_CPU_KVCACHE_SPACE)"""
+    tensor_parallel_size: int = field(default=1, metadata=POSITIVE)
     seed: int = 0
-    max_restarts: int = 3  # Ray restarts a dead replica this many times (-1: forever); its work is retried meanwhile
-    start_timeout_s: float = 1800.0  # replicas not placed and loaded by then stop the run (new GPU nodes: minutes)
-    transformers_call_tokens: int = 4096  # transformers backend: padded tokens (prompt + new) per generate call
+    max_restarts: int = field(default=3, metadata=at_least(-1, "-1: restart forever"))
+    """Ray restarts a dead replica this many times (-1: forever); its work is retried meanwhile"""
+    start_timeout_s: float = field(default=1800.0, metadata=POSITIVE)
+    """replicas not placed and loaded by then stop the run (new GPU nodes: minutes)"""
+    transformers_call_tokens: int = field(default=4096, metadata=POSITIVE)
+    """transformers backend: padded tokens (prompt + new) per generate call"""
 
 
 @dataclass(frozen=True)
@@ -38,18 +43,23 @@ class VerifierConfig:
     kind: str = "lm_judge"  # a verifier family: `ttsearch.config.verifiers` names them
     model: str = EMBEDDED_MODEL
     backend: str = "auto"  # "auto", "generator", "vllm" or "transformers"; see `verifier_backend`
-    replicas: int = 1
-    num_gpus: float = 0.0
-    num_cpus: float = 1.0
+    replicas: int = field(default=1, metadata=POSITIVE)
+    num_gpus: float = field(default=0.0, metadata=at_least(0))
+    num_cpus: float = field(default=1.0, metadata=at_least(0))
     dtype: str = "float32"
-    max_batch_tokens: int = 2048  # padded tokens per forward pass (CPU is fastest at 1-2k)
-    max_input_tokens: int = 2048  # longer inputs are truncated from the left of the solution
-    torch_threads: int = 1  # transformers backend
-    cpu_kv_cache_gib: float = 1.0  # vllm backend on CPU: RAM for the prefix cache / KV cache
-    gpu_memory_utilization: float = 0.85  # vllm backend on GPU
-    max_num_seqs: int = 256  # vllm backend: reads scheduled together
-    max_restarts: int = 3  # Ray restarts a dead replica this many times (-1: forever); its work is retried meanwhile
-    start_timeout_s: float = 1800.0  # replicas not placed and loaded by then stop the run (new GPU nodes: minutes)
+    max_batch_tokens: int = field(default=2048, metadata=POSITIVE)
+    """padded tokens per forward pass (CPU is fastest at 1-2k)"""
+    max_input_tokens: int = field(default=2048, metadata=POSITIVE)
+    """longer inputs are truncated from the left of the solution"""
+    torch_threads: int = field(default=1, metadata=POSITIVE)  # transformers backend
+    cpu_kv_cache_gib: float = field(default=1.0, metadata=POSITIVE)
+    """vllm backend on CPU: RAM for the prefix cache / KV cache"""
+    gpu_memory_utilization: float = field(default=0.85, metadata=FRACTION)  # vllm backend on GPU
+    max_num_seqs: int = field(default=256, metadata=POSITIVE)  # vllm backend: reads scheduled together
+    max_restarts: int = field(default=3, metadata=at_least(-1, "-1: restart forever"))
+    """Ray restarts a dead replica this many times (-1: forever); its work is retried meanwhile"""
+    start_timeout_s: float = field(default=1800.0, metadata=POSITIVE)
+    """replicas not placed and loaded by then stop the run (new GPU nodes: minutes)"""
 
 
 def verifier_backend(verifier: VerifierConfig, generator: GeneratorConfig | None) -> str:

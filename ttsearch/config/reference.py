@@ -228,6 +228,8 @@ def _sections(cls: type, key: str, seen: dict[type, str], out: list[Section]) ->
             default = f"`{inner.__name__}()`" + (" (one item)" if is_list else "")
         else:
             default = _default(cls, field, found.default)
+        if "bound" in field.metadata:  # the rule written beside the field, as its error states it
+            doc = _joined(doc, f"Rule: {field.metadata['bound'].rule()}.")
         section.rows.append((f"`{path}`", _type(field.type), default, doc or "–"))
     for inner, inner_key in nested:
         if inner not in seen:

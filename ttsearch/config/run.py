@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ttsearch.config.base import DEFAULT_DATASET
+from ttsearch.config.base import DEFAULT_DATASET, POSITIVE, at_least
 
 
 @dataclass(frozen=True)
@@ -12,30 +12,44 @@ class DataConfig:
     path: str = str(DEFAULT_DATASET)
     levels: list[int] = field(default_factory=list)  # keep only these MATH levels (1-5); empty keeps all
     limit: int | None = None  # first `limit` problems (after `offset`, after the level filter)
-    offset: int = 0
-    shards: int = 1  # Ray Data blocks; each is one driver loop against the shared replicas
-    shard_num_cpus: float = 0.25  # logical CPUs a shard task reserves (it mostly waits on replicas)
+    offset: int = field(default=0, metadata=at_least(0))
+    shards: int = field(default=1, metadata=POSITIVE)
+    """Ray Data blocks; each is one driver loop against the shared replicas"""
+    shard_num_cpus: float = field(default=0.25, metadata=at_least(0))
+    """logical CPUs a shard task reserves (it mostly waits on replicas)"""
 
 
 @dataclass(frozen=True)
 class SchedulerConfig:
-    max_in_flight: int = 64  # problems being searched at once, per shard
-    max_batch_sequences: int = 256  # sequences per generator call
-    max_batch_scores: int = 64  # solutions per verifier call
-    max_outstanding_per_replica: int = 512  # sequences queued on one replica before we hold back
-    affinity_slack: int = 32  # sequences a run's home replica may carry beyond another before the run moves
-    max_request_retries: int = 3  # a request whose replica died is served again at most this many times
-    replica_wait_s: float = 600.0  # with no healthy replica of a target for this long, the sweep stops
-    health_check_interval_s: float = 5.0  # how often a replica taken out of rotation is asked to answer again
-    call_timeout_s: float = 1800.0  # a replica call that streams no result for this long counts as a failure
-    batch_window_s: float = 0.0  # a dispatch waits this long for more requests to join its calls (serve: a few ms)
+    max_in_flight: int = field(default=64, metadata=POSITIVE)  # problems being searched at once, per shard
+    max_batch_sequences: int = field(default=256, metadata=POSITIVE)  # sequences per generator call
+    max_batch_scores: int = field(default=64, metadata=POSITIVE)  # solutions per verifier call
+    max_outstanding_per_replica: int = field(default=512, metadata=POSITIVE)
+    """sequences queued on one replica before we hold back"""
+    affinity_slack: int = field(
+        default=32, metadata=at_least(0, "0: a run moves whenever its home replica carries more")
+    )
+    """sequences a run's home replica may carry beyond another before the run moves"""
+    max_request_retries: int = field(default=3, metadata=at_least(0, "0: never retry"))
+    """a request whose replica died is served again at most this many times"""
+    replica_wait_s: float = field(default=600.0, metadata=POSITIVE)
+    """with no healthy replica of a target for this long, the sweep stops"""
+    health_check_interval_s: float = field(default=5.0, metadata=POSITIVE)
+    """how often a replica taken out of rotation is asked to answer again"""
+    call_timeout_s: float = field(default=1800.0, metadata=POSITIVE)
+    """a replica call that streams no result for this long counts as a failure"""
+    batch_window_s: float = field(
+        default=0.0, metadata=at_least(0, "0: no wait, requests of one event-loop tick share a call")
+    )
+    """a dispatch waits this long for more requests to join its calls (serve: a few ms)"""
 
 
 @dataclass(frozen=True)
 class BenchConfig:
     """`ttsearch bench` only: what to compare besides the ready-queue search itself."""
 
-    sync_problems: int = 8  # the synchronous baseline runs on this many of the problems
+    sync_problems: int = field(default=8, metadata=POSITIVE)
+    """the synchronous baseline runs on this many of the problems"""
     real_verifier: str = "lm_judge"  # measured again with this hosted verifier ...
     real_verifier_strategies: list[str] = field(default_factory=lambda: ["beam"])  # ... for these strategies
     real_verifier_backends: list[str] = field(default_factory=lambda: ["auto"])  # ... on each of these backends

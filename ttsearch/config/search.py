@@ -8,7 +8,7 @@ from enum import StrEnum
 from functools import cached_property
 from typing import Any
 
-from ttsearch.config.base import ConfigError, require
+from ttsearch.config.base import POSITIVE, ConfigError, at_least, require
 
 
 class Selection(StrEnum):
@@ -46,10 +46,10 @@ class SearchConfig:
 
     system_prompt: str = ""
     step_delimiter: str = "\n\n"
-    temperature: float = 0.8
-    max_steps: int = 8
-    max_step_tokens: int = 96
-    max_solution_tokens: int = 512
+    temperature: float = field(default=0.8, metadata=at_least(0, "0: greedy"))
+    max_steps: int = field(default=8, metadata=POSITIVE)
+    max_step_tokens: int = field(default=96, metadata=POSITIVE)
+    max_solution_tokens: int = field(default=512, metadata=POSITIVE)
     revision_prompt: RevisionPromptConfig = field(default_factory=RevisionPromptConfig)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ttsearch.config.base import require
+from ttsearch.config.base import POSITIVE, require
 from ttsearch.config.search import StrategySpec, strategy_errors
 
 PROXY_LOCATIONS = ("EveryNode", "HeadOnly", "Disabled")  # Ray Serve's ProxyLocation values
@@ -15,9 +15,10 @@ class ServeAutoscalingConfig:
     """Ray Serve autoscaling of the ingress replicas; each ingress replica owns its generator (and verifier)
     replicas, so scaling it out adds engines too. min_replicas == max_replicas: a fixed count."""
 
-    min_replicas: int = 1
+    min_replicas: int = field(default=1, metadata=POSITIVE)
     max_replicas: int = 1
-    target_ongoing_requests: float = 16.0  # requests per ingress replica Serve aims for when it scales
+    target_ongoing_requests: float = field(default=16.0, metadata=POSITIVE)
+    """requests per ingress replica Serve aims for when it scales"""
 
 
 @dataclass(frozen=True)
@@ -25,18 +26,20 @@ class ServeConfig:
     """`ttsearch serve`: the HTTP service (see conf/serve.yaml)."""
 
     host: str = "127.0.0.1"  # localhost only unless you say otherwise (0.0.0.0 in a pod behind a Service)
-    port: int = 8000
+    port: int = field(default=8000, metadata=POSITIVE)
     proxy_location: str = "EveryNode"  # Serve's HTTP proxies: EveryNode, HeadOnly or Disabled
     model_name: str = "ttsearch"  # the `model` clients name; any other is a 404
     api_key: str | None = None  # a bearer key clients must send; the TTSEARCH_API_KEY variable also sets it
     autoscaling: ServeAutoscalingConfig = field(default_factory=ServeAutoscalingConfig)
-    max_pending_requests: int = 64  # per ingress replica, searching or waiting; more get 503 + Retry-After
-    max_concurrent_searches: int = 32  # per ingress replica: questions in the ready queue at once
-    retry_after_s: int = 5
-    max_budget: int = 64
-    max_body_bytes: int = 65536
-    max_question_chars: int = 4000
-    budget: int = 4  # a request's budget when it names none
+    max_pending_requests: int = field(default=64, metadata=POSITIVE)
+    """per ingress replica, searching or waiting; more get 503 + Retry-After"""
+    max_concurrent_searches: int = field(default=32, metadata=POSITIVE)
+    """per ingress replica: questions in the ready queue at once"""
+    retry_after_s: int = field(default=5, metadata=POSITIVE)
+    max_budget: int = field(default=64, metadata=POSITIVE)
+    max_body_bytes: int = field(default=65536, metadata=POSITIVE)
+    max_question_chars: int = field(default=4000, metadata=POSITIVE)
+    budget: int = field(default=4, metadata=POSITIVE)  # a request's budget when it names none
     strategy: StrategySpec = field(default_factory=StrategySpec)  # its strategy when it names none (selections[0])
     policy_dir: str | None = None  # a sweep output_dir holding policy.json (`ttsearch optimize`): compute_optimal
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from ttsearch.config.base import CONF_DIR, ConfigError, default_cache_dir, require
+from ttsearch.config.base import CONF_DIR, ConfigError, check_bounds, default_cache_dir, require
 from ttsearch.config.generators import generator_backend_names
 from ttsearch.config.models import GeneratorConfig, VerifierConfig, validate_verifier_backend
 from ttsearch.config.run import BenchConfig, DataConfig, SchedulerConfig
@@ -31,7 +30,6 @@ from ttsearch.config.search import (
 )
 from ttsearch.config.serving import ServeConfig, validate_serve
 from ttsearch.config.training import (
-    FINE_TUNE_SECTIONS,
     EvalPRMConfig,
     EvalRevisionConfig,
     LabelConfig,
@@ -176,90 +174,6 @@ def _parse_override(item: str) -> DictConfig:
         raise ConfigError(f"bad override '{item}': value '{value}' cannot be parsed ({reason})") from None
 
 
-GREATER_THAN_ZERO = (
-    "generator.replicas",
-    "generator.max_model_len",
-    "generator.max_num_seqs",
-    "generator.cpu_kv_cache_gib",
-    "generator.tensor_parallel_size",
-    "generator.start_timeout_s",
-    "generator.transformers_call_tokens",
-    "verifier.replicas",
-    "verifier.max_batch_tokens",
-    "verifier.max_input_tokens",
-    "verifier.torch_threads",
-    "verifier.start_timeout_s",
-    "verifier.cpu_kv_cache_gib",
-    "verifier.max_num_seqs",
-    "search.max_steps",
-    "search.max_step_tokens",
-    "search.max_solution_tokens",
-    "data.shards",
-    "scheduler.max_in_flight",
-    "scheduler.max_batch_sequences",
-    "scheduler.max_batch_scores",
-    "scheduler.max_outstanding_per_replica",
-    "scheduler.replica_wait_s",
-    "scheduler.health_check_interval_s",
-    "scheduler.call_timeout_s",
-    "bench.sync_problems",
-    "serve.port",
-    "serve.max_pending_requests",
-    "serve.max_concurrent_searches",
-    "serve.retry_after_s",
-    "serve.max_budget",
-    "serve.max_body_bytes",
-    "serve.max_question_chars",
-    "serve.budget",
-    "serve.autoscaling.min_replicas",
-    "serve.autoscaling.target_ongoing_requests",
-    "label.samples",
-    "label.rollouts",
-    "label.max_steps",
-    *(
-        f"{section}.{key}"
-        for section in FINE_TUNE_SECTIONS
-        for key in (
-            "epochs",
-            "learning_rate",
-            "batch_size",
-            "gradient_accumulation_steps",
-            "max_input_tokens",
-            "num_workers",
-            "cpus_per_worker",
-            "eval_steps",
-            "save_steps",
-            "logging_steps",
-        )
-    ),
-    "revision_data.samples",
-    "revision_data.window",
-    "revision_data.trajectories_per_question",
-    "eval_revision.budget",
-    "eval_revision.revision_length",
-    "eval_revision.revision_window",
-)
-"""Numeric keys that must be > 0 (a count, a size or a timeout of zero would hang or do nothing)."""
-
-AT_LEAST: dict[str, tuple[float, str]] = {
-    "generator.num_gpus": (0, ""),
-    "generator.num_cpus": (0, ""),
-    "verifier.num_gpus": (0, ""),
-    "verifier.num_cpus": (0, ""),
-    "generator.max_restarts": (-1, " (-1: restart forever)"),
-    "verifier.max_restarts": (-1, " (-1: restart forever)"),
-    "search.temperature": (0, " (0: greedy)"),
-    "data.offset": (0, ""),
-    "data.shard_num_cpus": (0, ""),
-    "scheduler.max_request_retries": (0, " (0: never retry)"),
-    "scheduler.affinity_slack": (0, " (0: a run moves whenever its home replica carries more)"),
-    "scheduler.batch_window_s": (0, " (0: no wait, requests of one event-loop tick share a call)"),
-    **{f"{section}.{key}": (0, "") for section in FINE_TUNE_SECTIONS for key in ("weight_decay", "warmup_ratio")},
-    "revision_data.min_wrong": (0, " (0: trajectories without a wrong attempt too)"),
-}
-"""Numeric keys with a lower bound that is itself allowed, and what the bound means."""
-
-
 def validate(cfg: SweepConfig) -> None:
     """Check what the types cannot, before anything is claimed or started; the first bad key raises a
     ConfigError that names it, the rule and the value."""
@@ -281,15 +195,7 @@ def validate(cfg: SweepConfig) -> None:
         "generator.backend",
         f"unknown generator backend '{cfg.generator.backend}', expected one of {backends}",
     )
-    for key in GREATER_THAN_ZERO:
-        value = attrgetter(key)(cfg)
-        require(value > 0, key, f"must be > 0, got {value}")
-    for key, (bound, meaning) in AT_LEAST.items():
-        value = attrgetter(key)(cfg)
-        require(value >= bound, key, f"must be >= {bound}{meaning}, got {value}")
-    for key in ("generator.gpu_memory_utilization", "verifier.gpu_memory_utilization"):
-        utilization = attrgetter(key)(cfg)
-        require(0 < utilization <= 1, key, f"must be in (0, 1], got {utilization}")
+    check_bounds(cfg)  # every numeric rule written beside its field (`Bound`)
     require(
         bool(cfg.search.step_delimiter),
         "search.step_delimiter",

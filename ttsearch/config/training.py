@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from ttsearch.config.base import EMBEDDED_MODEL, require
+from ttsearch.config.base import EMBEDDED_MODEL, POSITIVE, at_least, require
 
 if TYPE_CHECKING:
     from ttsearch.config.sweep import SweepConfig
@@ -24,9 +24,10 @@ class LabelConfig:
     whether any does (Math-Shepherd's HE). Samples and rollouts are drawn at `search.temperature`.
     """
 
-    samples: int = 4  # K: solutions sampled per question
-    rollouts: int = 4  # R: completions from every step prefix
-    max_steps: int = 8  # label at most this many leading step prefixes of a solution (later steps get no label)
+    samples: int = field(default=4, metadata=POSITIVE)  # K: solutions sampled per question
+    rollouts: int = field(default=4, metadata=POSITIVE)  # R: completions from every step prefix
+    max_steps: int = field(default=8, metadata=POSITIVE)
+    """label at most this many leading step prefixes of a solution (later steps get no label)"""
     reference_prefixes: bool = False  # also roll out from prefixes of the question's reference solution
     seed: int = 0  # every sample and rollout is seeded from (question, seed, position): a re-run is a replay
 
@@ -39,20 +40,23 @@ class FineTuneConfig:
     base_model: str = EMBEDDED_MODEL  # any Hugging Face causal LM: "embedded", a local directory or a hub id
     output_dir: str = "runs/model"  # checkpoints/, model/, loss_curve.png, train.json
     heldout_fraction: float = 0.1  # questions kept out of training, by a hash of their id (evaluations draw the same)
-    epochs: float = 1.0
-    learning_rate: float = 2e-5
-    weight_decay: float = 0.0
-    warmup_ratio: float = 0.0
-    batch_size: int = 8  # examples per device and optimizer step (before gradient accumulation)
-    gradient_accumulation_steps: int = 1
-    max_input_tokens: int = 1024
+    epochs: float = field(default=1.0, metadata=POSITIVE)
+    learning_rate: float = field(default=2e-5, metadata=POSITIVE)
+    weight_decay: float = field(default=0.0, metadata=at_least(0))
+    warmup_ratio: float = field(default=0.0, metadata=at_least(0))
+    batch_size: int = field(default=8, metadata=POSITIVE)
+    """examples per device and optimizer step (before gradient accumulation)"""
+    gradient_accumulation_steps: int = field(default=1, metadata=POSITIVE)
+    max_input_tokens: int = field(default=1024, metadata=POSITIVE)
     dtype: str = "float32"  # the weights trained and saved; bfloat16 on GPUs that have it
-    num_workers: int = 1  # Ray Train workers (data-parallel)
+    num_workers: int = field(default=1, metadata=POSITIVE)  # Ray Train workers (data-parallel)
     use_gpu: bool = False
-    cpus_per_worker: float = 1.0
-    eval_steps: int = 50  # held-out loss every this many optimizer steps (and at the end)
-    save_steps: int = 200  # a Ray Train checkpoint every this many optimizer steps (and at the end)
-    logging_steps: int = 5
+    cpus_per_worker: float = field(default=1.0, metadata=POSITIVE)
+    eval_steps: int = field(default=50, metadata=POSITIVE)
+    """held-out loss every this many optimizer steps (and at the end)"""
+    save_steps: int = field(default=200, metadata=POSITIVE)
+    """a Ray Train checkpoint every this many optimizer steps (and at the end)"""
+    logging_steps: int = field(default=5, metadata=POSITIVE)
     seed: int = 0
 
 
@@ -79,10 +83,13 @@ class RevisionDataConfig:
     position the revisions strategy reaches; each trajectory is rendered in the strategy's prompt format.
     """
 
-    samples: int = 16  # attempts sampled per question
-    window: int = 4  # the most wrong attempts before the correct one: the revisions strategy's revision_window
-    min_wrong: int = 1  # the fewest; 0 also trains first attempts (plain prompt -> correct attempt)
-    trajectories_per_question: int = 4  # correct attempts used per question, each ending its own trajectory
+    samples: int = field(default=16, metadata=POSITIVE)  # attempts sampled per question
+    window: int = field(default=4, metadata=POSITIVE)
+    """the most wrong attempts before the correct one: the revisions strategy's revision_window"""
+    min_wrong: int = field(default=1, metadata=at_least(0, "0: trajectories without a wrong attempt too"))
+    """the fewest; 0 also trains first attempts (plain prompt -> correct attempt)"""
+    trajectories_per_question: int = field(default=4, metadata=POSITIVE)
+    """correct attempts used per question, each ending its own trajectory"""
     reference_fallback: bool = False  # a question without a correct attempt: its reference solution ends one
     # trajectory instead (not the paper's recipe; for a generator that rarely gets a question right)
     seed: int = 0  # sampling and the draws are seeded from (question, seed): a re-run is a replay
@@ -103,9 +110,9 @@ class EvalRevisionConfig:
     `revision_length` attempts) and best-of-N at the same budget over `data`, then pass@1 of attempt t by t."""
 
     models: list[str] = field(default_factory=lambda: [EMBEDDED_MODEL, "runs/revision/model"])  # the first is the base
-    budget: int = 8  # samples per question for each strategy
-    revision_length: int = 4  # T: attempts per chain (budget / T chains)
-    revision_window: int = 4  # earlier attempts shown when writing the next
+    budget: int = field(default=8, metadata=POSITIVE)  # samples per question for each strategy
+    revision_length: int = field(default=4, metadata=POSITIVE)  # T: attempts per chain (budget / T chains)
+    revision_window: int = field(default=4, metadata=POSITIVE)  # earlier attempts shown when writing the next
     output: str = "runs/eval_revision"  # a sweep directory per model, revision_curve.png, eval.md and eval.json
 
 

@@ -11,12 +11,13 @@ from omegaconf import OmegaConf
 from tests.fixtures import mismatches, stated_values
 from ttsearch.cli import main
 from ttsearch.config import (
-    AT_LEAST,
     CONF_DIR,
     DEFAULT_DATASET,
-    GREATER_THAN_ZERO,
+    Bound,
     ConfigError,
     DataConfig,
+    SweepConfig,
+    field_bounds,
     load_config,
     resolve_config_path,
 )
@@ -119,12 +120,24 @@ def load_error(overrides: list[str], paths: list[Path] | None = None) -> str:
     return message
 
 
+BOUNDS = {key: bound for key, bound, _ in field_bounds(SweepConfig())}
+"""Every numeric rule, read from the metadata beside its field."""
+GREATER_THAN_ZERO = [key for key, bound in BOUNDS.items() if bound == Bound(0)]
+AT_LEAST = [(key, int(bound.low)) for key, bound in BOUNDS.items() if bound.inclusive]
+
+
+def test_the_rules_beside_the_fields_cover_the_counts_sizes_timeouts_and_fractions():
+    assert len(GREATER_THAN_ZERO) >= 60 and len(AT_LEAST) >= 15
+    assert {"generator.replicas", "serve.autoscaling.min_replicas", "prm.epochs", "revision.epochs"} <= set(BOUNDS)
+    assert BOUNDS["generator.gpu_memory_utilization"] == Bound(0, high=1)
+
+
 @pytest.mark.parametrize("key", GREATER_THAN_ZERO)
 def test_a_zero_count_size_or_timeout_is_refused_with_its_value(key):
     assert re.search(rf"key '{re.escape(key)}': must be > 0, got 0(\.0)?$", load_error([f"{key}=0"]))
 
 
-@pytest.mark.parametrize(("key", "bound"), [(key, bound) for key, (bound, _) in AT_LEAST.items()])
+@pytest.mark.parametrize(("key", "bound"), AT_LEAST)
 def test_a_value_below_its_lower_bound_is_refused_with_its_value(key, bound):
     message = load_error([f"{key}={bound - 1}"])
     assert re.search(rf"key '{re.escape(key)}': must be >= {bound}.*, got {bound - 1}(\.0)?$", message)

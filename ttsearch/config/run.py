@@ -19,11 +19,11 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class SchedulerConfig:
-    max_in_flight: int = 64  # problems being searched at once, per shard
+    max_in_flight: int = 64  # jobs (searches) in flight at once, per shard
     max_batch_sequences: int = 256  # sequences per generator call
     max_batch_scores: int = 64  # solutions per verifier call
     max_outstanding_per_replica: int = 512  # sequences queued on one replica before we hold back
-    affinity_slack: int = 32  # sequences a run's home replica may carry beyond another before the run moves
+    affinity_slack: int = 32  # sequences a job's home replica may carry beyond another before the job moves
     max_request_retries: int = 3  # a request whose replica died is served again at most this many times
     replica_wait_s: float = 600.0  # with no healthy replica of a target for this long, the sweep stops
     health_check_interval_s: float = 5.0  # how often a replica taken out of rotation is asked to answer again

@@ -252,7 +252,7 @@ AT_LEAST: dict[str, tuple[float, str]] = {
     "data.offset": (0, ""),
     "data.shard_num_cpus": (0, ""),
     "scheduler.max_request_retries": (0, " (0: never retry)"),
-    "scheduler.affinity_slack": (0, " (0: a run moves whenever its home replica carries more)"),
+    "scheduler.affinity_slack": (0, " (0: a job moves whenever its home replica carries more)"),
     "scheduler.batch_window_s": (0, " (0: no wait, requests of one event-loop tick share a call)"),
     **{f"{section}.{key}": (0, "") for section in FINE_TUNE_SECTIONS for key in ("weight_decay", "warmup_ratio")},
     "revision_data.min_wrong": (0, " (0: trajectories without a wrong attempt too)"),

@@ -34,8 +34,8 @@ from ttsearch.search.grading import Grader
 from ttsearch.search.outcomes import Usage
 from ttsearch.search.requests import Generate, Prompt, Request, RequestRejected, Result
 from ttsearch.search.scheduler import RetryPolicy, Scheduler
-from ttsearch.sweep.cells import shard_jobs
 from ttsearch.sweep.data import load_problems
+from ttsearch.sweep.jobs import shard_jobs
 
 
 @dataclass

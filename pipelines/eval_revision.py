@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 
 from ttsearch.analysis.revisions import plot_attempt_curves
 from ttsearch.config import SweepConfig
-from ttsearch.sweep.cells import row_counts, run_sweep
+from ttsearch.sweep.jobs import row_counts, run_sweep
 from ttsearch.sweep.results import RunStore
 from ttsearch.training.revision_eval import (
     CURVE,

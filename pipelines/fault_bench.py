@@ -24,8 +24,8 @@ from pathlib import Path
 from ttsearch.config import ConfigError, SweepConfig, load_config, verifier_family
 from ttsearch.runtime.faults import GENERATOR_CLASS, VERIFIER_CLASS, KilledReplica, kill_replica, wait_for_replicas
 from ttsearch.runtime.replicas import start_ray
-from ttsearch.sweep.cells import rows_per_problem
 from ttsearch.sweep.data import load_problems
+from ttsearch.sweep.jobs import rows_per_problem
 from ttsearch.sweep.results import RunStore
 
 ROW_KEY = ("unique_id", "strategy_label", "budget", "seed")

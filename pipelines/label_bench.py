@@ -1,8 +1,8 @@
 """Labelling throughput (`ttsearch bench --label`): the ready queue against one prefix at a time, on one engine.
 
-- ready queue: the questions' labelling runs through the scheduler together (`scheduler.max_in_flight` at once),
-  so every prefix's rollouts of every question share the engine's batches;
-- one prefix at a time: the same runs, one question at a time, each prefix's R rollouts sent and awaited before
+- ready queue: the questions' labelling jobs go through the scheduler together (`scheduler.max_in_flight` at
+  once), so every prefix's rollouts of every question share the engine's batches;
+- one prefix at a time: the same jobs, one question at a time, each prefix's R rollouts sent and awaited before
   the next prefix's (how a labeller that loops over prefixes calling `generate` works), on the first
   `bench.sync_problems` questions; rates are per labelled step, so a subset is fair.
 

@@ -1,6 +1,6 @@
-"""`ttsearch sweep`: every (strategy, budget, seed) cell on every problem, results as Parquet.
+"""`ttsearch sweep`: every (strategy, budget, seed) job on every problem, results as Parquet.
 
-The sweep itself (sharding, resume, replicas) is `ttsearch.sweep.cells.run_sweep`; this adds what the command reports:
+The sweep itself (sharding, resume, replicas) is `ttsearch.sweep.jobs.run_sweep`; this adds what the command reports:
 the rows' counts, which decide its exit code, and the accuracy and coverage tables.
 """
 
@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from ttsearch.analysis.report import sweep_summary
 from ttsearch.config import SweepConfig
-from ttsearch.sweep.cells import RowCounts, row_counts, run_sweep
+from ttsearch.sweep.jobs import RowCounts, row_counts, run_sweep
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,6 @@ class SweepResult:
 
 
 def sweep(cfg: SweepConfig) -> SweepResult:
-    """Run the cells of `cfg` that have no row yet and count every saved row."""
+    """Run the jobs of `cfg` that have no row yet and count every saved row."""
     table = run_sweep(cfg)
     return SweepResult(cfg.output_dir, table.num_rows, sweep_summary(table), row_counts(cfg, table))

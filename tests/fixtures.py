@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from ttsearch.analysis.policy import Policy
     from ttsearch.engines.prm import PRMScorer
     from ttsearch.engines.transformers_generator import TransformersGenerator
-    from ttsearch.sweep.cells import CellKey
+    from ttsearch.sweep.jobs import JobKey
 
 ROOT = Path(__file__).resolve().parents[1]
 """The repository."""
@@ -790,25 +790,25 @@ def scripted_result(request: Request) -> Result:
 
 
 class FakeScheduler:
-    """Runs each strategy to its end against scripted results, one cell at a time (a scheduler's `run`).
+    """Runs each strategy to its end against scripted results, one job at a time (a scheduler's `run`).
 
-    `fail(key)` names cells that end with a failure of the given kind; `stop_after` raises the way a
+    `fail(key)` names jobs that end with a failure of the given kind; `stop_after` raises the way a
     scheduler does when a target's replicas stay gone.
     """
 
-    def __init__(self, fail: Callable[[CellKey], Failure | None] = lambda key: None, stop_after: int | None = None):
+    def __init__(self, fail: Callable[[JobKey], Failure | None] = lambda key: None, stop_after: int | None = None):
         self.fail = fail
         self.stop_after = stop_after
-        self.ran: list[CellKey] = []
+        self.ran: list[JobKey] = []
 
     async def run(self, jobs: Iterable[tuple[Any, StrategyRun]]) -> AsyncIterator[JobOutcome]:
-        from ttsearch.sweep.cells import cell_key  # pyarrow: only where a sweep is run
+        from ttsearch.sweep.jobs import job_key  # pyarrow: only where a sweep is run
 
         for key, steps in jobs:
             if self.stop_after is not None and len(self.ran) == self.stop_after:
                 raise ReplicasUnavailable("no healthy generator replica for 600 s")
-            self.ran.append(cell_key(*key))
-            failure = self.fail(cell_key(*key))
+            self.ran.append(job_key(*key))
+            failure = self.fail(job_key(*key))
             if failure is not None:
                 steps.close()
                 yield JobOutcome(key, None, Usage(), 0.5, f"{failure} failure", failure)

@@ -34,7 +34,7 @@ _EXPORTS = {
     "load_config": "ttsearch.config",
     "SweepConfig": "ttsearch.config",
     "StrategySpec": "ttsearch.config",
-    "run_sweep": "ttsearch.sweep.cells",
+    "run_sweep": "ttsearch.sweep.jobs",
     "load_results": "ttsearch.sweep.results",
     "build_report": "ttsearch.analysis.report",
     "build_optimize_report": "ttsearch.analysis.compute_optimal_report",

@@ -183,7 +183,7 @@ COMMANDS: dict[str, Command] = {
                 "--estimation-samples",
                 type=int,
                 help="best-of-N samples per question for the predicted difficulty (k; default 16, capped by the "
-                "largest best-of-N cell)",
+                "largest best-of-N job)",
             ),
             arg(
                 "--r",

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from tests.stop_harness import isolation_available, run_isolated
-from ttsearch.sweep.cells import row_cell_key
+from ttsearch.sweep.jobs import row_job_key
 from ttsearch.sweep.results import RunStore
 
 pytestmark = [
@@ -63,7 +63,7 @@ SWEEP = [
     "verifier.kind=majority",
     "search.temperature=0",
     "search.max_solution_tokens=32",
-    "scheduler.max_in_flight=1",  # one problem at a time, so the stop lands between cells
+    "scheduler.max_in_flight=1",  # one problem at a time, so the stop lands between jobs
     "strategies=[{name: best_of_n, selections: [majority]}]",
 ]
 
@@ -84,13 +84,13 @@ def test_sweep_stops_on_sigterm_to_its_pid_keeps_its_finished_work_and_a_rerun_c
     store = RunStore(str(out))
     saved = store.read_partial(0, 1)
     assert saved is not None, f"the interrupted shard saved no partial record:\n{result['output'][-3000:]}"
-    kept = {row_cell_key(row): row["wall_s"] for row in saved.to_pylist()}
-    assert 1 <= len(kept) < 6, f"the stop landed mid-sweep: {len(kept)} of 6 cells kept"
+    kept = {row_job_key(row): row["wall_s"] for row in saved.to_pylist()}
+    assert 1 <= len(kept) < 6, f"the stop landed mid-sweep: {len(kept)} of 6 jobs kept"
 
     rerun = run_isolated(["command", "--signal", "none", "--", *sweep], SCENARIO_TIMEOUT_S)
     assert "error" not in rerun, rerun["error"]
     assert rerun["exit_code"] == 0, rerun["output"][-3000:]
     rows = store.read_results().to_pylist()
     assert len(rows) == 6 and store.finished_shards(1) == {0}
-    # A cell computed again would carry its new wall time: the kept ones carry the first run's.
-    assert {key: wall for key, wall in ((row_cell_key(r), r["wall_s"]) for r in rows) if key in kept} == kept
+    # A job computed again would carry its new wall time: the kept ones carry the first run's.
+    assert {key: wall for key, wall in ((row_job_key(r), r["wall_s"]) for r in rows) if key in kept} == kept

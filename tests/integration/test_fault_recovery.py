@@ -121,8 +121,8 @@ def _work_on(node_id: str, address: str, own_job: str, list_tasks) -> bool:
 
 def test_one_over_long_prompt_fails_only_its_problem(tmp_path, cache_dir, ray_session, generator_replicas):
     from ttsearch.config import load_config
-    from ttsearch.sweep.cells import row_counts, run_sweep
     from ttsearch.sweep.data import load_problems
+    from ttsearch.sweep.jobs import row_counts, run_sweep
 
     problems = load_problems(DATASET, limit=3)
     problems.insert(1, problems[0] | {"unique_id": "too-long", "problem": "Add these numbers: " + "1 + " * 3000 + "1."})

@@ -17,7 +17,7 @@ import pytest
 from ttsearch.analysis.report import sweep_summary
 from ttsearch.config import CONF_DIR, DEFAULT_DATASET, EMBEDDED_MODEL, load_config
 from ttsearch.engines.models import resolve_model
-from ttsearch.sweep.cells import run_sweep
+from ttsearch.sweep.jobs import run_sweep
 from ttsearch.sweep.results import ResultsError, RunStore
 
 pytestmark = pytest.mark.integration
@@ -121,8 +121,8 @@ def increase(before: dict[tuple, float], after: dict[tuple, float], name: str, t
 
 def expected_metrics(rows: list[dict]) -> dict[str, dict[str, float]]:
     """What each counter must have grown by, per tag, from the sweep's own rows: a search (and its tokens) per
-    cell, a graded answer per graded row, a correct one per correct row (ungraded rows count in neither)."""
-    cells = {(r["unique_id"], r["strategy_config"], r["budget"], r["seed"]): r for r in rows}.values()
+    job, a graded answer per graded row, a correct one per correct row (ungraded rows count in neither)."""
+    jobs = {(r["unique_id"], r["strategy_config"], r["budget"], r["seed"]): r for r in rows}.values()
     expected = {
         name: Counter()
         for name in (
@@ -132,9 +132,9 @@ def expected_metrics(rows: list[dict]) -> dict[str, dict[str, float]]:
             "ray_ttsearch_correct_total",
         )
     }
-    for cell in cells:
-        expected["ray_ttsearch_searches_done_total"][cell["strategy"]] += 1
-        expected["ray_ttsearch_generated_tokens_total"][cell["strategy"]] += cell["generated_tokens"]
+    for job in jobs:
+        expected["ray_ttsearch_searches_done_total"][job["strategy"]] += 1
+        expected["ray_ttsearch_generated_tokens_total"][job["strategy"]] += job["generated_tokens"]
     for row in rows:
         expected["ray_ttsearch_graded_total"][row["strategy_label"]] += row["correct"] is not None
         expected["ray_ttsearch_correct_total"][row["strategy_label"]] += row["correct"] is True
@@ -177,16 +177,16 @@ def llama_parameters(config: dict) -> int:
 def check_costs(rows: list[dict], generator_parameters: int, verifier_parameters: int) -> None:
     """FLOPs = 2 × hand-counted parameters × tokens for each model. A selection that reads no verifier score
     (majority, where the search did not read scores either) is billed no verifier compute; every other selection of
-    the same cell carries the cell's verifier cost, and all of them its generator cost."""
-    cells = defaultdict(list)
+    the same job carries the job's verifier cost, and all of them its generator cost."""
+    jobs = defaultdict(list)
     for row in rows:
-        cells[(row["unique_id"], row["strategy_config"], row["budget"], row["seed"])].append(row)
-    for cell in cells.values():
-        where = f"{cell[0]['unique_id']} {cell[0]['strategy_config']}"
-        computed = {r["generated_tokens"] + r["prompt_tokens"] - r["cached_prompt_tokens"] for r in cell}
+        jobs[(row["unique_id"], row["strategy_config"], row["budget"], row["seed"])].append(row)
+    for job in jobs.values():
+        where = f"{job[0]['unique_id']} {job[0]['strategy_config']}"
+        computed = {r["generated_tokens"] + r["prompt_tokens"] - r["cached_prompt_tokens"] for r in job}
         assert len(computed) == 1, f"{where}: its selections share one search"
         [tokens] = computed  # the generator computed its samples and the prompt tokens not served from cache
-        for row in cell:
+        for row in job:
             label = f"{where} {row['selection']}"
             assert row["generator_flops"] == pytest.approx(2 * generator_parameters * tokens), label
             if row["selection"] == "majority" and row["strategy"] not in SEARCH_READS_VERIFIER:
@@ -196,7 +196,7 @@ def check_costs(rows: list[dict], generator_parameters: int, verifier_parameters
                 assert row["verifier_tokens"] > 0, f"{label}: reads scores, so pays for them"
                 assert row["verifier_flops"] == pytest.approx(2 * verifier_parameters * row["verifier_tokens"]), label
                 assert row["total_flops"] == pytest.approx(row["generator_flops"] + row["verifier_flops"]), label
-        assert len({r["verifier_tokens"] for r in cell if r["verifier_tokens"]}) <= 1, f"{where}: one verifier cost"
+        assert len({r["verifier_tokens"] for r in job if r["verifier_tokens"]}) <= 1, f"{where}: one verifier cost"
 
 
 def tiny_dataset(path: Path) -> Path:

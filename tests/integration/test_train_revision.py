@@ -132,7 +132,7 @@ def test_the_model_serves_the_revisions_strategy_on_vllm(trained, ray_session, c
     from ttsearch.actors.generator import create_generator_replicas
 
     from ttsearch.runtime.replicas import stop_replicas
-    from ttsearch.sweep.cells import run_sweep
+    from ttsearch.sweep.jobs import run_sweep
 
     cfg = load_config(
         CONF_DIR / "revision_prompt.yaml",

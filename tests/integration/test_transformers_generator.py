@@ -11,7 +11,7 @@ from tests.fixtures import run_batch as run
 from ttsearch.config import GeneratorConfig, load_config
 from ttsearch.engines.transformers_generator import TransformersGenerator
 from ttsearch.search.requests import Generate, Prompt, chat_prompt_ids
-from ttsearch.sweep.cells import run_sweep
+from ttsearch.sweep.jobs import run_sweep
 
 
 @pytest.fixture(scope="module")

@@ -40,7 +40,8 @@ class _Tables:
     """Question × (strategy_label, budget) matrices: what the policy chooses from and is scored on."""
 
     accuracy: pd.DataFrame
-    """Mean `correct` over graded seeds; a cell the question lacks counts as wrong; NaN: only ungraded rows."""
+    """Mean `correct` over graded seeds; a question with no row for a (strategy_label, budget) counts as wrong
+    there; NaN: only ungraded rows."""
     tie_cost: pd.DataFrame  # mean total FLOPs (generated tokens when the sweep recorded no FLOPs): breaks ties
     flops: pd.DataFrame  # mean total FLOPs, NaN when not recorded
 

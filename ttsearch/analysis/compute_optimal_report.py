@@ -9,8 +9,8 @@ matched FLOPs. Unlike the paper, the samples spent on the predicted estimate are
 
 Oracle difficulty is pass@1 over every graded best-of-N sample of the question (all budgets and seeds, each
 sample once). Predicted difficulty is the mean verifier score of the first `estimation_samples` (k) candidates
-of the question's largest best-of-N cell (see `ttsearch.analysis.curves.estimation_cells`); its cost is what those k
-samples spent (`ttsearch.analysis.curves.estimation_cost`: their own generated and verifier tokens and the cell's one
+of the question's largest best-of-N job (see `ttsearch.analysis.curves.estimation_jobs`); its cost is what those k
+samples spent (`ttsearch.analysis.curves.estimation_cost`: their own generated and verifier tokens and the job's one
 prompt prefill). Both are binned by the rule the deployed policy uses (`ttsearch.analysis.policy.fit_thresholds`), so
 cross-validation scores the policy that `ttsearch solve` runs.
 
@@ -292,7 +292,7 @@ def _difficulty_section(frame: pd.DataFrame, questions: pd.Index, difficulties: 
     oracle, predicted = difficulties["oracle"], difficulties["predicted"]
     k = predicted.estimation_samples
     capped = (
-        f" (the default {DEFAULT_ESTIMATION_SAMPLES} capped by the largest best-of-N cell, which holds {k})"
+        f" (the default {DEFAULT_ESTIMATION_SAMPLES} capped by the largest best-of-N job, which holds {k})"
         if predicted.capped
         else ""
     )
@@ -309,7 +309,7 @@ def _difficulty_section(frame: pd.DataFrame, questions: pd.Index, difficulties: 
         f"Oracle bins: pass@1 over every graded best-of-N sample of the question (all budgets and seeds, each "
         f"sample once): {samples_note(oracle.samples.reindex(questions))}. Predicted bins: mean verifier score "
         f"(aggregation `{predicted.aggregation}`) of the first {k} samples of the question's largest best-of-N "
-        f"cell{capped}. Both are binned by the deployed policy's rule: thresholds between {N_BINS} rank "
+        f"job{capped}. Both are binned by the deployed policy's rule: thresholds between {N_BINS} rank "
         "quantiles, each group of tied scores kept whole in one bin (the quantile of its middle rank), a bin of "
         f"fewer than {FOLDS} questions merged into its neighbour; every question is then binned by its score "
         "against the thresholds, as `ttsearch solve` bins a new question.",
@@ -330,7 +330,7 @@ def _difficulty_section(frame: pd.DataFrame, questions: pd.Index, difficulties: 
     else:
         lines += [
             "The estimate's cost is what its samples spent: their own generated and verifier tokens, and the "
-            "cell's one prompt prefill (a best-of-N cell is one request, so k samples pay one prompt).",
+            "job's one prompt prefill (a best-of-N job is one request, so k samples pay one prompt).",
             "",
         ]
     return lines
@@ -340,7 +340,7 @@ def _how_to_read(
     best: float, problems: int, difficulties: dict[str, Difficulty], agreement: float, stable: str, versus_fixed: str
 ) -> str:
     """Caveats that depend on this run, so that the reader does not over-read the numbers."""
-    per_cell = max(1, problems // (FOLDS * N_BINS))
+    per_fold_bin = max(1, problems // (FOLDS * N_BINS))
     predicted = difficulties["predicted"]
     k = predicted.estimation_samples
     same_bins = difficulties["oracle"].n_bins == predicted.n_bins
@@ -348,13 +348,14 @@ def _how_to_read(
         f"Compute-optimal accuracy is cross-validated: the {problems} questions are split into {FOLDS} folds "
         "(stratified by difficulty bin) and each fold is scored with the label that was best for its (budget, "
         "bin) on the other fold, so no choice is scored on the questions it was chosen on. With about "
-        f"{per_cell} question{'s' if per_cell > 1 else ''} per bin and fold the choices can be noisy ({stable}).",
+        f"{per_fold_bin} question{'s' if per_fold_bin > 1 else ''} per bin and fold the choices can be noisy "
+        f"({stable}).",
         versus_fixed,
         "The per-strategy curves in the first figure are each strategy's label with the best mean accuracy over "
         "budgets, picked in-sample (which favours them); every best-of-N label is drawn.",
         f"Oracle difficulty uses every best-of-N sample ({samples_note(difficulties['oracle'].samples)}); "
         f"predicted difficulty uses {k} samples per question"
-        + (" (capped by the largest best-of-N cell)" if predicted.capped else "")
+        + (" (capped by the largest best-of-N job)" if predicted.capped else "")
         + f"; counting them, the predicted policy at budget N costs N + {k} generations. "
         + (
             f"Predicted bins (mean verifier score, no ground truth) agree with the oracle bins on "

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from ttsearch.analysis.curves import finished_rows, graded_rows, mean_curves, search_cells
+from ttsearch.analysis.curves import finished_rows, graded_rows, mean_curves, search_jobs
 from ttsearch.config import StrategySpec, inner_spec
 from ttsearch.search.strategies import strategy, strategy_config
 
@@ -120,13 +120,13 @@ def early_stop_savings(frame: pd.DataFrame) -> pd.DataFrame:
     """Per early_stop configuration and nominal budget N: mean samples spent per question, what the full inner
     search spends at N, and the share saved (1 − spent ÷ full). Its selections share one search, so one row.
 
-    A full best-of-N run spends exactly N; any other inner configuration is taken from the sweep's own rows of
-    that configuration at N (its mean `samples`, each search job once), NaN where the sweep did not run it.
+    A full best-of-N job spends exactly N; any other inner configuration is taken from the sweep's own rows of
+    that configuration at N (its mean `samples`, each job once), NaN where the sweep did not run it.
     Error rows take no part; ungraded rows do (what a search spent does not depend on its grade).
     """
-    cells = search_cells(finished_rows(frame)[0])
+    jobs = search_jobs(finished_rows(frame)[0])
     rows = []
-    stops = cells[cells["strategy"] == "early_stop"]
+    stops = jobs[jobs["strategy"] == "early_stop"]
     for (config, budget), group in stops.groupby(["strategy_config", "budget"], sort=True):
         inner = inner_config(group.iloc[0])
         if inner is None:
@@ -134,7 +134,7 @@ def early_stop_savings(frame: pd.DataFrame) -> pd.DataFrame:
         elif inner.split("/")[0] == "best_of_n":
             full = float(budget)
         else:
-            spent = cells.loc[(cells["strategy_config"] == inner) & (cells["budget"] == budget), "samples"]
+            spent = jobs.loc[(jobs["strategy_config"] == inner) & (jobs["budget"] == budget), "samples"]
             full = float(spent.astype(float).mean()) if len(spent) else math.nan
         samples = float(group["samples"].astype(float).mean())
         rows.append(

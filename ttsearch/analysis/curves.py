@@ -1,8 +1,8 @@
-"""Shared analysis of a sweep's rows: cells, graded rows, difficulty and accuracy curves (costs at equal accuracy:
+"""Shared analysis of a sweep's rows: jobs, graded rows, difficulty and accuracy curves (costs at equal accuracy:
 `ttsearch.analysis.costs`; plots and tables: `ttsearch.analysis.render`).
 
 `ttsearch report` and `ttsearch optimize` both build on these, so a bin or a curve means the same in both.
-Error rows (cells that failed deterministically) carry no answer: `finished_rows` drops them before any
+Error rows (jobs that failed deterministically) carry no answer: `finished_rows` drops them before any
 accuracy, difficulty or policy is computed. Ungraded rows (`correct` null: grading failed twice, which is no
 verdict) keep their candidates and costs but take no part in any accuracy: `graded_rows` drops them, and
 ungraded candidates (null flags) are left out of pass@1 and coverage. The reports say how many of each were
@@ -31,13 +31,14 @@ class AnalysisError(TTSearchError, ValueError):
     """A sweep whose rows cannot answer the question asked (e.g. no best-of-N rows to estimate difficulty)."""
 
 
-# One search job: rows that differ only in `selection` were picked from the same candidates.
-CELL_KEYS = ["unique_id", "strategy_config", "budget", "seed"]
+# The columns that name a job (`ttsearch.sweep.jobs.JobKey`): its rows differ only in `selection`, picked from the
+# same candidates.
+JOB_KEY_COLUMNS = ["unique_id", "strategy_config", "budget", "seed"]
 N_BINS = 5
 NEAR_ZERO_ACCURACY = 10.0  # % below which absolute accuracy says little and coverage/order are the signal
 DEFAULT_ESTIMATION_SAMPLES = 16
 """Best-of-N samples per question for the predicted difficulty when none is asked for (capped by the largest
-best-of-N cell). Chosen with `sampling_study` (500 questions, 5 bins, 40 trials): bins of a k-sample pass@1
+best-of-N job). Chosen with `sampling_study` (500 questions, 5 bins, 40 trials): bins of a k-sample pass@1
 agree with the bins of the true pass@1 on 24 % of the questions at k = 1 (chance is 20 %; one sample makes
 only 2 distinct scores, so 2 bins), 51–57 % at k = 4, 57–67 % at k = 8, 66–75 % at k = 16 and 75–82 % at
 k = 32 (true pass@1 uniform – Beta(½, ½)); within one bin: 50 % at k = 1, 91–95 % at k = 4, 95–99 % at k = 8,
@@ -45,7 +46,7 @@ k = 32 (true pass@1 uniform – Beta(½, ½)); within one bin: 50 % at k = 1, 91
 generations of cost; doubling it buys ~8 points of exact agreement. This counts sampling noise only: a
 verifier's score adds its own error."""
 
-# Per-question costs of a search job or of a difficulty estimate.
+# Per-question costs of a job or of a difficulty estimate.
 COST_COLUMNS = (
     "samples",
     "generated_tokens",
@@ -74,9 +75,9 @@ def with_strategy_config(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def search_cells(frame: pd.DataFrame) -> pd.DataFrame:
-    """One row per search job, so that candidates shared by several selections count once."""
-    return with_strategy_config(frame).drop_duplicates(subset=CELL_KEYS)
+def search_jobs(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per job, so that candidates shared by several selections count once."""
+    return with_strategy_config(frame).drop_duplicates(subset=JOB_KEY_COLUMNS)
 
 
 def finished_rows(frame: pd.DataFrame) -> tuple[pd.DataFrame, int]:
@@ -98,7 +99,7 @@ def graded_rows(frame: pd.DataFrame) -> tuple[pd.DataFrame, int]:
 def excluded_note(excluded: int) -> str:
     """The sentence both reports print about the error rows they left out."""
     return (
-        f"{excluded} error rows (cells that failed deterministically) are excluded from accuracy, difficulty "
+        f"{excluded} error rows (jobs that failed deterministically) are excluded from accuracy, difficulty "
         "and policy fitting."
     )
 
@@ -117,18 +118,18 @@ def flag_values(flags) -> list[bool]:
 
 
 def covered(flags) -> bool:
-    """A cell is covered when any of its candidates was graded right."""
+    """A job is covered when any of its candidates was graded right."""
     return any(flag_values(flags))
 
 
 def _best_of_n_outcomes(frame: pd.DataFrame) -> pd.Series:
-    """Every graded best-of-N sample, once (cells, not selections), as a bool Series indexed by unique_id."""
-    cells = search_cells(frame[frame["strategy"] == "best_of_n"])
-    flags = cells["candidate_correct"].map(flag_values)
+    """Every graded best-of-N sample, once (jobs, not selections), as a bool Series indexed by unique_id."""
+    jobs = search_jobs(frame[frame["strategy"] == "best_of_n"])
+    flags = jobs["candidate_correct"].map(flag_values)
     outcomes = pd.Series(
         [f for fs in flags for f in fs],
         dtype=bool,
-        index=np.repeat(cells["unique_id"].to_numpy(), flags.map(len).to_numpy(dtype="int64")),
+        index=np.repeat(jobs["unique_id"].to_numpy(), flags.map(len).to_numpy(dtype="int64")),
     )
     return outcomes.rename_axis("unique_id")
 
@@ -271,7 +272,7 @@ class Difficulty:
     estimation_samples: int | None = None
     """k, the best-of-N samples a predicted estimate reads; None for oracle (every sample)."""
     capped: bool = False
-    """The default k was cut to the largest best-of-N cell."""
+    """The default k was cut to the largest best-of-N job."""
     aggregation: str | None = None
     """The step-score aggregation of the candidate scores a predicted estimate averages."""
     cost: pd.DataFrame | None = None
@@ -283,17 +284,17 @@ class Difficulty:
         return len(self.thresholds) + 1
 
 
-def estimation_cells(frame: pd.DataFrame, estimation_samples: int | None = None) -> tuple[pd.DataFrame, int, bool]:
-    """Per question, its largest best-of-N cell cut to the first k candidates; k; whether the default was capped.
+def estimation_jobs(frame: pd.DataFrame, estimation_samples: int | None = None) -> tuple[pd.DataFrame, int, bool]:
+    """Per question, its largest best-of-N job cut to the first k candidates; k; whether the default was capped.
 
-    Cells with aggregation `last` (the PRM's score of the final answer, what `solve` uses by default) are
-    preferred; lowest seed. The first k of N independent samples are distributed as a best-of-k run's, so k
-    may be any number up to the largest cell. k defaults to DEFAULT_ESTIMATION_SAMPLES, capped by the largest
-    best-of-N cell. Questions whose cells all hold fewer than k candidates are absent.
+    Jobs with aggregation `last` (the PRM's score of the final answer, what `solve` uses by default) are
+    preferred; lowest seed. The first k of N independent samples are distributed as a best-of-k job's, so k
+    may be any number up to the largest job. k defaults to DEFAULT_ESTIMATION_SAMPLES, capped by the largest
+    best-of-N job. Questions whose jobs all hold fewer than k candidates are absent.
     """
-    # The estimate reads verifier scores: keep each cell's row that was billed the verifier, with its cached tokens.
+    # The estimate reads verifier scores: keep each job's row that was billed the verifier, with its cached tokens.
     best_of_n = frame[frame["strategy"] == "best_of_n"].sort_values("verifier_tokens", ascending=False, kind="stable")
-    best_of_n = search_cells(best_of_n)
+    best_of_n = search_jobs(best_of_n)
     if best_of_n.empty:
         raise AnalysisError(
             "no best_of_n rows: difficulty is estimated from best-of-N samples; add best_of_n to the sweep's strategies"
@@ -306,7 +307,7 @@ def estimation_cells(frame: pd.DataFrame, estimation_samples: int | None = None)
     usable = best_of_n[sizes >= k]
     if usable.empty:
         raise AnalysisError(
-            f"estimation_samples={k} exceeds every best-of-N cell (the largest holds {sizes.max()} candidates)"
+            f"estimation_samples={k} exceeds every best-of-N job (the largest holds {sizes.max()} candidates)"
         )
     aggregation = "last" if usable["aggregation"].eq("last").any() else sorted(usable["aggregation"].unique())[0]
     chosen = (
@@ -333,25 +334,25 @@ def _sum_or_nan(values: list) -> float:
     return float(sum(values))
 
 
-def estimation_cost(frame: pd.DataFrame, cells: pd.DataFrame, k: int) -> pd.DataFrame:
-    """unique_id → COST_COLUMNS of the k samples `estimation_cells` kept: what the estimate really spent.
+def estimation_cost(frame: pd.DataFrame, jobs: pd.DataFrame, k: int) -> pd.DataFrame:
+    """unique_id → COST_COLUMNS of the k samples `estimation_jobs` kept: what the estimate really spent.
 
-    Generated and verifier tokens are the sums over the k candidates' own counts; the prompt is the cell's one
-    prefill as recorded (a best-of-N cell is one request with n samples, so k samples pay one prompt too). Cached
-    verifier tokens are not recorded per candidate: the k candidates get the cell's cached share of its verifier
+    Generated and verifier tokens are the sums over the k candidates' own counts; the prompt is the job's one
+    prefill as recorded (a best-of-N job is one request with n samples, so k samples pay one prompt too). Cached
+    verifier tokens are not recorded per candidate: the k candidates get the job's cached share of its verifier
     tokens. FLOPs are the sweep's per-token rates (`flops_rates`) times the computed tokens (`computed_tokens`'
     rules). Without per-candidate token columns (an older sweep) every cost but `samples` is NaN: unknown, not
     scaled.
     """
     generator_rate, verifier_rate = flops_rates(frame)
-    known = all(column in cells for column in CANDIDATE_COST_COLUMNS)
-    nan = pd.Series(math.nan, index=cells.index)
-    generated = cells["candidate_generated_tokens"].map(_sum_or_nan) if known else nan
-    verifier = cells["candidate_verifier_tokens"].map(_sum_or_nan) if known else nan
-    prompt = cells["prompt_tokens"].astype(float) if known else nan
-    cached = cells["cached_prompt_tokens"].astype(float) if known else nan
-    cell_verifier = cells["verifier_tokens"].astype(float)
-    cached_share = (added_column(cells, "cached_verifier_tokens") / cell_verifier.where(cell_verifier > 0)).fillna(0.0)
+    known = all(column in jobs for column in CANDIDATE_COST_COLUMNS)
+    nan = pd.Series(math.nan, index=jobs.index)
+    generated = jobs["candidate_generated_tokens"].map(_sum_or_nan) if known else nan
+    verifier = jobs["candidate_verifier_tokens"].map(_sum_or_nan) if known else nan
+    prompt = jobs["prompt_tokens"].astype(float) if known else nan
+    cached = jobs["cached_prompt_tokens"].astype(float) if known else nan
+    job_verifier = jobs["verifier_tokens"].astype(float)
+    cached_share = (added_column(jobs, "cached_verifier_tokens") / job_verifier.where(job_verifier > 0)).fillna(0.0)
     cached_verifier = verifier * cached_share
     generator_flops = generator_rate * generator_computed_tokens(generated, prompt, cached)
     verifier_flops = (verifier_rate * verifier_computed_tokens(verifier, cached_verifier)).where(verifier != 0, 0.0)
@@ -368,7 +369,7 @@ def estimation_cost(frame: pd.DataFrame, cells: pd.DataFrame, k: int) -> pd.Data
             "total_flops": generator_flops + verifier_flops,
         }
     )
-    return cost.set_axis(cells["unique_id"].to_numpy()).rename_axis("unique_id")
+    return cost.set_axis(jobs["unique_id"].to_numpy()).rename_axis("unique_id")
 
 
 def estimate_difficulty(
@@ -396,15 +397,15 @@ def estimate_difficulty(
             raise AnalysisError("no graded best-of-N candidates: oracle difficulty needs them")
         bins, thresholds = score_bins(score, n_bins, min_size)
         return Difficulty(kind, score, samples.reindex(score.index), bins, thresholds)
-    cells, k, capped = estimation_cells(frame, estimation_samples)
-    scores = cells[["unique_id", "candidate_scores"]].explode("candidate_scores").dropna()
+    jobs, k, capped = estimation_jobs(frame, estimation_samples)
+    scores = jobs[["unique_id", "candidate_scores"]].explode("candidate_scores").dropna()
     score = scores["candidate_scores"].astype(float).groupby(scores["unique_id"]).mean().rename("score")
     if score.empty:
         raise AnalysisError("no verifier scores on the best-of-N candidates: predicted difficulty needs them")
     samples = scores.groupby("unique_id").size().reindex(score.index).rename("samples")
     bins, thresholds = score_bins(score, n_bins, min_size)
-    cost = estimation_cost(frame, cells, k).loc[score.index]
-    return Difficulty(kind, score, samples, bins, thresholds, k, capped, str(cells["aggregation"].iloc[0]), cost)
+    cost = estimation_cost(frame, jobs, k).loc[score.index]
+    return Difficulty(kind, score, samples, bins, thresholds, k, capped, str(jobs["aggregation"].iloc[0]), cost)
 
 
 def bin_sorting(pass1: pd.Series, binnings: dict[str, pd.Series], questions: pd.Index) -> pd.DataFrame:

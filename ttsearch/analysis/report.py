@@ -31,7 +31,7 @@ from ttsearch.analysis.curves import (
     oracle_pass_at_1,
     oracle_samples,
     samples_note,
-    search_cells,
+    search_jobs,
     ungraded_note,
 )
 from ttsearch.analysis.render import ReportFile, markdown_table, mean_se_text, plot_curves
@@ -52,7 +52,7 @@ def sweep_summary(table: pa.Table) -> str:
     """Accuracy and coverage (%) per strategy × budget, averaged over problems and seeds, as the text `ttsearch
     sweep` prints; error rows left out, ungraded rows left out of accuracy.
 
-    Coverage is the share of cells where any candidate was right: what an oracle verifier would get.
+    Coverage is the share of jobs where any candidate was right: what an oracle verifier would get.
     """
     frame = table.select(["strategy_label", "budget", "correct", "candidate_correct", "error"]).to_pandas()
     frame = frame[frame["error"].isna()]
@@ -165,7 +165,7 @@ def _how_to_read(
 def _contents(frame: pd.DataFrame) -> list[str]:
     """Markdown lines: what the run holds, and its most frequent errors (by their last line, the exception)."""
     errors = frame["error"].dropna()
-    configurations = search_cells(frame)["strategy_config"].nunique()
+    configurations = search_jobs(frame)["strategy_config"].nunique()
     counts = pd.DataFrame(
         {
             "count": {
@@ -205,14 +205,14 @@ def build_report(run_dir: str | Path | RunStore) -> ReportFile:
         search=frame["strategy_label"].str.split("/").str[0],  # label without selection: shares the samples
     )
     graded, ungraded = graded_rows(frame)
-    cells = search_cells(frame)
+    jobs = search_jobs(frame)
     accuracy = mean_curves(graded, "correct", "strategy_label")
-    coverage = mean_curves(cells, "covered", "search")
+    coverage = mean_curves(jobs, "covered", "search")
     bins = difficulty_bins(frame)
     bin_table, bin_titles = _bin_table(frame, bins) if not bins.empty else (None, {})
     with store.local_dir("report") as out:
         md = _markdown(
-            store, frame, graded, cells, accuracy, coverage, bins, bin_table, bin_titles, (excluded, ungraded), out
+            store, frame, graded, jobs, accuracy, coverage, bins, bin_table, bin_titles, (excluded, ungraded), out
         )
         md += _contents(everything)
         (out / "report.md").write_text("\n".join(md))
@@ -238,7 +238,7 @@ def _revision_section(frame: pd.DataFrame, out: Path) -> list[str]:
         "",
         f"![{title}](accuracy_by_attempt.png)",
         "",
-        "A revisions cell's candidates are its chains' attempts; attempt t of a chain saw the chain's earlier "
+        "A revisions job's candidates are its chains' attempts; attempt t of a chain saw the chain's earlier "
         "attempts. Attempt t's pass@1 is the share of graded t-th attempts that are right (over chains, problems "
         "and seeds), ± 1 standard error over problems: a rising curve means revising helps.",
         "",
@@ -351,7 +351,7 @@ def _markdown(
     store: RunStore,
     frame: pd.DataFrame,
     graded: pd.DataFrame,
-    cells: pd.DataFrame,
+    jobs: pd.DataFrame,
     accuracy: pd.DataFrame,
     coverage: pd.DataFrame,
     bins: pd.Series,
@@ -395,7 +395,7 @@ def _markdown(
         plot(
             "coverage_vs_budget.png",
             "Coverage: any candidate correct (pass@N)",
-            cells,
+            jobs,
             value="covered",
             label="search",
             ylabel="coverage %",
@@ -441,7 +441,7 @@ def _markdown(
             k = predicted.estimation_samples
             md += [
                 f"Predicted bins (mean verifier score of {k} best-of-N samples per question, no ground truth"
-                + (", the default 16 capped by the largest best-of-N cell" if predicted.capped else "")
+                + (", the default 16 capped by the largest best-of-N job" if predicted.capped else "")
                 + ") sort the questions by their pass@1 over every sample as follows (decreasing = well sorted):",
                 "",
                 markdown_table(
@@ -485,8 +485,8 @@ def _markdown(
             "",
         ]
     for column, title, fmt in COST_COLUMNS:
-        if column in cells and cells[column].notna().any():
-            means = cells.groupby(["search", "budget"])[column].mean().rename("mean").reset_index()
+        if column in jobs and jobs[column].notna().any():
+            means = jobs.groupby(["search", "budget"])[column].mean().rename("mean").reset_index()
             means = means.rename(columns={"search": "label"})
             md += [_by_budget(means, title, lambda row, f=fmt: f.format(row["mean"])), ""]
     return md + _efficiency_section(frame)

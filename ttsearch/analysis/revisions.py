@@ -1,7 +1,7 @@
 """pass@1 of revision attempt t, from a sweep's rows: what `ttsearch report`'s revisions section and `ttsearch
 eval-revision` both read.
 
-A `revisions` cell's candidates are its chains' attempts, chain by chain (`ttsearch.search.strategies.revisions`):
+A `revisions` job's candidates are its chains' attempts, chain by chain (`ttsearch.search.strategies.revisions`):
 with T attempts per chain, candidate i is attempt i % T + 1 of chain i // T. T is read back from the row's
 `settings` column by the rule the strategy itself uses (its settings' `chain_length`). Error rows are left out of
 everything; ungraded candidates (null flags) out of every mean (`ttsearch.analysis.curves`).
@@ -17,7 +17,7 @@ import pyarrow as pa
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
-from ttsearch.analysis.curves import as_frame, finished_rows, search_cells
+from ttsearch.analysis.curves import as_frame, finished_rows, search_jobs
 from ttsearch.analysis.render import mean_se_text, y_limits
 from ttsearch.config import StrategySpec
 
@@ -34,23 +34,23 @@ def attempt_accuracy(rows: pa.Table | pd.DataFrame) -> pd.DataFrame:
 
     Columns `ATTEMPT_COLUMNS`: mean is the share of graded attempt-t candidates that are right (over chains,
     questions and seeds), se the standard error of the per-question shares (NaN with one question), candidates
-    and questions those graded. Each cell counts once, however many selections it has; no revisions cell: empty.
+    and questions those graded. Each job counts once, however many selections it has; no revisions job: empty.
     """
     frame, _ = finished_rows(as_frame(rows))
-    cells = search_cells(frame[frame["strategy"] == "revisions"])
-    if cells.empty:
+    jobs = search_jobs(frame[frame["strategy"] == "revisions"])
+    if jobs.empty:
         return pd.DataFrame(columns=ATTEMPT_COLUMNS)
     lengths = [
-        chain_length(settings, budget) for settings, budget in zip(cells["settings"], cells["budget"], strict=True)
+        chain_length(settings, budget) for settings, budget in zip(jobs["settings"], jobs["budget"], strict=True)
     ]
     flags = (
-        cells[["unique_id", "strategy_config", "budget", "candidate_correct"]]
+        jobs[["unique_id", "strategy_config", "budget", "candidate_correct"]]
         .assign(length=lengths)
         .reset_index(drop=True)
         .explode("candidate_correct")
     )
-    flags["attempt"] = flags.groupby(level=0).cumcount() % flags["length"] + 1  # position in the cell → attempt
-    flags = flags.dropna(subset=["candidate_correct"])  # ungraded candidates, and cells without any
+    flags["attempt"] = flags.groupby(level=0).cumcount() % flags["length"] + 1  # position in the job → attempt
+    flags = flags.dropna(subset=["candidate_correct"])  # ungraded candidates, and jobs without any
     flags["correct"] = flags["candidate_correct"].astype(bool)
     keys = ["strategy_config", "budget", "attempt"]
     per_question = flags.groupby([*keys, "unique_id"])["correct"].mean()

@@ -21,15 +21,15 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class SchedulerConfig:
-    max_in_flight: int = field(default=64, metadata=POSITIVE)  # problems being searched at once, per shard
+    max_in_flight: int = field(default=64, metadata=POSITIVE)  # jobs (searches) in flight at once, per shard
     max_batch_sequences: int = field(default=256, metadata=POSITIVE)  # sequences per generator call
     max_batch_scores: int = field(default=64, metadata=POSITIVE)  # solutions per verifier call
     max_outstanding_per_replica: int = field(default=512, metadata=POSITIVE)
     """sequences queued on one replica before we hold back"""
     affinity_slack: int = field(
-        default=32, metadata=at_least(0, "0: a run moves whenever its home replica carries more")
+        default=32, metadata=at_least(0, "0: a job moves whenever its home replica carries more")
     )
-    """sequences a run's home replica may carry beyond another before the run moves"""
+    """sequences a job's home replica may carry beyond another before the job moves"""
     max_request_retries: int = field(default=3, metadata=at_least(0, "0: never retry"))
     """a request whose replica died is served again at most this many times"""
     replica_wait_s: float = field(default=600.0, metadata=POSITIVE)

@@ -21,7 +21,7 @@ class ActorBackend:
     is routed to its problem without waiting for the rest of its batch. Ray's errors for a dead,
     restarting or unreachable actor (or its node) become `ReplicaFailed`, which the scheduler answers
     by replaying the call's unserved requests; an exception the replica's code raised stays as it is.
-    A call the scheduler abandons (a timeout, a failed run) is cancelled on the replica too.
+    A call the scheduler abandons (a timeout, a failed job) is cancelled on the replica too.
     """
 
     def __init__(self, handle: Any, method: str):
@@ -150,8 +150,8 @@ def replica_pools(
     generators: list[Any], verifiers: list[Any], verifier_kind: str, cfg: SchedulerConfig, grader: Grader | None = None
 ) -> dict[str, ReplicaPool]:
     """Pools over actor handles; a model-free verifier runs in the driver instead of on replicas, and a verifier
-    hosted on the generator replicas follows each run to the replica that generated its steps. A target without
-    replicas gets no pool (labelling needs no verifier, `eval-prm` no generator): a request for it fails its run."""
+    hosted on the generator replicas follows each job to the replica that generated its steps. A target without
+    replicas gets no pool (labelling needs no verifier, `eval-prm` no generator): a request for it fails its job."""
     verifier_backends: list[Backend] = (
         [ModelFreeVerifier(verifier_kind, grader)]
         if verifier_kind in model_free_names()

@@ -4,7 +4,7 @@ Sweep shard tasks (`SweepMetrics`) and the Ray Serve ingress (`ServeMetrics`) re
 agents, which serve them in Prometheus format on each node's metrics export port. Every metric is defined once,
 in `METRICS`, so that a name is always created with the same kind, description, tag keys and boundaries wherever
 it is created (Ray requires it), and `deploy/grafana/ttsearch_dashboard.json` queries exactly the names below
-(`tests/test_metrics.py` keeps the two in step).
+(`tests/unit/runtime/test_metrics.py` keeps the two in step).
 
 Exported names (Ray 2.60, its default OpenTelemetry export): Ray prefixes each metric name with `ray_`; the
 Prometheus exposition appends `_total` to a Counter's samples; a Histogram becomes `_bucket` (with `le`),
@@ -14,7 +14,7 @@ Prometheus exposition appends `_total` to a Counter's samples; a Histogram becom
 deprecated, as a gauge without `_total`; the dashboard reads only the `_total` form.
 
 Sweep (per-strategy compute, counted as each search ends):
-- `ray_ttsearch_searches_done_total{strategy}`: searches finished, one per cell.
+- `ray_ttsearch_searches_done_total{strategy}`: searches finished, one per job.
 - `ray_ttsearch_generated_tokens_total{strategy}`: tokens the generator decoded.
 - `ray_ttsearch_scored_solutions_total{strategy}`: solutions the verifier scored (one per scored solution,
   not per verifier call: a replica call scores a batch of them).
@@ -181,7 +181,7 @@ class SweepMetrics(_SearchMetrics):
         self.correct = CORRECT.create()
 
     def on_outcome(self, outcome: JobOutcome) -> None:
-        """A cell's search ended; its key is (problem, strategy spec, budget, seed)."""
+        """A job ended; its key is (problem, strategy spec, budget, seed)."""
         strategy = outcome.key[1].name
         self.searches_done.inc(1, tags={"strategy": strategy})
         self.on_usage(strategy, outcome.usage.generated_tokens, outcome.usage.scored_solutions)
@@ -253,17 +253,17 @@ class ServeMetrics(_SearchMetrics):
 
 
 STOP_TIMEOUT_S = 20.0
-"""How long an interrupted run waits for its shard tasks to save their finished units and end."""
+"""How long an interrupted run waits for its shard tasks to save their finished jobs and end."""
 STOP_POLL_S = 0.2
 
 
 @ray.remote(num_cpus=0)
 class ProgressCounter:
-    """Cells finished so far over all shards, for the driver's progress bar; the driver's request that the shards
+    """Jobs finished so far over all shards, for the driver's progress bar; the driver's request that the shards
     stop, which each shard task polls, and the shards still working, which the driver waits for before it shuts Ray
     down (`ttsearch.sweep.sharded`).
 
-    Counted by cell key, so a cell that Ray computed twice (a retried shard task) counts once.
+    Counted by job key, so a job that Ray computed twice (a retried shard task) counts once.
     """
 
     def __init__(self) -> None:
@@ -295,9 +295,10 @@ class ProgressCounter:
 
 
 def run_with_progress(
-    work: Callable[[], Any], counter: Any, total: int, initial: int, desc: str, unit: str = "search"
+    work: Callable[[], Any], counter: Any, total: int, initial: int, desc: str, job_name: str = "search"
 ) -> Any:
-    """Run `work` in a thread while a tqdm bar follows `counter` (units done / total, with ETA).
+    """Run `work` in a thread while a tqdm bar follows `counter` (jobs done / total, with ETA; the bar calls a job
+    `job_name`).
 
     Interrupted (Ctrl-C, SIGINT or SIGTERM), it asks the shard tasks to stop through `counter` and waits up to
     `STOP_TIMEOUT_S` for every shard task to say it has saved what it finished, before the command shuts Ray down.
@@ -314,7 +315,7 @@ def run_with_progress(
 
     thread = threading.Thread(target=target, name="sweep", daemon=True)
     thread.start()
-    with tqdm(total=total, initial=initial, desc=desc, unit=unit, dynamic_ncols=True) as bar:
+    with tqdm(total=total, initial=initial, desc=desc, unit=job_name, dynamic_ncols=True) as bar:
         try:
             while thread.is_alive():
                 thread.join(timeout=1.0)

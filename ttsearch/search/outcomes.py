@@ -1,4 +1,4 @@
-"""What a search consumed and how it ended: the values the scheduler hands back for every run, and the FLOPs model
+"""What a search consumed and how it ended: the values the scheduler hands back for every job, and the FLOPs model
 that prices what it consumed."""
 
 from __future__ import annotations
@@ -55,13 +55,13 @@ class ReplicasUnavailable(TTSearchError):
 
 
 class Failure(StrEnum):
-    """Why a cell did not finish; decides whether a re-run computes it again."""
+    """Why a job did not finish; decides whether a re-run computes it again."""
 
     PROBLEM = "problem"
     """Deterministic: a strategy bug or a request no engine can serve. Replaying gives the same error, so the
-    cell keeps an error row."""
+    job keeps an error row."""
     INFRASTRUCTURE = "infrastructure"
-    """Replicas died or timed out and the request's retries ran out: nothing about the cell is wrong, so it is
+    """Replicas died or timed out and the request's retries ran out: nothing about the job is wrong, so it is
     never written as finished and a re-run computes it again."""
     CANCELLED = "cancelled"
     """The caller of `Scheduler.search` went away (a client disconnected): its queued requests are dropped."""
@@ -71,11 +71,11 @@ class Failure(StrEnum):
 class JobOutcome:
     key: Any
     value: Any
-    """What the run returned: a search's candidates, a labelling run's labelled solutions; None when it failed."""
+    """What the job returned: a search's candidates, a labelled question's solutions; None when it failed."""
     usage: Usage
     wall_s: float
     error: str | None = None
-    failure: Failure | None = None  # None when the run finished
+    failure: Failure | None = None  # None when the job finished
 
 
 def generator_computed_tokens(generated: Any, prompt: Any, cached_prompt: Any) -> Any:

@@ -1,16 +1,16 @@
-"""The ready queue: many strategy runs in flight, their requests batched per target.
+"""The ready queue: many jobs in flight, their requests batched per target.
 
-Every strategy run yields a list of requests and waits for all of them; the scheduler keeps up to
-`max_in_flight` runs going, so while one problem waits on its verifier scores another's step
-expansions fill the generator's batch. Requests from all runs wait in one queue per target
-("generator", "verifier"); whenever a replica has room, the queue's head is packed into one call to
-the least-loaded replica. Results stream back per request and are routed to their run, which then
-advances. No barrier spans problems: a run only waits for its own requests.
+A job (a search; a question of `label` or `revision-data`) is a pure state machine (`RequestRun`): it yields a
+list of requests and waits for all of them; the scheduler keeps up to `max_in_flight` jobs going, so while one
+problem waits on its verifier scores another's step expansions fill the generator's batch. Requests from all
+jobs wait in one queue per target ("generator", "verifier"); whenever a replica has room, the queue's head is
+packed into one call to the least-loaded replica. Results stream back per request and are routed to their job,
+which then advances. No barrier spans problems: a job only waits for its own requests.
 
-Each run has a home replica per pool, where its earlier requests went: its requests go there while the
+Each job has a home replica per pool, where its earlier requests went: its requests go there while the
 home is in rotation, has room and is not loaded well beyond the others, because that engine's prefix
-cache holds the run's prompt, its beams' shared steps and (with the judge on the generator replicas) the
-step just generated. Otherwise another replica serves it and becomes the run's new home.
+cache holds the job's prompt, its beams' shared steps and (with the judge on the generator replicas) the
+step just generated. Otherwise another replica serves it and becomes the job's new home.
 
 Backends are anything with `submit(batch) -> async iterator of (index, result)`; Ray actor pools,
 in-process verifiers and the scripted fakes of the tests all fit, so this module knows nothing about
@@ -33,8 +33,8 @@ from ttsearch.search.outcomes import Failure, JobOutcome, ReplicasUnavailable, U
 from ttsearch.search.requests import Generate, Request, RequestRejected, Result
 
 RequestRun = Generator[list[Request], list[Result], Any]
-"""A pure state machine the scheduler drives: it yields requests, receives their results, returns its value (a
-search strategy's run, a labelling run; see `ttsearch.search.strategies.common`)."""
+"""A job's pure state machine, which the scheduler drives: it yields requests, receives their results, returns its
+value (a search strategy's `StrategyRun`, a labeller's `LabelRun`; see `ttsearch.search.strategies.common`)."""
 
 
 class Backend(Protocol):
@@ -63,9 +63,10 @@ class SchedulerStats:
     requests: dict[str, int] = field(default_factory=dict)
     sequences: dict[str, int] = field(default_factory=dict)  # `request_weight` summed: the batch the engine saw
     max_batch: dict[str, int] = field(default_factory=dict)
-    shared_calls: dict[str, int] = field(default_factory=dict)  # calls carrying requests of more than one run
-    max_runs_per_call: dict[str, int] = field(default_factory=dict)
-    cancelled_runs: int = 0  # runs whose caller went away (`Scheduler.search` cancelled)
+    # The field names are the keys of the service's stats route (JSON): "runs" there are jobs.
+    shared_calls: dict[str, int] = field(default_factory=dict)  # calls carrying requests of more than one job
+    max_runs_per_call: dict[str, int] = field(default_factory=dict)  # the most jobs one call carried
+    cancelled_runs: int = 0  # jobs whose caller went away (`Scheduler.search` cancelled)
     driver_busy_s: float = 0.0  # time spent in scheduler and strategy code, outside awaits
 
 
@@ -110,7 +111,7 @@ class ReplicaPool:
         self.max_outstanding = max_outstanding
         self.max_batch = max_batch
         self.homes = homes
-        """The target whose home replicas this pool's runs follow, when both pools are served by the same
+        """The target whose home replicas this pool's jobs follow, when both pools are served by the same
         replicas (the judge on the generator replicas reads where the step was generated); None: its own."""
         self.affinity_slack = affinity_slack
         self.unavailable_since: float | None = None  # monotonic time the last replica left the rotation
@@ -121,11 +122,11 @@ class ReplicaPool:
         return sorted(serving, key=self.load.__getitem__)
 
     def may_serve(self, replica: int, home: int | None, taking: int) -> bool:
-        """Whether `replica`, about to take `taking` more sequences, may serve a run whose home is `home`.
+        """Whether `replica`, about to take `taking` more sequences, may serve a job whose home is `home`.
 
-        A run stays home unless its home carries more than `affinity_slack` sequences beyond this replica
-        (the cache is worth that much queueing, not more). A run without a usable home (none yet, out of
-        rotation, full) goes where the load is lowest, give or take the slack, so new runs spread.
+        A job stays home unless its home carries more than `affinity_slack` sequences beyond this replica
+        (the cache is worth that much queueing, not more). A job without a usable home (none yet, out of
+        rotation, full) goes where the load is lowest, give or take the slack, so new jobs spread.
         """
         load = self.load[replica] + taking
         if home == replica:
@@ -158,8 +159,8 @@ def request_weight(request: Request) -> int:
     return request.n if isinstance(request, Generate) else 1
 
 
-@dataclass(eq=False)  # identity: runs are kept in sets
-class _Run:
+@dataclass(eq=False)  # identity: jobs are kept in sets
+class _Job:
     key: Any
     steps: RequestRun
     started: float
@@ -168,12 +169,12 @@ class _Run:
     pending: int = 0
     closed: bool = False
     home: dict[str, int] = field(default_factory=dict)  # target -> the replica its last requests went to
-    done: asyncio.Future[JobOutcome] | None = None  # set for a `Scheduler.search` run; None: a `run` job
+    done: asyncio.Future[JobOutcome] | None = None  # set for a `Scheduler.search` job; None: a `run` job
 
 
 @dataclass
 class _Item:
-    run: _Run
+    job: _Job
     slot: int
     request: Request
     attempts: int = 0  # calls that failed while carrying this request
@@ -185,7 +186,7 @@ DispatchObserver = Callable[[str, int, int], None]
 
 
 class Scheduler:
-    """The ready queue: runs many strategy runs at once and serves their requests on replica pools.
+    """The ready queue: runs many jobs at once and serves their requests on replica pools.
 
     Failure handling (see the README's "Failure handling"): a call whose replica died, became
     unreachable or timed out puts its unserved requests back at the head of the queue and takes the
@@ -221,7 +222,7 @@ class Scheduler:
         self._in_flight = 0  # `run` jobs only; `search` callers bound their own concurrency
         self._exhausted = True
         self._outcomes: asyncio.Queue[JobOutcome | None] | None = None  # set while `run` is going
-        self._searches: set[_Run] = set()
+        self._searches: set[_Job] = set()
         self._dispatch_scheduled = False
         self._ended = False
         self._fatal: BaseException | None = None
@@ -258,32 +259,32 @@ class Scheduler:
             await self.close()
 
     async def search(self, key: Any, steps: RequestRun) -> JobOutcome:
-        """Run one strategy run alongside every other run in flight and return its outcome: the entry point of
+        """Run one job alongside every other job in flight and return its outcome: the entry point of
         a long-lived scheduler that many concurrent callers (a service's requests) share, so their requests
         land in the same replica calls.
 
-        Cancelling the caller ends the run: its queued requests leave the queue, none are sent for it again,
+        Cancelling the caller ends the job: its queued requests leave the queue, none are sent for it again,
         and a replica call carrying only its requests is cancelled, which aborts them on the replica (a call
-        shared with other runs finishes for them). Raises the scheduler's own
+        shared with other jobs finishes for them). Raises the scheduler's own
         error, or `ReplicasUnavailable`, if that ends every search in flight.
         """
         if self._outcomes is not None:
             raise RuntimeError("`search` cannot join a scheduler that is inside `run`")
         if self._ended:
             raise RuntimeError("this scheduler has stopped") from self._fatal
-        run = _Run(key=key, steps=steps, started=time.perf_counter(), done=asyncio.get_running_loop().create_future())
-        self._searches.add(run)
+        job = _Job(key=key, steps=steps, started=time.perf_counter(), done=asyncio.get_running_loop().create_future())
+        self._searches.add(job)
         try:
-            self._advance(run, None)
+            self._advance(job, None)
             self._schedule_dispatch()
-            return await asyncio.shield(run.done)
+            return await asyncio.shield(job.done)
         except asyncio.CancelledError:
-            if not run.closed:
+            if not job.closed:
                 self.stats.cancelled_runs += 1
-                self._finish(run, None, "cancelled by its caller", Failure.CANCELLED)
+                self._finish(job, None, "cancelled by its caller", Failure.CANCELLED)
             raise
         finally:
-            self._searches.discard(run)
+            self._searches.discard(job)
 
     @property
     def stopped(self) -> bool:
@@ -296,16 +297,16 @@ class Scheduler:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    # -- runs ---------------------------------------------------------------------------------
+    # -- jobs ---------------------------------------------------------------------------------
     def _admit(self) -> None:
         while not self._exhausted and self._in_flight < self.max_in_flight:
-            job = next(self._jobs, None)
-            if job is None:
+            entry = next(self._jobs, None)
+            if entry is None:
                 self._exhausted = True
                 break
-            key, steps = job
+            key, steps = entry
             self._in_flight += 1
-            self._advance(_Run(key=key, steps=steps, started=time.perf_counter()), None)
+            self._advance(_Job(key=key, steps=steps, started=time.perf_counter()), None)
         if self._exhausted and self._in_flight == 0 and self._outcomes is not None:
             self._end()
 
@@ -317,49 +318,49 @@ class Scheduler:
         self._ended, self._fatal = True, fatal
         if self._outcomes is not None:
             self._outcomes.put_nowait(None)
-        for run in self._searches:  # only a fatal error ends a scheduler that `search` callers share
-            if run.done is not None and not run.done.done():
-                run.done.set_exception(fatal)
+        for job in self._searches:  # only a fatal error ends a scheduler that `search` callers share
+            if job.done is not None and not job.done.done():
+                job.done.set_exception(fatal)
 
-    def _advance(self, run: _Run, results: list[Result] | None) -> None:
-        """Feed a run its results and queue what it asks for next, or finish it."""
+    def _advance(self, job: _Job, results: list[Result] | None) -> None:
+        """Feed a job its results and queue what it asks for next, or finish it."""
         try:
-            requests = run.steps.send(results)
+            requests = job.steps.send(results)
             if not requests:
                 raise RuntimeError("a strategy yielded an empty list of requests")
             for request in requests:
                 if request.target not in self._queues:
                     raise RuntimeError(f"no replicas serve target '{request.target}'")
         except StopIteration as stop:
-            self._finish(run, stop.value)
+            self._finish(job, stop.value)
             return
         except Exception:  # a failing problem must not take the others down
-            self._finish(run, None, traceback.format_exc(limit=5), Failure.PROBLEM)
+            self._finish(job, None, traceback.format_exc(limit=5), Failure.PROBLEM)
             return
-        run.results = [None] * len(requests)
-        run.pending = len(requests)
+        job.results = [None] * len(requests)
+        job.pending = len(requests)
         for slot, request in enumerate(requests):
-            self._queues[request.target].append(_Item(run, slot, request))
+            self._queues[request.target].append(_Item(job, slot, request))
 
-    def _finish(self, run: _Run, value: Any, error: str | None = None, failure: Failure | None = None) -> None:
-        if run.closed:
+    def _finish(self, job: _Job, value: Any, error: str | None = None, failure: Failure | None = None) -> None:
+        if job.closed:
             return
-        run.closed = True
-        run.steps.close()
+        job.closed = True
+        job.steps.close()
         if failure is not None:  # its other requests leave the queue instead of being served for nothing
             for queue in self._queues.values():
-                alive = [item for item in queue if item.run is not run]
+                alive = [item for item in queue if item.job is not job]
                 queue.clear()
                 queue.extend(alive)
             # ... and a call that carries nothing else is cancelled, which aborts its requests on the replica.
             current = asyncio.current_task()
             for task, batch in list(self._calls.items()):
-                if task is not current and all(item.run.closed for item in batch):
+                if task is not current and all(item.job.closed for item in batch):
                     task.cancel()
-        outcome = JobOutcome(run.key, value, run.usage, time.perf_counter() - run.started, error, failure)
-        if run.done is not None:
-            if not run.done.done():
-                run.done.set_result(outcome)
+        outcome = JobOutcome(job.key, value, job.usage, time.perf_counter() - job.started, error, failure)
+        if job.done is not None:
+            if not job.done.done():
+                job.done.set_result(outcome)
         else:
             self._in_flight -= 1
             assert self._outcomes is not None
@@ -367,33 +368,33 @@ class Scheduler:
         self._schedule_dispatch()  # admit the next job there, not recursively from here
 
     def _route(self, item: _Item, result: Result | RequestRejected) -> None:
-        run = item.run
-        if run.closed:
+        job = item.job
+        if job.closed:
             return
         if isinstance(result, RequestRejected):
-            self._finish(run, None, f"{item.request.target} rejected a request: {result.message}", Failure.PROBLEM)
+            self._finish(job, None, f"{item.request.target} rejected a request: {result.message}", Failure.PROBLEM)
             return
-        run.usage.add(item.request, result)
-        run.results[item.slot] = result
-        run.pending -= 1
-        if run.pending == 0:
-            self._advance(run, run.results)  # type: ignore[arg-type]
+        job.usage.add(item.request, result)
+        job.results[item.slot] = result
+        job.pending -= 1
+        if job.pending == 0:
+            self._advance(job, job.results)  # type: ignore[arg-type]
 
     def _replay(self, target: str, items: list[_Item], cause: str, failure: Failure, alone: bool) -> None:
         """Put a failed call's unserved requests back at the head of the queue, or fail their problems
         once their retries are spent."""
         again = []
         for item in items:
-            if item.run.closed:
+            if item.job.closed:
                 continue
             item.attempts += 1
             if item.attempts > self.retry.max_request_retries:
                 retries = f"{item.attempts} failed calls ({self.retry.max_request_retries} retries)"
-                self._finish(item.run, None, f"gave up after {retries}: {cause}", failure)
+                self._finish(item.job, None, f"gave up after {retries}: {cause}", failure)
             else:
                 item.alone = item.alone or alone
                 again.append(item)
-        self._queues[target].extendleft(reversed([item for item in again if not item.run.closed]))
+        self._queues[target].extendleft(reversed([item for item in again if not item.job.closed]))
 
     # -- dispatch -----------------------------------------------------------------------------
     def _schedule_dispatch(self) -> None:
@@ -420,7 +421,7 @@ class Scheduler:
     def _take_batch(self, target: str) -> tuple[int, list[_Item]] | None:
         """The next call: for the least-loaded replica with room that has queued work, the first request
         it may serve (`ReplicaPool.may_serve`), plus the ones after it while the call's sequences fit its
-        room. The runs served get that replica as their home."""
+        room. The jobs served get that replica as their home."""
         queue, pool = self._queues[target], self.pools[target]
         homes = pool.homes or target
         for replica in pool.with_room():
@@ -428,7 +429,7 @@ class Scheduler:
             batch: list[_Item] = []
             weight = 0
             for item in queue:
-                if not pool.may_serve(replica, item.run.home.get(homes), weight):
+                if not pool.may_serve(replica, item.job.home.get(homes), weight):
                     continue
                 if batch and (item.alone or weight + request_weight(item.request) > room):
                     break
@@ -442,7 +443,7 @@ class Scheduler:
                 queue.clear()
                 queue.extend(kept)
                 for item in batch:
-                    item.run.home[homes] = replica
+                    item.job.home[homes] = replica
                 return replica, batch
         return None
 
@@ -531,13 +532,13 @@ class Scheduler:
             return
 
     def _record_call(self, target: str, batch: list[_Item], weight: int) -> None:
-        stats, size, runs = self.stats, len(batch), len({id(item.run) for item in batch})
+        stats, size, jobs = self.stats, len(batch), len({id(item.job) for item in batch})
         stats.calls[target] = stats.calls.get(target, 0) + 1
         stats.requests[target] = stats.requests.get(target, 0) + size
         stats.sequences[target] = stats.sequences.get(target, 0) + weight
         stats.max_batch[target] = max(stats.max_batch.get(target, 0), size)
-        stats.shared_calls[target] = stats.shared_calls.get(target, 0) + (runs > 1)
-        stats.max_runs_per_call[target] = max(stats.max_runs_per_call.get(target, 0), runs)
+        stats.shared_calls[target] = stats.shared_calls.get(target, 0) + (jobs > 1)
+        stats.max_runs_per_call[target] = max(stats.max_runs_per_call.get(target, 0), jobs)
 
     @contextlib.contextmanager
     def _busy(self) -> Iterator[None]:

@@ -1,6 +1,6 @@
 """Online search: questions from many callers through one long-lived ready queue.
 
-A `SearchService` holds one `Scheduler` for its lifetime and every question in flight is a run in it, so
+A `SearchService` holds one `Scheduler` for its lifetime and every question in flight is a job in it, so
 the step expansions of concurrent users land in the same replica calls: 16 users cost far less than 16
 searches one after the other. `ttsearch solve` (one question) and `ttsearch serve` (an HTTP service) both
 answer through it.

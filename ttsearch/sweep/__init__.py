@@ -1,4 +1,4 @@
-"""Sweeps: the problem data, cells (one search of the sweep), shards run through Ray Data, and the results store
+"""Sweeps: the problem data, jobs (one search of the sweep), shards run through Ray Data, and the results store
 (Parquet rows, fingerprints, what is finished, failed or missing).
 
 May import `ttsearch.search`, `ttsearch.runtime`, `ttsearch.config`.

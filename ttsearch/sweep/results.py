@@ -4,8 +4,8 @@ Layout of a run directory:
 
     sweep.json                     the sweep's fingerprint: what decides its rows (see `sweep_fingerprint`)
     config.yaml                    the full config the sweep ran with
-    results/shard-K-of-N.parquet   a finished shard: a row for every cell (answers, or deterministic error rows)
-    partial/shard-K-of-N.parquet   an unfinished shard's finished cells (some cells hit infrastructure failures)
+    results/shard-K-of-N.parquet   a finished shard: the rows of every job (answers, or deterministic error rows)
+    partial/shard-K-of-N.parquet   an unfinished shard's finished jobs (some jobs hit infrastructure failures)
     report/, policy.json           written by `ttsearch report` / `ttsearch optimize`
 
 Every write is atomic (a temporary name, then a rename), so a killed task never leaves a file that looks
@@ -340,7 +340,7 @@ class RunStore:
         return {info.base_name for info in infos if info.base_name.endswith(".parquet")}
 
     def finished_shards(self, total: int) -> set[int]:
-        """Shards whose final file exists: every cell has a row (an answer or a deterministic error)."""
+        """Shards whose final file exists: every job has a row (an answer or a deterministic error)."""
         names = self._names(RESULTS)
         return {i for i in range(total) if shard_file(i, total) in names}
 
@@ -352,7 +352,7 @@ class RunStore:
             self.fs.delete_file(self.path(PARTIAL, shard_file(index, total)))
 
     def write_partial(self, index: int, total: int, table: pa.Table) -> None:
-        """The finished cells of a shard that could not finish; a re-run computes only the rest."""
+        """The finished jobs of a shard that could not finish; a re-run computes only the rest."""
         self._atomic(lambda tmp: pq.write_table(table, tmp, filesystem=self.fs), PARTIAL, shard_file(index, total))
 
     def read_partial(self, index: int, total: int) -> pa.Table | None:

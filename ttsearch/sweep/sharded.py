@@ -3,12 +3,12 @@
 The problems are cut into fixed shards; Ray Data spreads the shards over the nodes, and each shard is one task
 running its own ready-queue scheduler against the shared generator and verifier replica actors (so shards on
 different nodes feed the same replica pools and vLLM batches their requests together). A shard saves its rows
-through the results store when it finishes, and its finished units every `CHECKPOINT_INTERVAL_S` while it runs,
-so a re-run into the same directory computes only the units that have no row yet.
+through the results store when it finishes, and its finished jobs every `CHECKPOINT_INTERVAL_S` while it runs,
+so a re-run into the same directory computes only the jobs that have no row yet.
 
-What a unit is (a sweep's cell, a labeller's question), how it becomes a strategy run and how a finished run
-becomes rows is the `ShardWork`'s business; everything else (resume, checkpoints, failures, progress, metrics)
-is here, once.
+What a job is (a sweep's search, a labeller's question), the state machine that computes it and how a finished
+job becomes rows is the `ShardWork`'s business; everything else (resume, checkpoints, failures, progress,
+metrics) is here, once.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from ttsearch.search.scheduler import RequestRun, Scheduler
 from ttsearch.sweep.results import RunStore
 
 CHECKPOINT_INTERVAL_S = 60.0
-"""How often a shard task saves its finished units as its partial record while it runs."""
+"""How often a shard task saves its finished jobs as its partial record while it runs."""
 STOP_POLL_S = 1.0
 """How often a shard task asks whether the driver was interrupted."""
 SHARD_ENDED_TIMEOUT_S = 10.0
@@ -52,41 +52,44 @@ class ShardMetrics(ABC):
 
 
 class ShardWork(ABC):
-    """One kind of sharded work: its units, the run that computes a unit, and the rows a finished run becomes."""
+    """One kind of sharded work: its jobs, the state machine that computes a job, and the rows a finished job
+    becomes."""
 
     schema: ClassVar[pa.Schema]
-    unit: ClassVar[str]
-    """What the progress bar counts: "search", "question"."""
+    job_name: ClassVar[str]
+    """What the progress bar calls a job: "search", "question"."""
     title: ClassVar[str]
     """The progress bar's title: "searches", "questions"."""
 
     @abstractmethod
-    def units(self, problems: list[dict[str, Any]]) -> list[Hashable]:
-        """Every unit key of `problems`, in the work's fixed order (a shard's rows are saved in this order)."""
+    def job_keys(self, problems: list[dict[str, Any]]) -> list[Hashable]:
+        """Every job key of `problems`, in the work's fixed order (a shard's rows are saved in this order)."""
 
     @abstractmethod
     def jobs(self, problems: list[dict[str, Any]], skip: Collection[Hashable]) -> Iterator[tuple[Any, RequestRun]]:
-        """(job key, run) for every unit of `problems` not in `skip`."""
+        """(scheduler key, state machine) for every job of `problems` whose job key is not in `skip`."""
 
     @abstractmethod
-    def unit_of_job(self, key: Any) -> Hashable: ...
+    def key_of_job(self, key: Any) -> Hashable:
+        """The job key (as `job_keys` lists it) of a job's scheduler key (`jobs`, `JobOutcome.key`)."""
 
     @abstractmethod
-    def unit_of_row(self, row: dict[str, Any]) -> Hashable: ...
+    def key_of_row(self, row: dict[str, Any]) -> Hashable:
+        """The job key of one of the job's rows."""
 
     @abstractmethod
     def rows(self, outcome: JobOutcome, grader: Grader) -> list[dict[str, Any]]:
-        """The rows of a finished or deterministically failed run (graded in the shard's grading thread)."""
+        """The rows of a finished or deterministically failed job (graded in the shard's grading thread)."""
 
     @abstractmethod
     def metrics(self, shard: int) -> ShardMetrics: ...
 
 
 class QuestionWork(ShardWork):
-    """Work done a question at a time (`ttsearch label`, `revision-data`): a unit is a question's unique_id, its
-    run `question_run(problem)`."""
+    """Work done a question at a time (`ttsearch label`, `revision-data`): a job is one question, keyed by its
+    unique_id, its state machine `question_run(problem)`."""
 
-    unit = "question"
+    job_name = "question"
     title = "questions"
 
     def __init__(self, cfg: SweepConfig) -> None:
@@ -95,21 +98,21 @@ class QuestionWork(ShardWork):
     @abstractmethod
     def question_run(self, problem: dict[str, Any]) -> RequestRun: ...
 
-    def units(self, problems: list[dict[str, Any]]) -> list[Hashable]:
+    def job_keys(self, problems: list[dict[str, Any]]) -> list[Hashable]:
         return [problem["unique_id"] for problem in problems]
 
     def jobs(self, problems: list[dict[str, Any]], skip: Collection[Hashable]) -> Iterator[tuple[Any, RequestRun]]:
         return ((problem, self.question_run(problem)) for problem in problems if problem["unique_id"] not in skip)
 
-    def unit_of_job(self, key: Any) -> Hashable:
+    def key_of_job(self, key: Any) -> Hashable:
         return key["unique_id"]
 
-    def unit_of_row(self, row: dict[str, Any]) -> Hashable:
+    def key_of_row(self, row: dict[str, Any]) -> Hashable:
         return row["unique_id"]
 
 
 class SweepStopped(TTSearchError):
-    """A shard task stopped on an error the user can act on; the units it finished are saved."""
+    """A shard task stopped on an error the user can act on; the jobs it finished are saved."""
 
 
 SchedulerFactory = Callable[[Grader], Scheduler]
@@ -118,14 +121,14 @@ SchedulerFactory = Callable[[Grader], Scheduler]
 
 @dataclass(frozen=True)
 class ShardResult:
-    """What one shard task did; `missing` units hit infrastructure failures and are left for a re-run."""
+    """What one shard task did; `missing` jobs hit infrastructure failures and are left for a re-run."""
 
     shard: int
     rows: int
     failed: int
-    """Rows of units that failed deterministically (error rows, kept)."""
+    """Rows of jobs that failed deterministically (error rows, kept)."""
     missing: int
-    """Units without a row: the shard is saved as a partial record, not as finished."""
+    """Jobs without a row: the shard is saved as a partial record, not as finished."""
     node_id: str
 
 
@@ -150,17 +153,17 @@ async def run_shard(
     on_rows: Callable[[list[dict[str, Any]]], None] | None = None,
     checkpoint_interval_s: float = CHECKPOINT_INTERVAL_S,
 ) -> ShardResult:
-    """Compute the shard's units that have no row yet and save the shard.
+    """Compute the shard's jobs that have no row yet and save the shard.
 
-    Units saved in the shard's partial record by an earlier attempt are skipped. When every unit has rows
-    (results, or an error row for a deterministic failure) the shard is written as finished; units that hit an
+    Jobs saved in the shard's partial record by an earlier attempt are skipped. When every job has rows
+    (results, or an error row for a deterministic failure) the shard is written as finished; jobs that hit an
     infrastructure failure get no row and the finished ones go to the partial record. If the scheduler itself
-    raises (e.g. `ReplicasUnavailable`), the units finished so far are saved as partial first; and every
-    `checkpoint_interval_s` the finished units are saved as partial anyway, for a task killed without warning.
+    raises (e.g. `ReplicasUnavailable`), the jobs finished so far are saved as partial first; and every
+    `checkpoint_interval_s` the finished jobs are saved as partial anyway, for a task killed without warning.
     """
     saved = store.read_partial(shard, total)
     rows = saved.to_pylist() if saved is not None else []
-    done = {work.unit_of_row(row) for row in rows}
+    done = {work.key_of_row(row) for row in rows}
     if on_resumed is not None:
         on_resumed(done)
     missing = 0
@@ -174,10 +177,10 @@ async def run_shard(
             return placed([row for future in graded for row in await asyncio.wrap_future(future)])
 
         def table(finished: list[dict[str, Any]]) -> pa.Table:
-            """Rows in the work's unit order (outcomes arrive in completion order), so a resumed shard's file
+            """Rows in the work's job order (outcomes arrive in completion order), so a resumed shard's file
             holds its rows in the same order as an uninterrupted one."""
-            order = {unit: i for i, unit in enumerate(work.units(problems))}
-            finished = sorted(finished, key=lambda row: order[work.unit_of_row(row)])
+            order = {key: i for i, key in enumerate(work.job_keys(problems))}
+            finished = sorted(finished, key=lambda row: order[work.key_of_row(row)])
             return pa.Table.from_pylist(finished, schema=work.schema)
 
         try:
@@ -201,7 +204,7 @@ async def run_shard(
                 if finished := rows + placed([row for future in graded for row in future.result()]):
                     store.write_partial(shard, total, table(finished))
             except Exception as error:
-                print(f"shard {shard}: could not save its finished units: {error!r}", file=sys.stderr, flush=True)
+                print(f"shard {shard}: could not save its finished jobs: {error!r}", file=sys.stderr, flush=True)
             raise
         fresh = await collect()
     if on_rows is not None:
@@ -230,7 +233,7 @@ class ShardContext:
 
 
 def _shard_task(batch: pa.Table, *, ctx: ShardContext) -> pa.Table:
-    """Ray Data `map_batches` function over shard descriptors: compute each shard's unfinished units, save the
+    """Ray Data `map_batches` function over shard descriptors: compute each shard's unfinished jobs, save the
     shard, return one summary row per shard saying where it ran and what is left."""
     import ray
 
@@ -259,13 +262,13 @@ async def _run_shard_task(shard: int, problems: list[dict[str, Any]], ctx: Shard
         pools = replica_pools(ctx.generators, ctx.verifiers, cfg.verifier.kind, cfg.scheduler, grader)
         return Scheduler.from_config(pools, cfg.scheduler, on_dispatch=metrics.on_dispatch)
 
-    def report(units: list[Hashable]) -> None:
-        if ctx.progress is not None and units:
-            ctx.progress.add.remote(units)
+    def report(keys: list[Hashable]) -> None:
+        if ctx.progress is not None and keys:
+            ctx.progress.add.remote(keys)
 
     def on_outcome(outcome: JobOutcome) -> None:
         metrics.on_outcome(outcome)
-        report([work.unit_of_job(outcome.key)])
+        report([work.key_of_job(outcome.key)])
 
     shard_run = run_shard(
         RunStore(ctx.output_dir, schema=work.schema),
@@ -276,7 +279,7 @@ async def _run_shard_task(shard: int, problems: list[dict[str, Any]], ctx: Shard
         make_scheduler,
         node_id,
         on_outcome=on_outcome,
-        on_resumed=lambda units: report(list(units)),
+        on_resumed=lambda keys: report(list(keys)),
         on_rows=metrics.on_rows,
     )
     return await (shard_run if ctx.progress is None else until_stopped(shard_run, ctx.progress))
@@ -284,7 +287,7 @@ async def _run_shard_task(shard: int, problems: list[dict[str, Any]], ctx: Shard
 
 async def until_stopped(shard_run: Coroutine[Any, Any, ShardResult], progress: Any) -> ShardResult:
     """Run the shard, cancelling it once the driver asks every shard to stop (`progress.stop_requested`: the command
-    was interrupted). The cancelled `run_shard` saves the units it finished as the shard's partial record, so a
+    was interrupted). The cancelled `run_shard` saves the jobs it finished as the shard's partial record, so a
     re-run computes only the rest."""
     task = asyncio.ensure_future(shard_run)
 
@@ -312,7 +315,7 @@ def run_shards(
     replicas: tuple[list[Any], list[Any]] | None = None,
     needs_verifier: bool = True,
 ) -> pa.Table:
-    """Compute every unit of `problems` that has no row in `store` yet (the store is claimed by the caller),
+    """Compute every job of `problems` that has no row in `store` yet (the store is claimed by the caller),
     starting Ray and the replicas (unless given; the verifier's only if `needs_verifier`) only if there is
     something to compute; return every saved row (finished shards and partial records).
 
@@ -349,14 +352,14 @@ def run_shards(
         num_cpus=cfg.data.shard_num_cpus,
         ray_remote_args_fn=_spread,
     )
-    # A shard task is one long call by design (it computes all its units, for hours on a big run), so Ray Data
+    # A shard task is one long call by design (it computes all its jobs, for hours on a big run), so Ray Data
     # sees no block move until it ends; its default 30-minute no-progress timeout would kill the run. Progress is
-    # the ProgressCounter's, and finished units are checkpointed by the task itself.
+    # the ProgressCounter's, and finished jobs are checkpointed by the task itself.
     dataset.context.execution_no_progress_timeout_s = -1
-    total = len(work.units(problems))
-    initial = sum(len(work.units(shards[i])) for i in finished)
+    total = len(work.job_keys(problems))
+    initial = sum(len(work.job_keys(shards[i])) for i in finished)
     try:
-        run_with_progress(dataset.take_all, progress, total, initial, work.title, work.unit)
+        run_with_progress(dataset.take_all, progress, total, initial, work.title, work.job_name)
     except Exception as exc:
         cause = _user_error(exc)
         if cause is None:

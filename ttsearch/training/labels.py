@@ -5,7 +5,7 @@ to the end and grade them. A step's soft label is the share of its graded rollou
 answer, its hard label whether any does. Labelling is a pure state machine like the search strategies
 (`label_question`), so the rollouts of every question go through the scheduler's ready queue together, and the
 R rollouts of one prefix are one request (one prompt, prefilled once, then shared from the prefix cache).
-Grading happens after the run, in the shard's sandboxed grader (`labelled_rows`).
+Grading happens after the job, in the shard's sandboxed grader (`labelled_rows`).
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 
-from ttsearch.analysis.curves import as_frame, covered, finished_rows, graded_rows, mean_curves, search_cells
+from ttsearch.analysis.curves import as_frame, covered, finished_rows, graded_rows, mean_curves, search_jobs
 from ttsearch.analysis.render import markdown_table, mean_se_text
 from ttsearch.analysis.revisions import attempt_accuracy, attempt_table
 from ttsearch.config import EMBEDDED_MODEL, ConfigError, StrategySpec, SweepConfig, validate
@@ -31,20 +31,20 @@ def revisions_vs_best_of_n(rows: pa.Table | pd.DataFrame) -> pd.DataFrame:
     both strategies ran.
 
     Columns: budget, selection, strategy, strategy_config, accuracy, accuracy_se, coverage, coverage_se,
-    questions. Accuracy over graded rows, coverage (any candidate right) over every finished cell; standard
+    questions. Accuracy over graded rows, coverage (any candidate right) over every finished job; standard
     errors as `mean_curves` takes them (across seeds when there are several, else across questions).
     """
     frame, _ = finished_rows(as_frame(rows))
     frame = frame[frame["strategy"].isin(COMPARED)]
     graded, _ = graded_rows(frame)
-    cells = search_cells(frame)
+    jobs = search_jobs(frame)
     accuracy = (
         mean_curves(graded, "correct", "strategy_label")
         .drop(columns="x")
         .rename(columns={"label": "strategy_label", "mean": "accuracy", "se": "accuracy_se"})
     )
     coverage = (
-        mean_curves(cells.assign(covered=cells["candidate_correct"].map(covered)), "covered", "strategy_config")
+        mean_curves(jobs.assign(covered=jobs["candidate_correct"].map(covered)), "covered", "strategy_config")
         .drop(columns="x")
         .rename(columns={"label": "strategy_config", "mean": "coverage", "se": "coverage_se"})
     )
@@ -162,7 +162,7 @@ class StrategyPoint:
     """% of graded rows whose selected answer is right."""
     accuracy_se: float | None
     coverage: float
-    """% of cells with a right answer among the candidates (pass@N: what a perfect verifier would pick)."""
+    """% of jobs with a right answer among the candidates (pass@N: what a perfect verifier would pick)."""
     coverage_se: float | None
 
 
@@ -175,7 +175,7 @@ class ModelEval:
     questions: int
     """Questions with at least one finished row."""
     rows: dict[str, int]
-    """The sweep's row counts: done, ungraded, failed, missing (`ttsearch.sweep.cells.RowCounts`)."""
+    """The sweep's row counts: done, ungraded, failed, missing (`ttsearch.sweep.jobs.RowCounts`)."""
     attempts: list[AttemptPoint]
     strategies: list[StrategyPoint]
 

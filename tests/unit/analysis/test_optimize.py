@@ -120,7 +120,7 @@ def frame_of(rows: list[dict]) -> pd.DataFrame:
 
 def planted_rows() -> list[dict]:
     """The planted sweep. Best-of-N candidates make difficulty estimable: in a bin-b question the first 4
-    candidates of its largest cell hold 5 − b right ones (pass@1 (5 − b)/4), so estimated bins = planted bins.
+    candidates of its largest job hold 5 − b right ones (pass@1 (5 − b)/4), so estimated bins = planted bins.
     Beam costs more (tokens, FLOPs) than the others so that FLOPs differ by strategy."""
     rows = []
     for uid, b in PLANTED_BINS.items():
@@ -282,9 +282,9 @@ def test_flops_matched_uses_the_largest_swept_budget_within_the_match():
 
 
 def score_rows() -> list[dict]:
-    """10 questions; only the first 4 candidates of the largest, lowest-seed best-of-N cell rank them by i.
+    """10 questions; only the first 4 candidates of the largest, lowest-seed best-of-N job rank them by i.
 
-    The rest of that cell, the other seed's cell and the smaller cell are all ranked the other way round.
+    The rest of that job, the other seed's job and the smaller job are all ranked the other way round.
     """
     rows = []
     for i in range(10):
@@ -310,8 +310,8 @@ def test_predicted_bins_follow_the_mean_score_of_the_first_k_samples():
     assert thresholds[0] == pytest.approx((0.85 + 0.8) / 2)
 
 
-def test_default_estimation_samples_is_16_capped_by_the_largest_cell():
-    frame = frame_of(score_rows())  # the largest best-of-N cell holds 8
+def test_default_estimation_samples_is_16_capped_by_the_largest_job():
+    frame = frame_of(score_rows())  # the largest best-of-N job holds 8
     difficulty = estimate_difficulty(frame, "predicted")
     assert (difficulty.estimation_samples, difficulty.capped) == (8, True)
     big = frame_of([row("p", BEST_OF_N, 32, 0, True, [True] * 32)])
@@ -322,7 +322,7 @@ def test_default_estimation_samples_is_16_capped_by_the_largest_cell():
 
 
 def cost_rows(per_candidate: bool = True) -> list[dict]:
-    """One best-of-4 cell, majority row first (billed no verifier compute), then weighted. Candidates generated
+    """One best-of-4 job, majority row first (billed no verifier compute), then weighted. Candidates generated
     10, 20, 30, 40 tokens and cost the verifier 5, 6, 7, 8; the one prompt prefill is 90 tokens, 40 cached."""
     base = row("e", BEST_OF_N, 4, 0, True, [True, False, True, False], [0.8, 0.2, 0.6, 0.4])
     base |= {
@@ -367,13 +367,13 @@ def test_estimation_cost_is_unknown_without_per_candidate_tokens():
     assert "candidate_generated_tokens" not in frame
     cost = estimate_difficulty(frame, "predicted", estimation_samples=2).cost.loc["e"]
     assert cost["samples"] == 2
-    assert cost.drop("samples").isna().all()  # unknown, not the cell's cost scaled by k/N
+    assert cost.drop("samples").isna().all()  # unknown, not the job's cost scaled by k/N
 
 
-def test_oracle_difficulty_uses_every_sample_of_every_cell():
+def test_oracle_difficulty_uses_every_sample_of_every_job():
     frame = frame_of(score_rows())
     difficulty = estimate_difficulty(frame, "oracle", estimation_samples=4)  # k does not cut the oracle
-    # p_i: 20 samples: the (8, 0) cell's min(8, 10 − i) right ones, plus 8 + 4 right ones in the others if i is even.
+    # p_i: 20 samples: the (8, 0) job's min(8, 10 − i) right ones, plus 8 + 4 right ones in the others if i is even.
     expected = {f"p{i}": (min(8, 10 - i) + 12 * (i % 2 == 0)) / 20 for i in range(10)}
     assert difficulty.score.to_dict() == pytest.approx(expected)
     assert difficulty.samples.to_dict() == {f"p{i}": 20 for i in range(10)}
@@ -390,7 +390,7 @@ def test_ungraded_candidates_are_left_out_of_oracle_pass_at_1():
 def test_missing_data_errors_are_clear(planted):
     with pytest.raises(ValueError, match="no best_of_n rows"):
         estimate_difficulty(planted[planted["strategy"] != "best_of_n"])
-    with pytest.raises(ValueError, match="estimation_samples=32 exceeds every best-of-N cell"):
+    with pytest.raises(ValueError, match="estimation_samples=32 exceeds every best-of-N job"):
         estimate_difficulty(planted, "predicted", estimation_samples=32)
     with pytest.raises(ValueError, match="unknown difficulty kind"):
         estimate_difficulty(planted, "psychic")
@@ -498,5 +498,5 @@ def test_error_rows_take_no_part_and_are_counted(tmp_path):
     run = write_run(tmp_path / "run", planted_rows() + failed)
     written = build_optimize_report(run, estimation_samples=4)
     assert written.excluded_rows == len(failed)
-    assert f"{len(failed)} error rows (cells that failed deterministically) are excluded" in written.path.read_text()
+    assert f"{len(failed)} error rows (jobs that failed deterministically) are excluded" in written.path.read_text()
     assert load_policy(run).choices == {(budget, b): WINNER[b] for budget in BUDGETS for b in range(1, 6)}

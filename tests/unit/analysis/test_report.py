@@ -133,7 +133,7 @@ def test_costs_and_errors_are_reported(sweep):
     assert table_row(markdown, "Compute", "best_of_n") == ["100", "200", "400", "800"]
     assert "| rows with an error (excluded) | 1 |" in markdown
     assert "| RuntimeError: replica died | 1 |" in markdown
-    assert "1 error rows (cells that failed deterministically) are excluded from accuracy" in markdown
+    assert "1 error rows (jobs that failed deterministically) are excluded from accuracy" in markdown
 
 
 def test_difficulty_bins_follow_planted_pass_at_1(sweep):
@@ -251,7 +251,7 @@ def test_ungraded_rows_are_left_out_of_accuracy_and_counted(tmp_path):
     assert "1 ungraded rows (grading failed twice: no verdict) are excluded from every accuracy" in markdown
     mean, se = mean_and_se({0: [True, True, False], 1: [True] * 4})
     assert table_row(markdown, "Accuracy vs budget", "best_of_n/naive") == [f"{mean:.1f} ± {se:.1f}"]
-    # Coverage: q02's seed-0 cell holds only an ungraded candidate, so it is not covered (any candidate True).
+    # Coverage: q02's seed-0 job holds only an ungraded candidate, so it is not covered (any candidate True).
     cov, cov_se = mean_and_se({0: [True, True, False, False], 1: [True] * 4})
     assert table_row(markdown, "Coverage (pass@N, oracle verifier)", "best_of_n") == [f"{cov:.1f} ± {cov_se:.1f}"]
     assert oracle_pass_at_1(load_results(tmp_path))["q02"] == 1.0  # its one graded sample
@@ -267,7 +267,7 @@ def test_report_states_samples_per_question_and_shows_predicted_bins(sweep):
     _, _, markdown = sweep
     assert "each sample once; 30 samples per question" in markdown  # 2 seeds × (1 + 2 + 4 + 8)
     assert "Predicted bins (mean verifier score of 8 best-of-N samples per question" in markdown
-    assert "the default 16 capped by the largest best-of-N cell" in markdown
+    assert "the default 16 capped by the largest best-of-N job" in markdown
 
 
 def test_y_range_fits_accuracies_near_90_percent():

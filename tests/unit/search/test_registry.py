@@ -28,7 +28,7 @@ from ttsearch.search.scheduler import Scheduler
 from ttsearch.search.strategies import registry, strategy_config, strategy_names
 from ttsearch.serving.api import ApiError, parse_chat_request
 from ttsearch.serving.service import SearchService, SearchSettings, spec_for
-from ttsearch.sweep.cells import SweepWork
+from ttsearch.sweep.jobs import SweepWork
 from ttsearch.sweep.results import RunStore, sweep_fingerprint
 from ttsearch.sweep.sharded import run_shard
 

@@ -72,7 +72,7 @@ def problems_served(backend: ScriptedBackend, kind: type) -> set[str]:
 
 
 def test_each_problem_stays_on_one_replica_while_it_has_room():
-    """Prefix affinity: a run's requests go where its prompt and beams are cached, and new runs still spread."""
+    """Prefix affinity: a job's requests go where its prompt and beams are cached, and new jobs still spread."""
     generators = [ScriptedBackend(step_generator(), delay=0.001) for _ in range(2)]
     verifiers = [ScriptedBackend(length_scorer, delay=0.001) for _ in range(2)]
     run_all(Scheduler(pools(generators, verifiers, max_batch=8), max_in_flight=8), jobs(8, BEAM))
@@ -98,14 +98,14 @@ def test_the_judge_on_the_generator_replicas_scores_where_the_step_was_generated
     assert all(problems_served(r, Score) for r in replicas)
 
 
-def test_a_run_leaves_its_home_only_when_that_pays():
+def test_a_job_leaves_its_home_only_when_that_pays():
     pool = ReplicaPool([ScriptedBackend(length_scorer) for _ in range(3)], max_outstanding=100, max_batch=100)
     pool.load = [60, 20, 40]
-    assert pool.may_serve(0, home=0, taking=0), "home always serves its own runs"
+    assert pool.may_serve(0, home=0, taking=0), "home always serves its own jobs"
     assert pool.may_serve(1, home=0, taking=0), "home 40 sequences beyond: move"
     assert not pool.may_serve(1, home=0, taking=10), "not once this call brings the gap within the slack"
     assert not pool.may_serve(2, home=0, taking=0), "20 beyond: the cache is worth the wait"
-    # Without a usable home a run goes where the load is lowest, give or take the slack.
+    # Without a usable home a job goes where the load is lowest, give or take the slack.
     assert pool.may_serve(1, home=None, taking=0) and pool.may_serve(2, home=None, taking=0)
     assert not pool.may_serve(0, home=None, taking=0)
     pool.in_rotation[2] = False
@@ -114,8 +114,8 @@ def test_a_run_leaves_its_home_only_when_that_pays():
     assert pool.may_serve(1, home=0, taking=90), "a full home is no home"
 
 
-def test_a_full_home_replica_hands_its_runs_to_one_with_room():
-    """Each beam step asks for 2 beams x 2 samples = 4 sequences, a replica's whole room: three runs on two
+def test_a_full_home_replica_hands_its_jobs_to_one_with_room():
+    """Each beam step asks for 2 beams x 2 samples = 4 sequences, a replica's whole room: three jobs on two
     replicas cannot all wait for their homes, and none waits while another replica has room."""
     generators = [ScriptedBackend(step_generator(), delay=0.001) for _ in range(2)]
     scheduler = Scheduler(pools(generators, [ScriptedBackend(length_scorer)], max_outstanding=4), max_in_flight=3)

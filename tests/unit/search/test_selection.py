@@ -1,4 +1,4 @@
-"""Selection and the rows of a cell: votes grouped by mathematical equivalence, ungraded verdicts kept
+"""Selection and the rows of a job: votes grouped by mathematical equivalence, ungraded verdicts kept
 apart from wrong ones, and each selection billed only the compute it reads (no Ray, no model)."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from ttsearch.search.grading import Grader
 from ttsearch.search.outcomes import JobOutcome, ModelSizes, Usage
 from ttsearch.search.selection import answer_groups, select
 from ttsearch.search.strategies import Candidate
-from ttsearch.sweep.cells import outcome_rows
+from ttsearch.sweep.jobs import outcome_rows
 
 
 class ScriptedSame:

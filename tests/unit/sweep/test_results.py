@@ -19,7 +19,7 @@ from ttsearch.analysis.report import build_report
 from ttsearch.cli import main
 from ttsearch.config import StrategySpec, load_config
 from ttsearch.search.outcomes import JobOutcome, ModelSizes, Usage
-from ttsearch.sweep.cells import outcome_rows
+from ttsearch.sweep.jobs import outcome_rows
 from ttsearch.sweep.results import (
     MANIFEST,
     RESULT_SCHEMA,
@@ -211,7 +211,7 @@ def test_a_filter_that_leaves_no_problems_claims_nothing(tmp_path, capsys):
 
 
 def test_row_counts_say_done_failed_and_missing(tmp_path):
-    from ttsearch.sweep.cells import row_counts
+    from ttsearch.sweep.jobs import row_counts
 
     cfg = load_config(
         None,
@@ -230,9 +230,9 @@ def test_row_counts_say_done_failed_and_missing(tmp_path):
 def test_summary_leaves_ungraded_rows_out_of_accuracy_and_counts_any_right_candidate_as_covered():
     from ttsearch.analysis.report import sweep_summary
 
-    def tables(*cells: tuple[bool | None, list[bool | None]]) -> list[list[str]]:
-        saved = [r for r in rows().to_pylist() if r["strategy_label"] == "best_of_n/weighted"][: len(cells)]
-        for row, (correct, flags) in zip(saved, cells, strict=True):
+    def tables(*jobs: tuple[bool | None, list[bool | None]]) -> list[list[str]]:
+        saved = [r for r in rows().to_pylist() if r["strategy_label"] == "best_of_n/weighted"][: len(jobs)]
+        for row, (correct, flags) in zip(saved, jobs, strict=True):
             row |= {"budget": 4, "correct": correct, "candidate_correct": flags, "error": None}
         # read back through pandas, as a sweep's
         text = sweep_summary(pa.Table.from_pylist(saved, schema=RESULT_SCHEMA))

@@ -1,4 +1,4 @@
-"""Partial shards with fakes (no Ray, no model): infrastructure failures leave cells for a re-run, which
+"""Partial shards with fakes (no Ray, no model): infrastructure failures leave jobs for a re-run, which
 computes exactly those and ends with the rows of an uninterrupted run; deterministic failures keep error rows."""
 
 from __future__ import annotations
@@ -8,8 +8,7 @@ import pytest
 from tests.fixtures import FakeScheduler
 from ttsearch.config import load_config
 from ttsearch.search.outcomes import Failure, ModelSizes, ReplicasUnavailable
-from ttsearch.sweep.cells import SweepWork
-from ttsearch.sweep.cells import row_cell_key as cell_key_of
+from ttsearch.sweep.jobs import SweepWork, row_job_key
 from ttsearch.sweep.results import RunStore
 from ttsearch.sweep.sharded import ShardResult, run_shard, until_stopped
 
@@ -26,7 +25,7 @@ CFG = load_config(
         "verifier.kind=majority",
     ],
 )
-CELLS = len(PROBLEMS) * 2 * 2 * 2
+JOBS = len(PROBLEMS) * 2 * 2 * 2
 SIZES = ModelSizes(generator=100, verifier=10)
 
 
@@ -39,7 +38,7 @@ def shard(store: RunStore, scheduler: FakeScheduler) -> ShardResult:
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory) -> list[dict]:
     store = RunStore(tmp_path_factory.mktemp("full"))
-    assert shard(store, FakeScheduler()) == ShardResult(0, CELLS * 3 // 2, 0, 0, "n")
+    assert shard(store, FakeScheduler()) == ShardResult(0, JOBS * 3 // 2, 0, 0, "n")
     return store.read_results().to_pylist()
 
 
@@ -48,14 +47,14 @@ def test_infrastructure_failures_leave_a_partial_shard_that_a_rerun_completes(tm
     lost = {("p1", "best_of_n", 4, 1), ("p2", "beam(M=2)", 2, 0)}
     first = shard(store, FakeScheduler(lambda key: Failure.INFRASTRUCTURE if key in lost else None))
     assert (first.missing, first.failed) == (2, 0)
-    assert store.finished_shards(1) == set(), "a shard with missing cells is not finished"
+    assert store.finished_shards(1) == set(), "a shard with missing jobs is not finished"
     assert store.read_results().num_rows == 0
     saved = store.read_partial(0, 1).to_pylist()
-    assert len(saved) == first.rows == len(uninterrupted) - 2 - 1, "2 cells lost: best-of-N has 2 rows, beam 1"
+    assert len(saved) == first.rows == len(uninterrupted) - 2 - 1, "2 jobs lost: best-of-N has 2 rows, beam 1"
 
     rerun = FakeScheduler()
     second = shard(store, rerun)
-    assert set(rerun.ran) == lost and len(rerun.ran) == 2, "only the missing cells ran again"
+    assert set(rerun.ran) == lost and len(rerun.ran) == 2, "only the missing jobs ran again"
     assert second == ShardResult(0, len(uninterrupted), 0, 0, "n")
     assert store.finished_shards(1) == {0} and store.read_partial(0, 1) is None
     assert store.read_results().to_pylist() == uninterrupted, "same rows, contents and order as one whole run"
@@ -72,7 +71,7 @@ def test_problem_failures_keep_error_rows_and_finish_the_shard(tmp_path):
     assert store.read_partial(0, 1) is None, "nothing left for a re-run: `run_sweep` skips finished shards"
 
 
-def test_a_stopped_search_saves_its_finished_cells_before_raising(tmp_path, uninterrupted):
+def test_a_stopped_search_saves_its_finished_jobs_before_raising(tmp_path, uninterrupted):
     store = RunStore(tmp_path)
     with pytest.raises(ReplicasUnavailable):
         shard(store, FakeScheduler(stop_after=5))
@@ -87,22 +86,22 @@ def test_a_stopped_search_saves_its_finished_cells_before_raising(tmp_path, unin
     )
     rerun = FakeScheduler()
     shard(store, rerun)
-    assert len(rerun.ran) == CELLS - 5
+    assert len(rerun.ran) == JOBS - 5
     assert store.read_results().to_pylist() == uninterrupted
 
 
-def test_finished_cells_are_checkpointed_while_the_shard_runs(tmp_path, uninterrupted):
+def test_finished_jobs_are_checkpointed_while_the_shard_runs(tmp_path, uninterrupted):
     """A task killed outright (SIGKILL, a lost node) runs no cleanup: the periodic partial record is what survives."""
     import asyncio
 
     store = RunStore(tmp_path)
-    saved_before_each_cell: list[int] = []
+    saved_before_each_job: list[int] = []
 
     class Peeking(FakeScheduler):
         async def run(self, jobs):
             async for outcome in super().run(jobs):
                 partial = store.read_partial(0, 1)
-                saved_before_each_cell.append(
+                saved_before_each_job.append(
                     0
                     if partial is None
                     else len(
@@ -115,7 +114,7 @@ def test_finished_cells_are_checkpointed_while_the_shard_runs(tmp_path, uninterr
                 yield outcome
 
     def run(interval: float) -> None:
-        saved_before_each_cell.clear()
+        saved_before_each_job.clear()
         asyncio.run(
             run_shard(
                 store,
@@ -130,10 +129,10 @@ def test_finished_cells_are_checkpointed_while_the_shard_runs(tmp_path, uninterr
         )
 
     run(interval=3600.0)
-    assert saved_before_each_cell == [0] * CELLS, "no checkpoint within the interval"
+    assert saved_before_each_job == [0] * JOBS, "no checkpoint within the interval"
     store.fs.delete_dir_contents(store.path("results"))
     run(interval=0.0)
-    assert saved_before_each_cell == list(range(CELLS)), "every finished cell saved before the next one is handed out"
+    assert saved_before_each_job == list(range(JOBS)), "every finished job saved before the next one is handed out"
     assert store.read_results().to_pylist() == uninterrupted
 
 
@@ -151,12 +150,11 @@ class StopRequests:
         return answer()
 
 
-def test_a_shard_told_to_stop_saves_its_finished_cells_and_a_rerun_computes_the_rest(
+def test_a_shard_told_to_stop_saves_its_finished_jobs_and_a_rerun_computes_the_rest(
     tmp_path, uninterrupted, monkeypatch
 ):
     """What an interrupted command does (`ttsearch.runtime.interrupts`): the driver asks every shard to stop; each
-    cancels
-    its run, which saves the cells it finished, and the re-run computes exactly the others."""
+    cancels its `run_shard`, which saves the jobs it finished, and the re-run computes exactly the others."""
     import asyncio
 
     import ttsearch.sweep.sharded
@@ -170,17 +168,17 @@ def test_a_shard_told_to_stop_saves_its_finished_cells_and_a_rerun_computes_the_
                 yield outcome
                 if len(self.ran) == 5:
                     stop.requested = True
-                    await asyncio.sleep(3600)  # the sixth cell is still searching when the stop comes
+                    await asyncio.sleep(3600)  # the sixth job is still searching when the stop comes
 
     work = SweepWork(CFG, SIZES)
     shard_run = run_shard(store, 0, 1, PROBLEMS, work, lambda grader: Interrupted(), node_id="n")
     with pytest.raises(asyncio.CancelledError):
         asyncio.run(asyncio.wait_for(until_stopped(shard_run, stop), timeout=30))
-    saved = {cell_key_of(row) for row in store.read_partial(0, 1).to_pylist()}
+    saved = {row_job_key(row) for row in store.read_partial(0, 1).to_pylist()}
     assert len(saved) == 5
     rerun = FakeScheduler()
     shard(store, rerun)
-    assert len(rerun.ran) == CELLS - 5 and not saved & set(rerun.ran)
+    assert len(rerun.ran) == JOBS - 5 and not saved & set(rerun.ran)
     assert store.read_results().to_pylist() == uninterrupted
 
 

@@ -17,7 +17,7 @@ from tests.fixtures import result_row
 from ttsearch.analysis.revisions import attempt_accuracy, chain_length, plot_attempt_curves
 from ttsearch.config import CONF_DIR, ConfigError, StrategySpec, load_config
 from ttsearch.search.strategies import strategy_config, strategy_label
-from ttsearch.sweep.cells import RowCounts
+from ttsearch.sweep.jobs import RowCounts
 from ttsearch.sweep.results import RESULT_SCHEMA
 from ttsearch.training.revision_eval import format_report, model_sweeps, revisions_vs_best_of_n
 
@@ -29,7 +29,7 @@ BEST_OF_N = StrategySpec.of(name="best_of_n", selections=["majority", "naive", "
 def row(
     uid: str, spec: StrategySpec, budget: int, flags: list[bool | None], picked: dict[str, bool | None], **extra
 ) -> list[dict]:
-    """A cell's rows, one per selection in `picked` (selection → correct), sharing the candidates `flags`."""
+    """A job's rows, one per selection in `picked` (selection → correct), sharing the candidates `flags`."""
     return [
         result_row(
             uid,
@@ -50,7 +50,7 @@ def row(
 
 def attempt_rows() -> list[dict]:
     """Two chains of 2 attempts (budget 4) on q0 and q1, one chain of 3 (P=1, budget 3) on q0; an error row, a
-    best-of-N cell and the second selection of every revisions cell must not count."""
+    best-of-N job and the second selection of every revisions job must not count."""
     rows = row("q0", T2, 4, [False, True, False, True], {"majority": True, "naive": False})
     rows += row("q1", T2, 4, [False, None, True, False], {"majority": False, "naive": False})  # one ungraded
     rows += row("q0", P1, 3, [False, False, True], {"majority": True})

@@ -18,6 +18,7 @@ from ttsearch.search.grading import extract_answer
 from ttsearch.search.requests import Completion, Generate, Prompt, Request, Result, Score
 
 StrategyRun = Generator[list[Request], list[Result], list["Candidate"]]
+"""The generator a strategy returns for one job (one search): the state machine the scheduler drives."""
 
 
 @dataclass(frozen=True)

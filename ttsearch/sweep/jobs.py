@@ -1,14 +1,14 @@
-"""Cells: the unit of work of a sweep, one (problem, strategy configuration, budget, seed) search.
+"""Jobs: a sweep's searches, one per (problem, strategy configuration, budget, seed).
 
-A cell becomes one result row per selection mode of its strategy. This module turns problems into strategy
-runs for the scheduler and finished cells into rows: the sweep's `ShardWork` (`ttsearch.sweep.sharded` runs it);
-`run_sweep` runs a whole sweep, so every command that sweeps (`ttsearch sweep`, `ttsearch eval-revision`)
-shares one resumable path.
+A job becomes one result row per selection mode of its strategy. This module turns problems into jobs (a
+strategy's state machine each) for the scheduler and finished jobs into rows: the sweep's `ShardWork`
+(`ttsearch.sweep.sharded` runs it); `run_sweep` runs a whole sweep, so every command that sweeps
+(`ttsearch sweep`, `ttsearch eval-revision`) shares one resumable path.
 
 The problems are cut into `data.shards` fixed shards that Ray Data spreads over the nodes; each shard searches
-its cells through its own ready-queue scheduler against the shared replicas and saves its rows through the
-results store (`ttsearch.sweep.results`). A re-run of the same sweep into the same `output_dir` computes only the cells
-that have no row yet: whole missing shards, and the cells of partial shards that hit infrastructure failures.
+its jobs through its own ready-queue scheduler against the shared replicas and saves its rows through the
+results store (`ttsearch.sweep.results`). A re-run of the same sweep into the same `output_dir` computes only the jobs
+that have no row yet: whole missing shards, and the jobs of partial shards that hit infrastructure failures.
 """
 
 from __future__ import annotations
@@ -39,15 +39,15 @@ from ttsearch.sweep.data import load_problems
 from ttsearch.sweep.results import RESULT_SCHEMA, RunStore, sweep_fingerprint
 from ttsearch.sweep.sharded import ShardWork, run_shards
 
-CellKey = tuple[str, str, int, int]
-"""(unique_id, strategy_config, budget, seed): names a cell across runs, shards and retries."""
+JobKey = tuple[str, str, int, int]
+"""(unique_id, strategy_config, budget, seed): names a job across runs, shards and retries."""
 
 
-def cell_key(problem: dict[str, Any], spec: StrategySpec, budget: int, seed: int) -> CellKey:
+def job_key(problem: dict[str, Any], spec: StrategySpec, budget: int, seed: int) -> JobKey:
     return (problem["unique_id"], strategy_config(spec), budget, seed)
 
 
-def row_cell_key(row: dict[str, Any]) -> CellKey:
+def row_job_key(row: dict[str, Any]) -> JobKey:
     return (row["unique_id"], row["strategy_config"], row["budget"], row["seed"])
 
 
@@ -56,8 +56,10 @@ def rows_per_problem(cfg: SweepConfig) -> int:
     return sum(len(spec.selections) for spec in cfg.strategies) * len(cfg.budgets) * len(cfg.seeds)
 
 
-def cells(problems: list[dict[str, Any]], cfg: SweepConfig) -> Iterator[tuple[dict[str, Any], StrategySpec, int, int]]:
-    """(problem, spec, budget, seed) of every cell, in the sweep's fixed order."""
+def sweep_jobs(
+    problems: list[dict[str, Any]], cfg: SweepConfig
+) -> Iterator[tuple[dict[str, Any], StrategySpec, int, int]]:
+    """(problem, spec, budget, seed) of every job, in the sweep's fixed order."""
     for problem in problems:
         for spec in cfg.strategies:
             for budget in cfg.budgets:
@@ -66,11 +68,11 @@ def cells(problems: list[dict[str, Any]], cfg: SweepConfig) -> Iterator[tuple[di
 
 
 def shard_jobs(
-    problems: list[dict[str, Any]], cfg: SweepConfig, skip: Collection[CellKey] = ()
+    problems: list[dict[str, Any]], cfg: SweepConfig, skip: Collection[JobKey] = ()
 ) -> Iterator[tuple[Any, StrategyRun]]:
-    """(key, strategy run) for every cell of `problems` not in `skip`; key = (problem, spec, budget, seed)."""
-    for problem, spec, budget, seed in cells(problems, cfg):
-        if cell_key(problem, spec, budget, seed) in skip:
+    """(key, its `StrategyRun`) for every job of `problems` not in `skip`; key = (problem, spec, budget, seed)."""
+    for problem, spec, budget, seed in sweep_jobs(problems, cfg):
+        if job_key(problem, spec, budget, seed) in skip:
             continue
         uid, question, reference = problem["unique_id"], problem["problem"], problem["answer"]
         ctx = SearchContext(uid=uid, question=question, search=cfg.search, seed=seed, reference=reference)
@@ -78,7 +80,7 @@ def shard_jobs(
 
 
 def outcome_rows(outcome: JobOutcome, grader: Grader, sizes: ModelSizes) -> list[dict[str, Any]]:
-    """One row per selection mode of the cell; every candidate is graded for coverage.
+    """One row per selection mode of the job; every candidate is graded for coverage.
 
     `correct` (and each `candidate_correct`) is True, False or None: None is *ungraded*, a grading failure,
     never a verdict. Majority and weighted votes group answers by the grader's equivalence. A selection
@@ -139,26 +141,26 @@ def outcome_rows(outcome: JobOutcome, grader: Grader, sizes: ModelSizes) -> list
 
 
 class SweepWork(ShardWork):
-    """A sweep's shards: a unit is a cell, its rows one per selection mode (`outcome_rows`)."""
+    """A sweep's shards: a job is one search, its rows one per selection mode (`outcome_rows`)."""
 
     schema = RESULT_SCHEMA
-    unit = "search"
+    job_name = "search"
     title = "searches"
 
     def __init__(self, cfg: SweepConfig, sizes: ModelSizes) -> None:
         self.cfg, self.sizes = cfg, sizes
 
-    def units(self, problems: list[dict[str, Any]]) -> list[Hashable]:
-        return [cell_key(*cell) for cell in cells(problems, self.cfg)]
+    def job_keys(self, problems: list[dict[str, Any]]) -> list[Hashable]:
+        return [job_key(*job) for job in sweep_jobs(problems, self.cfg)]
 
     def jobs(self, problems: list[dict[str, Any]], skip: Collection[Hashable]) -> Iterator[tuple[Any, StrategyRun]]:
         return shard_jobs(problems, self.cfg, skip)
 
-    def unit_of_job(self, key: Any) -> Hashable:
-        return cell_key(*key)
+    def key_of_job(self, key: Any) -> Hashable:
+        return job_key(*key)
 
-    def unit_of_row(self, row: dict[str, Any]) -> Hashable:
-        return row_cell_key(row)
+    def key_of_row(self, row: dict[str, Any]) -> Hashable:
+        return row_job_key(row)
 
     def rows(self, outcome: JobOutcome, grader: Grader) -> list[dict[str, Any]]:
         return outcome_rows(outcome, grader, self.sizes)
@@ -175,7 +177,7 @@ class RowCounts:
     ungraded: int
     """Done rows whose chosen answer could not be graded (grading failed twice): kept, left out of accuracy."""
     failed: int
-    """Error rows: cells that failed deterministically (a strategy bug, a request no engine can serve)."""
+    """Error rows: jobs that failed deterministically (a strategy bug, a request no engine can serve)."""
     missing: int
     """Rows not computed yet (infrastructure failures, a stopped run): a re-run computes them."""
 
@@ -187,7 +189,7 @@ class RowCounts:
 
 
 def run_sweep(cfg: SweepConfig, replicas: tuple[list[Any], list[Any]] | None = None) -> pa.Table:
-    """Check inputs, claim the output directory, search the unfinished cells (starting replicas unless given, and
+    """Check inputs, claim the output directory, search the unfinished jobs (starting replicas unless given, and
     stopping them at the end), return every saved row (finished shards and partial records)."""
     problems = load_problems(cfg.data.path, cfg.data.limit, cfg.data.offset, cfg.data.levels)
     check_output_dir(cfg)

@@ -25,11 +25,11 @@ from ttsearch.training.prm_eval import (
     EvalReport,
     JobKey,
     ScoreRun,
-    build_report,
     check_eval_config,
     evenly_spaced,
-    format_report,
+    format_prm_eval,
     load_heldout_solutions,
+    prm_eval_report,
     scoring_jobs,
     subset_name,
 )
@@ -45,7 +45,7 @@ class PRMEvaluation:
     """The directory holding eval.md and eval.json (`eval_prm.output`)."""
 
     def __str__(self) -> str:
-        return f"{format_report(self.report)}\n\nwritten to {self.output}/eval.md and eval.json"
+        return f"{format_prm_eval(self.report)}\n\nwritten to {self.output}/eval.md and eval.json"
 
 
 def run_eval_prm(cfg: SweepConfig, verifiers: list[Any] | None = None) -> PRMEvaluation:
@@ -65,9 +65,9 @@ def run_eval_prm(cfg: SweepConfig, verifiers: list[Any] | None = None) -> PRMEva
         verifiers = start_verifier_replicas(cfg)
     jobs = scoring_jobs(subsets, solutions, cfg.search.system_prompt)
     scores, failed, tokens, wall_s = asyncio.run(_score(jobs, verifiers, cfg))
-    report = build_report(cfg, subsets, solutions, scores, failed, tokens, wall_s)
+    report = prm_eval_report(cfg, subsets, solutions, scores, failed, tokens, wall_s)
     store.write_text(json.dumps(asdict(report), indent=2), "eval.json")
-    store.write_text(format_report(report), "eval.md")
+    store.write_text(format_prm_eval(report), "eval.md")
     return PRMEvaluation(report, section.output)
 
 

@@ -22,7 +22,7 @@ from ttsearch.training.revision_eval import (
     RevisionEvalReport,
     attempt_curves,
     curve_title,
-    format_report,
+    format_revision_eval,
     model_eval,
     model_sweeps,
 )
@@ -38,7 +38,7 @@ class RevisionEvaluation:
     """The directory holding the models' sweeps, eval.md, eval.json and the curves (`eval_revision.output`)."""
 
     def __str__(self) -> str:
-        return f"{format_report(self.report)}\n\nwritten to {self.output}/eval.md, eval.json and {CURVE}"
+        return f"{format_revision_eval(self.report)}\n\nwritten to {self.output}/eval.md, eval.json and {CURVE}"
 
 
 def run_eval_revision(cfg: SweepConfig) -> RevisionEvaluation:
@@ -55,5 +55,5 @@ def run_eval_revision(cfg: SweepConfig) -> RevisionEvaluation:
     with store.local_dir() as out:
         plot_attempt_curves(out / CURVE, curve_title(report), attempt_curves(report))
     store.write_text(json.dumps(asdict(report), indent=2), "eval.json")
-    store.write_text(format_report(report), "eval.md")
+    store.write_text(format_revision_eval(report), "eval.md")
     return RevisionEvaluation(report, section.output)

@@ -10,7 +10,7 @@ from ttsearch.pipelines.eval_prm import run_eval_prm
 
 from tests.fixtures import label_row, question_ids, write_labels, write_subset
 from ttsearch.config import load_config
-from ttsearch.training.prm_eval import format_report
+from ttsearch.training.prm_eval import format_prm_eval
 
 PROCESSBENCH = [
     {
@@ -91,5 +91,5 @@ def test_eval_prm_scores_every_item_and_writes_the_report(tmp_path, lm_judge_rep
     saved = json.loads((output / "eval.json").read_text())
     assert saved["subsets"]["toy"]["num_items"] == 4 and saved["step_auc"]["num_steps"] == 5
     assert saved["failed"] == [] and saved["verifier_tokens"] == report.verifier_tokens
-    assert (output / "eval.md").read_text() == format_report(report)
-    assert str(evaluation) == f"{format_report(report)}\n\nwritten to {output}/eval.md and eval.json"
+    assert (output / "eval.md").read_text() == format_prm_eval(report)
+    assert str(evaluation) == f"{format_prm_eval(report)}\n\nwritten to {output}/eval.md and eval.json"

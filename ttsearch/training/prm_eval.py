@@ -256,7 +256,7 @@ def step_auc(scores: Sequence[float], labels: Sequence[bool]) -> StepAUC:
     return StepAUC(num_steps=len(labels), positive_share=positives / len(labels), auc=auc)
 
 
-def build_report(
+def prm_eval_report(
     cfg: SweepConfig,
     subsets: dict[str, list[FirstErrorItem]],
     solutions: Sequence[LabelledSolution],
@@ -331,7 +331,7 @@ def _percent(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.1f}"
 
 
-def format_report(report: EvalReport) -> str:
+def format_prm_eval(report: EvalReport) -> str:
     """eval.md: ProcessBench's table (values ×100, one decimal, as the paper reports them), then the step AUC."""
     md = [f"# PRM evaluation: {report.verifier} verifier ({report.model}, {report.backend})", ""]
     if report.subsets:

@@ -261,7 +261,7 @@ def _trend(label: str, result: ModelEval) -> str:
     )
 
 
-def format_report(report: RevisionEvalReport) -> str:
+def format_revision_eval(report: RevisionEvalReport) -> str:
     """eval.md: the per-attempt table, revisions vs best-of-N per selection, the rows behind them, and caveats."""
     chains, window = report.budget // report.revision_length, report.revision_window
     counts = sorted({result.questions for result in report.models})

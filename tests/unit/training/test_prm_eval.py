@@ -15,12 +15,12 @@ from ttsearch.search.requests import Score, ScoreResult
 from ttsearch.sweep.data import DataError, load_first_error_items
 from ttsearch.training.prm_eval import (
     LABELS,
-    build_report,
     check_eval_config,
     evenly_spaced,
-    format_report,
+    format_prm_eval,
     load_heldout_solutions,
     predicted_error,
+    prm_eval_report,
     score_steps,
     scoring_jobs,
     step_auc,
@@ -174,14 +174,14 @@ def test_report_scores_planted_results_and_keeps_failed_items_out_of_the_metrics
     )
     planted = [(0.2, 0.9, 0.9), (0.9, 0.6, 0.1), (0.9, 0.9, 0.9), (0.9, 0.8, 0.7), (0.9, 0.3, 0.9)]
     scores = {("processbench/toy", i): s for i, s in enumerate(planted)} | {(LABELS, 0): (0.8, 0.1, 0.3)}
-    report = build_report(cfg, subsets, solutions, scores, {}, verifier_tokens=123, wall_s=1.5)
+    report = prm_eval_report(cfg, subsets, solutions, scores, {}, verifier_tokens=123, wall_s=1.5)
     toy = report.subsets["toy"]
     assert (toy.error_accuracy, toy.correct_accuracy, toy.f1) == pytest.approx((2 / 3, 1 / 2, 4 / 7))
     assert report.mean_f1 == pytest.approx(4 / 7)
     assert report.step_auc is not None and (report.step_auc.num_steps, report.step_auc.auc) == (2, 1.0)
     assert report.backend == "vllm"  # "auto" without a generator: an engine of its own
 
-    markdown = format_report(report)
+    markdown = format_prm_eval(report)
     assert "| toy | 5 | 3 | 2 | 66.7 | 50.0 | 57.1 | 0 |" in markdown
     assert "lm_judge verifier (embedded, vllm)" in markdown and "below 0.5 is the predicted first error" in markdown
     assert "2 labelled steps of 1 solutions, 50.0% positive" in markdown and "**AUC 1.000**" in markdown
@@ -190,11 +190,11 @@ def test_report_scores_planted_results_and_keeps_failed_items_out_of_the_metrics
     # The item whose error went unfound fails instead: it leaves the metrics and is listed.
     del scores["processbench/toy", 2]
     failed = {("processbench/toy", 2): ("problem", "Traceback ...\nValueError: too long")}
-    report = build_report(cfg, subsets, solutions, scores, failed, verifier_tokens=0, wall_s=0.0)
+    report = prm_eval_report(cfg, subsets, solutions, scores, failed, verifier_tokens=0, wall_s=0.0)
     toy = report.subsets["toy"]
     assert (toy.num_items, toy.num_erroneous, toy.error_accuracy, toy.num_failed) == (4, 2, 1.0, 1)
     assert [(f.source, f.item, f.failure) for f in report.failed] == [("processbench/toy", "toy-2", "problem")]
-    markdown = format_report(report)
+    markdown = format_prm_eval(report)
     assert "| toy | 4 | 2 | 2 | 100.0 | 50.0 | 66.7 | 1 |" in markdown
     assert "- processbench/toy toy-2 (problem): ValueError: too long" in markdown
     assert json.loads(json.dumps(asdict(report)))["subsets"]["toy"]["num_failed"] == 1
@@ -211,13 +211,13 @@ def test_report_of_several_subsets_averages_f1_and_says_n_a_where_undefined(tmp_
         ("processbench/a", 1): (0.9,) * 3,
         ("processbench/b", 0): (0.1,) * 3,
     }
-    report = build_report(cfg, subsets, [], scores, {}, verifier_tokens=0, wall_s=0.0)
+    report = prm_eval_report(cfg, subsets, [], scores, {}, verifier_tokens=0, wall_s=0.0)
     assert report.subsets["a"].f1 == 1.0 and report.subsets["b"].f1 is None and report.mean_f1 is None
-    markdown = format_report(report)
+    markdown = format_prm_eval(report)
     assert "| b | 1 | 1 | 0 | 100.0 | n/a | n/a | 0 |" in markdown and "| average |  |  |  |  |  | n/a |  |" in markdown
     assert "Step ROC AUC" not in markdown and report.step_auc is None
     both = replace(report, subsets={"a": report.subsets["a"], "c": report.subsets["a"]}, mean_f1=1.0)
-    assert "| average |  |  |  |  |  | 100.0 |  |" in format_report(both)
+    assert "| average |  |  |  |  |  | 100.0 |  |" in format_prm_eval(both)
 
 
 def test_a_limit_spreads_over_the_subset_so_both_classes_stay():

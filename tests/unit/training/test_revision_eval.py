@@ -19,7 +19,7 @@ from ttsearch.config import CONF_DIR, ConfigError, StrategySpec, load_config
 from ttsearch.search.strategies import strategy_config, strategy_label
 from ttsearch.sweep.jobs import RowCounts
 from ttsearch.sweep.results import RESULT_SCHEMA
-from ttsearch.training.revision_eval import format_report, model_sweeps, revisions_vs_best_of_n
+from ttsearch.training.revision_eval import format_revision_eval, model_sweeps, revisions_vs_best_of_n
 
 T2 = StrategySpec.of(name="revisions", revision_length=2, revision_window=1, selections=["majority", "naive"])
 P1 = StrategySpec.of(name="revisions", revision_chains=1, revision_window=2, selections=["majority"])
@@ -226,7 +226,7 @@ def test_eval_revision_sweeps_each_model_in_turn_and_writes_its_files(tmp_path, 
     assert saved == json.loads(json.dumps(asdict(report), allow_nan=False))  # no NaN: valid JSON
     assert saved["models"][0]["rows"] == {"done": len(comparison_rows()), "ungraded": 1, "failed": 0, "missing": 2}
     markdown = (out / "eval.md").read_text()
-    assert markdown == format_report(report)
+    assert markdown == format_revision_eval(report)
     assert str(evaluation) == f"{markdown}\n\nwritten to {out}/eval.md, eval.json and revision_curve.png"
     # the base's T=2 attempts: attempt 1 of q0 F, F; q1 F, F; q2 (ungraded), F → 0 of 5; attempt 2: T, T, F, F, T, F
     assert "| embedded (base) | 0.0 ± 0.0 | 50.0 ± 28.9 |" in markdown

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, read_write
 from omegaconf.errors import OmegaConfBaseException
 
 from ttsearch.config.base import CONF_DIR, ConfigError, check_bounds, default_cache_dir, require
@@ -93,7 +93,13 @@ def _merged(layers: list[tuple[str, DictConfig]]) -> SweepConfig:
     merged: DictConfig = OmegaConf.structured(SweepConfig)
     for where, layer in layers:
         try:
-            merged = OmegaConf.merge(merged, nest_strategy_settings(layer))
+            nested = nest_strategy_settings(layer)
+            renamed = OmegaConf.select(nested, "serve.strategy.name")
+            if renamed is not None and renamed != merged.serve.strategy.name:
+                # Naming another strategy starts from its defaults: earlier layers' settings were the old one's.
+                with read_write(merged.serve.strategy):
+                    merged.serve.strategy.settings = {}
+            merged = OmegaConf.merge(merged, nested)
         except OmegaConfBaseException as exc:
             raise ConfigError(f"bad config{where}: key '{exc.full_key}': {exc.msg.splitlines()[0]}") from None
     try:

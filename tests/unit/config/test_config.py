@@ -286,3 +286,14 @@ def test_auto_verifier_backend_prefers_the_generator_engines_then_vllm_then_tran
     assert verifier_backend(VerifierConfig(kind="skywork"), same) == "transformers", "a value head: no vLLM"
     assert verifier_backend(VerifierConfig(kind="lm_judge", backend="transformers"), same) == "transformers"
     assert load_config(None).verifier.backend == "auto"
+
+
+def test_naming_another_serve_strategy_in_a_later_layer_starts_from_its_defaults():
+    """conf/serve.yaml serves beam with beam_width 2; an override naming best-of-N drops beam's settings, one that
+    keeps the strategy keeps them, and a key the named strategy lacks in the same layer is still refused."""
+    assert load_config(["conf/serve.yaml"], ["serve.strategy.name=best_of_n"]).serve.strategy.settings == {}
+    assert load_config(["conf/serve.yaml"], ["serve.strategy.beam_width=4"]).serve.strategy.settings == {
+        "beam_width": 4
+    }
+    with pytest.raises(ConfigError, match=r"serve\.strategy\.beam_width.*not a setting of strategy 'best_of_n'"):
+        load_config(["conf/serve.yaml"], ["serve.strategy={name: best_of_n, beam_width: 2}"])

@@ -6,8 +6,9 @@ cannot express (known strategy names, positive budgets, ...), so a bad sweep fai
 One module per group of sections, each section's rules beside it: `models` (generator, verifier), `search` (sampling
 and the strategy specs), `run` (data, scheduler, bench), `serving`, `training`, and `sweep` (the whole `SweepConfig`,
 loading and the checks across sections); and the registries the sections name entries of: `verifiers` (verifier
-families) and `generators` (generator backends). Imports only `ttsearch.errors` (a registry imports the module of
-an entry when that entry is used); everything else imports it.
+families) and `generators` (generator backends). Imports only `ttsearch.errors` at module level; a registry imports
+the module of an entry when that entry is used, and a strategy entry's rules are read from the strategy registry
+(`ttsearch.search.strategies.registry`) inside the functions that check them. Everything else imports config.
 """
 
 from ttsearch.config.base import (

@@ -122,7 +122,9 @@ class Strategy:
     """Whether it needs `search.revision_prompt`'s texts (checked before a sweep or a request starts)."""
 
 
+@cache
 def _load(name: str, path: str) -> Strategy:
+    """Imported once per entry: `strategy()` is asked for every job and row, so it must not re-import."""
     module, _, attribute = path.partition(":")
     found = getattr(importlib.import_module(module), attribute)
     if not isinstance(found, Strategy) or found.name != name:

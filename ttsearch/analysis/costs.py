@@ -12,7 +12,7 @@ import pandas as pd
 
 from ttsearch.analysis.curves import finished_rows, graded_rows, mean_curves, search_jobs
 from ttsearch.config import StrategySpec, inner_spec
-from ttsearch.search.strategies import strategy, strategy_config
+from ttsearch.search.strategies import strategy, strategy_config, strategy_names
 
 ACCURACY_TOLERANCE = 1e-12  # accuracies are means of the same per-question values: equal up to rounding
 
@@ -106,7 +106,11 @@ def cost_at_equal_accuracy(frame: pd.DataFrame) -> pd.DataFrame:
 
 def inner_config(row: pd.Series) -> str | None:
     """The configuration a wrapping strategy's row (early_stop) runs in rounds, its aggregation kept; None for
-    any other. Read from the row's `settings`: `early_stop(beam(M=4),r=4,s=0.75)` → `beam(M=4)`."""
+    any other, and None where it cannot be known: a strategy not installed here, or a row of an old run directory
+    whose settings its config.yaml did not give. Read from the row's `settings`: `early_stop(beam(M=4),r=4,s=0.75)`
+    → `beam(M=4)`."""
+    if row["strategy"] not in strategy_names() or not isinstance(row["settings"], str):
+        return None
     if strategy(row["strategy"]).inner is None:
         return None
     spec = StrategySpec(row["strategy"], [], row["aggregation"], json.loads(row["settings"]))

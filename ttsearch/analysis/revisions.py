@@ -38,6 +38,7 @@ def attempt_accuracy(rows: pa.Table | pd.DataFrame) -> pd.DataFrame:
     """
     frame, _ = finished_rows(as_frame(rows))
     jobs = search_jobs(frame[frame["strategy"] == "revisions"])
+    jobs = jobs[jobs["settings"].notna()]  # an old run's rows its config.yaml gave no settings for: T unknown
     if jobs.empty:
         return pd.DataFrame(columns=ATTEMPT_COLUMNS)
     lengths = [

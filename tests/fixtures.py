@@ -643,15 +643,11 @@ def build_tokenizer(out_dir: Path, kind: str) -> PreTrainedTokenizerFast:
     return wrapped
 
 
-def build_checkpoint(out_dir: Path, kind: str) -> None:
-    """Save a tiny random-init model of the real family: Qwen2 with a 2-class token head (the shape of
-    Qwen2ForProcessRewardModel's output) or a Mistral causal LM (math-shepherd-mistral-7b-prm)."""
-    import torch
-    from transformers import MistralConfig, MistralForCausalLM, Qwen2Config, Qwen2ForTokenClassification
-
-    tokenizer = build_tokenizer(out_dir, kind)
-    sizes = dict(
-        vocab_size=len(tokenizer),
+def tiny_sizes(vocab_size: int) -> dict[str, int | float]:
+    """The sizes of every tiny random-init model of a real architecture: 2 layers, hidden 32, large initial weights
+    (so that random scores spread)."""
+    return dict(
+        vocab_size=vocab_size,
         hidden_size=32,
         intermediate_size=64,
         num_hidden_layers=2,
@@ -660,6 +656,16 @@ def build_checkpoint(out_dir: Path, kind: str) -> None:
         max_position_embeddings=1024,
         initializer_range=0.3,
     )
+
+
+def build_checkpoint(out_dir: Path, kind: str) -> None:
+    """Save a tiny random-init model of the real family: Qwen2 with a 2-class token head (the shape of
+    Qwen2ForProcessRewardModel's output) or a Mistral causal LM (math-shepherd-mistral-7b-prm)."""
+    import torch
+    from transformers import MistralConfig, MistralForCausalLM, Qwen2Config, Qwen2ForTokenClassification
+
+    tokenizer = build_tokenizer(out_dir, kind)
+    sizes = tiny_sizes(len(tokenizer))
     torch.manual_seed(0)
     if kind == "qwen_prm":
         model = Qwen2ForTokenClassification(Qwen2Config(num_labels=2, **sizes))

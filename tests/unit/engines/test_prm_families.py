@@ -18,7 +18,7 @@ from safetensors.torch import save_file
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
-from tests.fixtures import ITEMS, assert_incremental_matches_full, assert_scores_close, build_checkpoint
+from tests.fixtures import ITEMS, assert_incremental_matches_full, assert_scores_close, build_checkpoint, tiny_sizes
 from ttsearch.config import VerifierConfig, model_free_names, verifier_names
 from ttsearch.engines.prm import PRMScorer, adapter_class
 from ttsearch.search.requests import Score
@@ -76,19 +76,6 @@ def build_tokenizer(out_dir: Path, kind: str) -> PreTrainedTokenizerFast:
         )
     wrapped.save_pretrained(out_dir)
     return wrapped
-
-
-def tiny_sizes(vocab_size: int) -> dict[str, int | float]:
-    return dict(
-        vocab_size=vocab_size,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=1024,
-        initializer_range=0.3,
-    )
 
 
 def build_family_checkpoint(out_dir: Path, kind: str, with_value_head: bool = True) -> None:

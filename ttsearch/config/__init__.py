@@ -4,11 +4,12 @@ OmegaConf's structured mode rejects unknown keys and wrongly-typed values by nam
 cannot express (known strategy names, positive budgets, ...), so a bad sweep fails before any engine starts.
 
 One module per group of sections, each section's rules beside it: `models` (generator, verifier), `search` (sampling
-and the strategy specs), `run` (data, scheduler, bench), `serving`, `training`, and `sweep` (the whole `SweepConfig`,
-loading and the checks across sections); and the registries the sections name entries of: `verifiers` (verifier
-families) and `generators` (generator backends). Imports only `ttsearch.errors` at module level; a registry imports
-the module of an entry when that entry is used, and a strategy entry's rules are read from the strategy registry
-(`ttsearch.search.strategies.registry`) inside the functions that check them. Everything else imports config.
+and the strategy specs), `run` (data, scheduler, bench), `grading`, `serving`, `training`, and `sweep` (the whole
+`SweepConfig`, loading and the checks across sections); and the registries the sections name entries of: `verifiers`
+(verifier families) and `generators` (generator backends). Imports only `ttsearch.errors` at module level; a
+registry imports the module of an entry when that entry is used, and a strategy entry's rules are read from the
+strategy registry (`ttsearch.search.strategies.registry`) inside the functions that check them. Everything else
+imports config.
 """
 
 from ttsearch.config.base import (
@@ -22,6 +23,7 @@ from ttsearch.config.base import (
     require,
 )
 from ttsearch.config.generators import GENERATOR_BACKENDS, generator_backend_names, generator_class
+from ttsearch.config.grading import GradingConfig
 from ttsearch.config.models import GeneratorConfig, VerifierConfig, verifier_backend
 from ttsearch.config.run import BenchConfig, DataConfig, SchedulerConfig
 from ttsearch.config.search import (
@@ -97,6 +99,7 @@ __all__ = [
     "EvalRevisionConfig",
     "FineTuneConfig",
     "GeneratorConfig",
+    "GradingConfig",
     "LabelConfig",
     "PRMTrainConfig",
     "RevisionDataConfig",

@@ -1,7 +1,9 @@
 """Jobs: a sweep's searches, one per (problem, strategy configuration, budget, seed).
 
-A job becomes one result row per selection mode of its strategy. This module turns problems into jobs (a
-strategy's state machine each) for the scheduler and finished jobs into rows: the sweep's `ShardWork`
+A job becomes one result row per selection mode of its strategy. A pooled strategy (best-of-N, DVTS, revisions
+at a fixed chain length: `Strategy.pool_unit`) searches only the sweep's largest budget, and its job's rows cover
+every budget, the smaller ones derived from its samples (`ttsearch.sweep.pools`). This module turns problems into
+jobs (a strategy's state machine each) for the scheduler and finished jobs into rows: the sweep's `ShardWork`
 (`ttsearch.sweep.sharded` runs it); `run_sweep` runs a whole sweep, so every command that sweeps
 (`ttsearch sweep`, `ttsearch eval-revision`) shares one resumable path.
 
@@ -13,7 +15,6 @@ that have no row yet: whole missing shards, and the jobs of partial shards that 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Collection, Hashable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -21,21 +22,14 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ttsearch.config import Selection, StrategySpec, SweepConfig
+from ttsearch.config import StrategySpec, SweepConfig
 from ttsearch.runtime.metrics import SweepMetrics
 from ttsearch.runtime.replicas import check_output_dir, model_sizes
 from ttsearch.search.grading import Grader
 from ttsearch.search.outcomes import JobOutcome, ModelSizes
-from ttsearch.search.selection import aggregate, select
-from ttsearch.search.strategies import (
-    SearchContext,
-    StrategyRun,
-    search_reads_verifier,
-    start,
-    strategy_config,
-    strategy_label,
-)
+from ttsearch.search.strategies import SearchContext, StrategyRun, start, strategy_config
 from ttsearch.sweep.data import load_problems
+from ttsearch.sweep.pools import pool_rows, pooled_budgets
 from ttsearch.sweep.results import RESULT_SCHEMA, RunStore, sweep_fingerprint
 from ttsearch.sweep.sharded import ShardWork, run_shards
 
@@ -48,12 +42,20 @@ def job_key(problem: dict[str, Any], spec: StrategySpec, budget: int, seed: int)
 
 
 def row_job_key(row: dict[str, Any]) -> JobKey:
-    return (row["unique_id"], row["strategy_config"], row["budget"], row["seed"])
+    """The job a row came from: its pool's (`pool_budget`) for a row derived from a sample pool."""
+    pool_budget = row.get("pool_budget")
+    budget = row["budget"] if pool_budget is None or pool_budget != pool_budget else pool_budget  # NaN: older file
+    return (row["unique_id"], row["strategy_config"], int(budget), row["seed"])
 
 
 def rows_per_problem(cfg: SweepConfig) -> int:
     """Result rows one problem yields: a row per selection of every configuration, budget and seed."""
     return sum(len(spec.selections) for spec in cfg.strategies) * len(cfg.budgets) * len(cfg.seeds)
+
+
+def job_budgets(spec: StrategySpec, budgets: list[int]) -> list[int]:
+    """The budgets `spec` searches: only the largest for a pooled strategy (its pool serves the others)."""
+    return [max(budgets)] if pooled_budgets(spec, budgets) else list(budgets)
 
 
 def sweep_jobs(
@@ -62,7 +64,7 @@ def sweep_jobs(
     """(problem, spec, budget, seed) of every job, in the sweep's fixed order."""
     for problem in problems:
         for spec in cfg.strategies:
-            for budget in cfg.budgets:
+            for budget in job_budgets(spec, cfg.budgets):
                 for seed in cfg.seeds:
                     yield problem, spec, budget, seed
 
@@ -79,65 +81,27 @@ def shard_jobs(
         yield (problem, spec, budget, seed), start(ctx, budget, spec)
 
 
-def outcome_rows(outcome: JobOutcome, grader: Grader, sizes: ModelSizes) -> list[dict[str, Any]]:
-    """One row per selection mode of the job; every candidate is graded for coverage.
-
-    `correct` (and each `candidate_correct`) is True, False or None: None is *ungraded*, a grading failure,
-    never a verdict. Majority and weighted votes group answers by the grader's equivalence. A selection
-    that reads no verifier score (majority, for strategies whose search does not read the verifier either)
-    is billed no verifier compute: its verifier tokens, cached verifier tokens and verifier FLOPs are all 0.
-    """
+def outcome_rows(
+    outcome: JobOutcome, grader: Grader, sizes: ModelSizes, budgets: list[int] | None = None, subsets: int = 256
+) -> list[dict[str, Any]]:
+    """The job's rows (`ttsearch.sweep.pools.pool_rows`): at its own budget, and at each of `budgets` below it
+    when its strategy pools its samples."""
     problem, spec, budget, seed = outcome.key
-    candidates = outcome.value or []
-    answers = [c.answer for c in candidates]
-    correct = grader.grade_many([(answer, problem["answer"]) for answer in answers])
-    scores = [aggregate(c.step_scores, spec.aggregation) for c in candidates]
-    usage = outcome.usage
-    generator_flops, verifier_flops = sizes.flops(usage)
-    base = {
-        "unique_id": problem["unique_id"],
-        "level": problem["level"],
-        "subject": problem["subject"],
-        "strategy": spec.name,
-        "strategy_config": strategy_config(spec),
-        "aggregation": spec.aggregation,
-        "settings": json.dumps(spec.filled_settings()),
-        "budget": budget,
-        "seed": seed,
-        "reference": problem["answer"],
-        "samples": usage.samples,
-        "generated_tokens": usage.generated_tokens,
-        "prompt_tokens": usage.prompt_tokens,
-        "cached_prompt_tokens": usage.cached_prompt_tokens,
-        "generator_flops": generator_flops,
-        "wall_s": outcome.wall_s,
-        "candidate_answers": answers,
-        "candidate_scores": scores,
-        "candidate_correct": correct,
-        "candidate_generated_tokens": [c.generated_tokens for c in candidates],
-        "candidate_verifier_tokens": [c.verifier_tokens for c in candidates],
-        "error": outcome.error,
-    }
-    rows = []
-    for selection in spec.selections:
-        chosen = select(candidates, selection, spec.aggregation, grader.same_answers)
-        index = candidates.index(chosen) if chosen is not None else None
-        billed = search_reads_verifier(spec) or selection != Selection.majority
-        rows.append(
-            base
-            | {
-                "strategy_label": strategy_label(spec, selection),
-                "selection": selection,
-                "answer": None if index is None else answers[index],
-                "correct": False if index is None else correct[index],
-                "score": None if index is None else scores[index],
-                "verifier_tokens": usage.verifier_tokens if billed else 0,
-                "cached_verifier_tokens": usage.cached_verifier_tokens if billed else 0,
-                "verifier_flops": verifier_flops if billed else 0.0,
-                "total_flops": generator_flops + (verifier_flops if billed else 0.0),
-            }
-        )
-    return rows
+    budgets = [b for b in budgets or [budget] if b <= budget] if pooled_budgets(spec, budgets or []) else [budget]
+    return pool_rows(
+        problem,
+        spec,
+        seed,
+        budgets,
+        outcome.value or [],
+        outcome.usage,
+        outcome.wall_s,
+        grader,
+        sizes,
+        subsets,
+        pool_budget=budget,
+        error=outcome.error,
+    )
 
 
 class SweepWork(ShardWork):
@@ -163,7 +127,7 @@ class SweepWork(ShardWork):
         return row_job_key(row)
 
     def rows(self, outcome: JobOutcome, grader: Grader) -> list[dict[str, Any]]:
-        return outcome_rows(outcome, grader, self.sizes)
+        return outcome_rows(outcome, grader, self.sizes, self.cfg.budgets, self.cfg.pool_subsets)
 
     def metrics(self, shard: int) -> SweepMetrics:
         return SweepMetrics(shard)

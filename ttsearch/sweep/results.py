@@ -52,6 +52,13 @@ RESULT_SCHEMA = pa.schema(
         ("answer", pa.string()),
         ("reference", pa.string()),
         ("correct", pa.bool_()),
+        ("accuracy", pa.float64()),
+        ("accuracy_low", pa.float64()),
+        ("accuracy_high", pa.float64()),
+        ("accuracy_se", pa.float64()),
+        ("coverage", pa.float64()),
+        ("pool_budget", pa.int32()),
+        ("pool_subsets", pa.int32()),
         ("score", pa.float64()),
         ("samples", pa.int64()),
         ("generated_tokens", pa.int64()),
@@ -120,6 +127,36 @@ def with_added_columns(table: pa.Table, schema: pa.Schema = RESULT_SCHEMA) -> pa
     return table
 
 
+def with_estimate_columns(table: pa.Table) -> pa.Table:
+    """`table` with the sample-pool estimate columns (`ttsearch.sweep.pools`). A row written before them searched
+    its budget alone and broke ties by position, so it reads its own realisation: accuracy (and its tie bounds) =
+    `correct`, standard error 0, coverage = any candidate right, its own budget as its pool."""
+    if all(name in table.column_names and not table[name].null_count for name in ("accuracy", "pool_budget")):
+        return table
+    correct = pc.cast(table["correct"], pa.float64())
+    covered = [
+        None if flags is None else float(any(flag is True for flag in flags))
+        for flags in table["candidate_correct"].to_pylist()
+    ]
+    own = {
+        "accuracy": correct,
+        "accuracy_low": correct,
+        "accuracy_high": correct,
+        "accuracy_se": pa.array([0.0] * table.num_rows),
+        "coverage": pa.array(covered, pa.float64()),
+        "pool_budget": pc.cast(table["budget"], pa.int32()),
+        "pool_subsets": pa.array([1] * table.num_rows, pa.int32()),
+    }
+    old = table["pool_budget"].is_null() if "pool_budget" in table.column_names else None
+    for name, values in own.items():
+        if name not in table.column_names:
+            table = table.append_column(name, values)
+        elif old is not None:
+            column = table.column_names.index(name)
+            table = table.set_column(column, name, pc.if_else(old, pc.cast(values, table[name].type), table[name]))
+    return table
+
+
 class ResultsError(TTSearchError):
     """A run directory that cannot be used as asked: missing, foreign, or holding a different sweep."""
 
@@ -169,7 +206,7 @@ def sweep_fingerprint(cfg: SweepConfig, problems: list[dict[str, Any]]) -> dict[
             "dtype": verifier.dtype,
             "max_input_tokens": verifier.max_input_tokens,
         },
-        **{key: plain[key] for key in ("search", "budgets", "seeds")},
+        **{key: plain[key] for key in ("search", "budgets", "seeds", "pool_subsets")},
         "strategies": [spec.record() for spec in cfg.strategies],
     }
 
@@ -373,8 +410,11 @@ class RunStore:
         return [(name, self._upgraded(with_added_columns(table, self.schema))) for name, table in read]
 
     def _upgraded(self, table: pa.Table) -> pa.Table:
-        """Rows of sweep files written before the `settings` column get it from the run's config.yaml."""
-        return settings_column(self, table) if "settings" in self.schema.names else table
+        """Rows of sweep files written before the `settings` column get it from the run's config.yaml, and before the
+        sample-pool estimates their own realisation's (`with_estimate_columns`)."""
+        if "settings" not in self.schema.names:
+            return table
+        return with_estimate_columns(settings_column(self, table))
 
     def read_saved(self, command: str) -> pa.Table:
         """Every row a (finished or partly finished) run of `ttsearch <command>` saved here; FileNotFoundError

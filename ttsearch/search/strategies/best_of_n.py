@@ -18,4 +18,9 @@ def best_of_n(ctx: SearchContext, budget: int, spec: StrategySpec) -> StrategyRu
     ]
 
 
-BEST_OF_N = Strategy("best_of_n", best_of_n)
+BEST_OF_N = Strategy(
+    "best_of_n",
+    best_of_n,
+    pool_unit=lambda settings: 1,  # N independent samples: any k of them are distributed as budget k's
+    pool_shared_prompt=True,
+)

@@ -33,6 +33,8 @@ class Candidate:
     """Tokens sampled for this candidate alone; None where candidates share their steps (tree search)."""
     verifier_tokens: int | None = None
     """Tokens the verifier read to score this candidate alone; None where scores were shared (tree search)."""
+    recorded_answer: str | None = None
+    """The final answer a recorder extracted (`ttsearch import`), used instead of our own extraction; None: extract."""
 
     @property
     def text(self) -> str:
@@ -40,7 +42,7 @@ class Candidate:
 
     @property
     def answer(self) -> str | None:
-        return extract_answer(self.text)
+        return self.recorded_answer if self.recorded_answer is not None else extract_answer(self.text)
 
 
 @dataclass(frozen=True)

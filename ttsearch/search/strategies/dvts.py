@@ -44,4 +44,5 @@ DVTS = Strategy(
     label=lambda settings: f"(M={settings.beam_width})",
     largest_request=lambda spec, budget: spec.options.beam_width,  # a subtree's M children
     worst_case_tokens=step_prefix,
+    pool_unit=lambda settings: settings.beam_width,  # a subtree's M children, seeded by its index and depth
 )

@@ -120,6 +120,20 @@ class Strategy:
     inner strategy's settings, parsed by that strategy, held in the settings' `inner` field."""
     uses_revision_prompt: bool = False
     """Whether it needs `search.revision_prompt`'s texts (checked before a sweep or a request starts)."""
+    pool_unit: Callable[[Any], int | None] | None = None
+    """Given the settings, the candidates per unit when a budget-k search is k/unit independent, identically
+    distributed units (samples, subtrees, chains), so any k/unit units of a larger budget's are distributed as a
+    budget-k search's: a sweep then generates only its largest budget and derives the smaller ones from that pool
+    (`ttsearch.search.pool`). None (or a None result): every budget searches alone."""
+    pool_shared_prompt: bool = False
+    """The pool is one request whose prompt every unit shares (best-of-N's n samples): a smaller budget run alone
+    pays the same prompt, so a derived row is billed the pool's prompt tokens rather than a share of them."""
+
+
+def pool_unit(spec: StrategySpec) -> int | None:
+    """Candidates per pool unit of `spec` (`Strategy.pool_unit`), or None when each budget searches alone."""
+    entry = strategy(spec.name)
+    return None if entry.pool_unit is None else entry.pool_unit(spec.options)
 
 
 @cache

@@ -140,4 +140,6 @@ REVISIONS = Strategy(
     largest_request=one_sequence,  # one attempt
     worst_case_tokens=shown_attempts,
     uses_revision_prompt=True,
+    # A chain of T attempts, seeded by its index and round; with a fixed chain count P, T changes with the budget.
+    pool_unit=lambda settings: None if settings.revision_chains > 0 else settings.revision_length,
 )

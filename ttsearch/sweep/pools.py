@@ -1,0 +1,173 @@
+"""A job's result rows: one per selection mode at its budget and, for a pooled strategy, at every smaller budget,
+derived from the job's candidates as a sample pool (`ttsearch.search.pool`).
+
+Every sweep row and every imported recorded run (`ttsearch import`) is made here, so a row means the same
+wherever it came from:
+- `answer`, `correct`, `score` and the `candidate_*` columns are the *realisation*: the first units of the pool,
+  what the budget's search alone samples (seeds depend on a unit's position, never on the budget), the chosen
+  answer drawn among score ties with the problem's `selection_seed`;
+- `accuracy` (with `accuracy_low`/`accuracy_high`, ties broken worst/best, and `accuracy_se`) is the expectation
+  over subsets of the pool and over the tied choices: what the report averages;
+- `coverage` is the exact pass@k of the budget over the pool's units;
+- the costs are those of the budget's search run alone: the pool's usage times the budget's share of its units
+  (its expectation over subsets), except a prompt every unit shares (best-of-N's one request), billed whole;
+- `pool_budget` names the job whose samples the row was computed from (its own budget when it searched alone),
+  `pool_subsets` how many subsets it averaged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from ttsearch.config import Selection, StrategySpec
+from ttsearch.search.grading import Grader
+from ttsearch.search.outcomes import ModelSizes, Usage
+from ttsearch.search.pool import Pool, estimate, subset_seed, unit_subsets
+from ttsearch.search.selection import aggregate, answer_groups, draw_tied, selection_seed, tied_choices
+from ttsearch.search.strategies import Candidate, search_reads_verifier, strategy, strategy_config, strategy_label
+from ttsearch.search.strategies.registry import pool_unit
+
+SHARED_PROMPT_FIELDS = ("prompt_tokens", "cached_prompt_tokens")
+
+
+def pooled_budgets(spec: StrategySpec, budgets: Sequence[int]) -> bool:
+    """Whether `spec` derives its smaller budgets from its largest one's samples (more than one budget to share)."""
+    return len(budgets) > 1 and pool_unit(spec) is not None
+
+
+def share_of(usage: Usage, fraction: float, shared_prompt: bool) -> Usage:
+    """What `fraction` of a pool's units cost run alone: every count scaled, the shared prompt kept whole."""
+    counts = {
+        name: value if shared_prompt and name in SHARED_PROMPT_FIELDS else round(value * fraction)
+        for name, value in vars(usage).items()
+    }
+    return dataclasses.replace(usage, **counts)
+
+
+def pool_rows(
+    problem: dict[str, Any],
+    spec: StrategySpec,
+    seed: int,
+    budgets: Sequence[int],
+    candidates: Sequence[Candidate],
+    usage: Usage,
+    wall_s: float,
+    grader: Grader,
+    sizes: ModelSizes,
+    subsets: int,
+    *,
+    pool_budget: int | None = None,
+    error: str | None = None,
+) -> list[dict[str, Any]]:
+    """Rows for each of `budgets` × `spec.selections` from one job's candidates (budget `pool_budget`, default the
+    largest of `budgets`). A budget below the pool's needs a pooled strategy (`Strategy.pool_unit`).
+
+    `correct` (and each `candidate_correct`) is True, False or None: None is *ungraded*, a grading failure, never
+    a verdict. A selection that reads no verifier score (majority, for strategies whose search does not read the
+    verifier either) is billed no verifier compute.
+    """
+    pool_budget = max(budgets) if pool_budget is None else pool_budget
+    answers = [c.answer for c in candidates]
+    correct = grader.grade_many([(answer, problem["answer"]) for answer in answers])
+    scores = [aggregate(c.step_scores, spec.aggregation) for c in candidates]
+    groups = answer_groups(answers, grader.same_answers)  # once per pool: every budget and subset reuses them
+    derives = list(budgets) != [pool_budget]
+    unit = pool_unit(spec) if derives else max(len(candidates), 1)
+    if unit is None:
+        raise ValueError(f"{spec.name} searches each budget alone: cannot derive budgets {budgets} from one job")
+    pool = Pool.of(scores, groups, correct, unit) if candidates else None
+    config, tie_seed = strategy_config(spec), selection_seed(problem["unique_id"], seed)
+    shared_prompt = strategy(spec.name).pool_shared_prompt
+    rows = []
+    for budget in budgets:
+        units = budget * pool.units // pool_budget if pool else 0
+        if pool and (units < 1 or units * pool_budget != budget * pool.units):
+            raise ValueError(f"budget {budget} is not a whole number of {spec.name}'s units of pool {pool_budget}")
+        taken = units * unit
+        cost = share_of(usage, units / pool.units, shared_prompt) if pool else usage
+        generator_flops, verifier_flops = sizes.flops(cost)
+        draws = subset_seed(problem["unique_id"], config, budget, seed)
+        chosen_units = unit_subsets(pool.units, units, subsets, draws) if pool else None
+        base = {
+            "unique_id": problem["unique_id"],
+            "level": problem.get("level"),
+            "subject": problem.get("subject"),
+            "strategy": spec.name,
+            "strategy_config": config,
+            "aggregation": spec.aggregation,
+            "settings": json.dumps(spec.filled_settings()),
+            "budget": budget,
+            "seed": seed,
+            "reference": problem["answer"],
+            "samples": cost.samples,
+            "generated_tokens": cost.generated_tokens,
+            "prompt_tokens": cost.prompt_tokens,
+            "cached_prompt_tokens": cost.cached_prompt_tokens,
+            "generator_flops": generator_flops,
+            "wall_s": wall_s,
+            "candidate_answers": answers[:taken],
+            "candidate_scores": scores[:taken],
+            "candidate_correct": correct[:taken],
+            "candidate_generated_tokens": [c.generated_tokens for c in candidates[:taken]],
+            "candidate_verifier_tokens": [c.verifier_tokens for c in candidates[:taken]],
+            "coverage": pool.coverage(units) if pool else (None if error else 0.0),
+            "pool_budget": pool_budget,
+            "error": error,
+        }
+        for selection in spec.selections:
+            billed = search_reads_verifier(spec) or selection != Selection.majority
+            verifier_cost = {
+                "verifier_tokens": cost.verifier_tokens if billed else 0,
+                "cached_verifier_tokens": cost.cached_verifier_tokens if billed else 0,
+                "verifier_flops": verifier_flops if billed else 0.0,
+                "total_flops": generator_flops + (verifier_flops if billed else 0.0),
+            }
+            rows.append(
+                base
+                | verifier_cost
+                | _choice(pool, answers, selection, taken, chosen_units, tie_seed, error)
+                | {"strategy_label": strategy_label(spec, selection), "selection": selection}
+            )
+    return rows
+
+
+def _choice(
+    pool: Pool | None,
+    answers: list[str | None],
+    selection: Selection,
+    taken: int,
+    chosen_units: Any,
+    tie_seed: int,
+    error: str | None,
+) -> dict[str, Any]:
+    """The realised choice among the first `taken` candidates, and the expectation over the pool's subsets."""
+    if pool is None:  # the search returned no candidate (or failed): nothing chosen is a wrong answer
+        nothing = None if error else 0.0
+        return {
+            "answer": None,
+            "correct": False,
+            "score": None,
+            "accuracy": nothing,
+            "accuracy_low": nothing,
+            "accuracy_high": nothing,
+            "accuracy_se": None if error else 0.0,
+            "pool_subsets": 0,
+        }
+    scores, groups = pool.scores.tolist(), [None if g < 0 else int(g) for g in pool.groups]
+    index = draw_tied(tied_choices(scores, groups, selection, range(taken)), tie_seed)
+    verdict = pool.correct[index]
+    found = estimate(pool, selection, chosen_units)
+    return {
+        "answer": answers[index],
+        "correct": None if math.isnan(verdict) else bool(verdict),
+        "score": scores[index],
+        "accuracy": found.accuracy,
+        "accuracy_low": found.accuracy_low,
+        "accuracy_high": found.accuracy_high,
+        "accuracy_se": found.accuracy_se,
+        "pool_subsets": found.subsets,
+    }

@@ -314,6 +314,23 @@ def row_settings(strategy: str, **settings: Any) -> str:
     return json.dumps(spec.filled_settings())
 
 
+ESTIMATE_COLUMNS = ("accuracy", "accuracy_low", "accuracy_high", "accuracy_se", "coverage", "pool_budget", "pool_subsets")
+
+
+def realised_estimates(correct: bool | None, flags: list[bool], budget: int) -> dict[str, Any]:
+    """The sample-pool columns of a row that searched its budget alone: its realisation, no tie."""
+    accuracy = None if correct is None else float(correct)
+    return {
+        "accuracy": accuracy,
+        "accuracy_low": accuracy,
+        "accuracy_high": accuracy,
+        "accuracy_se": 0.0,
+        "coverage": float(any(flag is True for flag in flags)),
+        "pool_budget": budget,
+        "pool_subsets": 1,
+    }
+
+
 def result_row(
     uid: str,
     strategy: str,
@@ -341,6 +358,7 @@ def result_row(
         "answer": "1" if correct else "2",
         "reference": "1",
         "correct": correct,
+        **realised_estimates(correct, flags, budget),
         "score": 0.5,
         "samples": budget,
         "generated_tokens": 100 * budget if strategy == "best_of_n" else 150 * budget,

@@ -30,18 +30,13 @@ R_VALUES = (0.16, 0.79, 22.0)  # D_inference / D_pretrain: the paper's Fig. 9 re
 BEST_FIXED = "best fixed label (CV)"
 
 
-def _as_verdict(value) -> float:
-    """1.0 right, 0.0 wrong, NaN ungraded (no verdict)."""
-    return math.nan if value is None or pd.isna(value) else float(bool(value))
-
-
 @dataclass(frozen=True)
 class _Tables:
     """Question × (strategy_label, budget) matrices: what the policy chooses from and is scored on."""
 
     accuracy: pd.DataFrame
-    """Mean `correct` over graded seeds; a question with no row for a (strategy_label, budget) counts as wrong
-    there; NaN: only ungraded rows."""
+    """Mean `accuracy` (a row's expected correctness, `ttsearch.sweep.pools`) over graded seeds; a question with no
+    row for a (strategy_label, budget) counts as wrong there; NaN: only ungraded rows."""
     tie_cost: pd.DataFrame  # mean total FLOPs (generated tokens when the sweep recorded no FLOPs): breaks ties
     flops: pd.DataFrame  # mean total FLOPs, NaN when not recorded
 
@@ -52,7 +47,7 @@ def accuracy_tables(frame: pd.DataFrame, questions: pd.Index) -> _Tables:
         raise AnalysisError("no result rows for the binned questions: are the bins from this sweep?")
     has_flops = "total_flops" in rows and rows["total_flops"].notna().any()
     values = rows.assign(
-        correct=rows["correct"].map(_as_verdict).astype(float),
+        correct=rows["accuracy"].astype(float),
         flops=rows["total_flops"].astype(float) if has_flops else np.nan,
         tie_cost=rows["total_flops" if has_flops else "generated_tokens"].astype(float),
     )

@@ -87,13 +87,16 @@ def finished_rows(frame: pd.DataFrame) -> tuple[pd.DataFrame, int]:
 
 
 def graded_rows(frame: pd.DataFrame) -> tuple[pd.DataFrame, int]:
-    """Of finished rows, those whose `correct` is a verdict (as bool), and how many ungraded rows were left out.
+    """Of finished rows, those with an accuracy, and how many ungraded rows were left out.
 
-    An ungraded row (`correct` null: grading failed twice) is neither right nor wrong, so it takes no part in
+    Every accuracy averages a row's `accuracy`, the expectation over its sample pool's subsets and its score ties
+    (`ttsearch.sweep.pools`), returned as the `correct` column so every mean reads it. An ungraded row (no
+    accuracy: every choice it could make failed grading twice) is neither right nor wrong, so it takes no part in
     any accuracy; its candidates still count for pass@1 and coverage where they were graded.
     """
-    ungraded = frame["correct"].isna()
-    return frame[~ungraded].assign(correct=frame.loc[~ungraded, "correct"].astype(bool)), int(ungraded.sum())
+    ungraded = frame["accuracy"].isna()
+    graded = frame[~ungraded]
+    return graded.assign(correct=graded["accuracy"].astype(float)), int(ungraded.sum())
 
 
 def excluded_note(excluded: int) -> str:
@@ -123,8 +126,15 @@ def covered(flags) -> bool:
 
 
 def _best_of_n_outcomes(frame: pd.DataFrame) -> pd.Series:
-    """Every graded best-of-N sample, once (jobs, not selections), as a bool Series indexed by unique_id."""
-    jobs = search_jobs(frame[frame["strategy"] == "best_of_n"])
+    """Every graded best-of-N sample, once, as a bool Series indexed by unique_id.
+
+    Per (question, seed) only the largest best-of-N job's candidates count, of one configuration: a smaller
+    budget's samples are the first of the largest's and configurations differing in aggregation share their
+    samples, so counting them again would weigh the first samples more than the rest.
+    """
+    best_of_n = with_strategy_config(frame[frame["strategy"] == "best_of_n"])
+    largest = best_of_n.sort_values(["budget", "strategy_config"], ascending=[False, True], kind="stable")
+    jobs = largest.drop_duplicates(subset=["unique_id", "seed"])
     flags = jobs["candidate_correct"].map(flag_values)
     outcomes = pd.Series(
         [f for fs in flags for f in fs],

@@ -24,7 +24,7 @@ from ttsearch.config import SearchConfig, StrategySpec, SweepConfig, load_config
 from ttsearch.search.grading import Grader
 from ttsearch.search.outcomes import Failure, JobOutcome, ModelSizes, Usage
 from ttsearch.search.scheduler import Scheduler
-from ttsearch.search.selection import aggregate, select
+from ttsearch.search.selection import aggregate, select, selection_seed
 from ttsearch.search.strategies import SearchContext, start, strategy_label
 from ttsearch.sweep.results import CONFIG, RunStore, run_config_text
 
@@ -170,7 +170,12 @@ class SearchService:
         searched = await self._run(ctx, budget, spec)
         # Majority voting compares answers with math-verify in worker processes: off the event loop.
         chosen = await asyncio.to_thread(
-            select, searched.value or [], selection, spec.aggregation, self.grader.same_answers
+            select,
+            searched.value or [],
+            selection,
+            spec.aggregation,
+            self.grader.same_answers,
+            selection_seed(ctx.uid, ctx.seed),  # ties by the sweeps' rule: the draw their accuracy averages
         )
         flops = sum(sum(self.sizes.flops(usage)) for usage in (estimation, searched.usage))
         return Answer(

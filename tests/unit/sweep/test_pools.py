@@ -1,0 +1,107 @@
+"""A pooled job's rows: the largest budget searched once, every smaller budget derived from its samples."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pytest
+
+from tests.fixtures import ESTIMATE_COLUMNS, PROBLEM, ScriptedGrader, boxed, result_row
+from ttsearch.config import StrategySpec, load_config
+from ttsearch.search.outcomes import JobOutcome, ModelSizes, Usage
+from ttsearch.sweep.jobs import SweepWork, job_budgets, outcome_rows, row_job_key, sweep_jobs
+from ttsearch.sweep.results import RESULT_SCHEMA, with_estimate_columns
+
+SIZES = ModelSizes(generator=100, verifier=10)
+VERDICTS = {"5": True, "4": False, "3": False}
+
+
+def pooled_rows(spec: StrategySpec, candidates, budgets, usage: Usage, subsets: int = 256):
+    outcome = JobOutcome((PROBLEM, spec, max(budgets), 0), candidates, usage, wall_s=2.0)
+    rows = outcome_rows(outcome, ScriptedGrader(VERDICTS), SIZES, budgets, subsets)
+    return {(row["budget"], row["selection"]): row for row in rows}
+
+
+def test_best_of_n_derives_every_smaller_budget_from_the_largest_ones_samples():
+    spec = StrategySpec.of(name="best_of_n", selections=["naive", "majority"])
+    answers = ["5", "4", "5", "3", "4", "5", "4", "4"]  # 3 of 8 right
+    candidates = [boxed(a, 0.1 * (i + 1), generated=10 + i) for i, a in enumerate(answers)]
+    usage = Usage(generated_tokens=108, prompt_tokens=50, cached_prompt_tokens=0, samples=8, verifier_tokens=108)
+    rows = pooled_rows(spec, candidates, [1, 2, 4, 8], usage)
+    assert len(rows) == 8
+    one = rows[1, "naive"]
+    assert one["accuracy"] == pytest.approx(3 / 8), "budget 1 is pass@1 over all 8 samples, exactly"
+    assert one["accuracy_se"] == 0.0 and one["pool_subsets"] == 8, "8 subsets: enumerated"
+    assert one["coverage"] == pytest.approx(3 / 8)
+    assert one["candidate_answers"] == ["5"] and one["answer"] == "5", "the realisation: budget 1's own sample"
+    two = rows[2, "naive"]
+    assert two["coverage"] == pytest.approx(1 - (5 * 4) / (8 * 7)), "unbiased pass@2"
+    assert (two["samples"], two["generated_tokens"], two["prompt_tokens"]) == (2, 27, 50), "a share; the prompt whole"
+    assert two["pool_budget"] == 8 and rows[8, "naive"]["pool_budget"] == 8
+    four = rows[4, "majority"]
+    assert four["pool_subsets"] == 70 and four["verifier_tokens"] == 0, "C(8,4)=70 subsets; majority reads no score"
+    assert rows[8, "naive"]["accuracy"] == 0.0, "the top score (0.8) is a wrong answer"
+    assert rows[8, "majority"]["accuracy"] == 0.0, "4 votes for '4' beat 3 for '5'"
+
+
+def test_drawn_subsets_report_their_monte_carlo_error():
+    spec = StrategySpec.of(name="best_of_n", selections=["weighted"])
+    answers = ["5", "4"] * 8
+    candidates = [boxed(a, 0.05 * i) for i, a in enumerate(answers)]
+    rows = pooled_rows(spec, candidates, [4, 16], Usage(samples=16), subsets=64)
+    four = rows[4, "weighted"]
+    assert four["pool_subsets"] == 64 and four["accuracy_se"] > 0
+    assert rows == pooled_rows(spec, candidates, [4, 16], Usage(samples=16), subsets=64), "seeded: the same rows"
+
+
+def test_dvts_units_are_whole_subtrees_and_bill_a_share_of_every_request():
+    spec = StrategySpec.of(name="dvts", beam_width=2, selections=["naive"])
+    candidates = [boxed("5", 0.9), boxed("4", 0.2), boxed("4", 0.3), boxed("3", 0.1)]  # subtree 0 right, 1 wrong
+    usage = Usage(generated_tokens=40, prompt_tokens=80, samples=4, verifier_tokens=20)
+    rows = pooled_rows(spec, candidates, [2, 4], usage)
+    two = rows[2, "naive"]
+    assert two["accuracy"] == 0.5 and two["candidate_answers"] == ["5", "4"], "one subtree of two"
+    assert (two["prompt_tokens"], two["generated_tokens"]) == (40, 20), "a tree's prompts scale with its subtrees"
+
+
+def test_a_failed_pool_gives_error_rows_at_every_budget_with_no_accuracy():
+    spec = StrategySpec.of(name="best_of_n", selections=["naive"])
+    outcome = JobOutcome((PROBLEM, spec, 4, 0), None, Usage(), wall_s=0.0, error="boom")
+    rows = outcome_rows(outcome, ScriptedGrader(VERDICTS), SIZES, [1, 4], 16)
+    assert [(row["budget"], row["error"], row["accuracy"]) for row in rows] == [(1, "boom", None), (4, "boom", None)]
+
+
+def test_pooled_strategies_search_only_the_largest_budget_and_their_rows_name_that_job():
+    cfg = load_config(
+        "conf/revision_prompt.yaml",
+        overrides=[
+            "budgets=[2,4,8]",
+            "search.max_solution_tokens=256",
+            "strategies=[{name: best_of_n}, {name: beam, beam_width: 2}, {name: dvts, beam_width: 2},"
+            " {name: revisions, revision_length: 2}, {name: revisions, revision_chains: 2}]",
+        ]
+    )
+    searched = [(spec.name, spec.options, budget) for _, spec, budget, _ in sweep_jobs([PROBLEM], cfg)]
+    assert [(name, budget) for name, _, budget in searched] == [
+        ("best_of_n", 8),
+        *[("beam", b) for b in (2, 4, 8)],
+        ("dvts", 8),
+        ("revisions", 8),
+        *[("revisions", b) for b in (2, 4, 8)],  # a fixed chain count changes the chain length with the budget
+    ]
+    assert job_budgets(cfg.strategies[0], [4]) == [4]
+    derived = result_row("q", "best_of_n", "best_of_n/naive", 2, 0, [True], True, strategy_config="best_of_n")
+    work = SweepWork(cfg, SIZES)
+    assert work.key_of_row(derived | {"pool_budget": 8}) == ("q", "best_of_n", 8, 0)
+    assert row_job_key(derived | {"pool_budget": None}) == ("q", "best_of_n", 2, 0), "an older row: its own job"
+    assert len(work.job_keys([PROBLEM])) == 1 + 3 + 1 + 1 + 3
+
+
+def test_rows_written_before_the_pools_read_their_own_realisation():
+    row = result_row("q", "best_of_n", "best_of_n/naive", 2, 0, [False, True], False)
+    row = {key: value for key, value in row.items() if key not in ESTIMATE_COLUMNS}
+    old = pa.Table.from_pylist([row, row | {"correct": None}], schema=RESULT_SCHEMA)
+    upgraded = with_estimate_columns(old).to_pylist()
+    assert [(r["accuracy"], r["accuracy_se"], r["coverage"], r["pool_budget"]) for r in upgraded] == [
+        (0.0, 0.0, 1.0, 2),
+        (None, 0.0, 1.0, 2),
+    ]

@@ -314,7 +314,15 @@ def row_settings(strategy: str, **settings: Any) -> str:
     return json.dumps(spec.filled_settings())
 
 
-ESTIMATE_COLUMNS = ("accuracy", "accuracy_low", "accuracy_high", "accuracy_se", "coverage", "pool_budget", "pool_subsets")
+ESTIMATE_COLUMNS = (
+    "accuracy",
+    "accuracy_low",
+    "accuracy_high",
+    "accuracy_se",
+    "coverage",
+    "pool_budget",
+    "pool_subsets",
+)
 
 
 def realised_estimates(correct: bool | None, flags: list[bool], budget: int) -> dict[str, Any]:

@@ -832,6 +832,8 @@ class FakeScheduler:
         self.fail = fail
         self.stop_after = stop_after
         self.ran: list[JobKey] = []
+        self.samples = 0
+        """Generations requested over every job (`Generate.n`)."""
 
     async def run(self, jobs: Iterable[tuple[Any, StrategyRun]]) -> AsyncIterator[JobOutcome]:
         from ttsearch.sweep.jobs import job_key  # pyarrow: only where a sweep is run
@@ -853,6 +855,7 @@ class FakeScheduler:
                     yield JobOutcome(key, stop.value, usage, 0.5)
                     break
                 results = [scripted_result(request) for request in requests]
+                self.samples += sum(request.n for request in requests if isinstance(request, Generate))
                 for request, result in zip(requests, results, strict=True):
                     usage.add(request, result)
 

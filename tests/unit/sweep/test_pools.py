@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pyarrow as pa
 import pytest
 
-from tests.fixtures import ESTIMATE_COLUMNS, PROBLEM, ScriptedGrader, boxed, result_row
+from tests.fixtures import ESTIMATE_COLUMNS, PROBLEM, FakeScheduler, ScriptedGrader, boxed, result_row
 from ttsearch.config import StrategySpec, load_config
 from ttsearch.search.outcomes import JobOutcome, ModelSizes, Usage
 from ttsearch.sweep.jobs import SweepWork, job_budgets, outcome_rows, row_job_key, sweep_jobs
-from ttsearch.sweep.results import RESULT_SCHEMA, with_estimate_columns
+from ttsearch.sweep.results import RESULT_SCHEMA, RunStore, with_estimate_columns
+from ttsearch.sweep.sharded import run_shard
 
 SIZES = ModelSizes(generator=100, verifier=10)
 VERDICTS = {"5": True, "4": False, "3": False}
@@ -78,7 +81,7 @@ def test_pooled_strategies_search_only_the_largest_budget_and_their_rows_name_th
             "search.max_solution_tokens=256",
             "strategies=[{name: best_of_n}, {name: beam, beam_width: 2}, {name: dvts, beam_width: 2},"
             " {name: revisions, revision_length: 2}, {name: revisions, revision_chains: 2}]",
-        ]
+        ],
     )
     searched = [(spec.name, spec.options, budget) for _, spec, budget, _ in sweep_jobs([PROBLEM], cfg)]
     assert [(name, budget) for name, _, budget in searched] == [
@@ -105,3 +108,17 @@ def test_rows_written_before_the_pools_read_their_own_realisation():
         (0.0, 0.0, 1.0, 2),
         (None, 0.0, 1.0, 2),
     ]
+
+
+def test_a_best_of_n_sweep_over_budgets_1_to_64_generates_the_samples_of_budget_64_once(tmp_path):
+    problems = [{"unique_id": f"p{i}", "problem": "?", "answer": "1", "subject": "A", "level": 1} for i in range(3)]
+
+    def generated(budgets: str) -> int:
+        cfg = load_config(overrides=[f"budgets={budgets}", "verifier.kind=majority", "search.max_steps=2"])
+        scheduler = FakeScheduler()
+        store = RunStore(tmp_path / budgets)
+        result = asyncio.run(run_shard(store, 0, 1, problems, SweepWork(cfg, SIZES), lambda grader: scheduler))
+        assert result.rows == len(problems) * len(cfg.budgets) and result.missing == 0
+        return scheduler.samples
+
+    assert generated("[1,2,4,8,16,32,64]") == generated("[64]") == 3 * 64

@@ -18,13 +18,16 @@ Strategy labels are the opaque `strategy_label`s (configuration × selection); a
 generation budget N of the sweep (step-level searches spend more step samples than N, early stopping may spend
 fewer; the FLOPs columns hold their real cost). Accuracies here are fractions in [0, 1]; the Markdown report shows
 percentages.
-Ungraded rows take no part in any accuracy; error rows take no part at all.
+Ungraded rows take no part in any accuracy; error rows take no part at all. Every comparison stated in words
+(compute-optimal against the best fixed label, fewer or more compute, small against larger model) is a paired
+test over the same questions (`ttsearch.analysis.statistics`), with its 95 % interval.
 """
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,7 +53,6 @@ from ttsearch.analysis.compute_optimal import (
     policy_of,
     strategy_curves,
 )
-from ttsearch.analysis.costs import ACCURACY_TOLERANCE
 from ttsearch.analysis.curves import (
     DEFAULT_ESTIMATION_SAMPLES,
     N_BINS,
@@ -67,6 +69,14 @@ from ttsearch.analysis.curves import (
 )
 from ttsearch.analysis.policy import save_policy
 from ttsearch.analysis.render import ReportFile, markdown_table, plot_curves
+from ttsearch.analysis.statistics import (
+    METHOD,
+    NO_DIFFERENCE,
+    Difference,
+    distinct_digits,
+    paired_difference,
+    tie_counts,
+)
 from ttsearch.sweep.results import RESULTS, RunStore
 
 ACCURACY_PNG = "compute_optimal_vs_budget.png"
@@ -82,50 +92,18 @@ def _bounded(value: float, bound: str) -> str:
     return "–" if pd.isna(value) else {"<=": "≤ ", ">": "> "}.get(bound, "") + f"{value:.3g}"
 
 
-def _budget_list(budgets: list[int]) -> str:
-    return ", ".join(f"N={b}" for b in budgets)
-
-
-def _sentence(subject: str, groups: dict[str, list[int]]) -> str:
-    """'subject: A at N=1, N=4; B at N=16.' over the non-empty groups."""
-    parts = [f"{what} at {_budget_list(budgets)}" for what, budgets in groups.items() if budgets]
+def _grouped(subject: str, verdicts: list[tuple[str, str]]) -> str:
+    """'subject: A at N=1 (…), N=4 (…); B at N=16 (…).' from (verdict, item) pairs, verdicts in first-seen order."""
+    groups: dict[str, list[str]] = {}
+    for verdict, item in verdicts:
+        groups.setdefault(verdict, []).append(item)
+    parts = [f"{verdict} at {', '.join(items)}" for verdict, items in groups.items()]
     return f"{subject}: {'; '.join(parts)}." if parts else ""
 
 
-def _compare_accuracy(optimal: pd.Series, other: pd.Series) -> dict[str, list[int]]:
-    """Budgets where `optimal` (budget → accuracy) is above, equal to and below `other`."""
-    groups: dict[str, list[int]] = {"more accurate": [], "equally accurate": [], "less accurate": []}
-    for budget, value in optimal.items():
-        theirs = other.get(budget, math.nan)
-        if pd.isna(value) or pd.isna(theirs):
-            continue
-        key = (
-            "more accurate"
-            if value > theirs + ACCURACY_TOLERANCE
-            else "less accurate"
-            if value < theirs - ACCURACY_TOLERANCE
-            else "equally accurate"
-        )
-        groups[key].append(int(budget))
-    return groups
-
-
-def _cost_verdict(k: float, bound: str) -> str:
-    """What k = (comparator's cost to match) / (compute-optimal's cost) says, with its bound (`cost_to_reach`)."""
-    if pd.isna(k):
-        return "unknown"
-    if bound == "=":
-        return "fewer" if k > 1 + 1e-9 else "more" if k < 1 - 1e-9 else "as many"
-    if bound == ">":  # the comparator never matched within the sweep: the true k is larger still
-        return "fewer" if k >= 1 else "undetermined within the sweep"
-    return "no fewer" if k <= 1 else "undetermined within the sweep"  # "<=": the true k is at most this
-
-
-def _cost_groups(table: pd.DataFrame, column: str, bound: str) -> dict[str, list[int]]:
-    groups: dict[str, list[int]] = {}
-    for budget, row in table.iterrows():
-        groups.setdefault(_cost_verdict(row[column], row[bound]), []).append(int(budget))
-    return groups
+def _item(budget: int, difference: Difference, versus: str = "") -> str:
+    """'N=4 (vs its N=8: +12.0 points, 95 % CI …)', the budget and the paired test that decided its verdict."""
+    return f"N={budget} ({versus}{difference.interval()})"
 
 
 @dataclass(frozen=True)
@@ -136,10 +114,46 @@ class _Curve:
     correct: pd.Series  # (unique_id, budget) → correct (NaN: ungraded)
     flops: pd.Series  # (unique_id, budget) → total FLOPs
 
+    def at(self, budget: int) -> pd.Series:
+        """unique_id → accuracy at `budget`: what a paired test compares."""
+        return self.correct.xs(budget, level="budget")
+
 
 def _result_curve(result: PolicyResult) -> _Curve:
     q = result.per_question.set_index(["unique_id", "budget"])
     return _Curve(result.curve(), q["correct"], q["total_flops"])
+
+
+UNDETERMINED = "undetermined within the sweep"
+
+
+def _cost_verdict(
+    compare: Callable[[int], Difference], cost: float, costs: pd.Series
+) -> tuple[str, Difference, int] | None:
+    """Whether compute-optimal needs fewer or more compute than a compared curve for its accuracy at one budget.
+
+    `cost` is compute-optimal's (generations or FLOPs), `costs` the compared curve's per swept budget, and
+    `compare(budget)` the paired test of compute-optimal's per-question accuracy against the compared curve's at
+    that budget. "fewer": the curve is measurably less accurate even at its cheapest swept budget costing at least
+    `cost`; "more": measurably more accurate at its dearest swept budget costing at most `cost`; otherwise no
+    measurable difference, or undetermined where the one bracketing budget the sweep has is measurably apart.
+    Returns (verdict, the deciding test, its budget), None where a cost is unknown.
+    """
+    costs = costs.dropna()
+    if pd.isna(cost) or costs.empty:
+        return None
+    tolerance = 1e-9 * abs(cost)
+    dearer, cheaper = costs[costs >= cost - tolerance], costs[costs <= cost + tolerance]
+    up = (compare(int(dearer.idxmin())), int(dearer.idxmin())) if len(dearer) else None
+    down = (compare(int(cheaper.idxmax())), int(cheaper.idxmax())) if len(cheaper) else None
+    if up and up[0].sign > 0:
+        return "fewer", *up
+    if down and down[0].sign < 0:
+        return "more", *down
+    for tested in (up, down):
+        if tested and tested[0].sign == 0:
+            return NO_DIFFERENCE, *tested
+    return UNDETERMINED, *(up or down)
 
 
 def _comparators(frame: pd.DataFrame, questions: pd.Index, fixed: PolicyResult) -> dict[str, _Curve]:
@@ -163,6 +177,30 @@ def _plot_rows(curve: str, values: pd.Series, x: pd.Series | np.ndarray) -> pd.D
     return values.index.to_frame(index=False).assign(
         curve=curve, seed=0, correct=values.to_numpy(), x=np.asarray(x, dtype=float)
     )
+
+
+def _cost_sentences(mine: _Curve, other: _Curve, table: pd.DataFrame, counted: bool) -> str:
+    """'Generations: fewer at N=4 (vs its N=8: …); … FLOPs: …', each verdict from `_cost_verdict`."""
+
+    @functools.cache
+    def compare(budget: int, other_budget: int) -> Difference:
+        return paired_difference(mine.at(budget), other.at(other_budget))
+
+    generations = table["budget_with_estimation"] if counted else pd.Series(table.index.astype(float), table.index)
+    units = {
+        "Generations": (generations, pd.Series(other.curve.index.astype(float), other.curve.index)),
+        "FLOPs": (table["flops_with_estimation"] if counted else table["flops"], other.curve["total_flops"]),
+    }
+    sentences = []
+    for unit, (cost, costs) in units.items():
+        verdicts = []
+        for budget in table.index:
+            decided = _cost_verdict(functools.partial(compare, int(budget)), cost[budget], costs)
+            if decided is not None:
+                verdict, difference, versus = decided
+                verdicts.append((verdict, _item(int(budget), difference, f"vs its N={versus}: ")))
+        sentences.append(_grouped(unit, verdicts))
+    return " ".join(part for part in sentences if part)
 
 
 def _efficiency_table(rows: list[dict]) -> str:
@@ -223,13 +261,7 @@ def _efficiency_section(
                         "k (FLOPs), counting estimation": _bounded(r["k_flops_with_estimation"], r["flops_bound"]),
                     }
                 )
-            in_samples = _cost_groups(table, "k_with_estimation" if counted else "k", "bound")
-            in_compute = _cost_groups(table, "k_flops_with_estimation" if counted else "k_flops", "flops_bound")
-            bullets.append(
-                " ".join(
-                    [f"- vs {other_name}.", _sentence("Generations", in_samples), _sentence("FLOPs", in_compute)]
-                ).rstrip()
-            )
+            bullets.append(f"- vs {other_name}. " + _cost_sentences(mine, other, table, counted))
         how = f"counting its {k} estimation samples" if counted else "the oracle: no estimation cost counted"
         said.append(
             "\n".join(
@@ -280,15 +312,49 @@ def _efficiency_section(
         f"also shown counting its {k} estimation samples (budget N + {k}; FLOPs plus the estimate's); the "
         "oracle needs the ground truth, so no estimation cost is counted for it.",
         "",
+        "The verdicts below are not read off k, whose interpolation cannot tell a real gap from a question or "
+        f"two of noise: each comes from a {METHOD}, comparing compute-optimal's per-question accuracy at N with "
+        "the compared curve's at the swept budget that brackets compute-optimal's cost (N, N + the estimate, or "
+        "its FLOPs). 'fewer' means the compared curve is measurably less accurate even at its cheapest swept "
+        "budget costing at least as much; 'more' that it is measurably more accurate at its dearest swept budget "
+        f"costing at most as much; '{NO_DIFFERENCE}' that the interval of that comparison holds 0; "
+        f"'{UNDETERMINED}' that the only bracketing budget the sweep has differs measurably in the direction "
+        "that leaves the cost open. Each verdict names the compared budget and the difference in accuracy "
+        "points (compute-optimal minus it) with its 95 % interval.",
+        "",
         text,
         "",
         *md,
     ]
 
 
-def _difficulty_section(frame: pd.DataFrame, questions: pd.Index, difficulties: dict[str, Difficulty]) -> list[str]:
-    """How each difficulty was estimated, how well its bins sort questions by pass@1 over every sample, and what
-    the predicted estimate cost."""
+def _fold_sizes(results: dict[str, PolicyResult]) -> pd.DataFrame:
+    """bin → questions per cross-validation fold, per kind of difficulty ("–": a bin that kind does not have)."""
+    columns = {}
+    for kind, result in results.items():
+        questions = result.per_question.drop_duplicates("unique_id")
+        sizes = questions.groupby(["bin", "fold"]).size().unstack("fold", fill_value=0)
+        columns |= {f"{kind}: fold {fold}": sizes[fold].map(str) for fold in sizes.columns}
+    table = pd.DataFrame(columns).fillna("–")
+    table.index.name = "bin"
+    return table
+
+
+def _size_range(results: dict[str, PolicyResult]) -> str:
+    """'2–3 (oracle bins) and 2 (predicted bins)': the real questions per bin and fold the choices were made on."""
+    parts = []
+    for kind, result in results.items():
+        sizes = result.per_question.drop_duplicates("unique_id").groupby(["bin", "fold"]).size()
+        low, high = int(sizes.min()), int(sizes.max())
+        parts.append(f"{low if low == high else f'{low}–{high}'} ({kind} bins)")
+    return " and ".join(parts)
+
+
+def _difficulty_section(
+    frame: pd.DataFrame, questions: pd.Index, difficulties: dict[str, Difficulty], results: dict[str, PolicyResult]
+) -> list[str]:
+    """How each difficulty was estimated, how well its bins sort questions by pass@1 over every sample, how many
+    questions each bin and fold held, and what the predicted estimate cost."""
     oracle, predicted = difficulties["oracle"], difficulties["predicted"]
     k = predicted.estimation_samples
     capped = (
@@ -319,6 +385,11 @@ def _difficulty_section(frame: pd.DataFrame, questions: pd.Index, difficulties: 
         "",
         markdown_table(sorting),
         "",
+        "Questions per bin and cross-validation fold (each fold's choices are made on the other fold's questions "
+        "of the bin, and scored on its own):",
+        "",
+        markdown_table(_fold_sizes(results)),
+        "",
     ]
     lines += [markdown_table(shown), ""]
     if unknown:
@@ -337,18 +408,23 @@ def _difficulty_section(frame: pd.DataFrame, questions: pd.Index, difficulties: 
 
 
 def _how_to_read(
-    best: float, problems: int, difficulties: dict[str, Difficulty], agreement: float, stable: str, versus_fixed: str
+    best: float,
+    problems: int,
+    difficulties: dict[str, Difficulty],
+    agreement: float,
+    stable: str,
+    versus_fixed: str,
+    sizes: str,
 ) -> str:
     """Caveats that depend on this run, so that the reader does not over-read the numbers."""
-    per_fold_bin = max(1, problems // (FOLDS * N_BINS))
     predicted = difficulties["predicted"]
     k = predicted.estimation_samples
     same_bins = difficulties["oracle"].n_bins == predicted.n_bins
     notes = [
         f"Compute-optimal accuracy is cross-validated: the {problems} questions are split into {FOLDS} folds "
         "(stratified by difficulty bin) and each fold is scored with the label that was best for its (budget, "
-        "bin) on the other fold, so no choice is scored on the questions it was chosen on. With about "
-        f"{per_fold_bin} question{'s' if per_fold_bin > 1 else ''} per bin and fold the choices can be noisy "
+        "bin) on the other fold, so no choice is scored on the questions it was chosen on. With "
+        f"{sizes} questions per bin and fold (the table under 'Difficulty estimate') the choices can be noisy "
         f"({stable}).",
         versus_fixed,
         "The per-strategy curves in the first figure are each strategy's label with the best mean accuracy over "
@@ -399,6 +475,7 @@ def _flops_matched_section(
     matched = flops_matched(
         result, pass1.rename("correct").rename_axis("unique_id").reset_index(), small_n, large_n, r_values
     )
+    tests = _matched_tests(result, pass1, matched)
     shown = pd.DataFrame(
         {
             "matched budget": matched["matched_budget"].map("{:.1f}".format).to_numpy(),
@@ -410,7 +487,8 @@ def _flops_matched_section(
             "questions": matched["questions"].to_numpy(),
             "small + search %": matched["small_accuracy"].map(_percent).to_numpy(),
             "larger model %": matched["large_accuracy"].map(_percent).to_numpy(),
-            "winner": matched["winner"].to_numpy(),
+            "small − larger": [("–" if test is None else test.interval()) for test in tests],
+            "verdict": [("unknown" if test is None else test.verdict("small", "larger")) for test in tests],
         },
         index=pd.Index(matched["R"], name="R"),
     )
@@ -420,11 +498,28 @@ def _flops_matched_section(
         f"Small model {small_n:.3g} parameters, larger {large_n:.3g} (M = {large_n / small_n:.2f}). The larger "
         "model's accuracy is its pass@1 over its graded best-of-N samples; the small model's is the "
         "cross-validated compute-optimal accuracy (oracle bins) at the largest swept budget within the matched "
-        "budget M + 3(M − 1)/R generations.",
+        f"budget M + 3(M − 1)/R generations. The verdict compares the two models' per-question accuracies by a "
+        f"{METHOD}: 'small' or 'larger' where one is measurably more accurate, else '{NO_DIFFERENCE}'.",
         "",
         markdown_table(shown),
         "",
     ]
+
+
+def _matched_tests(result: PolicyResult, pass1: pd.Series, matched: pd.DataFrame) -> list[Difference | None]:
+    """Per row of `flops_matched`: the paired test of the small model's per-question accuracy at the budget used
+    against the larger model's pass@1, over that row's bin ("all": every shared question); None: no budget used."""
+    small = result.per_question[result.per_question["unique_id"].isin(pass1.index)]
+    bins = small.drop_duplicates("unique_id").set_index("unique_id")["bin"]
+    by_budget = small.set_index(["budget", "unique_id"])["correct"]
+    tests = []
+    for used, group in zip(matched["used_budget"], matched["bin"], strict=True):
+        if pd.isna(used):
+            tests.append(None)
+            continue
+        ids = bins.index if group == "all" else bins.index[bins == group]
+        tests.append(paired_difference(by_budget.loc[int(used)].reindex(ids), pass1.reindex(ids)))
+    return tests
 
 
 def _difficulties(frame: pd.DataFrame, estimation_samples: int | None) -> tuple[dict[str, Difficulty], pd.Index]:
@@ -465,6 +560,36 @@ def build_optimize_report(
             md += _flops_matched_section(frame, results["oracle"], larger_run_dir, small_params, large_params, r_values)
         (out / "compute_optimal.md").write_text("\n".join(md))
     return ReportFile(store.location("report", "compute_optimal.md"), excluded, ungraded, "compute-optimal report")
+
+
+def _versus_fixed(results: dict[str, PolicyResult], fixed: PolicyResult) -> str:
+    """Compute-optimal against the best fixed label at each budget, each verdict from a paired test."""
+    theirs = _result_curve(fixed)
+    said = []
+    for kind, result in results.items():
+        mine = _result_curve(result)
+        verdicts = []
+        for budget in sorted(mine.curve.index):
+            difference = paired_difference(mine.at(budget), theirs.at(budget))
+            verdicts.append((difference.verdict(), _item(int(budget), difference)))
+        said.append(_grouped(f"compute-optimal ({kind})", verdicts).rstrip("."))
+    return (
+        f"Compared with the {BEST_FIXED} at equal budget ({METHOD}; differences in accuracy points, "
+        f"compute-optimal minus it): {'; '.join(said)}."
+    )
+
+
+def _ties_note(frame: pd.DataFrame) -> str:
+    """How many graded rows had tied top choices with different correctness (what tie-breaking could move)."""
+    ties = tie_counts(frame, by=["strategy_label"])
+    tied, rows = int(ties["tied"].sum()), int(ties["rows"].sum())
+    if not tied:
+        return "No graded row had tied top choices that differ in correctness."
+    return (
+        f"{tied} of {rows} graded rows had tied top choices that differ in correctness; their accuracy is the "
+        "expectation over the tied choices, and how the ties were broken could move each label's accuracy "
+        "within the range the sweep report's 'Score ties' section gives."
+    )
 
 
 def _optimize_markdown(
@@ -519,24 +644,16 @@ def _optimize_markdown(
     )
     agreement = float(difficulties["oracle"].bins.eq(predicted.bins.reindex(difficulties["oracle"].bins.index)).mean())
     best = max(float(curves["accuracy"].max()), *(float(r.accuracy.max()) for r in results.values()))
-    versus_fixed = "; ".join(
-        said
-        for kind, r in results.items()
-        for said in [
-            _sentence(f"compute-optimal ({kind}) is", _compare_accuracy(r.accuracy, fixed.accuracy))
-            .replace(" is:", " is", 1)
-            .rstrip(".")
-        ]
-        if said
-    )
-    versus_fixed = f"Compared with the {BEST_FIXED} at equal budget: {versus_fixed}." if versus_fixed else ""
     efficiency_md = _efficiency_section(
         out, frame, questions, results, _comparators(frame, questions, fixed), difficulties
     )
-    read = _how_to_read(best, len(questions), difficulties, agreement, stable, versus_fixed)
+    read = _how_to_read(
+        best, len(questions), difficulties, agreement, stable, _versus_fixed(results, fixed), _size_range(results)
+    )
+    read += f" {_ties_note(frame)}"
     read += f" {excluded_note(excluded)}" if excluded else ""
     read += f" {ungraded_note(ungraded)}" if ungraded else ""
-    thresholds = ", ".join(f"{t:.4g}" for t in predicted.thresholds) or "none (one bin)"
+    thresholds = ", ".join(distinct_digits(predicted.thresholds, predicted.score)) or "none (one bin)"
     return [
         f"# Compute-optimal test-time search: {store.name}",
         "",
@@ -553,7 +670,7 @@ def _optimize_markdown(
         markdown_table(accuracy_table),
         "",
         *efficiency_md,
-        *_difficulty_section(frame, questions, difficulties),
+        *_difficulty_section(frame, questions, difficulties, results),
         "## Deployed policy (predicted difficulty, fitted on all questions)",
         "",
         f"Saved as `{saved}` with the score thresholds between bins ({thresholds}): `ttsearch solve` bins a new "

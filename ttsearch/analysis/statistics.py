@@ -3,7 +3,9 @@
 Two accuracies measured on the same questions differ by question difficulty far more than by strategy, so their
 difference is tested on the per-question differences: a bootstrap over questions (`scipy.stats.bootstrap`,
 `RESAMPLES` resamples, seeded, percentile interval). A verdict names a direction only when the 95 % interval of
-the mean difference excludes 0; otherwise it says "no measurable difference". Ties between top-scored choices are
+the mean difference excludes 0; otherwise it says "no measurable difference". Bootstrap intervals are too narrow
+for a handful of questions (4 questions that all differ the same way give an interval of that one value), so
+per-bin verdicts on small bins are weaker than they read. Ties between top-scored choices are
 reported here too: a row's `accuracy` is its expected correctness with tied top choices broken by expectation,
 `accuracy_low` / `accuracy_high` the worst and best tie-breaking.
 """
@@ -27,8 +29,8 @@ NO_DIFFERENCE = "no measurable difference"
 ACCURACY_COLUMNS = ("accuracy", "accuracy_low", "accuracy_high")
 TIE_COLUMNS = ["rows", "tied", "accuracy", "accuracy_low", "accuracy_high"]
 METHOD = (
-    f"paired bootstrap over the same questions ({RESAMPLES:,} resamples, seed {SEED}, "
-    f"{100 * CONFIDENCE:.0f} % percentile intervals)"
+    f"paired bootstrap over the same questions, {RESAMPLES:,} resamples, seed {SEED}, "
+    f"{100 * CONFIDENCE:.0f} % percentile intervals"
 )
 """How every verdict is decided, as the reports say it."""
 
@@ -60,12 +62,12 @@ class Difference:
         return 1 if self.low > 0 else -1 if self.high < 0 else 0
 
     def interval(self) -> str:
-        """'+1.2 points (95 % CI +0.4 to +2.0, 500 questions)'."""
+        """'+1.2 points, 95 % CI +0.4 to +2.0, 500 questions'."""
         if self.n == 0:
             return "no question in common"
         low, high = signed_points(self.low), signed_points(self.high)
         questions = f"{self.n} question{'s' if self.n != 1 else ''}"
-        return f"{signed_points(self.mean)} points ({100 * CONFIDENCE:.0f} % CI {low} to {high}, {questions})"
+        return f"{signed_points(self.mean)} points, {100 * CONFIDENCE:.0f} % CI {low} to {high}, {questions}"
 
     def verdict(self, better: str = "more accurate", worse: str = "less accurate") -> str:
         """`better`, `worse` or NO_DIFFERENCE, by the sign of the interval."""

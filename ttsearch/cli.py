@@ -195,6 +195,26 @@ COMMANDS: dict[str, Command] = {
             ),
         ),
     ),
+    "import": Command(
+        "recorded generations (samples, verifier scores, answers) as a run directory that report and optimize read",
+        "ttsearch.pipelines.import_run:run_import",
+        configs=(),
+        config_help="YAML config; repeat to layer files (later ones win)",
+        overrides_help="key=value overrides, e.g. recorded.format=search_and_learn recorded.verifier=rlhflow_8b",
+        arguments=(
+            arg("source", help="the recorded file (JSON Lines; search-and-learn's Parquet too)"),
+            arg("run_dir", help="the run directory to write (a re-import of the same recording rewrites it)"),
+        ),
+    ),
+    "export": Command(
+        "a run's best-of-N pools as generic recorded JSON Lines (what `ttsearch import` reads)",
+        "ttsearch.pipelines.export_run:run_export",
+        arguments=(
+            RUN_DIR,
+            arg("output", help="the JSON Lines file to write"),
+            arg("--seed", type=int, help="the seed whose pools to write (default: the smallest)"),
+        ),
+    ),
     "solve": Command(
         "answer one question with a sweep's compute-optimal policy",
         "ttsearch.pipelines.solve:run_solve",

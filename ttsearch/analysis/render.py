@@ -9,7 +9,14 @@ from pathlib import Path
 import pandas as pd
 from matplotlib import colormaps
 from matplotlib.figure import Figure  # the object API renders with Agg and leaves pyplot's global state alone
-from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
+from matplotlib.ticker import (
+    FuncFormatter,
+    LogFormatterSciNotation,
+    LogLocator,
+    MaxNLocator,
+    NullFormatter,
+    NullLocator,
+)
 
 from ttsearch.analysis.curves import mean_curves
 
@@ -26,6 +33,41 @@ def y_limits(low: float, high: float) -> tuple[float, float]:
     top = min(105.0, max(high + pad, 5.0))
     bottom = low - pad
     return (-0.02 * top if bottom < 0 else bottom), top
+
+
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "*", "h", "p")
+"""One marker per curve (cycled past 12), so curves of one colour family or on top of each other stay apart."""
+DODGE = 2**0.03
+"""Curve i of n is drawn at x × DODGE^(i − (n − 1)/2) on its log axis (±3 % of a doubling per step), so identical
+curves show side by side instead of hiding each other; tick labels stay at the true values."""
+MAX_LOG10_TICKS = 6
+"""At most this many labelled decades on a log10 axis (tokens, FLOPs) spanning many decades."""
+
+
+def curve_style(i: int, n: int) -> tuple[str, float]:
+    """The marker and the x factor (`DODGE`) of curve i of n."""
+    return MARKERS[i % len(MARKERS)], DODGE ** (i - (n - 1) / 2)
+
+
+def _log10_axis(ax) -> None:
+    """log10 x-axis in scientific notation whose tick labels cannot crowd, call after plotting (reads the x-range).
+
+    Over 1.5 decades: at most MAX_LOG10_TICKS powers of 10. From 0.8 to 1.5: 1, 2 and 5 × 10^k (any range over
+    2.5² = 6.25× holds two of them). Narrower: at most 5 evenly spaced ticks. Minor ticks stay unlabelled.
+    """
+    ax.set_xscale("log", base=10)
+    low, high = ax.get_xlim()
+    decades = math.log10(high / low)
+    if decades > 1.5:
+        locator = LogLocator(base=10, numticks=MAX_LOG10_TICKS)
+    elif decades > 0.8:
+        locator = LogLocator(base=10, subs=(1.0, 2.0, 5.0))
+    else:
+        locator = MaxNLocator(nbins=4)
+    ax.xaxis.set_major_locator(locator)
+    # labels every tick the locator chose (its own thresholds would blank 2 and 5 × 10^k over a decade)
+    ax.xaxis.set_major_formatter(LogFormatterSciNotation(base=10, labelOnlyBase=False, minor_thresholds=(math.inf, 0)))
+    ax.xaxis.set_minor_formatter(NullFormatter())
 
 
 def _integer_log2_axis(ax) -> None:
@@ -53,7 +95,8 @@ def plot_curves(
     after saving it as a PNG at `path` (unless None).
 
     The budget axis (x = "budget", or `x_log2`) is log2 with integer tick labels; any other x (tokens, FLOPs)
-    is log10 in scientific notation. The y-range is fitted to the points and their error bars (`y_limits`).
+    is log10 in scientific notation (`_log10_axis`). Each curve has its own marker and is shifted slightly
+    along x (`curve_style`). The y-range is fitted to the points and their error bars (`y_limits`).
     """
     log2 = x == "budget" if x_log2 is None else x_log2
     keys = [None] if facets is None else list(facets[1])
@@ -68,11 +111,12 @@ def plot_curves(
         points = mean_curves(part, value, label, x)
         points = points[(points["x"] > 0) & points["mean"].notna()]  # log axis: no tokens/FLOPs, no place
         for name, line in points.groupby("label"):
+            marker, dodge = curve_style(names.index(name), len(names))
             handles[name] = ax.errorbar(
-                line["x"],
+                line["x"] * dodge,
                 line["mean"],
                 yerr=line["se"].fillna(0),
-                marker="o",
+                marker=marker,
                 capsize=3,
                 color=colors[name],
                 label=name,
@@ -88,7 +132,7 @@ def plot_curves(
         elif log2:
             _integer_log2_axis(ax)
         else:
-            ax.set_xscale("log", base=10)  # LogFormatterSciNotation: 10^k labels
+            _log10_axis(ax)
         ax.set_xlabel(xlabel)
         ax.grid(alpha=0.3)
         if facets is not None:

@@ -25,6 +25,7 @@ from ttsearch.config.base import (
 from ttsearch.config.generators import GENERATOR_BACKENDS, generator_backend_names, generator_class
 from ttsearch.config.grading import GradingConfig
 from ttsearch.config.models import GeneratorConfig, VerifierConfig, verifier_backend
+from ttsearch.config.recorded import RECORDED_FORMATS, RecordedConfig, RecordedFormat
 from ttsearch.config.run import BenchConfig, DataConfig, SchedulerConfig
 from ttsearch.config.search import (
     AGGREGATIONS,
@@ -100,6 +101,9 @@ __all__ = [
     "FineTuneConfig",
     "GeneratorConfig",
     "GradingConfig",
+    "RECORDED_FORMATS",
+    "RecordedConfig",
+    "RecordedFormat",
     "LabelConfig",
     "PRMTrainConfig",
     "RevisionDataConfig",

@@ -17,6 +17,7 @@ from ttsearch.config.base import CONF_DIR, POSITIVE, ConfigError, check_bounds, 
 from ttsearch.config.generators import generator_backend_names
 from ttsearch.config.grading import GradingConfig
 from ttsearch.config.models import GeneratorConfig, VerifierConfig, validate_verifier_backend
+from ttsearch.config.recorded import RecordedConfig, validate_recorded
 from ttsearch.config.run import BenchConfig, DataConfig, SchedulerConfig
 from ttsearch.config.search import (
     PROMPT_ALLOWANCE_TOKENS,
@@ -60,6 +61,7 @@ class SweepConfig:
     revision_data: RevisionDataConfig = field(default_factory=RevisionDataConfig)
     revision: RevisionTrainConfig = field(default_factory=RevisionTrainConfig)
     eval_revision: EvalRevisionConfig = field(default_factory=EvalRevisionConfig)
+    recorded: RecordedConfig = field(default_factory=RecordedConfig)
     budgets: list[int] = field(default_factory=lambda: [4])
     seeds: list[int] = field(default_factory=lambda: [0])
     pool_subsets: int = field(default=256, metadata=POSITIVE)
@@ -224,6 +226,7 @@ def validate(cfg: SweepConfig) -> None:
     validate_serve(cfg.serve)
     validate_prm(cfg)
     validate_revision(cfg)
+    validate_recorded(cfg.recorded)
 
 
 def _validate_request_fits_replica(cfg: SweepConfig) -> None:

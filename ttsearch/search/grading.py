@@ -6,7 +6,9 @@ audit-hook guard against eval/exec of unexpected code and against starting proce
 cap, and math-verify's own signal timeouts (those only work in a main thread, and our callers live in
 Ray actors and asyncio threads). On top, every item has a hard wall-clock timeout: a worker that
 exceeds it is killed and replaced. A grading failure (timeout, dead worker, math-verify error) is retried
-once with longer limits and is otherwise recorded as *ungraded*, never as a wrong answer.
+once with longer limits and is otherwise recorded as *ungraded*, never as a wrong answer, and remembered so for the
+grader's lifetime. A problem whose comparisons have used its grading time (`grading.problem_time_s`) gets its new ones
+answered *ungraded* at once; `Grader.stats()` counts both for the run's summary.
 
 This module stays cheap to import: math-verify and sympy are imported only inside the workers.
 """
@@ -23,11 +25,13 @@ import sys
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from typing import Any
+
+from ttsearch.config.grading import GradingConfig
 
 logger = logging.getLogger(__name__)
 
@@ -264,7 +268,60 @@ def _worker_main(conn: Connection, memory_limit_mb: int | None) -> None:
 # Parent side.
 
 Verdict = bool | None
-"""True right, False wrong, None ungraded: grading failed twice (timeout, crash, math-verify error), no verdict."""
+"""True right, False wrong, None ungraded: grading failed twice (timeout, crash, math-verify error) or the problem's
+grading time bound was used up; no verdict either way."""
+
+Pair = tuple[str, str]
+"""One comparison: (prediction, gold), or (answer, other answer) for `Grader.same_answers`."""
+
+WorkerMain = Callable[[Connection, int | None], None]
+"""What a grading worker process runs: `_worker_main(conn, memory_limit_mb)`, or a stand-in speaking its protocol."""
+
+
+@dataclass(frozen=True)
+class GradingStats:
+    """What a `Grader` did in its lifetime, for a run's summary; `+` adds up shards. A pair asked several times in
+    one call is one comparison."""
+
+    num_graded: int = 0
+    """comparisons a worker gave a verdict (right or wrong)"""
+    num_cache_hits: int = 0
+    """comparisons answered from memory at no worker time: a verdict, or a comparison that had failed twice"""
+    num_failed_twice: int = 0
+    """distinct comparisons that failed twice (timeout, dead worker, math-verify error): ungraded from then on"""
+    problems_over_bound: tuple[str, ...] = ()
+    """problems whose grading used up `grading.problem_time_s`, in the order they did"""
+    num_skipped_over_bound: int = 0
+    """distinct comparisons of those problems answered ungraded (None) without being tried"""
+    worker_s: float = 0.0
+    """seconds grading workers spent on comparisons, retries included, worker start-up not"""
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> GradingStats:
+        """The stats a `dataclasses.asdict` record holds, also after a trip through an Arrow table (which gives
+        `problems_over_bound` back as a list)."""
+        return cls(**{**record, "problems_over_bound": tuple(record["problems_over_bound"])})
+
+    def __add__(self, other: GradingStats) -> GradingStats:
+        return GradingStats(
+            num_graded=self.num_graded + other.num_graded,
+            num_cache_hits=self.num_cache_hits + other.num_cache_hits,
+            num_failed_twice=self.num_failed_twice + other.num_failed_twice,
+            problems_over_bound=self.problems_over_bound + other.problems_over_bound,
+            num_skipped_over_bound=self.num_skipped_over_bound + other.num_skipped_over_bound,
+            worker_s=self.worker_s + other.worker_s,
+        )
+
+    def line(self) -> str:
+        """`grading: 1204 comparisons graded, 3410 from cache, 2 ungraded after two failures, 1 problem over
+        grading.problem_time_s (14 comparisons skipped), 812.4 s in grading workers`."""
+        problems = len(self.problems_over_bound)
+        return (
+            f"grading: {self.num_graded} comparisons graded, {self.num_cache_hits} from cache, "
+            f"{self.num_failed_twice} ungraded after two failures, {problems} problem{'' if problems == 1 else 's'} "
+            f"over grading.problem_time_s ({self.num_skipped_over_bound} comparisons skipped), "
+            f"{self.worker_s:.1f} s in grading workers"
+        )
 
 
 @dataclass
@@ -274,6 +331,23 @@ class _Worker:
     ready: bool = False
     job: int | None = None
     deadline: float = 0.0
+    started: float | None = None
+    """When the worker began its job's current attempt (None: no attempt running, or the worker is starting)."""
+
+
+@dataclass
+class _Batch:
+    """The new comparisons of one call, all of one problem (or of none): what `_run` works through."""
+
+    pairs: list[Pair]
+    problem: str | None
+    verdicts: list[Verdict] = field(init=False)
+    pending: Iterator[int] = field(init=False)
+    retried: set[int] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.verdicts = [None] * len(self.pairs)
+        self.pending = iter(range(len(self.pairs)))
 
 
 class Grader:
@@ -285,25 +359,35 @@ class Grader:
 
     A grading failure is never a verdict: an item that times out, kills its worker or makes math-verify
     raise is retried once on a fresh worker with `retry_scale` × the limits; if that fails too it is
-    *ungraded* (None), logged with the reason, and not cached, so a later call tries again. Verdicts
-    (True/False) are kept in a bounded LRU cache, so an answer that N samples share is graded once.
+    *ungraded* (None), logged with the reason, and remembered as ungraded for the grader's lifetime (a run's
+    shard), so no later call spends worker time on it again. Verdicts (True/False) are kept in a bounded LRU
+    cache, so an answer that N samples share is graded once.
+
+    A caller that names the problem (`problem=` or the `problem(uid)` view) gets a time bound per problem:
+    once the problem's comparisons have used `problem_time_s` of worker time, its comparisons not yet graded
+    are answered None at once, neither tried nor guessed; remembered verdicts are still answered. `stats()`
+    counts all of it for the run's summary.
     """
 
     def __init__(
         self,
         num_workers: int = 1,
-        item_timeout_s: float = 20.0,
-        math_timeout_s: int = 3,
+        item_timeout_s: float = GradingConfig.item_timeout_s,
+        math_timeout_s: int = GradingConfig.math_timeout_s,
         start_timeout_s: float = 120.0,
         memory_limit_mb: int | None = 4096,
         max_answer_chars: int = MAX_ANSWER_CHARS,
         cache_size: int = 100_000,
         retry_scale: int = 3,
+        problem_time_s: float = GradingConfig.problem_time_s,
+        worker_main: WorkerMain = _worker_main,
     ) -> None:
-        if num_workers < 1 or item_timeout_s <= 0 or math_timeout_s < 1 or retry_scale < 1:
+        """`worker_main` is what each worker process runs; tests pass a scripted stand-in (it must be importable
+        by name: workers are spawned)."""
+        if num_workers < 1 or item_timeout_s <= 0 or math_timeout_s < 1 or retry_scale < 1 or problem_time_s <= 0:
             raise ValueError(
-                "num_workers >= 1, item_timeout_s > 0, math_timeout_s >= 1 and retry_scale >= 1 are required, got "
-                f"{num_workers}, {item_timeout_s}, {math_timeout_s}, {retry_scale}"
+                "num_workers >= 1, item_timeout_s > 0, math_timeout_s >= 1, retry_scale >= 1 and problem_time_s > 0 "
+                f"are required, got {num_workers}, {item_timeout_s}, {math_timeout_s}, {retry_scale}, {problem_time_s}"
             )
         self.num_workers = num_workers
         self.item_timeout_s = item_timeout_s
@@ -313,10 +397,26 @@ class Grader:
         self.max_answer_chars = max_answer_chars
         self.cache_size = cache_size
         self.retry_scale = retry_scale
-        self._cache: OrderedDict[tuple[str, str], bool] = OrderedDict()
+        self.problem_time_s = problem_time_s
+        self.worker_main = worker_main
+        self._cache: OrderedDict[Pair, bool] = OrderedDict()
+        # Each entry cost two failed attempts of worker time, so the set stays small; it is never evicted.
+        self._failed_twice: set[Pair] = set()
+        self._problem_worker_s: dict[str, float] = {}
+        self._skipped: dict[str, set[Pair]] = {}  # problems over their bound → the comparisons they were denied
+        self._num_graded = 0
+        self._num_cache_hits = 0
+        self._worker_s = 0.0
         self._context = multiprocessing.get_context("spawn")
         self._workers: list[_Worker] = []
         self._lock = threading.Lock()
+
+    @classmethod
+    def from_config(cls, cfg: GradingConfig) -> Grader:
+        """A grader with a run's `grading` section."""
+        return cls(
+            item_timeout_s=cfg.item_timeout_s, math_timeout_s=cfg.math_timeout_s, problem_time_s=cfg.problem_time_s
+        )
 
     def __enter__(self) -> Grader:
         return self
@@ -324,133 +424,203 @@ class Grader:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def grade(self, prediction: str | None, gold: str) -> Verdict:
+    def grade(self, prediction: str | None, gold: str, problem: str | None = None) -> Verdict:
         """Whether one extracted answer matches the gold answer; None if it could not be graded."""
-        return self.grade_many([(prediction, gold)])[0]
+        return self.grade_many([(prediction, gold)], problem)[0]
 
-    def grade_many(self, pairs: Sequence[tuple[str | None, str]]) -> list[Verdict]:
-        """Grade (extracted prediction, gold) pairs; None, blank or over-long predictions are wrong."""
+    def grade_many(self, pairs: Sequence[tuple[str | None, str]], problem: str | None = None) -> list[Verdict]:
+        """Grade (extracted prediction, gold) pairs; None, blank or over-long predictions are wrong. New comparisons
+        are charged to `problem`'s time bound (None: no bound)."""
         results: list[Verdict] = [False] * len(pairs)
-        positions: dict[tuple[str, str], list[int]] = {}
+        positions: dict[Pair, list[int]] = {}
         for i, (prediction, gold) in enumerate(pairs):
             if prediction is not None and prediction.strip() and len(prediction) <= self.max_answer_chars:
                 positions.setdefault((prediction, gold), []).append(i)
         with self._lock:
-            jobs = [job for job in positions if job not in self._cache]
-            fresh = dict(zip(jobs, self._run(jobs), strict=True)) if jobs else {}
-            self._cache.update((job, verdict) for job, verdict in fresh.items() if verdict is not None)
-            for job, indices in positions.items():
-                if job in self._cache:
-                    self._cache.move_to_end(job)
-                verdict = self._cache[job] if job in self._cache else fresh[job]
-                for i in indices:
-                    results[i] = verdict
-            while len(self._cache) > self.cache_size:
-                self._cache.popitem(last=False)
+            verdicts = self._verdicts(list(positions), problem)
+        for pair, indices in positions.items():
+            for i in indices:
+                results[i] = verdicts[pair]
         return results
 
-    def same_answers(self, answer: str, others: Sequence[str]) -> list[bool]:
+    def same_answers(self, answer: str, others: Sequence[str], problem: str | None = None) -> list[bool]:
         """Which of `others` state the same answer as `answer`, by the grader's own equivalence (`answer` in
         the gold's place); a pair that cannot be graded counts as different. For grouping votes."""
-        return [verdict is True for verdict in self.grade_many([(answer, other) for other in others])]
+        return [verdict is True for verdict in self.grade_many([(answer, other) for other in others], problem)]
+
+    def problem(self, uid: str) -> ProblemGrader:
+        """This grader as one problem's callers see it: the same calls, charged to the problem's time bound."""
+        return ProblemGrader(self, uid)
+
+    def stats(self) -> GradingStats:
+        """What this grader did so far (waits for a call in progress)."""
+        with self._lock:
+            return GradingStats(
+                num_graded=self._num_graded,
+                num_cache_hits=self._num_cache_hits,
+                num_failed_twice=len(self._failed_twice),
+                problems_over_bound=tuple(self._skipped),
+                num_skipped_over_bound=sum(len(skipped) for skipped in self._skipped.values()),
+                worker_s=self._worker_s,
+            )
 
     def close(self) -> None:
-        """Stop the workers; a later call starts new ones."""
+        """Stop the workers; a later call starts new ones. What the grader remembers stays."""
         with self._lock:
             self._stop_all()
 
-    def _run(self, jobs: list[tuple[str, str]]) -> list[Verdict]:
-        verdicts: list[Verdict] = [None] * len(jobs)
-        pending = iter(range(len(jobs)))
-        self._retried: set[int] = set()
+    def _verdicts(self, pairs: list[Pair], problem: str | None) -> dict[Pair, Verdict]:
+        """Each distinct pair's verdict: remembered, else graded now within `problem`'s bound. Holds the lock."""
+        known = {pair: self._remembered(pair) for pair in pairs if pair in self._cache or pair in self._failed_twice}
+        self._num_cache_hits += len(known)
+        new = [pair for pair in pairs if pair not in known]
+        graded = dict(zip(new, self._run(_Batch(new, problem)), strict=True)) if new else {}
+        self._cache.update((pair, verdict) for pair, verdict in graded.items() if verdict is not None)
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+        return known | graded
+
+    def _remembered(self, pair: Pair) -> Verdict:
+        if pair in self._cache:
+            self._cache.move_to_end(pair)
+            return self._cache[pair]
+        return None  # it failed twice earlier in the run
+
+    def _run(self, batch: _Batch) -> list[Verdict]:
+        if self._over_bound(batch):  # used up earlier: no worker is started or asked
+            self._skip_rest(batch)
+            return batch.verdicts
         try:
             while len(self._workers) < self.num_workers:
                 self._workers.append(self._spawn())
             for worker in self._workers:
-                self._dispatch(worker, jobs, pending)
+                self._dispatch(worker, batch)
             while busy := [w for w in self._workers if w.job is not None]:
                 timeout = max(0.0, min(w.deadline for w in busy) - time.monotonic())
                 readable = wait([w.conn for w in busy], timeout)
                 for worker in busy:
                     if worker.conn in readable:
-                        self._receive(worker, jobs, verdicts, pending)
+                        self._receive(worker, batch)
                     elif time.monotonic() >= worker.deadline:
                         if not worker.ready:
                             raise RuntimeError(f"grading worker did not start within {self.start_timeout_s:.0f} s")
-                        self._failed(worker, jobs, pending, f"took over {self._limit(worker.job):.0f} s", dead=True)
+                        limit = self._limit(batch, worker.job)
+                        self._failed(worker, batch, f"took over {limit:.0f} s", dead=True)
         except BaseException:
             self._stop_all()  # in-flight replies would otherwise be read as answers to the next call
             raise
-        return verdicts
+        return batch.verdicts
 
-    def _receive(
-        self, worker: _Worker, jobs: list[tuple[str, str]], verdicts: list[Verdict], pending: Iterator[int]
-    ) -> None:
+    def _receive(self, worker: _Worker, batch: _Batch) -> None:
         try:
             message = worker.conn.recv()
         except (EOFError, OSError):
             # Killed from outside, out of memory, or (seen with Ray's child-process subreaper in the parent)
             # killed right after it started.
             worker.process.join(timeout=5)
-            if not worker.ready and worker.job in self._retried:
+            if not worker.ready and worker.job in batch.retried:
                 raise RuntimeError(
                     f"grading worker failed to start twice (exit code {worker.process.exitcode}); see its stderr"
                 ) from None
-            self._failed(worker, jobs, pending, f"worker died (exit code {worker.process.exitcode})", dead=True)
+            self._failed(worker, batch, f"worker died (exit code {worker.process.exitcode})", dead=True)
             return
         if message == _READY:
             worker.ready = True
-            worker.deadline = time.monotonic() + self._limit(worker.job)
+            worker.started = time.monotonic()
+            worker.deadline = worker.started + self._limit(batch, worker.job)
             return
         if isinstance(message, str):  # math-verify failed; the worker itself is fine
-            self._failed(worker, jobs, pending, message, dead=False)
+            self._failed(worker, batch, message, dead=False)
             return
-        verdicts[worker.job] = message
-        self._dispatch(worker, jobs, pending)
+        self._charge(worker, batch)
+        self._num_graded += 1
+        batch.verdicts[worker.job] = message
+        self._dispatch(worker, batch)
 
-    def _failed(
-        self, worker: _Worker, jobs: list[tuple[str, str]], pending: Iterator[int], why: str, dead: bool
-    ) -> None:
-        """Retry the worker's job once on a fresh worker with longer limits; after that it stays ungraded."""
+    def _failed(self, worker: _Worker, batch: _Batch, why: str, dead: bool) -> None:
+        """Retry the worker's job once on a fresh worker with longer limits, unless the problem's bound is used
+        up; after a second failure it stays ungraded for the grader's lifetime."""
+        self._charge(worker, batch)
         job = worker.job
-        if job not in self._retried:
-            self._retried.add(job)
+        pair = batch.pairs[job]
+        if job not in batch.retried and not self._over_bound(batch):
+            batch.retried.add(job)
             logger.warning(
-                "grading failed (%s); retrying once with %d× the limits: %.200r", why, self.retry_scale, jobs[job]
+                "grading failed (%s); retrying once with %d× the limits: %.200r", why, self.retry_scale, pair
             )
             self._replace(worker)
-            self._send(worker, jobs, job)
+            self._send(worker, batch, job)
             return
-        logger.warning("grading failed twice (%s); ungraded: %.200r", why, jobs[job])
+        if job in batch.retried:
+            logger.warning("grading failed twice (%s); ungraded for the rest of the run: %.200r", why, pair)
+            self._failed_twice.add(pair)
+        else:
+            logger.warning("grading failed (%s); not retried, its problem's time bound is used up: %.200r", why, pair)
+            self._skip(batch, [pair])
         if dead:
             self._replace(worker)
-        self._dispatch(worker, jobs, pending)
+        self._dispatch(worker, batch)
 
-    def _limit(self, job: int | None) -> float:
+    def _charge(self, worker: _Worker, batch: _Batch) -> None:
+        """Book the worker's attempt that just ended to the run's and the problem's worker time."""
+        if worker.started is None:  # it ended before the worker was ready
+            return
+        elapsed = time.monotonic() - worker.started
+        worker.started = None
+        self._worker_s += elapsed
+        if batch.problem is not None:
+            self._problem_worker_s[batch.problem] = self._problem_worker_s.get(batch.problem, 0.0) + elapsed
+
+    def _over_bound(self, batch: _Batch) -> bool:
+        """Whether the batch's problem has used its grading time, attempts still running included."""
+        if batch.problem is None:
+            return False
+        now = time.monotonic()
+        running = sum(now - w.started for w in self._workers if w.started is not None)
+        return self._problem_worker_s.get(batch.problem, 0.0) + running >= self.problem_time_s
+
+    def _skip_rest(self, batch: _Batch) -> None:
+        """Answer every comparison the batch has not started: ungraded, its problem's bound is used up."""
+        self._skip(batch, [batch.pairs[job] for job in batch.pending])
+
+    def _skip(self, batch: _Batch, pairs: list[Pair]) -> None:
+        if not pairs or batch.problem is None:
+            return
+        if batch.problem not in self._skipped:
+            logger.warning(
+                "grading of problem %r used its %g s (grading.problem_time_s): its new comparisons stay ungraded",
+                batch.problem,
+                self.problem_time_s,
+            )
+        self._skipped.setdefault(batch.problem, set()).update(pairs)
+
+    def _limit(self, batch: _Batch, job: int | None) -> float:
         """The item's wall-clock limit: longer on its retry."""
-        return self.item_timeout_s * (self.retry_scale if job in self._retried else 1)
+        return self.item_timeout_s * (self.retry_scale if job in batch.retried else 1)
 
-    def _dispatch(self, worker: _Worker, jobs: list[tuple[str, str]], pending: Iterator[int]) -> None:
-        job = next(pending, None)
+    def _dispatch(self, worker: _Worker, batch: _Batch) -> None:
+        job = None if self._over_bound(batch) else next(batch.pending, None)
         if job is None:
+            self._skip_rest(batch)
             worker.job = None
             return
         if not worker.process.is_alive():  # died while idle, e.g. killed from outside
             self._replace(worker)
-        self._send(worker, jobs, job)
+        self._send(worker, batch, job)
 
-    def _send(self, worker: _Worker, jobs: list[tuple[str, str]], job: int) -> None:
+    def _send(self, worker: _Worker, batch: _Batch, job: int) -> None:
         worker.job = job
-        math_timeout = self.math_timeout_s * (self.retry_scale if job in self._retried else 1)
+        math_timeout = self.math_timeout_s * (self.retry_scale if job in batch.retried else 1)
         with contextlib.suppress(OSError):  # it died just now: its pipe then reads as EOF in `_receive`
-            worker.conn.send((*jobs[job], math_timeout))
-        startup = 0.0 if worker.ready else self.start_timeout_s
-        worker.deadline = time.monotonic() + self._limit(job) + startup
+            worker.conn.send((*batch.pairs[job], math_timeout))
+        now = time.monotonic()
+        worker.started = now if worker.ready else None
+        worker.deadline = now + self._limit(batch, job) + (0.0 if worker.ready else self.start_timeout_s)
 
     def _spawn(self) -> _Worker:
         parent_conn, child_conn = self._context.Pipe()
         process = self._context.Process(
-            target=_worker_main,
+            target=self.worker_main,
             args=(child_conn, self.memory_limit_mb),
             name="ttsearch-grader",
             daemon=True,
@@ -463,12 +633,27 @@ class Grader:
         """Kill the worker's process and start a fresh one in its place (its job, if any, stays set)."""
         _kill(worker)
         fresh = self._spawn()
-        worker.process, worker.conn, worker.ready = fresh.process, fresh.conn, False
+        worker.process, worker.conn, worker.ready, worker.started = fresh.process, fresh.conn, False, None
 
     def _stop_all(self) -> None:
         for worker in self._workers:
             _kill(worker)  # workers hold no state worth a graceful exit, and a SIGKILL cannot be ignored
         self._workers.clear()
+
+
+@dataclass(frozen=True)
+class ProblemGrader:
+    """One problem's view of a `Grader` (`Grader.problem(uid)`): `grade_many` and `same_answers` as the grader has
+    them, every new comparison charged to the problem's grading time bound. Pass it where a grader is expected."""
+
+    grader: Grader
+    uid: str
+
+    def grade_many(self, pairs: Sequence[tuple[str | None, str]]) -> list[Verdict]:
+        return self.grader.grade_many(pairs, self.uid)
+
+    def same_answers(self, answer: str, others: Sequence[str]) -> list[bool]:
+        return self.grader.same_answers(answer, others, self.uid)
 
 
 def _kill(worker: _Worker) -> None:

@@ -106,22 +106,38 @@ def unit_subsets(units: int, size: int, subsets: int, seed: int) -> np.ndarray:
     return np.sort(order[:, :size], axis=1)
 
 
-def estimate(pool: Pool, selection: Selection | str, chosen_units: np.ndarray) -> PoolEstimate:
-    """`selection`'s expected correctness over the rows of `chosen_units` (`unit_subsets`), ties by expectation."""
-    members = (chosen_units[:, :, None] * pool.unit + np.arange(pool.unit)).reshape(len(chosen_units), -1)
-    values = (
-        _naive_values(pool, members)
-        if selection == Selection.naive
-        else _vote_values(pool, members, weighted=selection == Selection.weighted)
-    )
+def ordered_draws(units: int, size: int, draws: int, seed: int) -> np.ndarray:
+    """`draws` random orders of random subsets of `size` of `units` units: for a strategy whose result depends on
+    the order it meets its units (`Strategy.pool_replay`), so never enumerated."""
+    if not 1 <= size <= units:
+        raise ValueError(f"cannot draw {size} of {units} units")
+    return np.argsort(np.random.default_rng(seed).random((draws, units)), axis=1)[:, :size]
+
+
+def estimate(
+    pool: Pool, selection: Selection | str, chosen_units: np.ndarray, spent: np.ndarray | None = None
+) -> PoolEstimate:
+    """`selection`'s expected correctness over the rows of `chosen_units` (`unit_subsets`, `ordered_draws`), ties
+    by expectation. `spent[i]`: row i's search used only its first `spent[i]` units (it stopped early)."""
+    lengths = np.full(len(chosen_units), chosen_units.shape[1]) if spent is None else np.asarray(spent)
+    values = np.empty((len(chosen_units), 3))
+    for length in np.unique(lengths):
+        rows = lengths == length
+        units = chosen_units[rows, :length]
+        members = (units[:, :, None] * pool.unit + np.arange(pool.unit)).reshape(len(units), -1)
+        values[rows] = (
+            _naive_values(pool, members)
+            if selection == Selection.naive
+            else _vote_values(pool, members, weighted=selection == Selection.weighted)
+        )
     mean, low, high = (values[:, column] for column in range(3))
     graded = ~np.isnan(mean)
     if not graded.any():
-        return PoolEstimate(None, None, None, 0.0, len(members))
-    exact = len(members) == math.comb(pool.units, chosen_units.shape[1])
+        return PoolEstimate(None, None, None, 0.0, len(values))
+    exact = spent is None and len(values) == math.comb(pool.units, chosen_units.shape[1])
     se = 0.0 if exact or graded.sum() < 2 else float(np.std(mean[graded], ddof=1) / math.sqrt(graded.sum()))
     return PoolEstimate(
-        float(mean[graded].mean()), float(low[graded].mean()), float(high[graded].mean()), se, len(members)
+        float(mean[graded].mean()), float(low[graded].mean()), float(high[graded].mean()), se, len(values)
     )
 
 

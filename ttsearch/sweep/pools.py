@@ -20,13 +20,16 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from ttsearch.config import Selection, StrategySpec
 from ttsearch.search.grading import Grader
 from ttsearch.search.outcomes import ModelSizes, Usage
-from ttsearch.search.pool import Pool, estimate, subset_seed, unit_subsets
+from ttsearch.search.pool import Pool, estimate, ordered_draws, subset_seed, unit_subsets
 from ttsearch.search.selection import aggregate, answer_groups, draw_tied, selection_seed, tied_choices
 from ttsearch.search.strategies import Candidate, search_reads_verifier, strategy, strategy_config, strategy_label
 from ttsearch.search.strategies.registry import pool_unit
@@ -81,17 +84,18 @@ def pool_rows(
         raise ValueError(f"{spec.name} searches each budget alone: cannot derive budgets {budgets} from one job")
     pool = Pool.of(scores, groups, correct, unit) if candidates else None
     config, tie_seed = strategy_config(spec), selection_seed(problem["unique_id"], seed)
-    shared_prompt = strategy(spec.name).pool_shared_prompt
+    entry = strategy(spec.name)
+    replay = (lambda ordered: entry.pool_replay(spec.options, ordered)) if derives and entry.pool_replay else None
     rows = []
     for budget in budgets:
         units = budget * pool.units // pool_budget if pool else 0
         if pool and (units < 1 or units * pool_budget != budget * pool.units):
             raise ValueError(f"budget {budget} is not a whole number of {spec.name}'s units of pool {pool_budget}")
-        taken = units * unit
-        cost = share_of(usage, units / pool.units, shared_prompt) if pool else usage
+        seed_of_draws = subset_seed(problem["unique_id"], config, budget, seed)
+        drawn = _draws(pool, answers, units, subsets, seed_of_draws, replay) if pool else None
+        taken = drawn.taken if drawn else 0
+        cost = share_of(usage, drawn.share, entry.pool_shared_prompt) if drawn else usage
         generator_flops, verifier_flops = sizes.flops(cost)
-        draws = subset_seed(problem["unique_id"], config, budget, seed)
-        chosen_units = unit_subsets(pool.units, units, subsets, draws) if pool else None
         base = {
             "unique_id": problem["unique_id"],
             "level": problem.get("level"),
@@ -114,7 +118,7 @@ def pool_rows(
             "candidate_correct": correct[:taken],
             "candidate_generated_tokens": [c.generated_tokens for c in candidates[:taken]],
             "candidate_verifier_tokens": [c.verifier_tokens for c in candidates[:taken]],
-            "coverage": pool.coverage(units) if pool else (None if error else 0.0),
+            "coverage": drawn.coverage if drawn else (None if error else 0.0),
             "pool_budget": pool_budget,
             "error": error,
         }
@@ -129,22 +133,56 @@ def pool_rows(
             rows.append(
                 base
                 | verifier_cost
-                | _choice(pool, answers, selection, taken, chosen_units, tie_seed, error)
+                | _choice(pool, answers, selection, drawn, tie_seed, error)
                 | {"strategy_label": strategy_label(spec, selection), "selection": selection}
             )
     return rows
+
+
+@dataclass(frozen=True)
+class _Draws:
+    """How one budget reads the pool."""
+
+    units: np.ndarray
+    """The drawn (or every) subset of units, one per row."""
+    spent: np.ndarray | None
+    """Units each row's search spent before stopping (a replayed stopping rule); None: all of them."""
+    taken: int
+    """Candidates of the realisation: the first units in pool order (as many as the rule spends on them)."""
+    share: float
+    """The budget's expected share of the pool's units: what it costs run alone."""
+    coverage: float
+
+
+def _draws(
+    pool: Pool,
+    answers: list[str | None],
+    units: int,
+    subsets: int,
+    seed: int,
+    replay: Callable[[list[str | None]], int] | None,
+) -> _Draws:
+    if replay is None:
+        chosen = unit_subsets(pool.units, units, subsets, seed)
+        return _Draws(chosen, None, units * pool.unit, units / pool.units, pool.coverage(units))
+    chosen = ordered_draws(pool.units, units, subsets, seed)
+    members = [[i * pool.unit + m for i in row for m in range(pool.unit)] for row in chosen.tolist()]
+    spent = np.array([replay([answers[i] for i in row]) // pool.unit for row in members])
+    right = np.nan_to_num(pool.correct) > 0
+    covered = [right[row[: n * pool.unit]].any() for row, n in zip(members, spent, strict=True)]
+    taken = replay(answers[: units * pool.unit])
+    return _Draws(chosen, spent, taken, float(spent.mean()) / pool.units, float(np.mean(covered)))
 
 
 def _choice(
     pool: Pool | None,
     answers: list[str | None],
     selection: Selection,
-    taken: int,
-    chosen_units: Any,
+    drawn: _Draws | None,
     tie_seed: int,
     error: str | None,
 ) -> dict[str, Any]:
-    """The realised choice among the first `taken` candidates, and the expectation over the pool's subsets."""
+    """The realised choice among the first `drawn.taken` candidates, and the expectation over the pool's draws."""
     if pool is None:  # the search returned no candidate (or failed): nothing chosen is a wrong answer
         nothing = None if error else 0.0
         return {
@@ -158,9 +196,9 @@ def _choice(
             "pool_subsets": 0,
         }
     scores, groups = pool.scores.tolist(), [None if g < 0 else int(g) for g in pool.groups]
-    index = draw_tied(tied_choices(scores, groups, selection, range(taken)), tie_seed)
+    index = draw_tied(tied_choices(scores, groups, selection, range(drawn.taken)), tie_seed)
     verdict = pool.correct[index]
-    found = estimate(pool, selection, chosen_units)
+    found = estimate(pool, selection, drawn.units, drawn.spent)
     return {
         "answer": answers[index],
         "correct": None if math.isnan(verdict) else bool(verdict),

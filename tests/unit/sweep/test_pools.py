@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 import pyarrow as pa
 import pytest
@@ -110,15 +111,42 @@ def test_rows_written_before_the_pools_read_their_own_realisation():
     ]
 
 
-def test_a_best_of_n_sweep_over_budgets_1_to_64_generates_the_samples_of_budget_64_once(tmp_path):
+@pytest.mark.parametrize("strategy", ["{name: best_of_n}", "{name: early_stop, early_stop_round: 1}"])
+def test_a_best_of_n_sweep_over_budgets_1_to_64_generates_the_samples_of_budget_64_once(tmp_path, strategy):
     problems = [{"unique_id": f"p{i}", "problem": "?", "answer": "1", "subject": "A", "level": 1} for i in range(3)]
 
     def generated(budgets: str) -> int:
-        cfg = load_config(overrides=[f"budgets={budgets}", "verifier.kind=majority", "search.max_steps=2"])
+        overrides = [f"budgets={budgets}", f"strategies=[{strategy}]", "verifier.kind=majority", "search.max_steps=2"]
+        cfg = load_config(overrides=overrides)
         scheduler = FakeScheduler()
         store = RunStore(tmp_path / budgets)
         result = asyncio.run(run_shard(store, 0, 1, problems, SweepWork(cfg, SIZES), lambda grader: scheduler))
         assert result.rows == len(problems) * len(cfg.budgets) and result.missing == 0
         return scheduler.samples
 
-    assert generated("[1,2,4,8,16,32,64]") == generated("[64]") == 3 * 64
+    assert generated("[1,2,4,8,16,32,64]") == 3 * 64, "one pool of 64 samples per problem"
+    if "best_of_n" in strategy:
+        assert generated("[64]") == 3 * 64
+
+
+def test_early_stopping_over_best_of_n_replays_its_rule_over_ordered_draws_from_the_pool():
+    spec = StrategySpec.of(name="early_stop", early_stop_round=2, early_stop_share=0.75, selections=["majority"])
+    answers = ["5", "5", "4", "5", "3", "5", "4", "5"]  # 5 of 8 right
+    candidates = [boxed(a, 0.5) for a in answers]
+    rows = pooled_rows(spec, candidates, [4, 8], Usage(generated_tokens=800, samples=8), subsets=4000)
+    four = rows[4, "majority"]
+
+    def spent(order):  # the rule, written out: stop after 2 if both agree, else spend all 4
+        return 2 if order[0] == order[1] else 4
+
+    def right(order):  # majority over what was spent, ties by expectation
+        counts = {a: order[: spent(order)].count(a) for a in set(order[: spent(order)])}
+        top = [a for a, n in counts.items() if n == max(counts.values())]
+        return sum(a == "5" for a in top) / len(top)
+
+    orders = list(itertools.permutations(answers, 4))
+    assert four["accuracy"] == pytest.approx(sum(map(right, orders)) / len(orders), abs=4 * four["accuracy_se"])
+    expected_samples = sum(map(spent, orders)) / len(orders)
+    assert four["samples"] == round(expected_samples) and four["generated_tokens"] < 400, "billed what it spent"
+    assert four["candidate_answers"] == ["5", "5"], "the realisation: the pool's first samples stop after a round"
+    assert four["pool_budget"] == 8 and rows[8, "majority"]["pool_subsets"] == 4000

@@ -71,8 +71,23 @@ def in_rounds_context(spec: StrategySpec, budget: int, search: SearchConfig, key
 
 def leading_share(candidates: Sequence[Candidate]) -> float:
     """The most frequent final answer's share of the candidates (0 when none has an answer)."""
-    forms = Counter(canonical_answer(c.answer) for c in candidates if c.answer is not None and c.answer.strip())
-    return max(forms.values()) / len(candidates) if forms else 0.0
+    return leading_answer_share([c.answer for c in candidates])
+
+
+def leading_answer_share(answers: Sequence[str | None]) -> float:
+    """The most frequent answer's share of `answers`, grouped by canonical form (0 when none is an answer)."""
+    forms = Counter(canonical_answer(answer) for answer in answers if answer is not None and answer.strip())
+    return max(forms.values()) / len(answers) if forms else 0.0
+
+
+def spent_in_rounds(settings: EarlyStopSettings, answers: Sequence[str | None]) -> int:
+    """How many of `answers` (samples in sampling order) the search spends: whole rounds until the leading answer
+    holds `early_stop_share` of the samples so far, as `early_stop` decides. Replays the rule over a sample pool."""
+    size = settings.early_stop_round
+    for end in range(size, len(answers), size):
+        if leading_answer_share(answers[:end]) >= settings.early_stop_share:
+            return end
+    return len(answers)
 
 
 EARLY_STOP = Strategy(
@@ -83,4 +98,7 @@ EARLY_STOP = Strategy(
     largest_request=in_rounds_request,
     worst_case_tokens=in_rounds_context,
     inner="early_stop_inner",
+    # Over best-of-N, rounds of independent samples: replayable from one pool of the largest budget's samples.
+    pool_unit=lambda settings: 1 if settings.early_stop_inner == "best_of_n" else None,
+    pool_replay=spent_in_rounds,
 )

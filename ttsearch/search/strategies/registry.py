@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from importlib.metadata import entry_points
@@ -128,6 +128,18 @@ class Strategy:
     pool_shared_prompt: bool = False
     """The pool is one request whose prompt every unit shares (best-of-N's n samples): a smaller budget run alone
     pays the same prompt, so a derived row is billed the pool's prompt tokens rather than a share of them."""
+    pool_replay: Callable[[Any, Sequence[str | None]], int] | None = None
+    """For a strategy that spends its budget unit by unit and may stop early (early stopping over best-of-N): given
+    the settings and the final answers of units in sampling order, how many units it spends. Its pool is then its
+    inner strategy's search at the largest budget (`pool_search`), and each budget's rows replay this rule over
+    ordered draws from the pool."""
+
+
+def pool_search(spec: StrategySpec) -> StrategySpec:
+    """The search that makes `spec`'s pool: its inner strategy for one that replays a stopping rule, else itself."""
+    from ttsearch.config import inner_spec
+
+    return inner_spec(spec) if strategy(spec.name).pool_replay is not None else spec
 
 
 def pool_unit(spec: StrategySpec) -> int | None:

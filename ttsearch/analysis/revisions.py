@@ -18,7 +18,7 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 
 from ttsearch.analysis.curves import as_frame, finished_rows, search_jobs
-from ttsearch.analysis.render import mean_se_text, y_limits
+from ttsearch.analysis.render import curve_style, mean_se_text, y_limits
 from ttsearch.config import StrategySpec
 
 ATTEMPT_COLUMNS = ["strategy_config", "budget", "attempt", "mean", "se", "candidates", "questions"]
@@ -83,18 +83,20 @@ def attempt_table(curves: pd.DataFrame) -> pd.DataFrame:
 
 def plot_attempt_curves(path: Path | None, title: str, curves: pd.DataFrame) -> Figure:
     """pass@1 (%) vs attempt t, a line per `label` (in the curves' order) with ±1 s.e. bars; saved as a PNG at
-    `path` unless None. Attempts are few and evenly spaced, so the x-axis is linear; y fitted by `y_limits`."""
+    `path` unless None. Attempts are few and evenly spaced, so the x-axis is linear; y fitted by `y_limits`; each
+    curve has its own marker, so equal curves stay distinguishable."""
     fig = Figure(figsize=(6.4, 4.8), layout="constrained")
     ax = fig.subplots()
     palette = colormaps["tab10"]
     curves = curves.assign(se=curves["se"].astype(float).fillna(0))  # no error bar where the error is undefined
-    for i, label in enumerate(pd.unique(curves["label"])):
+    labels = pd.unique(curves["label"])
+    for i, label in enumerate(labels):
         line = curves[curves["label"] == label].sort_values("attempt")
         ax.errorbar(
             line["attempt"],
             line["mean"],
             yerr=line["se"],
-            marker="o",
+            marker=curve_style(i, len(labels))[0],  # the attempt axis is linear: markers, not a log-axis dodge
             capsize=3,
             color=palette(i % palette.N),
             label=label,

@@ -28,6 +28,7 @@ from ttsearch.runtime.replicas import check_output_dir, model_sizes
 from ttsearch.search.grading import Grader
 from ttsearch.search.outcomes import JobOutcome, ModelSizes
 from ttsearch.search.strategies import SearchContext, StrategyRun, start, strategy_config
+from ttsearch.search.strategies.registry import pool_search
 from ttsearch.sweep.data import load_problems
 from ttsearch.sweep.pools import pool_rows, pooled_budgets
 from ttsearch.sweep.results import RESULT_SCHEMA, RunStore, sweep_fingerprint
@@ -78,7 +79,8 @@ def shard_jobs(
             continue
         uid, question, reference = problem["unique_id"], problem["problem"], problem["answer"]
         ctx = SearchContext(uid=uid, question=question, search=cfg.search, seed=seed, reference=reference)
-        yield (problem, spec, budget, seed), start(ctx, budget, spec)
+        search = pool_search(spec) if pooled_budgets(spec, cfg.budgets) else spec  # early stopping's pool: its inner
+        yield (problem, spec, budget, seed), start(ctx, budget, search)
 
 
 def outcome_rows(

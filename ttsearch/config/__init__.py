@@ -53,6 +53,7 @@ from ttsearch.config.sweep import (
     load_config,
     load_config_text,
     resolve_config_path,
+    searches,
     validate,
 )
 from ttsearch.config.training import (
@@ -128,6 +129,7 @@ __all__ = [
     "require",
     "resolve_config_path",
     "running_strategy",
+    "searches",
     "strategy_errors",
     "uses_revision_prompt",
     "validate",

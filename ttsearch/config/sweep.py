@@ -233,7 +233,9 @@ def _validate_request_fits_replica(cfg: SweepConfig) -> None:
     """A request wider than a replica's room could never be dispatched: the sweep would wait forever."""
     limit = cfg.scheduler.max_outstanding_per_replica
     width, budget, i = max(
-        (largest_request(spec, budget), budget, i) for i, spec in enumerate(cfg.strategies) for budget in cfg.budgets
+        (largest_request(search, budget), budget, i)
+        for i, spec in enumerate(cfg.strategies)
+        for search, budget in searches(spec, cfg.budgets)
     )
     require(
         width <= limit,
@@ -241,6 +243,16 @@ def _validate_request_fits_replica(cfg: SweepConfig) -> None:
         f"must be >= the widest request, {width} sequences (strategies[{i}] {cfg.strategies[i].name} samples "
         f"all of budget {budget} in one request), got {limit}",
     )
+
+
+def searches(spec: StrategySpec, budgets: list[int]) -> list[tuple[StrategySpec, int]]:
+    """The (search, budget) pairs a sweep runs for `spec`: a pooled strategy searches its pool (early stopping: its
+    inner strategy) at the largest budget only (`ttsearch.sweep.pools`)."""
+    from ttsearch.search.strategies.registry import pool_search, pooled
+
+    if pooled(spec, budgets):
+        return [(pool_search(spec), max(budgets))]
+    return [(spec, budget) for budget in budgets]
 
 
 def _validate_context_fits(cfg: SweepConfig) -> None:

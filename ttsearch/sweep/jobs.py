@@ -22,15 +22,15 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ttsearch.config import StrategySpec, SweepConfig
+from ttsearch.config import StrategySpec, SweepConfig, searches
 from ttsearch.runtime.metrics import SweepMetrics
 from ttsearch.runtime.replicas import check_output_dir, model_sizes
 from ttsearch.search.grading import Grader
 from ttsearch.search.outcomes import JobOutcome, ModelSizes
 from ttsearch.search.strategies import SearchContext, StrategyRun, start, strategy_config
-from ttsearch.search.strategies.registry import pool_search
+from ttsearch.search.strategies.registry import pool_search, pooled
 from ttsearch.sweep.data import load_problems
-from ttsearch.sweep.pools import pool_rows, pooled_budgets
+from ttsearch.sweep.pools import pool_rows
 from ttsearch.sweep.results import RESULT_SCHEMA, RunStore, sweep_fingerprint
 from ttsearch.sweep.sharded import ShardWork, run_shards
 
@@ -54,18 +54,14 @@ def rows_per_problem(cfg: SweepConfig) -> int:
     return sum(len(spec.selections) for spec in cfg.strategies) * len(cfg.budgets) * len(cfg.seeds)
 
 
-def job_budgets(spec: StrategySpec, budgets: list[int]) -> list[int]:
-    """The budgets `spec` searches: only the largest for a pooled strategy (its pool serves the others)."""
-    return [max(budgets)] if pooled_budgets(spec, budgets) else list(budgets)
-
-
 def sweep_jobs(
     problems: list[dict[str, Any]], cfg: SweepConfig
 ) -> Iterator[tuple[dict[str, Any], StrategySpec, int, int]]:
-    """(problem, spec, budget, seed) of every job, in the sweep's fixed order."""
+    """(problem, spec, budget, seed) of every job, in the sweep's fixed order: a pooled strategy's at its largest
+    budget only (`ttsearch.config.searches`)."""
     for problem in problems:
         for spec in cfg.strategies:
-            for budget in job_budgets(spec, cfg.budgets):
+            for _, budget in searches(spec, cfg.budgets):
                 for seed in cfg.seeds:
                     yield problem, spec, budget, seed
 
@@ -79,7 +75,7 @@ def shard_jobs(
             continue
         uid, question, reference = problem["unique_id"], problem["problem"], problem["answer"]
         ctx = SearchContext(uid=uid, question=question, search=cfg.search, seed=seed, reference=reference)
-        search = pool_search(spec) if pooled_budgets(spec, cfg.budgets) else spec  # early stopping's pool: its inner
+        search = pool_search(spec) if pooled(spec, cfg.budgets) else spec  # early stopping's pool: its inner
         yield (problem, spec, budget, seed), start(ctx, budget, search)
 
 
@@ -89,7 +85,7 @@ def outcome_rows(
     """The job's rows (`ttsearch.sweep.pools.pool_rows`): at its own budget, and at each of `budgets` below it
     when its strategy pools its samples."""
     problem, spec, budget, seed = outcome.key
-    budgets = [b for b in budgets or [budget] if b <= budget] if pooled_budgets(spec, budgets or []) else [budget]
+    budgets = [b for b in budgets or [budget] if b <= budget] if pooled(spec, budgets or []) else [budget]
     return pool_rows(
         problem,
         spec,

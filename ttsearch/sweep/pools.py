@@ -37,11 +37,6 @@ from ttsearch.search.strategies.registry import pool_unit
 SHARED_PROMPT_FIELDS = ("prompt_tokens", "cached_prompt_tokens")
 
 
-def pooled_budgets(spec: StrategySpec, budgets: Sequence[int]) -> bool:
-    """Whether `spec` derives its smaller budgets from its largest one's samples (more than one budget to share)."""
-    return len(budgets) > 1 and pool_unit(spec) is not None
-
-
 def share_of(usage: Usage, fraction: float, shared_prompt: bool) -> Usage:
     """What `fraction` of a pool's units cost run alone: every count scaled, the shared prompt kept whole."""
     counts = {

@@ -9,9 +9,9 @@ import pyarrow as pa
 import pytest
 
 from tests.fixtures import ESTIMATE_COLUMNS, PROBLEM, FakeScheduler, ScriptedGrader, boxed, result_row
-from ttsearch.config import StrategySpec, load_config
+from ttsearch.config import StrategySpec, load_config, searches
 from ttsearch.search.outcomes import JobOutcome, ModelSizes, Usage
-from ttsearch.sweep.jobs import SweepWork, job_budgets, outcome_rows, row_job_key, sweep_jobs
+from ttsearch.sweep.jobs import SweepWork, outcome_rows, row_job_key, sweep_jobs
 from ttsearch.sweep.results import RESULT_SCHEMA, RunStore, with_estimate_columns
 from ttsearch.sweep.sharded import run_shard
 
@@ -92,7 +92,7 @@ def test_pooled_strategies_search_only_the_largest_budget_and_their_rows_name_th
         ("revisions", 8),
         *[("revisions", b) for b in (2, 4, 8)],  # a fixed chain count changes the chain length with the budget
     ]
-    assert job_budgets(cfg.strategies[0], [4]) == [4]
+    assert searches(cfg.strategies[0], [4]) == [(cfg.strategies[0], 4)]
     derived = result_row("q", "best_of_n", "best_of_n/naive", 2, 0, [True], True, strategy_config="best_of_n")
     work = SweepWork(cfg, SIZES)
     assert work.key_of_row(derived | {"pool_budget": 8}) == ("q", "best_of_n", 8, 0)

@@ -148,6 +148,11 @@ def pool_unit(spec: StrategySpec) -> int | None:
     return None if entry.pool_unit is None else entry.pool_unit(spec.options)
 
 
+def pooled(spec: StrategySpec, budgets: Sequence[int]) -> bool:
+    """Whether a sweep over `budgets` derives `spec`'s smaller budgets from its largest one's samples."""
+    return len(budgets) > 1 and pool_unit(spec) is not None
+
+
 @cache
 def _load(name: str, path: str) -> Strategy:
     """Imported once per entry: `strategy()` is asked for every job and row, so it must not re-import."""

@@ -74,6 +74,7 @@ from ttsearch.analysis.statistics import (
     NO_DIFFERENCE,
     Difference,
     distinct_digits,
+    grouped,
     paired_difference,
     tie_counts,
 )
@@ -90,15 +91,6 @@ def _percent(value: float) -> str:
 
 def _bounded(value: float, bound: str) -> str:
     return "–" if pd.isna(value) else {"<=": "≤ ", ">": "> "}.get(bound, "") + f"{value:.3g}"
-
-
-def _grouped(subject: str, verdicts: list[tuple[str, str]]) -> str:
-    """'subject: A at N=1 (…), N=4 (…); B at N=16 (…).' from (verdict, item) pairs, verdicts in first-seen order."""
-    groups: dict[str, list[str]] = {}
-    for verdict, item in verdicts:
-        groups.setdefault(verdict, []).append(item)
-    parts = [f"{verdict} at {', '.join(items)}" for verdict, items in groups.items()]
-    return f"{subject}: {'; '.join(parts)}." if parts else ""
 
 
 def _item(budget: int, difference: Difference, versus: str = "") -> str:
@@ -199,7 +191,7 @@ def _cost_sentences(mine: _Curve, other: _Curve, table: pd.DataFrame, counted: b
             if decided is not None:
                 verdict, difference, versus = decided
                 verdicts.append((verdict, _item(int(budget), difference, f"vs its N={versus}: ")))
-        sentences.append(_grouped(unit, verdicts))
+        sentences.append(grouped(unit, verdicts))
     return " ".join(part for part in sentences if part)
 
 
@@ -572,7 +564,7 @@ def _versus_fixed(results: dict[str, PolicyResult], fixed: PolicyResult) -> str:
         for budget in sorted(mine.curve.index):
             difference = paired_difference(mine.at(budget), theirs.at(budget))
             verdicts.append((difference.verdict(), _item(int(budget), difference)))
-        said.append(_grouped(f"compute-optimal ({kind})", verdicts).rstrip("."))
+        said.append(grouped(f"compute-optimal ({kind})", verdicts).rstrip("."))
     return (
         f"Compared with the {BEST_FIXED} at equal budget ({METHOD}; differences in accuracy points, "
         f"compute-optimal minus it): {'; '.join(said)}."

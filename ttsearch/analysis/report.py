@@ -36,6 +36,15 @@ from ttsearch.analysis.curves import (
 )
 from ttsearch.analysis.render import ReportFile, markdown_table, mean_se_text, plot_curves
 from ttsearch.analysis.revisions import attempt_accuracy, attempt_table, curve_label, plot_attempt_curves
+from ttsearch.analysis.statistics import (
+    ACCURACY_COLUMNS,
+    METHOD,
+    NO_DIFFERENCE,
+    grouped,
+    paired_difference,
+    tie_counts,
+    with_accuracy,
+)
 from ttsearch.sweep.results import CONFIG, RESULTS, ResultsError, RunStore
 
 ERRORS_LISTED = 5
@@ -50,18 +59,18 @@ COST_COLUMNS = (
 
 def sweep_summary(table: pa.Table) -> str:
     """Accuracy and coverage (%) per strategy × budget, averaged over problems and seeds, as the text `ttsearch
-    sweep` prints; error rows left out, ungraded rows left out of accuracy.
+    sweep` prints; error rows left out, ungraded rows left out of accuracy, tied top choices at their expectation.
 
     Coverage is the share of jobs where any candidate was right: what an oracle verifier would get.
     """
-    frame = table.select(["strategy_label", "budget", "correct", "candidate_correct", "error"]).to_pandas()
-    frame = frame[frame["error"].isna()]
+    columns = ["strategy_label", "budget", "correct", "candidate_correct", "error"]
+    frame = table.select(columns + [c for c in ACCURACY_COLUMNS if c in table.column_names]).to_pandas()
+    frame = with_accuracy(frame[frame["error"].isna()])  # ungraded: NaN, which the mean skips
     if frame.empty:
         return "no rows without an error"
-    frame["correct"] = frame["correct"].astype("float")  # ungraded (None) becomes NaN, which the mean skips
     frame["covered"] = frame["candidate_correct"].map(covered)
     parts = []
-    for column, title in (("correct", "accuracy %"), ("covered", "coverage % (pass@N)")):
+    for column, title in (("accuracy", "accuracy %"), ("covered", "coverage % (pass@N)")):
         pivot = frame.pivot_table(index="strategy_label", columns="budget", values=column, aggfunc="mean") * 100
         pivot.columns = [f"N={budget}" for budget in pivot.columns]
         pivot.index.name = title
@@ -130,7 +139,7 @@ def _how_to_read(
         notes.append(
             f"Accuracy is near zero everywhere (best {best:.1f} %), as expected for a tiny generator such as "
             "the embedded 135M model: the meaningful signals are coverage and the relative order of "
-            "strategies, and differences within the error bars are noise."
+            "strategies, and only the differences the paired tests below call measurable are more than noise."
         )
         if coverage["mean"].max() < NEAR_ZERO_ACCURACY:
             notes.append(
@@ -138,8 +147,11 @@ def _how_to_read(
                 "machinery works, not which strategy is better; more samples or an easier set would."
             )
     if problems < 10 * N_BINS and not bins.empty:
+        sizes = bins.value_counts()
+        held = f"{sizes.min()}" if sizes.min() == sizes.max() else f"{sizes.min()}–{sizes.max()}"
         notes.append(
-            f"With {problems} problems a difficulty bin holds about {problems // N_BINS}: per-bin curves are noisy."
+            f"With {problems} problems the difficulty bins hold {held} questions each (the bin table below): "
+            "per-bin curves are noisy."
         )
     pass1 = oracle_pass_at_1(frame)
     if not bins.empty and bins.nunique() < N_BINS:
@@ -200,13 +212,13 @@ def build_report(run_dir: str | Path | RunStore) -> ReportFile:
     frame, excluded = finished_rows(everything)
     if frame.empty:
         raise ResultsError(f"all {excluded} rows in {store.location(RESULTS)} are error rows: nothing to report")
-    frame = frame.assign(
+    frame = with_accuracy(frame).assign(
         covered=frame["candidate_correct"].map(covered),
         search=frame["strategy_label"].str.split("/").str[0],  # label without selection: shares the samples
     )
     graded, ungraded = graded_rows(frame)
     jobs = search_jobs(frame)
-    accuracy = mean_curves(graded, "correct", "strategy_label")
+    accuracy = mean_curves(graded, "accuracy", "strategy_label")
     coverage = mean_curves(jobs, "covered", "search")
     bins = difficulty_bins(frame)
     bin_table, bin_titles = _bin_table(frame, bins) if not bins.empty else (None, {})
@@ -243,6 +255,72 @@ def _revision_section(frame: pd.DataFrame, out: Path) -> list[str]:
         "and seeds), ± 1 standard error over problems: a rising curve means revising helps.",
         "",
         markdown_table(table),
+        "",
+    ]
+
+
+PAIRED = "Which differences are measurable"
+TIES = "Score ties"
+
+
+def _paired_section(graded: pd.DataFrame) -> list[str]:
+    """Per budget, the most accurate label against every other, each verdict from a paired test over questions."""
+    per_question = graded.groupby(["budget", "strategy_label", "unique_id"])["accuracy"].mean()
+    lines = []
+    for budget, at in per_question.groupby(level="budget", sort=True):
+        at = at.droplevel("budget")
+        means = at.groupby(level="strategy_label").mean()
+        if len(means) < 2:
+            continue
+        best = means.idxmax()  # the first label in order among equal means
+        verdicts = []
+        for label in means.index.drop(best):
+            difference = paired_difference(at.xs(label), at.xs(best))
+            verdicts.append(
+                (difference.verdict("more accurate", "less accurate"), f"{label} ({difference.interval()})")
+            )
+        lines.append("- " + grouped(f"N={budget}, against {best} ({100 * means[best]:.1f} %)", verdicts, ": "))
+    if not lines:
+        return []
+    return [
+        f"## {PAIRED}",
+        "",
+        "At each budget, the label with the highest accuracy against every other label on the same questions "
+        f"(each question's accuracy averaged over seeds): a {METHOD}, in accuracy points (the other label minus "
+        f"the best). '{NO_DIFFERENCE}' means the interval holds 0: the table's order there may be noise.",
+        "",
+        *lines,
+        "",
+    ]
+
+
+def _ties_section(graded: pd.DataFrame) -> list[str]:
+    """Per label and budget: rows whose tied top-scored choices differ in correctness, and the accuracy range that
+    tie-breaking allows (worst to best case)."""
+    ties = tie_counts(graded).reset_index()
+    tied_labels = ties.groupby("strategy_label")["tied"].sum()
+    md = [f"## {TIES}", ""]
+    if not tied_labels.any():
+        return md + [
+            "No graded row had tied top choices that differ in correctness: tie-breaking moves no accuracy here.",
+            "",
+        ]
+    shown = ties[ties["strategy_label"].isin(tied_labels.index[tied_labels > 0])].rename(
+        columns={"strategy_label": "label"}
+    )
+
+    def cell(row: pd.Series) -> str:
+        low, high = 100 * row["accuracy_low"], 100 * row["accuracy_high"]
+        return f"{int(row['tied'])} of {int(row['rows'])}: {low:.1f} – {high:.1f}"
+
+    return md + [
+        f"{int(ties['tied'].sum())} of {int(ties['rows'].sum())} graded rows had several top-scored choices "
+        "that differ in correctness (e.g. a saturating verifier's equal scores). Their accuracy counts the tie "
+        "at its expectation (the mean correctness of the tied choices: the `accuracy` column). A cell "
+        "reads `tied rows of graded rows: worst – best accuracy %`, the range the accuracy could take by "
+        "breaking every tie the worst or the best way.",
+        "",
+        _by_budget(shown, "tied rows: accuracy range %", cell),
         "",
     ]
 
@@ -367,7 +445,7 @@ def _markdown(
         plot_curves(out / name, title, data, **kwargs)
         return f"![{title}]({name})"
 
-    acc = {"value": "correct", "label": "strategy_label", "ylabel": "accuracy %"}
+    acc = {"value": "accuracy", "label": "strategy_label", "ylabel": "accuracy %"}
     config = f" (sweep [config](../{CONFIG}))" if store.exists(CONFIG) else ""
     md = [
         f"# Sweep report: {store.name}",
@@ -388,6 +466,8 @@ def _markdown(
         _by_budget(accuracy, "accuracy % (± s.e.)", _mean_se),
         "",
     ]
+    md += _paired_section(graded)
+    md += _ties_section(graded)
 
     md += [
         "## Coverage (pass@N, oracle verifier)",

@@ -80,6 +80,16 @@ class Difference:
         return f"{a} is {self.verdict()} than {b}: {self.interval()}"
 
 
+def grouped(subject: str, verdicts: list[tuple[str, str]], link: str = " at ") -> str:
+    """'subject: A at x (…), y (…); B at z (…).' from (verdict, item) pairs, verdicts in first-seen order; '' for
+    none. One sentence per comparison set, so every report words its verdicts alike."""
+    groups: dict[str, list[str]] = {}
+    for verdict, item in verdicts:
+        groups.setdefault(verdict, []).append(item)
+    parts = [f"{verdict}{link}{', '.join(items)}" for verdict, items in groups.items()]
+    return f"{subject}: {'; '.join(parts)}." if parts else ""
+
+
 def _mean(values: np.ndarray, axis: int = -1) -> np.ndarray:
     return np.mean(values, axis=axis)
 

@@ -434,6 +434,30 @@ def bin_sorting(pass1: pd.Series, binnings: dict[str, pd.Series], questions: pd.
 # ---------------------------------------------------------------- curves, plots, tables
 
 
+def pool_standard_errors(finished: pd.DataFrame) -> pd.DataFrame:
+    """Of finished rows, per (strategy_label, budget) derived from a sample pool: the standard error across
+    questions of the accuracy as the first k samples give it (`correct`, the realisation: what searching each
+    budget alone measures) and as the pool's expectation gives it (`accuracy`), in points. First-k needs
+    (first-k s.e. / pool s.e.)² times the questions for the same error."""
+    derived = finished[(finished["budget"] < finished["pool_budget"]) & finished["accuracy"].notna()]
+    rows = []
+    for (label, budget), group in derived.groupby(["strategy_label", "budget"], sort=True):
+        first_k = group.dropna(subset=["correct"]).astype({"correct": float}).groupby("unique_id")["correct"].mean()
+        pooled = group.groupby("unique_id")["accuracy"].mean()
+        rows.append(
+            {
+                "label": label,
+                "budget": budget,
+                "questions": len(pooled),
+                "first-k accuracy %": 100 * first_k.mean(),
+                "first-k s.e.": 100 * first_k.sem(),
+                "pool accuracy %": 100 * pooled.mean(),
+                "pool s.e.": 100 * pooled.sem(),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
 def mean_curves(frame: pd.DataFrame, value: str, label: str, x: str = "budget") -> pd.DataFrame:
     """Mean of boolean `value` in % per (label, budget), its standard error, placed at the mean of `x`.
 

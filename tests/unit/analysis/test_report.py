@@ -461,3 +461,51 @@ def test_efficiency_section_without_best_of_n_says_what_it_needs(tmp_path):
     write_results(tmp_path, [row for uid in QUESTIONS[:4] for row in beam_rows(uid)], files=1)
     markdown = build_report(tmp_path).path.read_text()
     assert "This section needs `best_of_n` in the sweep's strategies" in markdown
+
+
+def test_report_states_which_differences_are_measurable(sweep):
+    _, _, markdown = sweep
+    section = markdown.split("## Which differences are measurable\n", 1)[1].split("\n## ", 1)[0]
+    assert "paired bootstrap over the same questions, 10,000 resamples, seed 0" in section
+    # N=1: every best-of-N selection picks the one sample, so they are equal on every question.
+    same = "+0.0 points, 95 % CI +0.0 to +0.0, 20 questions"
+    assert f"no measurable difference: best_of_n/naive ({same}), best_of_n/weighted ({same})" in section
+    # N=8: beam (right on 5 and on 4 of the 20 questions in its two seeds) is measurably below weighted best-of-N.
+    assert re.search(
+        r"- N=8, against best_of_n/weighted \(67\.5 %\): less accurate: beam\(M=2\)/weighted \(-45\.0 points, "
+        r"95 % CI -[0-9.]+ to -[0-9.]+, 20 questions\)",
+        section,
+    )
+
+
+def tie_schema() -> pa.Schema:
+    """RESULT_SCHEMA with the tie-bound accuracy columns, whether or not this checkout's schema has them yet."""
+    schema = RESULT_SCHEMA
+    for name in ("accuracy", "accuracy_low", "accuracy_high"):
+        if name not in schema.names:
+            schema = schema.append(pa.field(name, pa.float64()))
+    return schema
+
+
+def test_score_ties_are_counted_with_the_accuracy_range_they_allow(tmp_path, sweep):
+    # q00..q03 best-of-N. Weighted at N=2, seed 0: q00 and q01 tie a right and a wrong choice (0.5, range 0–1).
+    rows = [row for uid in QUESTIONS[:4] for row in best_of_n_rows(uid)]
+    for row in rows:
+        tied = row["strategy_label"] == "best_of_n/weighted" and (row["budget"], row["seed"]) == (2, 0)
+        tied = tied and row["unique_id"] in ("q00", "q01")
+        value = 0.5 if tied else float(row["correct"])
+        row |= {"accuracy": value, "accuracy_low": 0.0 if tied else value, "accuracy_high": 1.0 if tied else value}
+    write_results(tmp_path, rows, tie_schema(), files=1)
+    markdown = build_report(tmp_path).path.read_text()
+    # The other 6 weighted N=2 rows: all right (q00..q03 have pass@1 ≥ 26/30, and 2 · right ≥ 2 wins).
+    others = sum(r["correct"] for r in rows if r["strategy_label"] == "best_of_n/weighted" and r["budget"] == 2)
+    others -= sum(r["correct"] for r in rows if r["accuracy_low"] != r["accuracy_high"])
+    low, high = 100 * others / 8, 100 * (others + 2) / 8
+    assert table_row(markdown, "Score ties", "best_of_n/weighted")[1] == f"2 of 8: {low:.1f} – {high:.1f}"
+    assert table_row(markdown, "Score ties", "best_of_n/weighted")[0] == "0 of 8: 100.0 – 100.0"
+    assert "| best_of_n/naive |" not in markdown.split("## Score ties", 1)[1].split("\n## ", 1)[0]
+    assert "2 of 96 graded rows had several top-scored choices" in markdown
+    # Accuracy counts each tie at its expectation: 0.5 for each tied row.
+    expected = 100 * (others + 1) / 8
+    assert table_row(markdown, "Accuracy vs budget", "best_of_n/weighted")[1].startswith(f"{expected:.1f}")
+    assert "No graded row had tied top choices" in sweep[2]  # rows written before the columns: no ties

@@ -83,6 +83,7 @@ from ttsearch.sweep.results import RESULTS, RunStore
 ACCURACY_PNG = "compute_optimal_vs_budget.png"
 EFFICIENCY_PNG = "efficiency.png"
 EFFICIENCY_FLOPS_PNG = "efficiency_flops.png"
+UNDETERMINED = "undetermined within the sweep"
 
 
 def _percent(value: float) -> str:
@@ -114,9 +115,6 @@ class _Curve:
 def _result_curve(result: PolicyResult) -> _Curve:
     q = result.per_question.set_index(["unique_id", "budget"])
     return _Curve(result.curve(), q["correct"], q["total_flops"])
-
-
-UNDETERMINED = "undetermined within the sweep"
 
 
 def _cost_verdict(

@@ -276,9 +276,7 @@ def _paired_section(graded: pd.DataFrame) -> list[str]:
         verdicts = []
         for label in means.index.drop(best):
             difference = paired_difference(at.xs(label), at.xs(best))
-            verdicts.append(
-                (difference.verdict("more accurate", "less accurate"), f"{label} ({difference.interval()})")
-            )
+            verdicts.append((difference.verdict(), f"{label} ({difference.interval()})"))
         lines.append("- " + grouped(f"N={budget}, against {best} ({100 * means[best]:.1f} %)", verdicts, ": "))
     if not lines:
         return []

@@ -73,12 +73,6 @@ class Difference:
         """`better`, `worse` or NO_DIFFERENCE, by the sign of the interval."""
         return {1: better, -1: worse, 0: NO_DIFFERENCE}[self.sign]
 
-    def sentence(self, a: str, b: str) -> str:
-        """'a is more accurate than b: +1.2 points (95 % CI …)', or 'no measurable difference between a and b: …'."""
-        if self.sign == 0:
-            return f"{NO_DIFFERENCE} between {a} and {b}: {self.interval()}"
-        return f"{a} is {self.verdict()} than {b}: {self.interval()}"
-
 
 def grouped(subject: str, verdicts: list[tuple[str, str]], link: str = " at ") -> str:
     """'subject: A at x (…), y (…); B at z (…).' from (verdict, item) pairs, verdicts in first-seen order; '' for

@@ -29,9 +29,8 @@ def test_a_one_question_gap_in_500_is_no_measurable_difference():
     difference = paired_difference(other, right)
     assert difference.mean == pytest.approx(1 / 500) and difference.n == 500
     assert difference.low <= 0 <= difference.high and difference.sign == 0
-    assert difference.sentence("A", "B") == (
-        f"{NO_DIFFERENCE} between A and B: +0.2 points, 95 % CI {100 * difference.low:+.1f} to "
-        f"{100 * difference.high:+.1f}, 500 questions"
+    assert difference.interval() == (
+        f"+0.2 points, 95 % CI {100 * difference.low:+.1f} to {100 * difference.high:+.1f}, 500 questions"
     )
     assert difference.verdict() == NO_DIFFERENCE
 
@@ -42,12 +41,12 @@ def test_a_clear_difference_gets_its_sign_and_interval():
     difference = paired_difference(better, worse)
     assert difference.mean == pytest.approx(better.mean() - worse.mean())
     assert 0 < difference.low < difference.mean < difference.high and difference.sign == 1
-    text = difference.sentence("A", "B")
-    assert text.startswith(f"A is more accurate than B: {100 * difference.mean:+.1f} points, 95 % CI +")
-    assert text.endswith(", 400 questions")
+    assert difference.verdict() == "more accurate" and difference.verdict("small", "larger") == "small"
+    text = difference.interval()
+    assert text.startswith(f"{100 * difference.mean:+.1f} points, 95 % CI +") and text.endswith(", 400 questions")
     swapped = paired_difference(worse, better)
     assert swapped.sign == -1 and swapped.verdict() == "less accurate"
-    assert swapped.high < 0 and swapped.sentence("B", "A").startswith("B is less accurate than A: -")
+    assert swapped.high < 0 and swapped.interval().startswith(f"{100 * swapped.mean:+.1f} points, 95 % CI -")
     # Seeded: the same interval every time, and scipy's own percentile bootstrap of the paired differences.
     assert paired_difference(better, worse) == difference
     expected = bootstrap(

@@ -828,9 +828,15 @@ class FakeScheduler:
     scheduler does when a target's replicas stay gone.
     """
 
-    def __init__(self, fail: Callable[[JobKey], Failure | None] = lambda key: None, stop_after: int | None = None):
+    def __init__(
+        self,
+        fail: Callable[[JobKey], Failure | None] = lambda key: None,
+        stop_after: int | None = None,
+        respond: Callable[[Request], Result] = scripted_result,
+    ):
         self.fail = fail
         self.stop_after = stop_after
+        self.respond = respond
         self.ran: list[JobKey] = []
         self.samples = 0
         """Generations requested over every job (`Generate.n`)."""
@@ -854,7 +860,7 @@ class FakeScheduler:
                 except StopIteration as stop:
                     yield JobOutcome(key, stop.value, usage, 0.5)
                     break
-                results = [scripted_result(request) for request in requests]
+                results = [self.respond(request) for request in requests]
                 self.samples += sum(request.n for request in requests if isinstance(request, Generate))
                 for request, result in zip(requests, results, strict=True):
                     usage.add(request, result)
@@ -864,3 +870,11 @@ class SameAnswers:
     """The grader's interface for majority selection, without math-verify."""
 
     same_answers = staticmethod(forms_only)
+
+
+def seeded_answers(request: Request) -> Result:
+    """Sample i of a `Generate` answers by its seed + i, as vLLM seeds a request's samples: a request for the rest
+    of a budget with its seed moved on (`best_of_n(first=)`) samples exactly the rest of the whole request."""
+    if isinstance(request, Generate):
+        return completions(*(f"so \\boxed{{{(request.seed + i) % 3}}}" for i in range(request.n)), eos=True)
+    return length_scorer(request)

@@ -15,6 +15,7 @@ that have no row yet: whole missing shards, and the jobs of partial shards that 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Collection, Hashable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -27,10 +28,10 @@ from ttsearch.runtime.metrics import SweepMetrics
 from ttsearch.runtime.replicas import check_output_dir, model_sizes
 from ttsearch.search.grading import Grader
 from ttsearch.search.outcomes import JobOutcome, ModelSizes
-from ttsearch.search.strategies import SearchContext, StrategyRun, start, strategy_config
+from ttsearch.search.strategies import SearchContext, StrategyRun, start, strategy, strategy_config
 from ttsearch.search.strategies.registry import pool_search, pooled
 from ttsearch.sweep.data import load_problems
-from ttsearch.sweep.pools import pool_rows
+from ttsearch.sweep.pools import PoolKey, SavedPool, after, merged_usage, pool_rows, saved_pools
 from ttsearch.sweep.results import RESULT_SCHEMA, RunStore, sweep_fingerprint
 from ttsearch.sweep.sharded import ShardWork, run_shards
 
@@ -67,16 +68,38 @@ def sweep_jobs(
 
 
 def shard_jobs(
-    problems: list[dict[str, Any]], cfg: SweepConfig, skip: Collection[JobKey] = ()
+    problems: list[dict[str, Any]],
+    cfg: SweepConfig,
+    skip: Collection[JobKey] = (),
+    saved: dict[PoolKey, SavedPool] | None = None,
 ) -> Iterator[tuple[Any, StrategyRun]]:
-    """(key, its `StrategyRun`) for every job of `problems` not in `skip`; key = (problem, spec, budget, seed)."""
+    """(key, its `StrategyRun`) for every job of `problems` not in `skip`; key = (problem, spec, budget, seed).
+
+    A pool job whose smaller pool an earlier run saved (`saved`: the sweep's largest budget grew) samples only the
+    units after the saved ones, when its strategy can (`Strategy.pool_extend`)."""
     for problem, spec, budget, seed in sweep_jobs(problems, cfg):
         if job_key(problem, spec, budget, seed) in skip:
             continue
         uid, question, reference = problem["unique_id"], problem["problem"], problem["answer"]
         ctx = SearchContext(uid=uid, question=question, search=cfg.search, seed=seed, reference=reference)
         search = pool_search(spec) if pooled(spec, cfg.budgets) else spec  # early stopping's pool: its inner
-        yield (problem, spec, budget, seed), start(ctx, budget, search)
+        grown = extended_pool(cfg, saved or {}, uid, spec, budget, seed)
+        if grown is not None:
+            extend = strategy(search.name).pool_extend
+            yield (problem, spec, budget, seed), after(grown, extend(ctx, budget, search, len(grown.candidates)))
+        else:
+            yield (problem, spec, budget, seed), start(ctx, budget, search)
+
+
+def extended_pool(
+    cfg: SweepConfig, saved: dict[PoolKey, SavedPool], uid: str, spec: StrategySpec, budget: int, seed: int
+) -> SavedPool | None:
+    """The saved pool a job extends: a smaller one of the same configuration, when its search can sample just the
+    units after it (`Strategy.pool_extend`); None: the job searches its whole budget."""
+    grown = saved.get((uid, strategy_config(spec), seed))
+    if grown is None or grown.budget >= budget or not pooled(spec, cfg.budgets):
+        return None
+    return grown if strategy(pool_search(spec).name).pool_extend is not None else None
 
 
 def outcome_rows(
@@ -111,12 +134,17 @@ class SweepWork(ShardWork):
 
     def __init__(self, cfg: SweepConfig, sizes: ModelSizes) -> None:
         self.cfg, self.sizes = cfg, sizes
+        self.saved: dict[PoolKey, SavedPool] = {}
+        """Pools an earlier run saved at a smaller largest budget: extended rather than searched again."""
+
+    def build_on(self, rows: list[dict[str, Any]]) -> None:
+        self.saved = saved_pools(rows)
 
     def job_keys(self, problems: list[dict[str, Any]]) -> list[Hashable]:
         return [job_key(*job) for job in sweep_jobs(problems, self.cfg)]
 
     def jobs(self, problems: list[dict[str, Any]], skip: Collection[Hashable]) -> Iterator[tuple[Any, StrategyRun]]:
-        return shard_jobs(problems, self.cfg, skip)
+        return shard_jobs(problems, self.cfg, skip, self.saved)
 
     def key_of_job(self, key: Any) -> Hashable:
         return job_key(*key)
@@ -125,6 +153,12 @@ class SweepWork(ShardWork):
         return row_job_key(row)
 
     def rows(self, outcome: JobOutcome, grader: Grader) -> list[dict[str, Any]]:
+        problem, spec, budget, seed = outcome.key
+        grown = extended_pool(self.cfg, self.saved, problem["unique_id"], spec, budget, seed)
+        if grown is not None and outcome.error is None:  # an extended pool: both parts
+            shared_prompt = strategy(pool_search(spec).name).pool_shared_prompt
+            usage = merged_usage(grown, outcome.usage, shared_prompt)
+            outcome = dataclasses.replace(outcome, usage=usage, wall_s=outcome.wall_s + grown.wall_s)
         return outcome_rows(outcome, grader, self.sizes, self.cfg.budgets, self.cfg.pool_subsets)
 
     def metrics(self, shard: int) -> SweepMetrics:

@@ -31,10 +31,78 @@ from ttsearch.search.grading import Grader
 from ttsearch.search.outcomes import ModelSizes, Usage
 from ttsearch.search.pool import Pool, estimate, ordered_draws, subset_seed, unit_subsets
 from ttsearch.search.selection import aggregate, answer_groups, draw_tied, selection_seed, tied_choices
-from ttsearch.search.strategies import Candidate, search_reads_verifier, strategy, strategy_config, strategy_label
+from ttsearch.search.strategies import (
+    Candidate,
+    StrategyRun,
+    search_reads_verifier,
+    strategy,
+    strategy_config,
+    strategy_label,
+)
 from ttsearch.search.strategies.registry import pool_unit
 
 SHARED_PROMPT_FIELDS = ("prompt_tokens", "cached_prompt_tokens")
+
+
+@dataclass(frozen=True)
+class SavedPool:
+    """A pool an earlier run of the sweep saved, read back from its row at the pool's own budget, whose realisation
+    holds every candidate (answers, aggregated scores, own tokens: all that rows are derived from)."""
+
+    budget: int
+    candidates: list[Candidate]
+    usage: Usage
+    wall_s: float
+
+
+PoolKey = tuple[str, str, int]
+"""(unique_id, strategy_config, seed): a pool, whatever its budget."""
+
+
+def saved_pools(rows: Sequence[dict[str, Any]]) -> dict[PoolKey, SavedPool]:
+    """The pools that `rows` (an earlier run's rows of jobs the sweep no longer has) saved whole: a finished job's
+    row at its own budget whose candidates are all of that budget's (early stopping's stops early unless it spent
+    everything). Usage is the job's, its verifier part from a row that was billed the verifier."""
+    pools: dict[PoolKey, SavedPool] = {}
+    for row in rows:
+        answers = row["candidate_answers"] or []
+        if row["error"] is not None or row["budget"] != row["pool_budget"] or len(answers) != row["budget"]:
+            continue
+        key = (row["unique_id"], row["strategy_config"], row["seed"])
+        if key in pools and pools[key].usage.verifier_tokens >= row["verifier_tokens"]:
+            continue
+        candidates = [
+            Candidate((), (score,), True, generated_tokens=generated, verifier_tokens=verifier, recorded_answer=answer)
+            for answer, score, generated, verifier in zip(
+                answers,
+                row["candidate_scores"],
+                row["candidate_generated_tokens"] or [None] * len(answers),
+                row["candidate_verifier_tokens"] or [None] * len(answers),
+                strict=True,
+            )
+        ]
+        usage = Usage(
+            **{name: int(row[name] or 0) for name in vars(Usage()) if name in row and name != "scored_solutions"}
+        )
+        pools[key] = SavedPool(row["budget"], candidates, usage, row["wall_s"] or 0.0)
+    return pools
+
+
+def after(saved: SavedPool, run: StrategyRun) -> StrategyRun:
+    """A pool extended: `run` samples the units after the saved ones (`Strategy.pool_extend`)."""
+    added = yield from run
+    return [*saved.candidates, *added]
+
+
+def merged_usage(saved: SavedPool, added: Usage, shared_prompt: bool) -> Usage:
+    """The extended pool's usage: both parts; a prompt every unit shares counted once (a budget run alone sends
+    one request), the saved part's."""
+    total = Usage()
+    total.merge(saved.usage)
+    total.merge(added)
+    if shared_prompt:
+        total.prompt_tokens, total.cached_prompt_tokens = saved.usage.prompt_tokens, saved.usage.cached_prompt_tokens
+    return total
 
 
 def share_of(usage: Usage, fraction: float, shared_prompt: bool) -> Usage:

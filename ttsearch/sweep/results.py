@@ -353,7 +353,9 @@ class RunStore:
         if self._type(MANIFEST) == pafs.FileType.File:
             saved = with_new_strategy_settings(self.manifest())
             changed = sorted(key for key in fingerprint.keys() | saved.keys() if fingerprint.get(key) != saved.get(key))
-            if changed:
+            if changed == ["budgets"] and set(saved["budgets"]) < set(fingerprint["budgets"]):
+                self._grow_budgets(fingerprint, cfg)
+            elif changed:
                 raise ResultsError(
                     f"{self.uri} holds results of a different sweep (it differs in: {', '.join(changed)}); "
                     "choose another output_dir"
@@ -368,6 +370,16 @@ class RunStore:
             self.write_text(saved_config(cfg), CONFIG)
             self.write_text(json.dumps(fingerprint, indent=2), MANIFEST)
             self.fs.create_dir(self.path(RESULTS), recursive=True)
+
+    def _grow_budgets(self, fingerprint: dict[str, Any], cfg: SweepConfig) -> None:
+        """The same sweep with budgets added: every finished shard is reopened as a partial record, so the run
+        computes the new budgets' jobs and extends the pools it saved (`ttsearch.sweep.pools.saved_pools`).
+        Shards first, manifest last: a run killed in between finds the old budgets and reopens again."""
+        for name in sorted(self._names(RESULTS)):
+            self.fs.create_dir(self.path(PARTIAL), recursive=True)
+            self.fs.move(self.path(RESULTS, name), self.path(PARTIAL, name))
+        self.write_text(saved_config(cfg), CONFIG)
+        self.write_text(json.dumps(fingerprint, indent=2), MANIFEST)
 
     # -- shards ---------------------------------------------------------------------------------
     def _names(self, folder: str) -> set[str]:

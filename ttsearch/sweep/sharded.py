@@ -84,6 +84,11 @@ class ShardWork(ABC):
     @abstractmethod
     def metrics(self, shard: int) -> ShardMetrics: ...
 
+    @abstractmethod
+    def build_on(self, rows: list[dict[str, Any]]) -> None:
+        """Rows an earlier run saved for jobs this work no longer has (a sweep's pools, before its largest budget
+        grew): they are dropped from the shard; the work may build on them (extend those pools)."""
+
 
 class QuestionWork(ShardWork):
     """Work done a question at a time (`ttsearch label`, `revision-data`): a job is one question, keyed by its
@@ -109,6 +114,9 @@ class QuestionWork(ShardWork):
 
     def key_of_row(self, row: dict[str, Any]) -> Hashable:
         return row["unique_id"]
+
+    def build_on(self, rows: list[dict[str, Any]]) -> None:
+        """Nothing to build on: a question's job (its unique_id) is the same in every run."""
 
 
 class SweepStopped(TTSearchError):
@@ -163,6 +171,9 @@ async def run_shard(
     """
     saved = store.read_partial(shard, total)
     rows = saved.to_pylist() if saved is not None else []
+    expected = set(work.job_keys(problems))
+    work.build_on([row for row in rows if work.key_of_row(row) not in expected])
+    rows = [row for row in rows if work.key_of_row(row) in expected]
     done = {work.key_of_row(row) for row in rows}
     if on_resumed is not None:
         on_resumed(done)

@@ -8,11 +8,19 @@ import itertools
 import pyarrow as pa
 import pytest
 
-from tests.fixtures import ESTIMATE_COLUMNS, PROBLEM, FakeScheduler, ScriptedGrader, boxed, result_row
+from tests.fixtures import (
+    ESTIMATE_COLUMNS,
+    PROBLEM,
+    FakeScheduler,
+    ScriptedGrader,
+    boxed,
+    result_row,
+    seeded_answers,
+)
 from ttsearch.config import StrategySpec, load_config, searches
 from ttsearch.search.outcomes import JobOutcome, ModelSizes, Usage
-from ttsearch.sweep.jobs import SweepWork, outcome_rows, row_job_key, sweep_jobs
-from ttsearch.sweep.results import RESULT_SCHEMA, RunStore, with_estimate_columns
+from ttsearch.sweep.jobs import SweepWork, outcome_rows, row_job_key, rows_per_problem, sweep_jobs
+from ttsearch.sweep.results import RESULT_SCHEMA, ResultsError, RunStore, sweep_fingerprint, with_estimate_columns
 from ttsearch.sweep.sharded import run_shard
 
 SIZES = ModelSizes(generator=100, verifier=10)
@@ -150,3 +158,33 @@ def test_early_stopping_over_best_of_n_replays_its_rule_over_ordered_draws_from_
     assert four["samples"] == round(expected_samples) and four["generated_tokens"] < 400, "billed what it spent"
     assert four["candidate_answers"] == ["5", "5"], "the realisation: the pool's first samples stop after a round"
     assert four["pool_budget"] == 8 and rows[8, "majority"]["pool_subsets"] == 4000
+
+
+def test_raising_the_largest_budget_extends_the_saved_pools_and_searches_only_the_new_budget(tmp_path):
+    problems = [{"unique_id": f"p{i}", "problem": f"{i}?", "answer": "1", "subject": "A", "level": 1} for i in range(2)]
+    both = "[{name: best_of_n, selections: [naive, majority]}, {name: beam, beam_width: 2}]"
+
+    def sweep(directory: str, budgets: str, strategies: str = both) -> tuple[FakeScheduler, list[dict]]:
+        overrides = [f"budgets={budgets}", f"strategies={strategies}", "verifier.kind=majority", "search.max_steps=2"]
+        cfg = load_config(overrides=overrides)
+        store = RunStore(tmp_path / directory)
+        store.claim(sweep_fingerprint(cfg, problems), cfg)
+        scheduler = FakeScheduler(respond=seeded_answers)
+        result = asyncio.run(run_shard(store, 0, 1, problems, SweepWork(cfg, SIZES), lambda grader: scheduler))
+        assert result.missing == 0 and result.rows == len(problems) * rows_per_problem(cfg)
+        return scheduler, store.read_results().to_pylist()
+
+    sweep("grown", "[2,4]")
+    grown, rows = sweep("grown", "[2,4,8]")
+    assert sorted(key[2:] for key in grown.ran) == [(8, 0)] * 4, "per problem: the best-of-N pool and beam at 8"
+    _, fresh = sweep("fresh", "[2,4,8]")
+
+    def comparable(table: list[dict]) -> list[dict]:
+        return sorted(({k: v for k, v in row.items() if k != "wall_s"} for row in table), key=str)
+
+    assert comparable(rows) == comparable(fresh), "the same rows as a sweep that started at the larger budget"
+    with pytest.raises(ResultsError, match="differs in: budgets"):
+        sweep("grown", "[2]")
+    sweep("alone", "[2,4]", "[{name: best_of_n}]")
+    extended, _ = sweep("alone", "[2,4,8]", "[{name: best_of_n}]")
+    assert extended.samples == len(problems) * 4, "only the 4 samples the pool lacked"

@@ -20,11 +20,14 @@ from ttsearch.search.strategies.common import Candidate, SearchContext, Strategy
 from ttsearch.search.strategies.registry import Strategy, step_prefix
 
 
-def dvts(ctx: SearchContext, budget: int, spec: StrategySpec) -> StrategyRun:
+def dvts(ctx: SearchContext, budget: int, spec: StrategySpec, first: int = 0) -> StrategyRun:
+    """The subtrees of `budget` from the one holding candidate `first` on (0: all): each subtree is seeded by its
+    index, so a pool extended later grows exactly the subtrees a search of the whole budget would."""
     width = spec.options.beam_width
-    paths = [ctx.candidate((), (), finished=False) for _ in range(budget // width)]
-    last_children: list[list[Candidate]] = [[] for _ in paths]
-    live = list(range(len(paths)))
+    subtrees = range(first // width, budget // width)
+    paths = {subtree: ctx.candidate((), (), finished=False) for subtree in subtrees}
+    last_children: dict[int, list[Candidate]] = {subtree: [] for subtree in subtrees}
+    live = list(subtrees)
     for depth in range(ctx.search.max_steps):
         if not live:
             break
@@ -33,7 +36,7 @@ def dvts(ctx: SearchContext, budget: int, spec: StrategySpec) -> StrategyRun:
             last_children[subtree] = children
             paths[subtree] = max(children, key=step_value)  # max keeps the first of equals: the earlier sample
         live = [subtree for subtree in live if not paths[subtree].finished]
-    return [child for children in last_children for child in children]
+    return [child for subtree in subtrees for child in last_children[subtree]]
 
 
 DVTS = Strategy(
@@ -45,4 +48,5 @@ DVTS = Strategy(
     largest_request=lambda spec, budget: spec.options.beam_width,  # a subtree's M children
     worst_case_tokens=step_prefix,
     pool_unit=lambda settings: settings.beam_width,  # a subtree's M children, seeded by its index and depth
+    pool_extend=dvts,
 )

@@ -128,6 +128,9 @@ class Strategy:
     pool_shared_prompt: bool = False
     """The pool is one request whose prompt every unit shares (best-of-N's n samples): a smaller budget run alone
     pays the same prompt, so a derived row is billed the pool's prompt tokens rather than a share of them."""
+    pool_extend: Callable[[SearchContext, int, StrategySpec, int], StrategyRun] | None = None
+    """`run` from candidate `first` on: the units a search of the whole budget would add to a pool of `first`
+    candidates (units are seeded by their position), so raising a sweep's largest budget extends its pools."""
     pool_replay: Callable[[Any, Sequence[str | None]], int] | None = None
     """For a strategy that spends its budget unit by unit and may stop early (early stopping over best-of-N): given
     the settings and the final answers of units in sampling order, how many units it spends. Its pool is then its

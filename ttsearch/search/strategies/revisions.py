@@ -62,11 +62,12 @@ class RevisionSettings:
         return errors
 
 
-def revisions(ctx: SearchContext, budget: int, spec: StrategySpec) -> StrategyRun:
-    """Registry entry: T and the window from the strategy spec, the templates from the search config."""
+def revisions(ctx: SearchContext, budget: int, spec: StrategySpec, first: int = 0) -> StrategyRun:
+    """Registry entry: T and the window from the strategy spec, the templates from the search config; the chains
+    from the one holding attempt `first` on (a pool extended later: chains are seeded by their index)."""
     settings: RevisionSettings = spec.options
     length = settings.chain_length(budget)
-    return revision_chains(ctx, budget, length, settings.revision_window, ctx.search.revision_prompt)
+    return revision_chains(ctx, budget, length, settings.revision_window, ctx.search.revision_prompt, first)
 
 
 def shown_attempts(spec: StrategySpec, budget: int, search: SearchConfig, key: str) -> tuple[int, str]:
@@ -84,20 +85,22 @@ def revisions_label(settings: RevisionSettings) -> str:
 
 
 def revision_chains(
-    ctx: SearchContext, budget: int, length: int, window: int, templates: RevisionPrompt
+    ctx: SearchContext, budget: int, length: int, window: int, templates: RevisionPrompt, first: int = 0
 ) -> StrategyRun:
-    """`budget // length` chains of `length` attempts; returns all attempts, chain by chain, scored."""
+    """`budget // length` chains of `length` attempts, from the chain holding attempt `first` on; returns their
+    attempts, chain by chain, scored."""
     if length < 1 or budget < length or budget % length:
         raise ValueError(f"budget {budget} is not a positive multiple of revision_length {length}")
     if window < 1:
         raise ValueError(f"revision_window must be >= 1, got {window}")
-    chains: list[list[Candidate]] = [[] for _ in range(budget // length)]
+    offset = first // length
+    chains: list[list[Candidate]] = [[] for _ in range(offset, budget // length)]
     for round_ in range(length):
         prompts = [
             revision_prompt(ctx.search.system_prompt, ctx.question, [a.text for a in chain], window, templates)
             for chain in chains
         ]
-        sampled = yield [ctx.solve(prompt, 1, round_, index) for index, prompt in enumerate(prompts)]
+        sampled = yield [ctx.solve(prompt, 1, round_, index) for index, prompt in enumerate(prompts, start=offset)]
         for chain, result in zip(chains, sampled, strict=True):
             [completion] = result.completions
             steps = ctx.split_steps(completion.text)
@@ -142,4 +145,5 @@ REVISIONS = Strategy(
     uses_revision_prompt=True,
     # A chain of T attempts, seeded by its index and round; with a fixed chain count P, T changes with the budget.
     pool_unit=lambda settings: None if settings.revision_chains > 0 else settings.revision_length,
+    pool_extend=revisions,
 )

@@ -3,12 +3,12 @@
 OmegaConf's structured mode rejects unknown keys and wrongly-typed values by name; `validate` adds the checks a type
 cannot express (known strategy names, positive budgets, ...), so a bad sweep fails before any engine starts.
 
-One module per group of sections, each section's rules beside it: `models` (generator, verifier), `search` (sampling
-and the strategy specs), `run` (data, scheduler, bench), `grading`, `serving`, `training`, and `sweep` (the whole
-`SweepConfig`, loading and the checks across sections); and the registries the sections name entries of: `verifiers`
-(verifier families) and `generators` (generator backends). Imports only `ttsearch.errors` at module level; a
-registry imports the module of an entry when that entry is used, and a strategy entry's rules are read from the
-strategy registry (`ttsearch.search.strategies.registry`) inside the functions that check them. Everything else
+One module per group of sections, each section's rules beside it: `models` (generator, verifier), `search` (sampling and
+the strategy specs), `run` (data, scheduler, bench), `grading`, `serving`, `training`, `recorded` (`ttsearch import`),
+and `sweep` (the whole `SweepConfig`, loading and the checks across sections); and the registries the sections name
+entries of: `verifiers` (verifier families) and `generators` (generator backends). Imports only `ttsearch.errors` at
+module level; a registry imports the module of an entry when that entry is used, and a strategy entry's rules are read
+from the strategy registry (`ttsearch.search.strategies.registry`) inside the functions that check them. Everything else
 imports config.
 """
 

@@ -30,8 +30,9 @@ from typing import Any
 
 import pandas as pd
 import pyarrow as pa
+from omegaconf import OmegaConf
 
-from ttsearch.config import ConfigError, StrategySpec, SweepConfig
+from ttsearch.config import ConfigError, RecordedConfig, StrategySpec, SweepConfig
 from ttsearch.search.grading import Grader
 from ttsearch.search.outcomes import ModelSizes, Usage
 from ttsearch.search.strategies import Candidate
@@ -131,7 +132,7 @@ def import_recorded(cfg: SweepConfig, source: str | Path, run_dir: str) -> Impor
     )
     store = RunStore(run_dir)
     fingerprint = sweep_fingerprint(run_cfg, [problem.as_problem() for problem in problems])
-    store.claim(fingerprint | {"recorded": recording_fingerprint(problems, section.format)}, run_cfg)
+    store.claim(fingerprint | {"recorded": recording_fingerprint(problems, section)}, run_cfg)
     store.write_text("".join(problem_line(problem) for problem in problems), *PROBLEMS_FILE)
     rows = recorded_rows(problems, run_cfg, spec, budgets)
     store.write_shard(0, 1, pa.Table.from_pylist(rows, schema=RESULT_SCHEMA))
@@ -156,13 +157,13 @@ def import_recorded(cfg: SweepConfig, source: str | Path, run_dir: str) -> Impor
     )
 
 
-def recording_fingerprint(problems: list[RecordedProblem], fmt: str) -> dict[str, Any]:
-    """The recording's content (every sample as the generic format writes it) and its format: a different
-    recording of the same problems is a different run."""
+def recording_fingerprint(problems: list[RecordedProblem], section: RecordedConfig) -> dict[str, Any]:
+    """The recording's content (every sample as the generic format writes it) and how it was read (the `recorded`
+    section: format, parameter counts, ...): a different recording, or the same one read otherwise, is another run."""
     content = hashlib.sha256()
     for line in generic_lines(problems):
         content.update(line.encode())
-    return {"format": str(fmt), "samples": content.hexdigest(), "verifiers": list(problems[0].verifiers)}
+    return OmegaConf.to_container(OmegaConf.structured(section)) | {"samples": content.hexdigest()}
 
 
 def problem_line(problem: RecordedProblem) -> str:

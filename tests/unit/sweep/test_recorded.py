@@ -168,6 +168,16 @@ def test_each_verifier_gets_its_own_rows_and_missing_answers_are_counted(tmp_pat
     assert full["eggs", "best_of_n[prm_a]/naive"].candidate_answers.tolist() == ["18", "26", "18", None]
 
 
+def test_a_recording_without_scores_gives_majority_rows_only(tmp_path):
+    path = tmp_path / "unscored.jsonl"
+    lines = [GOOD | {"sample_index": i, "steps": [f"\\boxed{{{a}}}"]} for i, a in enumerate("223")]
+    path.write_text("".join(json.dumps({k: v for k, v in line.items() if k != "step_scores"}) + "\n" for line in lines))
+    summary, frame = imported(path, tmp_path / "run")
+    assert summary.verifiers == () and "none (majority only)" in str(summary)
+    assert sorted(frame["strategy_label"].unique()) == ["best_of_n/majority"]
+    assert frame[frame["budget"] == 3]["accuracy"].tolist() == [1.0]
+
+
 def test_search_and_learn_full_pool_choices_match_its_own_predictions(tmp_path):
     """The fixture's `pred_{naive,weighted,maj}@4` columns follow search-and-learn's own selection code; where
     ttsearch sees no tie, its choice at budget 4 is right exactly when theirs is."""

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from ttsearch.analysis.report import sweep_summary
 from ttsearch.config import SweepConfig
-from ttsearch.sweep.jobs import RowCounts, row_counts, run_sweep
+from ttsearch.sweep.jobs import RowCounts, SampleCounts, row_counts, run_sweep, sample_counts
 
 
 @dataclass(frozen=True)
@@ -25,9 +25,12 @@ class SweepResult:
     """Accuracy and coverage per strategy × budget (`ttsearch.analysis.report.sweep_summary`)."""
     counts: RowCounts
     """Done, ungraded, failed and missing rows."""
+    samples: SampleCounts
+    """Samples the searches generated, and what searching each budget alone would have."""
 
     def __str__(self) -> str:
-        return f"\n{self.rows} rows saved in {self.output_dir}\n\n{self.summary}\n{self.counts.line()}"
+        lines = f"{self.samples.line()}\n{self.counts.line()}"
+        return f"\n{self.rows} rows saved in {self.output_dir}\n\n{self.summary}\n{lines}"
 
     @property
     def failure(self) -> str | None:
@@ -43,4 +46,5 @@ class SweepResult:
 def sweep(cfg: SweepConfig) -> SweepResult:
     """Run the jobs of `cfg` that have no row yet and count every saved row."""
     table = run_sweep(cfg)
-    return SweepResult(cfg.output_dir, table.num_rows, sweep_summary(table), row_counts(cfg, table))
+    counts = row_counts(cfg, table)
+    return SweepResult(cfg.output_dir, table.num_rows, sweep_summary(table), counts, sample_counts(table))

@@ -302,8 +302,9 @@ QUESTIONS = [f"q{i:02d}" for i in range(20)]
 BUDGETS = [1, 2, 4, 8]
 SEEDS = [0, 1]
 BEST_OF_N_SELECTIONS = ("naive", "weighted", "majority")
-# Question i has 30 best-of-N candidates (2 seeds × (1+2+4+8)); 30 - 3i//2 of them are right: distinct, q00 easiest.
-RIGHT = {uid: 30 - 3 * i // 2 for i, uid in enumerate(QUESTIONS)}
+# Question i has 16 best-of-N samples (2 seeds × the 8 of its largest budget; a smaller budget's are the first of
+# those, as a pooled sweep's are); 16 - 3i//4 of them are right: ties only inside each group of 4, q00 easiest.
+RIGHT = {uid: 16 - 3 * i // 4 for i, uid in enumerate(QUESTIONS)}
 
 
 def row_settings(strategy: str, **settings: Any) -> str:
@@ -382,15 +383,17 @@ def result_row(
 
 
 def best_of_n_rows(uid: str) -> list[dict]:
-    """Candidate j of the question's 30 is right iff (7j mod 30) < RIGHT[uid]: pass@1 is RIGHT/30 exactly."""
-    rows, j = [], 0
+    """Sample j of the question's 16 is right iff (5j mod 16) < RIGHT[uid]: pass@1 is RIGHT/16 exactly."""
+    rows, largest = [], max(BUDGETS)
     for seed in SEEDS:
+        pool = [(5 * (largest * seed + c)) % 16 < RIGHT[uid] for c in range(largest)]
         for budget in BUDGETS:
-            flags = [(7 * (j + c)) % 30 < RIGHT[uid] for c in range(budget)]
-            j += budget
+            flags = pool[:budget]
             picks = {"naive": flags[0], "weighted": 2 * sum(flags) >= budget, "majority": 2 * sum(flags) > budget}
             rows += [
-                result_row(uid, "best_of_n", f"best_of_n/{sel}", budget, seed, flags, picks[sel], selection=sel)
+                result_row(
+                    uid, "best_of_n", f"best_of_n/{sel}", budget, seed, flags, picks[sel], selection=sel, pool_budget=8
+                )
                 for sel in BEST_OF_N_SELECTIONS
             ]
     return rows

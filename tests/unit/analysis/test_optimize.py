@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from tests.fixtures import realised_estimates
 from ttsearch.analysis.compute_optimal import (
     BEST_FIXED,
     PolicyResult,
@@ -94,6 +95,7 @@ def row(
         "answer": "1" if correct else "2",
         "reference": "1",
         "correct": correct,
+        **realised_estimates(correct, flags, budget),
         "score": 0.5,
         "samples": budget,
         "generated_tokens": generated,

@@ -140,7 +140,7 @@ def test_difficulty_bins_follow_planted_pass_at_1(sweep):
     run_dir, _, markdown = sweep
     frame = load_results(run_dir)
     pass1 = oracle_pass_at_1(frame)
-    assert pass1.to_dict() == pytest.approx({uid: right / 30 for uid, right in RIGHT.items()})
+    assert pass1.to_dict() == pytest.approx({uid: right / 16 for uid, right in RIGHT.items()})
     bins = difficulty_bins(frame)
     assert bins.value_counts().sort_index().to_dict() == {1: 4, 2: 4, 3: 4, 4: 4, 5: 4}
     assert all(bins[uid] == 1 for uid in QUESTIONS[:4]) and all(bins[uid] == 5 for uid in QUESTIONS[-4:])

@@ -19,7 +19,14 @@ from tests.fixtures import (
 )
 from ttsearch.config import StrategySpec, load_config, searches
 from ttsearch.search.outcomes import JobOutcome, ModelSizes, Usage
-from ttsearch.sweep.jobs import SweepWork, outcome_rows, row_job_key, rows_per_problem, sweep_jobs
+from ttsearch.sweep.jobs import (
+    SweepWork,
+    outcome_rows,
+    row_job_key,
+    rows_per_problem,
+    sample_counts,
+    sweep_jobs,
+)
 from ttsearch.sweep.results import RESULT_SCHEMA, ResultsError, RunStore, sweep_fingerprint, with_estimate_columns
 from ttsearch.sweep.sharded import run_shard
 
@@ -130,6 +137,9 @@ def test_a_best_of_n_sweep_over_budgets_1_to_64_generates_the_samples_of_budget_
         store = RunStore(tmp_path / budgets)
         result = asyncio.run(run_shard(store, 0, 1, problems, SweepWork(cfg, SIZES), lambda grader: scheduler))
         assert result.rows == len(problems) * len(cfg.budgets) and result.missing == 0
+        if "best_of_n" in strategy:  # early stopping's rows bill what each budget spends, not the pool
+            counts = sample_counts(store.read_results())
+            assert (counts.generated, counts.alone) == (scheduler.samples, len(problems) * sum(cfg.budgets))
         return scheduler.samples
 
     assert generated("[1,2,4,8,16,32,64]") == 3 * 64, "one pool of 64 samples per problem"

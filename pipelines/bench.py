@@ -248,7 +248,7 @@ async def run_benchmark(
     rows: list[dict[str, Any]] = []
     free_tok_s: dict[str, float] = {}  # ready-queue tok/s per strategy with the configured model-free scorer
     cases = benchmark_cases(cfg)
-    with Grader() as grader:
+    with Grader.from_config(cfg.grading) as grader:
         for number, case in enumerate(cases, 1):
             case_cfg = replace(cfg, verifier=replace(cfg.verifier, kind=case.verifier, backend=case.config_backend))
             verifiers = verifiers_by_case[(case.verifier, case.backend)]

@@ -67,7 +67,7 @@ class SearchServer:
         self.api_key = cfg.serve.api_key or os.environ.get(API_KEY_ENV) or None
         self.policy = policy
         generators, verifiers = start_replicas(cfg)
-        self.grader = Grader()
+        self.grader = Grader.from_config(cfg.grading)
         self.metrics = ServeMetrics(serve.get_replica_context().replica_id.unique_id)
         pools = replica_pools(generators, verifiers, cfg.verifier.kind, cfg.scheduler, self.grader)
         scheduler = Scheduler.from_config(pools, cfg.scheduler, on_dispatch=self.metrics.on_dispatch)

@@ -26,7 +26,7 @@ async def solve_question(
     sizes: ModelSizes,
     seed: int = 0,
 ) -> Answer:
-    with Grader() as grader:
+    with Grader.from_config(cfg.grading) as grader:
         pools = replica_pools(generators, verifiers, cfg.verifier.kind, cfg.scheduler, grader)
         service = SearchService(
             Scheduler.from_config(pools, cfg.scheduler), cfg.search, sizes, grader, policy, cfg.strategies

@@ -505,7 +505,7 @@ class Grader:
                         if not worker.ready:
                             raise RuntimeError(f"grading worker did not start within {self.start_timeout_s:.0f} s")
                         limit = self._limit(batch, worker.job)
-                        self._failed(worker, batch, f"took over {limit:.0f} s", dead=True)
+                        self._failed(worker, batch, f"took over {limit:g} s", dead=True)
         except BaseException:
             self._stop_all()  # in-flight replies would otherwise be read as answers to the next call
             raise

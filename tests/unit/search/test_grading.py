@@ -273,7 +273,7 @@ def test_verdicts_are_cached_across_calls(grader: Grader) -> None:
     assert time.perf_counter() - start < 1.0
 
 
-def test_a_hung_item_is_retried_once_with_longer_limits_then_ungraded_and_not_cached(
+def test_a_hung_item_is_retried_once_with_longer_limits_then_ungraded_not_a_verdict(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     # math-verify's own timeout is out of reach here, so only the outer kill can end the item.

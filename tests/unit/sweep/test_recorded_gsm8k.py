@@ -37,6 +37,11 @@ VERIFIERS = ("skywork_prm_1_5b", "math_shepherd")
 SELECTIONS = ("naive", "weighted", "majority")
 BUDGETS = (1, 2, 4, 8, 16, 32)
 SUBSETS = 256  # the default `pool_subsets`, which the documented import uses
+PARAMETERS = (
+    "recorded.generator_parameters=32500000000",
+    "recorded.verifier_parameters={skywork_prm_1_5b: 1540000000, math_shepherd: 7240000000}",
+)
+"""The documented import's parameter counts (FLOPs), so a re-import bills the same."""
 
 pytestmark = pytest.mark.skipif(not POOL.is_file(), reason=f"the recorded GSM8K pool is not here: {POOL}")
 
@@ -102,9 +107,17 @@ def recorded_pools() -> dict[str, dict[str, np.ndarray]]:
     return pools
 
 
+UNITS_AND_MARKUP = re.compile(r"\\text\{[^{}]*\}|\\[,!$%]|[$,%\s]")
+FRACTION = re.compile(r"\\d?frac\{(-?\d+)\}\{(\d+)\}")
+
+
 def answer_key(answer: str) -> str:
+    """An extracted answer's value: units, `$`, thousands separators and spacing dropped, `\\frac{a}{b}` as a / b;
+    the text itself where that leaves no number."""
+    bare = UNITS_AND_MARKUP.sub("", answer)
+    bare = FRACTION.sub(lambda m: repr(int(m[1]) / int(m[2])), bare)
     try:
-        return repr(float(answer.replace(",", "").replace("$", "")))
+        return repr(float(bare))
     except ValueError:
         return answer.strip()
 
@@ -211,3 +224,15 @@ def test_the_reports_accuracy_table_shows_the_same_numbers(documented):
             for budget, cell in zip(BUDGETS, cells, strict=True):
                 value = float(cell.split("±")[0])
                 assert value == pytest.approx(100 * independent_accuracy()[verifier, selection, budget], abs=0.051)
+
+
+def test_the_exported_pools_import_to_the_same_rows(documented, imported_frame):
+    base, _ = documented
+    again = base / "runs" / "reimported"
+    with pytest.raises(SystemExit) as exited:
+        main(["import", str(base / "runs" / "gsm8k_pool_export.jsonl"), str(again), *PARAMETERS])
+    assert exited.value.code == 0
+    order = ["unique_id", "strategy_label", "budget"]
+    first, second = (f.sort_values(order).reset_index(drop=True) for f in (imported_frame, load_results(again)))
+    for column in first.columns:
+        assert first[column].astype(str).tolist() == second[column].astype(str).tolist(), column

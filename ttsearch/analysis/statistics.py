@@ -39,6 +39,7 @@ def signed_points(value: float) -> str:
     """A difference of accuracies (fractions) in signed percentage points, with the digits a small one needs."""
     if math.isnan(value):
         return "–"
+    value += 0.0  # -0.0 prints as +0.0
     shown = f"{100 * value:+.1f}"
     return shown if float(shown) != 0 or value == 0 else f"{100 * value:+.2g}"
 

@@ -7,13 +7,15 @@ import json
 from collections import Counter
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 
+from tests.fixtures import QUESTIONS, best_of_n_rows
 from ttsearch.cli import main
 from ttsearch.config import ConfigError, load_config
 from ttsearch.sweep.recorded import AnswerSource, RecordedError, read_recorded
 from ttsearch.sweep.recorded_runs import default_budgets, export_pools, import_recorded, verifier_label
-from ttsearch.sweep.results import ResultsError, load_results
+from ttsearch.sweep.results import CONFIG, RESULT_SCHEMA, ResultsError, RunStore, load_results, saved_config
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "recorded"
 GENERIC = DATA / "generic_small.jsonl"
@@ -254,3 +256,23 @@ def test_the_cli_imports_reimports_the_same_recording_and_refuses_another(tmp_pa
 def test_export_of_a_directory_without_pools_says_so(tmp_path):
     with pytest.raises(ResultsError, match="does not exist"):
         export_pools(str(tmp_path / "nothing"), tmp_path / "out.jsonl")
+
+
+def test_a_sweeps_pools_export_with_the_questions_of_its_problem_set(tmp_path):
+    """A sweep (not an import) exports its best-of-N pools too: one seed, the largest budget's candidates, its
+    configuration as the verifier, the questions read from its `data.path`."""
+    problems = tmp_path / "problems.jsonl"
+    problems.write_text(
+        "".join(json.dumps({"unique_id": u, "problem": f"Q {u}", "answer": "1"}) + "\n" for u in QUESTIONS)
+    )
+    store = RunStore(tmp_path / "sweep")
+    store.write_text(saved_config(load_config(overrides=[f"data.path={problems}"])), CONFIG)
+    rows = [row | {"strategy_config": "best_of_n"} for uid in QUESTIONS[:3] for row in best_of_n_rows(uid)]
+    store.write_shard(0, 1, pa.Table.from_pylist(rows, schema=RESULT_SCHEMA))
+    summary = export_pools(str(tmp_path / "sweep"), tmp_path / "pools.jsonl")
+    assert (summary.problems, summary.samples, summary.verifiers) == (3, 24, ("best_of_n",))
+    lines = [json.loads(line) for line in (tmp_path / "pools.jsonl").read_text().splitlines()]
+    first = [line for line in lines if line["problem_id"] == "q00"]
+    largest = next(r for r in rows if r["unique_id"] == "q00" and r["seed"] == 0 and r["budget"] == 8)
+    assert [line["extracted_answer"] for line in first] == largest["candidate_answers"]
+    assert first[0]["question"] == "Q q00" and first[0]["step_scores"] == {"best_of_n": [0.5]}

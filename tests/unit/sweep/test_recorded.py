@@ -8,6 +8,7 @@ from collections import Counter
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from tests.fixtures import QUESTIONS, best_of_n_rows
@@ -67,6 +68,14 @@ def test_the_search_and_learn_reader_reads_its_columns():
     assert [s.step_scores["rlhflow_8b"] for s in hexagon.samples][2] == (0.6, 0.2), "PRM step scores, per step"
     assert [s.num_tokens for s in hexagon.samples] == [58, 44, 30, 14]
     assert [s.answer for s in hexagon.samples] == ["42", "42", "126", None], "no \\boxed{}: no answer"
+
+
+def test_search_and_learn_datasets_read_from_the_hubs_parquet_alike(tmp_path):
+    rows = [json.loads(line) for line in SAL.read_text().splitlines()]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "train-00000-of-00001.parquet")
+    assert read_recorded(tmp_path / "train-00000-of-00001.parquet", "search_and_learn") == read_recorded(
+        SAL, "search_and_learn"
+    )
 
 
 def test_the_qwen_reader_reads_one_outcome_score_and_the_recorded_pred():

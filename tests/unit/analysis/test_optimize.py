@@ -375,10 +375,11 @@ def test_estimation_cost_is_unknown_without_per_candidate_tokens():
 def test_oracle_difficulty_uses_every_sample_of_every_job():
     frame = frame_of(score_rows())
     difficulty = estimate_difficulty(frame, "oracle", estimation_samples=4)  # k does not cut the oracle
-    # p_i: 20 samples: the (8, 0) job's min(8, 10 − i) right ones, plus 8 + 4 right ones in the others if i is even.
-    expected = {f"p{i}": (min(8, 10 - i) + 12 * (i % 2 == 0)) / 20 for i in range(10)}
+    # p_i: each seed's largest job, once (the budget-4 job's samples are a pool's first 4): 16 samples, the (8, 0)
+    # job's min(8, 10 − i) right ones, plus the (8, 1) job's 8 if i is even.
+    expected = {f"p{i}": (min(8, 10 - i) + 8 * (i % 2 == 0)) / 16 for i in range(10)}
     assert difficulty.score.to_dict() == pytest.approx(expected)
-    assert difficulty.samples.to_dict() == {f"p{i}": 20 for i in range(10)}
+    assert difficulty.samples.to_dict() == {f"p{i}": 16 for i in range(10)}
     assert difficulty.estimation_samples is None and difficulty.cost is None
     assert difficulty.bins.equals(difficulty_bins(frame))  # the report's bins
 
@@ -485,7 +486,7 @@ def test_report_writes_markdown_plots_and_a_deployable_policy(tmp_path):
     # The estimate: 4 candidates × 100 tokens, the prompt once (50, 40 cached), 4 × 80 verifier tokens.
     assert "| samples | 4 |" in markdown and "| generated_tokens | 400 |" in markdown
     assert "| prompt_tokens | 50 |" in markdown and "| verifier_tokens | 320 |" in markdown
-    assert "40 samples per question" in markdown  # oracle: 2 seeds × (4 + 16) best-of-N samples
+    assert "32 samples per question" in markdown  # oracle: 2 seeds × the 16 samples of the largest budget
     policy = load_policy(run)
     assert policy.choices == {(budget, b): WINNER[b] for budget in BUDGETS for b in range(1, 6)}
 

@@ -145,7 +145,7 @@ def test_difficulty_bins_follow_planted_pass_at_1(sweep):
     assert bins.value_counts().sort_index().to_dict() == {1: 4, 2: 4, 3: 4, 4: 4, 5: 4}
     assert all(bins[uid] == 1 for uid in QUESTIONS[:4]) and all(bins[uid] == 5 for uid in QUESTIONS[-4:])
     assert bins.equals(difficulty_bins(pq.read_table(run_dir / "results")))
-    assert "| 1 | 0.867 – 1.000 | 0.933 | 4 |" in markdown  # 30, 29, 27, 26 of 30 right
+    assert "| 1 | 0.875 – 1.000 | 0.953 | 4 |" in markdown  # 16, 16, 15, 14 of 16 right
 
 
 def test_revisions_rows_add_pass_at_1_by_attempt(sweep, tmp_path):
@@ -178,17 +178,18 @@ def test_revisions_rows_add_pass_at_1_by_attempt(sweep, tmp_path):
 
 
 def test_pass_at_1_counts_samples_shared_by_selections_once():
-    # q: budget 1 has one right candidate under three selections, budget 2 two wrong ones under one selection.
+    # q: one pool of 2 samples (right, wrong) under two selections; budget 1 is its first sample under three.
     rows = [
         result_row("q", "best_of_n", f"best_of_n/{sel}", 1, 0, [True], True, selection=sel)
         for sel in BEST_OF_N_SELECTIONS
     ]
     rows += [
-        result_row("q", "best_of_n", "best_of_n/naive", 2, 0, [False, False], False, selection="naive"),
-        result_row("q", "beam", "beam(M=2)/weighted", 2, 0, [True, True], True),
-    ]  # not a best-of-N sample
+        result_row("q", "best_of_n", f"best_of_n/{sel}", 2, 0, [True, False], True, selection=sel)
+        for sel in ("naive", "weighted")
+    ]
+    rows.append(result_row("q", "beam", "beam(M=2)/weighted", 2, 0, [True, True], True))  # not a best-of-N sample
     frame = pa.Table.from_pylist(rows, schema=RESULT_SCHEMA)
-    assert oracle_pass_at_1(frame)["q"] == pytest.approx(1 / 3)
+    assert oracle_pass_at_1(frame)["q"] == pytest.approx(1 / 2)  # not 5/7 (every row) nor 2/3 (every job)
 
 
 def test_tied_pass_at_1_shares_one_bin():
@@ -265,7 +266,7 @@ def test_run_contents_count_configurations_and_labels_apart(sweep):
 
 def test_report_states_samples_per_question_and_shows_predicted_bins(sweep):
     _, _, markdown = sweep
-    assert "each sample once; 30 samples per question" in markdown  # 2 seeds × (1 + 2 + 4 + 8)
+    assert "each sample once; 16 samples per question" in markdown  # 2 seeds × the 8 of the largest budget
     assert "Predicted bins (mean verifier score of 8 best-of-N samples per question" in markdown
     assert "the default 16 capped by the largest best-of-N job" in markdown
 

@@ -32,7 +32,7 @@ import pandas as pd
 import pyarrow as pa
 from omegaconf import OmegaConf
 
-from ttsearch.config import ConfigError, RecordedConfig, StrategySpec, SweepConfig
+from ttsearch.config import RecordedConfig, StrategySpec, SweepConfig, require
 from ttsearch.search.grading import Grader
 from ttsearch.search.outcomes import ModelSizes, Usage
 from ttsearch.search.strategies import Candidate
@@ -109,17 +109,17 @@ def import_recorded(cfg: SweepConfig, source: str | Path, run_dir: str) -> Impor
     """Read `source` in `cfg.recorded.format`, check it whole, claim `run_dir` and write its rows."""
     started = time.perf_counter()
     section = cfg.recorded
-    if len(cfg.seeds) != 1:
-        raise ConfigError(f"bad config: key 'seeds': an import is one recording, so one seed, got {cfg.seeds}")
+    require(len(cfg.seeds) == 1, "seeds", f"an import is one recording, so one seed, got {cfg.seeds}")
     problems = read_recorded(source, section.format, section.verifier)
     sizes = [len(problem.samples) for problem in problems]
     budgets = sorted(set(section.budgets)) or default_budgets(min(sizes))
     smallest = min(range(len(problems)), key=sizes.__getitem__)
-    if budgets[-1] > sizes[smallest]:
-        raise ConfigError(
-            f"bad config: key 'recorded.budgets': every budget must be at most the smallest pool, "
-            f"{sizes[smallest]} samples of problem '{problems[smallest].unique_id}', got {budgets[-1]}"
-        )
+    require(
+        budgets[-1] <= sizes[smallest],
+        "recorded.budgets",
+        f"every budget must be at most the smallest pool, {sizes[smallest]} samples of problem "
+        f"'{problems[smallest].unique_id}', got {budgets[-1]}",
+    )
     spec = StrategySpec.of("best_of_n", list(section.selections), section.aggregation)
     run_cfg = replace(
         cfg,

@@ -35,13 +35,10 @@ METHOD = (
 """How every verdict is decided, as the reports say it."""
 
 
-def signed_points(value: float) -> str:
-    """A difference of accuracies (fractions) in signed percentage points, with the digits a small one needs."""
-    if math.isnan(value):
-        return "–"
-    value += 0.0  # -0.0 prints as +0.0
-    shown = f"{100 * value:+.1f}"
-    return shown if float(shown) != 0 or value == 0 else f"{100 * value:+.2g}"
+def _decimals(values: Sequence[float]) -> int:
+    """Decimals (in points) that show every nonzero value with at least one significant digit: 1 to 4."""
+    shown = [abs(100 * v) for v in values if v and not math.isnan(v)]
+    return min(4, max([1, *(-math.floor(math.log10(v)) for v in shown)]))
 
 
 @dataclass(frozen=True)
@@ -63,12 +60,13 @@ class Difference:
         return 1 if self.low > 0 else -1 if self.high < 0 else 0
 
     def interval(self) -> str:
-        """'+1.2 points, 95 % CI +0.4 to +2.0, 500 questions'."""
+        """'+1.2 points, 95 % CI +0.4 to +2.0, 500 questions', with one count of decimals that shows each."""
         if self.n == 0:
             return "no question in common"
-        low, high = signed_points(self.low), signed_points(self.high)
+        digits = _decimals((self.mean, self.low, self.high))
+        mean, low, high = (f"{100 * v + 0.0:+.{digits}f}" for v in (self.mean, self.low, self.high))  # no -0.0
         questions = f"{self.n} question{'s' if self.n != 1 else ''}"
-        return f"{signed_points(self.mean)} points, {100 * CONFIDENCE:.0f} % CI {low} to {high}, {questions}"
+        return f"{mean} points, {100 * CONFIDENCE:.0f} % CI {low} to {high}, {questions}"
 
     def verdict(self, better: str = "more accurate", worse: str = "less accurate") -> str:
         """`better`, `worse` or NO_DIFFERENCE, by the sign of the interval."""

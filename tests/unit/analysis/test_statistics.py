@@ -14,6 +14,7 @@ from ttsearch.analysis.statistics import (
     NO_DIFFERENCE,
     RESAMPLES,
     SEED,
+    Difference,
     distinct_digits,
     grouped,
     paired_difference,
@@ -71,6 +72,13 @@ def test_series_pair_by_question_and_ungraded_pairs_take_no_part():
     assert paired_difference([np.nan], [1.0]).interval() == "no question in common"
     with pytest.raises(ValueError, match="one value per question on both sides"):
         paired_difference([1.0, 0.0], [1.0])
+
+
+def test_small_differences_print_with_the_digits_that_show_them():
+    # A measurable interval never reads "+0.0" at an end: one count of decimals shows every nonzero value.
+    tiny = Difference(-0.00047, -0.001, -0.000066, 500)
+    assert tiny.interval() == "-0.047 points, 95 % CI -0.100 to -0.007, 500 questions"
+    assert Difference(0.0, -0.0, 0.0, 1).interval() == "+0.0 points, 95 % CI +0.0 to +0.0, 1 question"
 
 
 def test_grouped_verdicts_read_as_one_sentence():

@@ -10,18 +10,18 @@ once with longer limits and is otherwise recorded as *ungraded*, never as a wron
 grader's lifetime. A problem whose comparisons have used its grading time (`grading.problem_time_s`) gets its new ones
 answered *ungraded* at once; `Grader.stats()` counts both for the run's summary.
 
-This module stays cheap to import: math-verify and sympy are imported only inside the workers.
+This module holds the answer extraction and canonical form and the parent side (the `Grader` pool); what runs in
+each worker process is `ttsearch.search.grading_worker`. It stays cheap to import: math-verify and sympy are
+imported only inside the workers.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
-import functools
 import logging
 import multiprocessing
 import re
-import sys
 import threading
 import time
 from collections import OrderedDict
@@ -32,6 +32,7 @@ from multiprocessing.process import BaseProcess
 from typing import Any
 
 from ttsearch.config.grading import GradingConfig
+from ttsearch.search import grading_worker
 
 logger = logging.getLogger(__name__)
 
@@ -151,121 +152,7 @@ def canonical_answer(answer: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# Worker side: runs in a spawned process, so signal-based timeouts and the audit hook are ours.
-
-_READY = "ready"
-_PROCESS_EVENTS = frozenset(
-    {"os.system", "os.exec", "os.posix_spawn", "os.spawn", "os.fork", "os.forkpty", "subprocess.Popen", "pty.spawn"}
-)
-_STRING_LITERAL = re.compile(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"")
-_IDENTIFIER = re.compile(r"[A-Za-z_]\w*")
-_SAFE_NAMES = frozenset({"Integer", "Float", "Rational", "Symbol", "E", "I", "pi", "oo", "zoo", "nan"})
-
-
-def _is_expected_dynamic_code(source: object) -> bool:
-    """Whether a `compile` is one of the few that sympy does while grading, none of them carrying user text.
-
-    Allowed: anything compiled while a module is being imported (sympy imports lazily, and module code
-    such as dataclass creation is fixed text), sympy's `from sympy import *` prelude of `parse_expr`,
-    its generated monomial arithmetic, and number/symbol constructors such as `Integer (12 )`, which is
-    what `sympy.Number("12")` in latex2sympy's `parse_number` evals. Any other source is refused.
-    """
-    if _inside_import():
-        return True
-    if isinstance(source, bytes):
-        source = source.decode("utf-8", "replace")
-    if not isinstance(source, str):
-        return False
-    if source == "from sympy import *":
-        return True
-    if source.startswith("def monomial_"):
-        return "__" not in source and "import" not in source
-    code = _STRING_LITERAL.sub("''", source)
-    return "__" not in code and set(_IDENTIFIER.findall(code)) <= _SAFE_NAMES
-
-
-def _inside_import() -> bool:
-    frame = sys._getframe(1)
-    while frame is not None:
-        if frame.f_code.co_filename.startswith("<frozen importlib._bootstrap"):
-            return True
-        frame = frame.f_back
-    return False
-
-
-def _audit_guard(event: str, args: tuple[Any, ...]) -> None:
-    """Audit hook of grading workers: refuse unexpected dynamic code and any process creation."""
-    if event == "compile" and not _is_expected_dynamic_code(args[0]):
-        raise RuntimeError("ttsearch.search.grading: refused to compile dynamic code in a grading worker")
-    if event in _PROCESS_EVENTS:
-        raise RuntimeError(f"ttsearch.search.grading: refused {event} in a grading worker")
-
-
-def _install_guard() -> None:
-    """Install the worker's audit hook. Irreversible for the process, so only workers call it."""
-    sys.addaudithook(_audit_guard)
-
-
-def _worker_main(conn: Connection, memory_limit_mb: int | None) -> None:
-    """Grade (prediction, gold, math timeout) jobs one at a time; reply a bool, or a string saying why it failed."""
-    if memory_limit_mb is not None:
-        import resource
-
-        limit = memory_limit_mb * 1024 * 1024
-        hard = resource.getrlimit(resource.RLIMIT_AS)[1]
-        if hard != resource.RLIM_INFINITY:
-            limit = min(limit, hard)
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-    logging.getLogger("math_verify").setLevel(logging.CRITICAL)
-    from math_verify import LatexExtractionConfig, parse, verify
-    from math_verify.errors import TimeoutException
-
-    # Only the LaTeX extractor: ExprExtractionConfig would hand raw text to sympy's parse_expr (eval).
-    latex_only = [LatexExtractionConfig()]
-
-    @functools.lru_cache(maxsize=4096)  # one answer meets many others when votes are grouped
-    def parsed(answer: str, timeout_s: int) -> list[Any]:
-        """math-verify's parse; a text it cannot parse is no answer (a verdict), a timeout is not (it raises)."""
-        try:
-            return parse(f"${answer}$", latex_only, parsing_timeout=timeout_s, raise_on_error=True)
-        except TimeoutException:
-            raise
-        except Exception:
-            return []
-
-    def grade_one(prediction: str, gold: str, timeout_s: int) -> bool | str:
-        # Canonical forms first: math-verify misreads e.g. "168,000 \, \text{\$}" (and its unit removal is
-        # anchored at the end, so stripping matters too).
-        prediction, gold = canonical_answer(prediction), canonical_answer(gold)
-        if prediction == gold:
-            return True
-        try:
-            return bool(
-                verify(
-                    parsed(gold, timeout_s),
-                    parsed(prediction, timeout_s),
-                    timeout_seconds=timeout_s,
-                    raise_on_error=True,
-                )
-            )
-        except TimeoutException:
-            return f"math-verify timed out after {timeout_s} s"
-        except Exception as error:  # a sympy failure while comparing: no verdict either way
-            return f"math-verify failed: {type(error).__name__}: {str(error)[:200]}"
-
-    grade_one("\\frac{1}{2}", "0.5", 5)  # warm-up: first-use imports happen before the guard
-    _install_guard()
-    conn.send(_READY)
-    while True:
-        try:
-            job = conn.recv()
-        except EOFError:  # the parent has gone
-            return
-        conn.send(grade_one(*job))
-
-
-# ---------------------------------------------------------------------------------------------
-# Parent side.
+# Parent side; the worker side (what runs in each spawned process) is `ttsearch.search.grading_worker`.
 
 Verdict = bool | None
 """True right, False wrong, None ungraded: grading failed twice (timeout, crash, math-verify error) or the problem's
@@ -275,7 +162,8 @@ Pair = tuple[str, str]
 """One comparison: (prediction, gold), or (answer, other answer) for `Grader.same_answers`."""
 
 WorkerMain = Callable[[Connection, int | None], None]
-"""What a grading worker process runs: `_worker_main(conn, memory_limit_mb)`, or a stand-in speaking its protocol."""
+"""What a grading worker process runs: `grading_worker.worker_main(conn, memory_limit_mb)`, or a stand-in speaking
+its protocol."""
 
 
 @dataclass(frozen=True)
@@ -380,7 +268,7 @@ class Grader:
         cache_size: int = 100_000,
         retry_scale: int = 3,
         problem_time_s: float = GradingConfig.problem_time_s,
-        worker_main: WorkerMain = _worker_main,
+        worker_main: WorkerMain = grading_worker.worker_main,
     ) -> None:
         """`worker_main` is what each worker process runs; tests pass a scripted stand-in (it must be importable
         by name: workers are spawned)."""
@@ -524,7 +412,7 @@ class Grader:
                 ) from None
             self._failed(worker, batch, f"worker died (exit code {worker.process.exitcode})", dead=True)
             return
-        if message == _READY:
+        if message == grading_worker.READY:
             worker.ready = True
             worker.started = time.monotonic()
             worker.deadline = worker.started + self._limit(batch, worker.job)

@@ -321,10 +321,10 @@ def _probe_a_live_worker(conn) -> None:
     the audit hook forbids from this process's main thread (audit hooks are process-wide)."""
     import os
 
-    from ttsearch.search import grading
+    from ttsearch.search import grading_worker
 
     worker_end, ours = multiprocessing.Pipe()
-    threading.Thread(target=grading._worker_main, args=(worker_end, None), daemon=True).start()
+    threading.Thread(target=grading_worker.worker_main, args=(worker_end, None), daemon=True).start()
     assert ours.recv() == "ready"
     refused = []
     for attempt in (lambda: eval("len('x')"), lambda: os.system("touch /tmp/ttsearch_pwned")):
@@ -374,8 +374,8 @@ def _address_space_limit(pid: int) -> int | None:
 def test_worker_guard_refuses_eval_exec_and_processes() -> None:
     probe = f"""
 import os, subprocess, sympy
-from ttsearch.search.grading import _install_guard
-_install_guard()
+from ttsearch.search.grading_worker import install_guard
+install_guard()
 assert sympy.Number("12") == 12 and sympy.Number("1.5") == 1.5
 for attempt in (
     lambda: sympy.sympify({INJECTION!r}),

@@ -20,9 +20,9 @@ FREE_S = 0.1
 
 
 def scripted_worker(conn: Connection, memory_limit_mb: int | None) -> None:
-    """A grading worker speaking `_worker_main`'s protocol, its comparisons scripted by the prediction: `hang` never
-    answers, `die` exits, `error` fails as math-verify does, `slow:S` answers wrong after S seconds; any other
-    prediction is right exactly when it equals the gold."""
+    """A grading worker speaking `grading_worker.worker_main`'s protocol, its comparisons scripted by the prediction:
+    `hang` never answers, `die` exits, `error` fails as math-verify does, `slow:S` answers wrong after S seconds; any
+    other prediction is right exactly when it equals the gold."""
     conn.send("ready")
     while True:
         try:

@@ -52,13 +52,13 @@ def curve_style(i: int, n: int) -> tuple[str, float]:
 def _log10_axis(ax) -> None:
     """log10 x-axis in scientific notation whose tick labels cannot crowd, call after plotting (reads the x-range).
 
-    Over 1.5 decades: at most MAX_LOG10_TICKS powers of 10. From 0.8 to 1.5: 1, 2 and 5 × 10^k (any range over
-    2.5² = 6.25× holds two of them). Narrower: at most 5 evenly spaced ticks. Minor ticks stay unlabelled.
+    Over 2 decades: at most MAX_LOG10_TICKS powers of 10. From 0.8 to 2: 1, 2 and 5 × 10^k (at most 7; any range
+    over 2.5² = 6.25× holds two of them). Narrower: at most 5 evenly spaced ticks. Minor ticks stay unlabelled.
     """
     ax.set_xscale("log", base=10)
     low, high = ax.get_xlim()
     decades = math.log10(high / low)
-    if decades > 1.5:
+    if decades > 2:
         locator = LogLocator(base=10, numticks=MAX_LOG10_TICKS)
     elif decades > 0.8:
         locator = LogLocator(base=10, subs=(1.0, 2.0, 5.0))

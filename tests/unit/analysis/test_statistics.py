@@ -149,7 +149,16 @@ def visible_tick_labels(ax) -> list:
 
 @pytest.mark.parametrize(
     ("low", "high"),
-    [(3e11, 7e11), (1.2e11, 9.5e11), (2e11, 4e12), (1e9, 1e15), (2.1e11, 2.6e11), (1e10, 1e30), (1e3, 5e5)],
+    [
+        (3e11, 7e11),
+        (1.2e11, 9.5e11),
+        (2e11, 4e12),
+        (1.5e13, 9e14),
+        (1e9, 1e15),
+        (2.1e11, 2.6e11),
+        (1e10, 1e30),
+        (1e3, 5e5),
+    ],
 )
 def test_log_axis_tick_labels_do_not_overlap(low, high):
     # matplotlib's default log10 axis overlapped two labels at (2e11, 4e12) and drew 8 at (1e10, 1e30).

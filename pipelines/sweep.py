@@ -10,7 +10,9 @@ from dataclasses import dataclass
 
 from ttsearch.analysis.report import sweep_summary
 from ttsearch.config import SweepConfig
+from ttsearch.search.grading import GradingStats
 from ttsearch.sweep.jobs import RowCounts, SampleCounts, row_counts, run_sweep, sample_counts
+from ttsearch.sweep.results import RunStore
 
 
 @dataclass(frozen=True)
@@ -27,9 +29,11 @@ class SweepResult:
     """Done, ungraded, failed and missing rows."""
     samples: SampleCounts
     """Samples the searches generated, and what searching each budget alone would have."""
+    grading: GradingStats
+    """What grading did (each shard's latest run): cache hits, double failures, problems over the time bound."""
 
     def __str__(self) -> str:
-        lines = f"{self.samples.line()}\n{self.counts.line()}"
+        lines = f"{self.samples.line()}\n{self.grading.line()}\n{self.counts.line()}"
         return f"\n{self.rows} rows saved in {self.output_dir}\n\n{self.summary}\n{lines}"
 
     @property
@@ -46,5 +50,5 @@ class SweepResult:
 def sweep(cfg: SweepConfig) -> SweepResult:
     """Run the jobs of `cfg` that have no row yet and count every saved row."""
     table = run_sweep(cfg)
-    counts = row_counts(cfg, table)
-    return SweepResult(cfg.output_dir, table.num_rows, sweep_summary(table), counts, sample_counts(table))
+    counts, grading = row_counts(cfg, table), RunStore(cfg.output_dir).grading()
+    return SweepResult(cfg.output_dir, table.num_rows, sweep_summary(table), counts, sample_counts(table), grading)

@@ -60,7 +60,7 @@ def test_every_command_parses_and_its_modes_belong_to_one():
     usage = cli.build_parser().format_usage()
     names = {name for name in cli.COMMANDS if " " not in name}
     assert names == set(re.search(r"\{(.*?)\}", usage)[1].split(","))
-    assert len(names) == 13
+    assert len(names) == 15
     for name in cli.COMMANDS:
         command, _, flag = name.partition(" ")
         assert command in names and (not flag or flag.startswith("--")), name

@@ -138,9 +138,10 @@ def pool_rows(
     """
     pool_budget = max(budgets) if pool_budget is None else pool_budget
     answers = [c.answer for c in candidates]
-    correct = grader.grade_many([(answer, problem["answer"]) for answer in answers])
+    graded = grader.problem(problem["unique_id"])  # charged to the problem's grading time bound
+    correct = graded.grade_many([(answer, problem["answer"]) for answer in answers])
     scores = [aggregate(c.step_scores, spec.aggregation) for c in candidates]
-    groups = answer_groups(answers, grader.same_answers)  # once per pool: every budget and subset reuses them
+    groups = answer_groups(answers, graded.same_answers)  # once per pool: every budget and subset reuses them
     derives = list(budgets) != [pool_budget]
     unit = pool_unit(spec) if derives else max(len(candidates), 1)
     if unit is None:

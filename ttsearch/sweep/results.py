@@ -6,6 +6,7 @@ Layout of a run directory:
     config.yaml                    the full config the sweep ran with
     results/shard-K-of-N.parquet   a finished shard: the rows of every job (answers, or deterministic error rows)
     partial/shard-K-of-N.parquet   an unfinished shard's finished jobs (some jobs hit infrastructure failures)
+    grading/shard-K-of-N.json      what grading did in the shard's latest run (`Grader.stats`)
     report/, policy.json           written by `ttsearch report` / `ttsearch optimize`
 
 Every write is atomic (a temporary name, then a rename), so a killed task never leaves a file that looks
@@ -16,6 +17,7 @@ exactly where `sweep` wrote it.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import tempfile
@@ -34,6 +36,7 @@ from omegaconf import OmegaConf
 
 from ttsearch.config import SweepConfig, entry_record, load_config_text
 from ttsearch.errors import TTSearchError
+from ttsearch.search.grading import GradingStats
 from ttsearch.search.strategies import strategy_config
 
 RESULT_SCHEMA = pa.schema(
@@ -112,6 +115,7 @@ MANIFEST = "sweep.json"
 CONFIG = "config.yaml"
 RESULTS = "results"
 PARTIAL = "partial"
+GRADING = "grading"
 
 
 def with_added_columns(table: pa.Table, schema: pa.Schema = RESULT_SCHEMA) -> pa.Table:
@@ -403,6 +407,21 @@ class RunStore:
     def write_partial(self, index: int, total: int, table: pa.Table) -> None:
         """The finished jobs of a shard that could not finish; a re-run computes only the rest."""
         self._atomic(lambda tmp: pq.write_table(table, tmp, filesystem=self.fs), PARTIAL, shard_file(index, total))
+
+    def write_grading(self, index: int, total: int, stats: GradingStats) -> None:
+        """What grading did in the shard's latest run (`Grader.stats`), for the run's summary."""
+        name = shard_file(index, total).removesuffix(".parquet") + ".json"
+        self.write_text(json.dumps(dataclasses.asdict(stats)), GRADING, name)
+
+    def grading(self) -> GradingStats:
+        """Grading statistics summed over the shards (each as its latest run left it); zero when none saved."""
+        if self._type(GRADING) != pafs.FileType.Directory:
+            return GradingStats()
+        infos = self.fs.get_file_info(pafs.FileSelector(self.path(GRADING)))
+        names = sorted(info.base_name for info in infos if info.base_name.endswith(".json"))
+        return sum(
+            (GradingStats.from_record(json.loads(self.read_text(GRADING, name))) for name in names), GradingStats()
+        )
 
     def read_partial(self, index: int, total: int) -> pa.Table | None:
         path = self.path(PARTIAL, shard_file(index, total))

@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 
 import pyarrow as pa
 
-from ttsearch.config import SweepConfig
+from ttsearch.config import GradingConfig, SweepConfig
 from ttsearch.errors import TTSearchError
 from ttsearch.search.grading import Grader
 from ttsearch.search.outcomes import Failure, JobOutcome
@@ -160,6 +160,7 @@ async def run_shard(
     on_resumed: Callable[[set[Hashable]], None] | None = None,
     on_rows: Callable[[list[dict[str, Any]]], None] | None = None,
     checkpoint_interval_s: float = CHECKPOINT_INTERVAL_S,
+    grading_config: GradingConfig | None = None,
 ) -> ShardResult:
     """Compute the shard's jobs that have no row yet and save the shard.
 
@@ -168,6 +169,7 @@ async def run_shard(
     infrastructure failure get no row and the finished ones go to the partial record. If the scheduler itself
     raises (e.g. `ReplicasUnavailable`), the jobs finished so far are saved as partial first; and every
     `checkpoint_interval_s` the finished jobs are saved as partial anyway, for a task killed without warning.
+    The shard's grading statistics (`grading_config`'s bounds at work) are saved beside its rows.
     """
     saved = store.read_partial(shard, total)
     rows = saved.to_pylist() if saved is not None else []
@@ -178,7 +180,8 @@ async def run_shard(
     if on_resumed is not None:
         on_resumed(done)
     missing = 0
-    with Grader() as grader, ThreadPoolExecutor(max_workers=1, thread_name_prefix="grading") as grading:
+    grader = Grader.from_config(grading_config or GradingConfig())
+    with grader, ThreadPoolExecutor(max_workers=1, thread_name_prefix="grading") as grading:
         graded: list[Future] = []
 
         def placed(fresh: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -225,6 +228,7 @@ async def run_shard(
         store.write_partial(shard, total, table(rows))
     else:
         store.write_shard(shard, total, table(rows))
+    store.write_grading(shard, total, grader.stats())
     failed = sum(row["error"] is not None for row in rows)
     return ShardResult(shard, len(rows), failed, missing, node_id)
 
@@ -292,6 +296,7 @@ async def _run_shard_task(shard: int, problems: list[dict[str, Any]], ctx: Shard
         on_outcome=on_outcome,
         on_resumed=lambda keys: report(list(keys)),
         on_rows=metrics.on_rows,
+        grading_config=cfg.grading,
     )
     return await (shard_run if ctx.progress is None else until_stopped(shard_run, ctx.progress))
 

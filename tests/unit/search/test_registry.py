@@ -151,7 +151,8 @@ def test_a_toy_strategy_is_one_module_and_one_registry_entry(toy, tmp_path):
     assert "toy(w=2)/weighted" in report.path.read_text()
 
     # the policy: fitted on rows where the toy strategy is the one that is right, it chooses it everywhere
-    frame = rows.assign(correct=rows["strategy"] == "toy")
+    toy = (rows["strategy"] == "toy").astype(float)
+    frame = rows.assign(correct=rows["strategy"] == "toy", accuracy=toy, accuracy_low=toy, accuracy_high=toy)
     difficulty = estimate_difficulty(frame, "predicted", 2, min_size=2)
     choices = fit_policy(frame, difficulty.bins)
     assert set(choices.values()) <= {"toy(w=2)/majority", "toy(w=2)/weighted"} and choices

@@ -56,8 +56,10 @@ def test_weighted_sums_a_group_joined_by_equivalence_and_returns_its_best_candid
     assert select(candidates, "weighted", "last", forms_only).answer == "0.3", "without equivalence 0.7 wins"
 
 
-def test_ties_go_to_the_first_seen_group_and_nobody_answering_falls_back_to_naive():
-    assert select([boxed("2"), boxed("3")], "majority", "last", forms_only).answer == "2"
+def test_tied_groups_are_drawn_by_the_seed_and_nobody_answering_falls_back_to_naive():
+    tied = [boxed("2"), boxed("3")]
+    assert {select(tied, "majority", "last", forms_only, tie_seed=seed).answer for seed in range(30)} == {"2", "3"}
+    assert select(tied, "majority", "last", forms_only, 7) is select(tied, "majority", "last", forms_only, 7)
     silent = [boxed(None, 0.2), boxed(None, 0.9)]
     assert select(silent, "majority", "last", forms_only) is silent[1]
 

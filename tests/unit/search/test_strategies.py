@@ -46,11 +46,13 @@ def test_weighted_picks_the_answer_with_the_largest_summed_score():
     assert select([], "weighted", "last", forms_only) is None
 
 
-def test_majority_ignores_scores_and_breaks_ties_by_first_seen():
+def test_majority_ignores_scores_and_draws_among_tied_answers():
     cands = [
         Candidate(steps=(f"\\boxed{{{a}}}",), step_scores=(s,)) for a, s in [(1, 0.1), (2, 0.9), (2, 0.0), (1, 0.0)]
     ]
-    assert select(cands, "majority", "last", forms_only).answer == "1"
+    drawn = [select(cands, "majority", "last", forms_only, tie_seed=seed) for seed in range(30)]
+    assert {c.answer for c in drawn} == {"1", "2"}, "a 2-2 vote is a tie, whatever the scores"
+    assert {cands.index(c) for c in drawn} == {0, 1}, "each group's best-scored member"
 
 
 def test_aggregations():

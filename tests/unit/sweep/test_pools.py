@@ -182,6 +182,8 @@ def test_raising_the_largest_budget_extends_the_saved_pools_and_searches_only_th
         scheduler = FakeScheduler(respond=seeded_answers)
         result = asyncio.run(run_shard(store, 0, 1, problems, SweepWork(cfg, SIZES), lambda grader: scheduler))
         assert result.missing == 0 and result.rows == len(problems) * rows_per_problem(cfg)
+        graded = store.grading()
+        assert graded.num_graded > 0 and graded.num_failed_twice == 0, "the shard saved its grading statistics"
         return scheduler, store.read_results().to_pylist()
 
     sweep("grown", "[2,4]")

@@ -8,7 +8,7 @@ import pytest
 from tests.fixtures import FakeScheduler
 from ttsearch.config import load_config
 from ttsearch.search.outcomes import Failure, ModelSizes, ReplicasUnavailable
-from ttsearch.sweep.jobs import SweepWork, row_job_key
+from ttsearch.sweep.jobs import SweepWork, row_job_key, rows_per_problem
 from ttsearch.sweep.results import RunStore
 from ttsearch.sweep.sharded import ShardResult, run_shard, until_stopped
 
@@ -25,7 +25,8 @@ CFG = load_config(
         "verifier.kind=majority",
     ],
 )
-JOBS = len(PROBLEMS) * 2 * 2 * 2
+JOBS = len(PROBLEMS) * (1 + 2) * 2  # best-of-N: one pool at budget 4 (its budget-2 rows derived); beam: both budgets
+ROWS = len(PROBLEMS) * rows_per_problem(CFG)
 SIZES = ModelSizes(generator=100, verifier=10)
 
 
@@ -38,7 +39,7 @@ def shard(store: RunStore, scheduler: FakeScheduler) -> ShardResult:
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory) -> list[dict]:
     store = RunStore(tmp_path_factory.mktemp("full"))
-    assert shard(store, FakeScheduler()) == ShardResult(0, JOBS * 3 // 2, 0, 0, "n")
+    assert shard(store, FakeScheduler()) == ShardResult(0, ROWS, 0, 0, "n")
     return store.read_results().to_pylist()
 
 
@@ -50,7 +51,7 @@ def test_infrastructure_failures_leave_a_partial_shard_that_a_rerun_completes(tm
     assert store.finished_shards(1) == set(), "a shard with missing jobs is not finished"
     assert store.read_results().num_rows == 0
     saved = store.read_partial(0, 1).to_pylist()
-    assert len(saved) == first.rows == len(uninterrupted) - 2 - 1, "2 jobs lost: best-of-N has 2 rows, beam 1"
+    assert len(saved) == first.rows == len(uninterrupted) - 4 - 1, "2 jobs lost: best-of-N's pool has 4 rows, beam 1"
 
     rerun = FakeScheduler()
     second = shard(store, rerun)
@@ -75,15 +76,7 @@ def test_a_stopped_search_saves_its_finished_jobs_before_raising(tmp_path, unint
     store = RunStore(tmp_path)
     with pytest.raises(ReplicasUnavailable):
         shard(store, FakeScheduler(stop_after=5))
-    assert (
-        len(
-            {
-                (r["unique_id"], r["strategy_config"], r["budget"], r["seed"])
-                for r in store.read_partial(0, 1).to_pylist()
-            }
-        )
-        == 5
-    )
+    assert len({row_job_key(row) for row in store.read_partial(0, 1).to_pylist()}) == 5
     rerun = FakeScheduler()
     shard(store, rerun)
     assert len(rerun.ran) == JOBS - 5
@@ -101,16 +94,8 @@ def test_finished_jobs_are_checkpointed_while_the_shard_runs(tmp_path, uninterru
         async def run(self, jobs):
             async for outcome in super().run(jobs):
                 partial = store.read_partial(0, 1)
-                saved_before_each_job.append(
-                    0
-                    if partial is None
-                    else len(
-                        {
-                            tuple(r[k] for k in ("unique_id", "strategy_config", "budget", "seed"))
-                            for r in partial.to_pylist()
-                        }
-                    )
-                )
+                saved = set() if partial is None else {row_job_key(row) for row in partial.to_pylist()}
+                saved_before_each_job.append(len(saved))
                 yield outcome
 
     def run(interval: float) -> None:

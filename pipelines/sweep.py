@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ttsearch.analysis.curves import SampleCounts, sample_counts
 from ttsearch.analysis.report import sweep_summary
 from ttsearch.config import SweepConfig
 from ttsearch.search.grading import GradingStats
-from ttsearch.sweep.jobs import RowCounts, SampleCounts, row_counts, run_sweep, sample_counts
+from ttsearch.sweep.jobs import RowCounts, row_counts, run_sweep
 from ttsearch.sweep.results import RunStore
 
 

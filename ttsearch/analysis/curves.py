@@ -125,6 +125,13 @@ def covered(flags) -> bool:
     return any(flag_values(flags))
 
 
+def coverage_of(frame: pd.DataFrame) -> pd.Series:
+    """Per row, the probability its budget holds a right candidate: the `coverage` column (exact pass@k over a
+    sample pool, `ttsearch.sweep.pools`), or, for rows without one, whether any of its candidates was right."""
+    realised = frame["candidate_correct"].map(covered).astype(float)
+    return frame["coverage"].astype(float).fillna(realised) if "coverage" in frame else realised
+
+
 def _best_of_n_outcomes(frame: pd.DataFrame) -> pd.Series:
     """Every graded best-of-N sample, once, as a bool Series indexed by unique_id.
 
@@ -432,6 +439,31 @@ def bin_sorting(pass1: pd.Series, binnings: dict[str, pd.Series], questions: pd.
 
 
 # ---------------------------------------------------------------- curves, plots, tables
+
+
+@dataclass(frozen=True)
+class SampleCounts:
+    """Generations the sweep's saved searches requested, and what its budgets would have requested searched one by
+    one: what the sample pools saved (`ttsearch.sweep.pools`). Read from the rows' `samples`, so early stopping's
+    replayed rows count what each budget spends, not its pool."""
+
+    generated: int
+    alone: int
+
+    def line(self) -> str:
+        saved = f", {1 - self.generated / self.alone:.0%} saved by sample pools" if self.generated < self.alone else ""
+        return f"samples: {self.generated:,} generated; each budget searched alone: {self.alone:,}{saved}"
+
+
+SAMPLE_COLUMNS = ["unique_id", "strategy_config", "budget", "seed", "pool_budget", "samples"]
+
+
+def sample_counts(table_or_frame: pa.Table | pd.DataFrame) -> SampleCounts:
+    """Samples of the searches behind the rows: each job's at its own budget once, against every budget's."""
+    rows = table_or_frame.select(SAMPLE_COLUMNS) if isinstance(table_or_frame, pa.Table) else table_or_frame
+    jobs = as_frame(rows)[SAMPLE_COLUMNS].drop_duplicates(["unique_id", "strategy_config", "budget", "seed"])
+    searched = jobs[jobs["budget"] == jobs["pool_budget"].fillna(jobs["budget"])]
+    return SampleCounts(int(searched["samples"].sum()), int(jobs["samples"].sum()))
 
 
 def pool_standard_errors(finished: pd.DataFrame) -> pd.DataFrame:

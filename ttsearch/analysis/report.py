@@ -21,7 +21,7 @@ from ttsearch.analysis.curves import (
     AnalysisError,
     Difficulty,
     bin_sorting,
-    covered,
+    coverage_of,
     difficulty_bins,
     estimate_difficulty,
     excluded_note,
@@ -30,9 +30,12 @@ from ttsearch.analysis.curves import (
     mean_curves,
     oracle_pass_at_1,
     oracle_samples,
+    pool_standard_errors,
+    sample_counts,
     samples_note,
     search_jobs,
     ungraded_note,
+    with_strategy_config,
 )
 from ttsearch.analysis.render import ReportFile, markdown_table, mean_se_text, plot_curves
 from ttsearch.analysis.revisions import attempt_accuracy, attempt_table, curve_label, plot_attempt_curves
@@ -61,14 +64,16 @@ def sweep_summary(table: pa.Table) -> str:
     """Accuracy and coverage (%) per strategy × budget, averaged over problems and seeds, as the text `ttsearch
     sweep` prints; error rows left out, ungraded rows left out of accuracy, tied top choices at their expectation.
 
-    Coverage is the share of jobs where any candidate was right: what an oracle verifier would get.
+    Coverage is the share of jobs where any candidate was right (pass@N; exact over a sample pool's subsets): what
+    an oracle verifier would get.
     """
     columns = ["strategy_label", "budget", "correct", "candidate_correct", "error"]
-    frame = table.select(columns + [c for c in ACCURACY_COLUMNS if c in table.column_names]).to_pandas()
+    extra = [c for c in (*ACCURACY_COLUMNS, "coverage") if c in table.column_names]
+    frame = table.select(columns + extra).to_pandas()
     frame = with_accuracy(frame[frame["error"].isna()])  # ungraded: NaN, which the mean skips
     if frame.empty:
         return "no rows without an error"
-    frame["covered"] = frame["candidate_correct"].map(covered)
+    frame["covered"] = coverage_of(frame)
     parts = []
     for column, title in (("accuracy", "accuracy %"), ("covered", "coverage % (pass@N)")):
         pivot = frame.pivot_table(index="strategy_label", columns="budget", values=column, aggfunc="mean") * 100
@@ -213,7 +218,7 @@ def build_report(run_dir: str | Path | RunStore) -> ReportFile:
     if frame.empty:
         raise ResultsError(f"all {excluded} rows in {store.location(RESULTS)} are error rows: nothing to report")
     frame = with_accuracy(frame).assign(
-        covered=frame["candidate_correct"].map(covered),
+        covered=coverage_of(frame),
         search=frame["strategy_label"].str.split("/").str[0],  # label without selection: shares the samples
     )
     graded, ungraded = graded_rows(frame)
@@ -423,6 +428,32 @@ def _efficiency_section(frame: pd.DataFrame) -> list[str]:
     return md
 
 
+def _pool_section(frame: pd.DataFrame) -> list[str]:
+    """How much the sample pools' expectations narrow the curves against first-k (`pool_standard_errors`)."""
+    errors = pool_standard_errors(frame)
+    if errors.empty:
+        return []
+    shown = errors.assign(
+        **{
+            column: errors[column].map("{:.2f}".format)
+            for column in errors.columns
+            if "%" in column or "s.e." in column
+        }
+    )
+    return [
+        "## Sample pools",
+        "",
+        "Budgets below a pool's are derived from its samples (the docs' *How results are computed*, *Sample pools*). "
+        f"{sample_counts(with_strategy_config(frame)).line().capitalize()}. Their accuracy is the expectation over "
+        "the pool's subsets; the first k "
+        "samples alone (what searching the budget by itself measures) give the same mean with a larger standard "
+        "error across questions:",
+        "",
+        markdown_table(shown.set_index("label").rename_axis("strategy_label")),
+        "",
+    ]
+
+
 def _markdown(
     store: RunStore,
     frame: pd.DataFrame,
@@ -466,6 +497,7 @@ def _markdown(
     ]
     md += _paired_section(graded)
     md += _ties_section(graded)
+    md += _pool_section(frame)
 
     md += [
         "## Coverage (pass@N, oracle verifier)",

@@ -194,28 +194,6 @@ def run_sweep(cfg: SweepConfig, replicas: tuple[list[Any], list[Any]] | None = N
     return run_shards(cfg, lambda gens, vers: SweepWork(cfg, model_sizes(gens, vers)), store, problems, replicas)
 
 
-@dataclass(frozen=True)
-class SampleCounts:
-    """Generations the sweep's saved searches requested, and what its budgets would have requested searched one by
-    one: what the sample pools saved (`ttsearch.sweep.pools`). Read from the rows' `samples`, so early stopping's
-    replayed rows count what each budget spends, not its pool."""
-
-    generated: int
-    alone: int
-
-    def line(self) -> str:
-        saved = f", {1 - self.generated / self.alone:.0%} saved by sample pools" if self.generated < self.alone else ""
-        return f"samples: {self.generated:,} generated; each budget searched alone: {self.alone:,}{saved}"
-
-
-def sample_counts(table: pa.Table) -> SampleCounts:
-    """Samples of the searches behind `table`'s rows: each job's at its own budget once, against every budget's."""
-    columns = ["unique_id", "strategy_config", "budget", "seed", "pool_budget", "samples"]
-    jobs = table.select(columns).to_pandas().drop_duplicates(["unique_id", "strategy_config", "budget", "seed"])
-    searched = jobs[jobs["budget"] == jobs["pool_budget"].fillna(jobs["budget"])]
-    return SampleCounts(int(searched["samples"].sum()), int(jobs["samples"].sum()))
-
-
 def row_counts(cfg: SweepConfig, table: pa.Table) -> RowCounts:
     """Done / failed / missing rows of the sweep in `cfg.output_dir`, from the rows `run_sweep` returned."""
     expected = RunStore(cfg.output_dir).manifest()["num_problems"] * rows_per_problem(cfg)

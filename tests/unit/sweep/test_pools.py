@@ -17,6 +17,8 @@ from tests.fixtures import (
     result_row,
     seeded_answers,
 )
+from ttsearch.analysis.curves import pool_standard_errors, sample_counts
+from ttsearch.analysis.report import build_report
 from ttsearch.config import StrategySpec, load_config, searches
 from ttsearch.search.outcomes import JobOutcome, ModelSizes, Usage
 from ttsearch.sweep.jobs import (
@@ -24,7 +26,6 @@ from ttsearch.sweep.jobs import (
     outcome_rows,
     row_job_key,
     rows_per_problem,
-    sample_counts,
     sweep_jobs,
 )
 from ttsearch.sweep.results import RESULT_SCHEMA, ResultsError, RunStore, sweep_fingerprint, with_estimate_columns
@@ -200,3 +201,23 @@ def test_raising_the_largest_budget_extends_the_saved_pools_and_searches_only_th
     sweep("alone", "[2,4]", "[{name: best_of_n}]")
     extended, _ = sweep("alone", "[2,4,8]", "[{name: best_of_n}]")
     assert extended.samples == len(problems) * 4, "only the 4 samples the pool lacked"
+
+
+def test_the_report_shows_what_the_pools_saved_and_both_estimates_errors(tmp_path):
+    problems = [{"unique_id": f"p{i}", "problem": f"{i}?", "answer": "1", "subject": "A", "level": 1} for i in range(6)]
+    cfg = load_config(overrides=["budgets=[1,2,4,8]", "strategies=[{name: best_of_n, selections: [majority]}]"])
+    store = RunStore(tmp_path)
+    store.claim(sweep_fingerprint(cfg, problems), cfg)
+    scheduler = FakeScheduler(respond=seeded_answers)
+    asyncio.run(run_shard(store, 0, 1, problems, SweepWork(cfg, SIZES), lambda grader: scheduler))
+    frame = store.load_frame()
+    errors = pool_standard_errors(frame).set_index("budget")
+    assert list(errors.index) == [1, 2, 4] and (errors["questions"] == 6).all()
+    derived = frame[frame["budget"] < 8].groupby("budget")
+    assert errors["pool accuracy %"].tolist() == pytest.approx((100 * derived["accuracy"].mean()).tolist())
+    assert errors["first-k accuracy %"].tolist() == pytest.approx((100 * derived["correct"].mean()).tolist())
+    markdown = build_report(store).path.read_text()
+    assert "## Sample pools" in markdown
+    assert "Samples: 48 generated; each budget searched alone: 90, 47% saved" in markdown
+    one = frame[frame["budget"] == 1]
+    assert one["coverage"].tolist() == pytest.approx(one["accuracy"].tolist()), "pass@1 is the expected accuracy"

@@ -12,7 +12,15 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from tests.fixtures import PROBLEM, ScriptedGrader, beam_rows, best_of_n_rows, boxed, result_row
+from tests.fixtures import (
+    PROBLEM,
+    ScriptedGrader,
+    beam_rows,
+    best_of_n_rows,
+    boxed,
+    realised_estimates,
+    result_row,
+)
 from ttsearch.analysis.curves import flops_rates
 from ttsearch.analysis.policy import POLICY_FILE, POLICY_VERSION
 from ttsearch.analysis.report import build_report
@@ -234,6 +242,7 @@ def test_summary_leaves_ungraded_rows_out_of_accuracy_and_counts_any_right_candi
         saved = [r for r in rows().to_pylist() if r["strategy_label"] == "best_of_n/weighted"][: len(jobs)]
         for row, (correct, flags) in zip(saved, jobs, strict=True):
             row |= {"budget": 4, "correct": correct, "candidate_correct": flags, "error": None}
+            row |= realised_estimates(correct, flags, 4)
         # read back through pandas, as a sweep's
         text = sweep_summary(pa.Table.from_pylist(saved, schema=RESULT_SCHEMA))
         return [part.splitlines()[-1].split() for part in text.split("\n\n")]

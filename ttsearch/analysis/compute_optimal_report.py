@@ -21,14 +21,15 @@ percentages.
 Ungraded rows take no part in any accuracy; error rows take no part at all. Every comparison stated in words
 (compute-optimal against the best fixed label, fewer or more compute, small against larger model) is a paired
 test over the same questions (`ttsearch.analysis.statistics`), with its 95 % interval.
+
+This module builds the report: its sections, tables and plots, and the policy it saves. The paired comparisons
+behind its verdicts, and the curves they compare, are `ttsearch.analysis.compute_optimal_verdicts`.
 """
 
 from __future__ import annotations
 
-import functools
 import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +54,15 @@ from ttsearch.analysis.compute_optimal import (
     policy_of,
     strategy_curves,
 )
+from ttsearch.analysis.compute_optimal_verdicts import (
+    UNDETERMINED,
+    Curve,
+    comparators,
+    cost_sentences,
+    matched_tests,
+    result_curve,
+    versus_best_fixed,
+)
 from ttsearch.analysis.curves import (
     DEFAULT_ESTIMATION_SAMPLES,
     N_BINS,
@@ -69,21 +79,12 @@ from ttsearch.analysis.curves import (
 )
 from ttsearch.analysis.policy import save_policy
 from ttsearch.analysis.render import ReportFile, markdown_table, plot_curves
-from ttsearch.analysis.statistics import (
-    METHOD,
-    NO_DIFFERENCE,
-    Difference,
-    distinct_digits,
-    grouped,
-    paired_difference,
-    tie_counts,
-)
+from ttsearch.analysis.statistics import METHOD, NO_DIFFERENCE, distinct_digits, tie_counts
 from ttsearch.sweep.results import RESULTS, RunStore
 
 ACCURACY_PNG = "compute_optimal_vs_budget.png"
 EFFICIENCY_PNG = "efficiency.png"
 EFFICIENCY_FLOPS_PNG = "efficiency_flops.png"
-UNDETERMINED = "undetermined within the sweep"
 
 
 def _percent(value: float) -> str:
@@ -94,103 +95,12 @@ def _bounded(value: float, bound: str) -> str:
     return "–" if pd.isna(value) else {"<=": "≤ ", ">": "> "}.get(bound, "") + f"{value:.3g}"
 
 
-def _item(budget: int, difference: Difference, versus: str = "") -> str:
-    """'N=4 (vs its N=8: +12.0 points, 95 % CI …)', the budget and the paired test that decided its verdict."""
-    return f"N={budget} ({versus}{difference.interval()})"
-
-
-@dataclass(frozen=True)
-class _Curve:
-    """A curve compared with compute-optimal: per budget accuracy and FLOPs, and its per-question values."""
-
-    curve: pd.DataFrame  # budget → accuracy, total_flops
-    correct: pd.Series  # (unique_id, budget) → correct (NaN: ungraded)
-    flops: pd.Series  # (unique_id, budget) → total FLOPs
-
-    def at(self, budget: int) -> pd.Series:
-        """unique_id → accuracy at `budget`: what a paired test compares."""
-        return self.correct.xs(budget, level="budget")
-
-
-def _result_curve(result: PolicyResult) -> _Curve:
-    q = result.per_question.set_index(["unique_id", "budget"])
-    return _Curve(result.curve(), q["correct"], q["total_flops"])
-
-
-def _cost_verdict(
-    compare: Callable[[int], Difference], cost: float, costs: pd.Series
-) -> tuple[str, Difference, int] | None:
-    """Whether compute-optimal needs fewer or more compute than a compared curve for its accuracy at one budget.
-
-    `cost` is compute-optimal's (generations or FLOPs), `costs` the compared curve's per swept budget, and
-    `compare(budget)` the paired test of compute-optimal's per-question accuracy against the compared curve's at
-    that budget. "fewer": the curve is measurably less accurate even at its cheapest swept budget costing at least
-    `cost`; "more": measurably more accurate at its dearest swept budget costing at most `cost`; otherwise no
-    measurable difference, or undetermined where the one bracketing budget the sweep has is measurably apart.
-    Returns (verdict, the deciding test, its budget), None where a cost is unknown.
-    """
-    costs = costs.dropna()
-    if pd.isna(cost) or costs.empty:
-        return None
-    tolerance = 1e-9 * abs(cost)
-    dearer, cheaper = costs[costs >= cost - tolerance], costs[costs <= cost + tolerance]
-    up = (compare(int(dearer.idxmin())), int(dearer.idxmin())) if len(dearer) else None
-    down = (compare(int(cheaper.idxmax())), int(cheaper.idxmax())) if len(cheaper) else None
-    if up and up[0].sign > 0:
-        return "fewer", *up
-    if down and down[0].sign < 0:
-        return "more", *down
-    for tested in (up, down):
-        if tested and tested[0].sign == 0:
-            return NO_DIFFERENCE, *tested
-    return UNDETERMINED, *(up or down)
-
-
-def _comparators(frame: pd.DataFrame, questions: pd.Index, fixed: PolicyResult) -> dict[str, _Curve]:
-    """The best fixed label (CV) and every best-of-N label, as curves over `questions`."""
-    tables = accuracy_tables(frame, questions)
-    accuracy, flops = as_long(tables.accuracy), as_long(tables.flops)
-    curves = strategy_curves(frame, questions)
-    compared = {BEST_FIXED: _result_curve(fixed)}
-    for label in best_of_n_labels(frame):
-        compared[label] = _Curve(
-            curves.xs(label, level="strategy_label"),
-            accuracy.xs(label, level="strategy_label"),
-            flops.xs(label, level="strategy_label"),
-        )
-    return compared
-
-
 def _plot_rows(curve: str, values: pd.Series, x: pd.Series | np.ndarray) -> pd.DataFrame:
     """Per-question values indexed (unique_id, budget) as rows plot_curves draws at `x`; one pseudo-seed, so its
     error bars are across questions for every curve alike."""
     return values.index.to_frame(index=False).assign(
         curve=curve, seed=0, correct=values.to_numpy(), x=np.asarray(x, dtype=float)
     )
-
-
-def _cost_sentences(mine: _Curve, other: _Curve, table: pd.DataFrame, counted: bool) -> str:
-    """'Generations: fewer at N=4 (vs its N=8: …); … FLOPs: …', each verdict from `_cost_verdict`."""
-
-    @functools.cache
-    def compare(budget: int, other_budget: int) -> Difference:
-        return paired_difference(mine.at(budget), other.at(other_budget))
-
-    generations = table["budget_with_estimation"] if counted else pd.Series(table.index.astype(float), table.index)
-    units = {
-        "Generations": (generations, pd.Series(other.curve.index.astype(float), other.curve.index)),
-        "FLOPs": (table["flops_with_estimation"] if counted else table["flops"], other.curve["total_flops"]),
-    }
-    sentences = []
-    for unit, (cost, costs) in units.items():
-        verdicts = []
-        for budget in table.index:
-            decided = _cost_verdict(functools.partial(compare, int(budget)), cost[budget], costs)
-            if decided is not None:
-                verdict, difference, versus = decided
-                verdicts.append((verdict, _item(int(budget), difference, f"vs its N={versus}: ")))
-        sentences.append(grouped(unit, verdicts))
-    return " ".join(part for part in sentences if part)
 
 
 def _efficiency_table(rows: list[dict]) -> str:
@@ -203,7 +113,7 @@ def _efficiency_section(
     frame: pd.DataFrame,
     questions: pd.Index,
     results: dict[str, PolicyResult],
-    compared: dict[str, _Curve],
+    compared: dict[str, Curve],
     difficulties: dict[str, Difficulty],
 ) -> list[str]:
     """Efficiency figures and tables: compute-optimal against the best fixed label (CV) and each best-of-N label,
@@ -219,7 +129,7 @@ def _efficiency_section(
         in_flops.append(_plot_rows(name, other.correct, other.flops))
     md, said = [], []
     for kind, result in results.items():
-        mine = _result_curve(result)
+        mine = result_curve(result)
         budgets = mine.correct.index.get_level_values("budget")
         name = f"compute-optimal ({kind})"
         generations.append(_plot_rows(name, mine.correct, budgets))
@@ -251,7 +161,7 @@ def _efficiency_section(
                         "k (FLOPs), counting estimation": _bounded(r["k_flops_with_estimation"], r["flops_bound"]),
                     }
                 )
-            bullets.append(f"- vs {other_name}. " + _cost_sentences(mine, other, table, counted))
+            bullets.append(f"- vs {other_name}. " + cost_sentences(mine, other, table, counted))
         how = f"counting its {k} estimation samples" if counted else "the oracle: no estimation cost counted"
         said.append(
             "\n".join(
@@ -465,7 +375,7 @@ def _flops_matched_section(
     matched = flops_matched(
         result, pass1.rename("correct").rename_axis("unique_id").reset_index(), small_n, large_n, r_values
     )
-    tests = _matched_tests(result, pass1, matched)
+    tests = matched_tests(result, pass1, matched)
     shown = pd.DataFrame(
         {
             "matched budget": matched["matched_budget"].map("{:.1f}".format).to_numpy(),
@@ -494,22 +404,6 @@ def _flops_matched_section(
         markdown_table(shown),
         "",
     ]
-
-
-def _matched_tests(result: PolicyResult, pass1: pd.Series, matched: pd.DataFrame) -> list[Difference | None]:
-    """Per row of `flops_matched`: the paired test of the small model's per-question accuracy at the budget used
-    against the larger model's pass@1, over that row's bin ("all": every shared question); None: no budget used."""
-    small = result.per_question[result.per_question["unique_id"].isin(pass1.index)]
-    bins = small.drop_duplicates("unique_id").set_index("unique_id")["bin"]
-    by_budget = small.set_index(["budget", "unique_id"])["correct"]
-    tests = []
-    for used, group in zip(matched["used_budget"], matched["bin"], strict=True):
-        if pd.isna(used):
-            tests.append(None)
-            continue
-        ids = bins.index if group == "all" else bins.index[bins == group]
-        tests.append(paired_difference(by_budget.loc[int(used)].reindex(ids), pass1.reindex(ids)))
-    return tests
 
 
 def _difficulties(frame: pd.DataFrame, estimation_samples: int | None) -> tuple[dict[str, Difficulty], pd.Index]:
@@ -552,23 +446,6 @@ def build_optimize_report(
     return ReportFile(store.location("report", "compute_optimal.md"), excluded, ungraded, "compute-optimal report")
 
 
-def _versus_fixed(results: dict[str, PolicyResult], fixed: PolicyResult) -> str:
-    """Compute-optimal against the best fixed label at each budget, each verdict from a paired test."""
-    theirs = _result_curve(fixed)
-    said = []
-    for kind, result in results.items():
-        mine = _result_curve(result)
-        verdicts = []
-        for budget in sorted(mine.curve.index):
-            difference = paired_difference(mine.at(budget), theirs.at(budget))
-            verdicts.append((difference.verdict(), _item(int(budget), difference)))
-        said.append(grouped(f"compute-optimal ({kind})", verdicts).rstrip("."))
-    return (
-        f"Compared with the {BEST_FIXED} at equal budget ({METHOD}; differences in accuracy points, "
-        f"compute-optimal minus it): {'; '.join(said)}."
-    )
-
-
 def _ties_note(frame: pd.DataFrame) -> str:
     """How many graded rows had tied top choices with different correctness (what tie-breaking could move)."""
     ties = tie_counts(frame, by=["strategy_label"])
@@ -602,8 +479,8 @@ def _optimize_markdown(
         for label in labels
         for values in [accuracy.xs(label, level="strategy_label")]
     ]
-    mine = {f"compute-optimal ({kind})": _result_curve(r) for kind, r in results.items()} | {
-        BEST_FIXED: _result_curve(fixed)
+    mine = {f"compute-optimal ({kind})": result_curve(r) for kind, r in results.items()} | {
+        BEST_FIXED: result_curve(fixed)
     }
     drawn += [_plot_rows(name, c.correct, c.correct.index.get_level_values("budget")) for name, c in mine.items()]
     plot_curves(
@@ -635,10 +512,10 @@ def _optimize_markdown(
     agreement = float(difficulties["oracle"].bins.eq(predicted.bins.reindex(difficulties["oracle"].bins.index)).mean())
     best = max(float(curves["accuracy"].max()), *(float(r.accuracy.max()) for r in results.values()))
     efficiency_md = _efficiency_section(
-        out, frame, questions, results, _comparators(frame, questions, fixed), difficulties
+        out, frame, questions, results, comparators(frame, questions, fixed), difficulties
     )
     read = _how_to_read(
-        best, len(questions), difficulties, agreement, stable, _versus_fixed(results, fixed), _size_range(results)
+        best, len(questions), difficulties, agreement, stable, versus_best_fixed(results, fixed), _size_range(results)
     )
     read += f" {_ties_note(frame)}"
     read += f" {excluded_note(excluded)}" if excluded else ""

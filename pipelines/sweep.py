@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ttsearch.analysis.curves import SampleCounts, sample_counts
+from ttsearch.analysis.pools import SampleCounts, sample_counts
 from ttsearch.analysis.report import sweep_summary
 from ttsearch.config import SweepConfig
 from ttsearch.search.grading import GradingStats

@@ -441,55 +441,6 @@ def bin_sorting(pass1: pd.Series, binnings: dict[str, pd.Series], questions: pd.
 # ---------------------------------------------------------------- curves, plots, tables
 
 
-@dataclass(frozen=True)
-class SampleCounts:
-    """Generations the sweep's saved searches requested, and what its budgets would have requested searched one by
-    one: what the sample pools saved (`ttsearch.sweep.pools`). Read from the rows' `samples`, so early stopping's
-    replayed rows count what each budget spends, not its pool."""
-
-    generated: int
-    alone: int
-
-    def line(self) -> str:
-        saved = f", {1 - self.generated / self.alone:.0%} saved by sample pools" if self.generated < self.alone else ""
-        return f"samples: {self.generated:,} generated; each budget searched alone: {self.alone:,}{saved}"
-
-
-SAMPLE_COLUMNS = ["unique_id", "strategy_config", "budget", "seed", "pool_budget", "samples"]
-
-
-def sample_counts(table_or_frame: pa.Table | pd.DataFrame) -> SampleCounts:
-    """Samples of the searches behind the rows: each job's at its own budget once, against every budget's."""
-    rows = table_or_frame.select(SAMPLE_COLUMNS) if isinstance(table_or_frame, pa.Table) else table_or_frame
-    jobs = as_frame(rows)[SAMPLE_COLUMNS].drop_duplicates(["unique_id", "strategy_config", "budget", "seed"])
-    searched = jobs[jobs["budget"] == jobs["pool_budget"].fillna(jobs["budget"])]
-    return SampleCounts(int(searched["samples"].sum()), int(jobs["samples"].sum()))
-
-
-def pool_standard_errors(finished: pd.DataFrame) -> pd.DataFrame:
-    """Of finished rows, per (strategy_label, budget) derived from a sample pool: the standard error across
-    questions of the accuracy as the first k samples give it (`correct`, the realisation: what searching each
-    budget alone measures) and as the pool's expectation gives it (`accuracy`), in points. First-k needs
-    (first-k s.e. / pool s.e.)² times the questions for the same error."""
-    derived = finished[(finished["budget"] < finished["pool_budget"]) & finished["accuracy"].notna()]
-    rows = []
-    for (label, budget), group in derived.groupby(["strategy_label", "budget"], sort=True):
-        first_k = group.dropna(subset=["correct"]).astype({"correct": float}).groupby("unique_id")["correct"].mean()
-        pooled = group.groupby("unique_id")["accuracy"].mean()
-        rows.append(
-            {
-                "label": label,
-                "budget": budget,
-                "questions": len(pooled),
-                "first-k accuracy %": 100 * first_k.mean(),
-                "first-k s.e.": 100 * first_k.sem(),
-                "pool accuracy %": 100 * pooled.mean(),
-                "pool s.e.": 100 * pooled.sem(),
-            }
-        )
-    return pd.DataFrame(rows)
-
-
 def mean_curves(frame: pd.DataFrame, value: str, label: str, x: str = "budget") -> pd.DataFrame:
     """Mean of boolean `value` in % per (label, budget), its standard error, placed at the mean of `x`.
 

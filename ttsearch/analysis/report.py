@@ -30,13 +30,11 @@ from ttsearch.analysis.curves import (
     mean_curves,
     oracle_pass_at_1,
     oracle_samples,
-    pool_standard_errors,
-    sample_counts,
     samples_note,
     search_jobs,
     ungraded_note,
-    with_strategy_config,
 )
+from ttsearch.analysis.pools import pool_section
 from ttsearch.analysis.render import ReportFile, markdown_table, mean_se_text, plot_curves
 from ttsearch.analysis.revisions import attempt_accuracy, attempt_table, curve_label, plot_attempt_curves
 from ttsearch.analysis.statistics import (
@@ -428,32 +426,6 @@ def _efficiency_section(frame: pd.DataFrame) -> list[str]:
     return md
 
 
-def _pool_section(frame: pd.DataFrame) -> list[str]:
-    """How much the sample pools' expectations narrow the curves against first-k (`pool_standard_errors`)."""
-    errors = pool_standard_errors(frame)
-    if errors.empty:
-        return []
-    shown = errors.assign(
-        **{
-            column: errors[column].map("{:.2f}".format)
-            for column in errors.columns
-            if "%" in column or "s.e." in column
-        }
-    )
-    return [
-        "## Sample pools",
-        "",
-        "Budgets below a pool's are derived from its samples (the docs' *How results are computed*, *Sample pools*). "
-        f"{sample_counts(with_strategy_config(frame)).line().capitalize()}. Their accuracy is the expectation over "
-        "the pool's subsets; the first k "
-        "samples alone (what searching the budget by itself measures) give the same mean with a larger standard "
-        "error across questions:",
-        "",
-        markdown_table(shown.set_index("label").rename_axis("strategy_label")),
-        "",
-    ]
-
-
 def _markdown(
     store: RunStore,
     frame: pd.DataFrame,
@@ -497,7 +469,7 @@ def _markdown(
     ]
     md += _paired_section(graded)
     md += _ties_section(graded)
-    md += _pool_section(frame)
+    md += pool_section(frame)
 
     md += [
         "## Coverage (pass@N, oracle verifier)",

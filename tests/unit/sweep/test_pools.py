@@ -17,7 +17,7 @@ from tests.fixtures import (
     result_row,
     seeded_answers,
 )
-from ttsearch.analysis.curves import pool_standard_errors, sample_counts
+from ttsearch.analysis.pools import pool_standard_errors, sample_counts
 from ttsearch.analysis.report import build_report
 from ttsearch.config import StrategySpec, load_config, searches
 from ttsearch.search.outcomes import JobOutcome, ModelSizes, Usage

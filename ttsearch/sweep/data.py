@@ -43,7 +43,7 @@ def load_problems(
         records = enumerate(_read_parquet(path), start=1)
         where = "row"
     else:
-        records = _read_jsonl(path)
+        records = json_objects(path)
         where = "line"
     rows = [_normalise(record, path, where, number) for number, record in records]
     if not rows:
@@ -85,13 +85,15 @@ def _read_parquet(path: Path) -> list[dict[str, Any]]:
         raise DataError(f"{path}: not a readable Parquet file ({exc})") from None
 
 
-def _read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+def json_objects(path: Path, error: type[DataError] = DataError) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) of every non-blank line of a JSON Lines file; `error` names a line that is not UTF-8
+    text or not a JSON object (problem files and recorded generations read alike)."""
     with path.open("rb") as raw:
         for number, data in enumerate(raw, start=1):
             try:
                 line = data.decode("utf-8")
             except UnicodeDecodeError as exc:
-                raise DataError(
+                raise error(
                     f"{path}:{number}: not UTF-8 text (byte 0x{data[exc.start]:02x} at column {exc.start + 1})"
                 ) from None
             if not line.strip():
@@ -99,9 +101,9 @@ def _read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise DataError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
+                raise error(f"{path}:{number}: not valid JSON ({exc.msg}, column {exc.colno})") from None
             if not isinstance(record, dict):
-                raise DataError(f"{path}:{number}: expected a JSON object, got {type(record).__name__}")
+                raise error(f"{path}:{number}: expected a JSON object, got {type(record).__name__}")
             yield number, record
 
 
@@ -161,7 +163,7 @@ def load_first_error_items(path: str | Path, limit: int | None = None) -> list[F
     if not path.is_file():
         raise DataError(f"first-error-step file not found: {path}")
     if path.suffix == ".jsonl":
-        records = [(f"line {number}", record) for number, record in _read_jsonl(path)]
+        records = [(f"line {number}", record) for number, record in json_objects(path)]
     else:
         try:
             listed = json.loads(path.read_text())

@@ -41,7 +41,7 @@ from typing import Any
 from ttsearch.config import RecordedFormat
 from ttsearch.config.recorded import VERIFIER_NAME
 from ttsearch.search.grading import extract_answer
-from ttsearch.sweep.data import DataError
+from ttsearch.sweep.data import DataError, json_objects
 
 
 class RecordedError(DataError):
@@ -171,21 +171,7 @@ def json_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """(line number, object) of every non-blank line; a RecordedError names a line that is not a JSON object."""
     if not path.is_file():
         raise RecordedError(f"recorded file not found: {path}")
-    with path.open("rb") as raw:
-        for number, data in enumerate(raw, start=1):
-            try:
-                line = data.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise RecordedError(f"{path}:{number}: not UTF-8 text (at column {exc.start + 1})") from None
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise RecordedError(f"{path}:{number}: not valid JSON ({exc.msg}, column {exc.colno})") from None
-            if not isinstance(record, dict):
-                raise RecordedError(f"{path}:{number}: expected a JSON object, got {type(record).__name__}")
-            yield number, record
+    yield from json_objects(path, RecordedError)
 
 
 # ---------------------------------------------------------------- the generic format

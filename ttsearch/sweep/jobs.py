@@ -140,6 +140,10 @@ class SweepWork(ShardWork):
     def build_on(self, rows: list[dict[str, Any]]) -> None:
         self.saved = saved_pools(rows)
 
+    def successor(self, row: dict[str, Any]) -> Hashable:
+        """A superseded row belongs to a pool of a smaller largest budget: the pool job at today's supersedes it."""
+        return (row["unique_id"], row["strategy_config"], max(self.cfg.budgets), row["seed"])
+
     def job_keys(self, problems: list[dict[str, Any]]) -> list[Hashable]:
         return [job_key(*job) for job in sweep_jobs(problems, self.cfg)]
 

@@ -85,6 +85,10 @@ class ShardWork(ABC):
     def metrics(self, shard: int) -> ShardMetrics: ...
 
     @abstractmethod
+    def successor(self, row: dict[str, Any]) -> Hashable:
+        """The job key of the job that supersedes a row of a job this work no longer has (`build_on`)."""
+
+    @abstractmethod
     def build_on(self, rows: list[dict[str, Any]]) -> None:
         """Rows an earlier run saved for jobs this work no longer has (a sweep's pools, before its largest budget
         grew): they are dropped from the shard; the work may build on them (extend those pools)."""
@@ -117,6 +121,9 @@ class QuestionWork(ShardWork):
 
     def build_on(self, rows: list[dict[str, Any]]) -> None:
         """Nothing to build on: a question's job (its unique_id) is the same in every run."""
+
+    def successor(self, row: dict[str, Any]) -> Hashable:
+        return self.key_of_row(row)
 
 
 class SweepStopped(TTSearchError):
@@ -174,7 +181,8 @@ async def run_shard(
     saved = store.read_partial(shard, total)
     rows = saved.to_pylist() if saved is not None else []
     expected = set(work.job_keys(problems))
-    work.build_on([row for row in rows if work.key_of_row(row) not in expected])
+    superseded = [row for row in rows if work.key_of_row(row) not in expected]
+    work.build_on(superseded)
     rows = [row for row in rows if work.key_of_row(row) in expected]
     done = {work.key_of_row(row) for row in rows}
     if on_resumed is not None:
@@ -190,12 +198,15 @@ async def run_shard(
         async def collect() -> list[dict[str, Any]]:
             return placed([row for future in graded for row in await asyncio.wrap_future(future)])
 
-        def table(finished: list[dict[str, Any]]) -> pa.Table:
+        def table(finished: list[dict[str, Any]], keep_superseded: bool = True) -> pa.Table:
             """Rows in the work's job order (outcomes arrive in completion order), so a resumed shard's file
-            holds its rows in the same order as an uninterrupted one."""
+            holds its rows in the same order as an uninterrupted one. A partial record keeps, after them, the superseded
+            rows whose successor has not finished: a pool whose extension failed is built on by the re-run, not lost."""
             order = {key: i for i, key in enumerate(work.job_keys(problems))}
             finished = sorted(finished, key=lambda row: order[work.key_of_row(row)])
-            return pa.Table.from_pylist(finished, schema=work.schema)
+            done = {work.key_of_row(row) for row in finished}
+            kept = [row for row in superseded if keep_superseded and work.successor(row) not in done]
+            return pa.Table.from_pylist(finished + kept, schema=work.schema)
 
         try:
             checkpointed = time.monotonic()
@@ -227,7 +238,7 @@ async def run_shard(
     if missing:
         store.write_partial(shard, total, table(rows))
     else:
-        store.write_shard(shard, total, table(rows))
+        store.write_shard(shard, total, table(rows, keep_superseded=False))
     store.write_grading(shard, total, grader.stats())
     failed = sum(row["error"] is not None for row in rows)
     return ShardResult(shard, len(rows), failed, missing, node_id)

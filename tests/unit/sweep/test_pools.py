@@ -20,7 +20,7 @@ from tests.fixtures import (
 from ttsearch.analysis.pools import pool_standard_errors, sample_counts
 from ttsearch.analysis.report import build_report
 from ttsearch.config import StrategySpec, load_config, searches
-from ttsearch.search.outcomes import JobOutcome, ModelSizes, Usage
+from ttsearch.search.outcomes import Failure, JobOutcome, ModelSizes, Usage
 from ttsearch.sweep.jobs import (
     SweepWork,
     outcome_rows,
@@ -221,3 +221,24 @@ def test_the_report_shows_what_the_pools_saved_and_both_estimates_errors(tmp_pat
     assert "Samples: 48 generated; each budget searched alone: 90, 47% saved" in markdown
     one = frame[frame["budget"] == 1]
     assert one["coverage"].tolist() == pytest.approx(one["accuracy"].tolist()), "pass@1 is the expected accuracy"
+
+
+def test_a_pool_whose_extension_failed_is_kept_and_extended_by_the_rerun(tmp_path):
+    problems = [{"unique_id": f"p{i}", "problem": f"{i}?", "answer": "1", "subject": "A", "level": 1} for i in range(2)]
+
+    def sweep(budgets: str, fail=lambda key: None) -> FakeScheduler:
+        cfg = load_config(overrides=[f"budgets={budgets}", "strategies=[{name: best_of_n}]", "verifier.kind=majority"])
+        store = RunStore(tmp_path)
+        store.claim(sweep_fingerprint(cfg, problems), cfg)
+        scheduler = FakeScheduler(fail, respond=seeded_answers)
+        asyncio.run(run_shard(store, 0, 1, problems, SweepWork(cfg, SIZES), lambda grader: scheduler))
+        return scheduler
+
+    sweep("[2,4]")
+    lost = ("p1", "best_of_n", 8, 0)
+    sweep("[2,4,8]", lambda key: Failure.INFRASTRUCTURE if key == lost else None)
+    saved = RunStore(tmp_path).read_partial(0, 1).to_pylist()
+    assert {(r["unique_id"], r["pool_budget"]) for r in saved} == {("p0", 8), ("p1", 4)}, "p1's old pool kept"
+    rerun = sweep("[2,4,8]")
+    assert rerun.ran == [lost] and rerun.samples == 4, "the re-run extends p1's saved pool, nothing else"
+    assert {r["pool_budget"] for r in RunStore(tmp_path).read_results().to_pylist()} == {8}

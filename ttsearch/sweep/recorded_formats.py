@@ -18,7 +18,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -63,9 +64,30 @@ def text_list(record: Mapping[str, Any], key: str, at: str) -> list[str]:
     return value
 
 
-def same_length(values: list[Any], count: int, key: str, reference: str, at: str) -> None:
+def per_sample(
+    record: Mapping[str, Any],
+    key: str,
+    samples: tuple[int, str],
+    shape: str,
+    parse: Callable[[Any, str], Any],
+    at: Callable[[str], str],
+) -> list[Any]:
+    """`record[key]`: a list with one entry per sample (`samples`: their count and what they are), each entry read by
+    `parse`; the errors name the key (`at(key)`) or the entry (`at("key[i]")`)."""
+    values = record.get(key)
+    if not isinstance(values, list):
+        raise RecordedError(f"{at(key)}: must be a list of {shape}, got {values!r:.80}")
+    count, what = samples
     if len(values) != count:
-        raise RecordedError(f"{at}: has {len(values)} entries for {count} {reference}")
+        raise RecordedError(f"{at(key)}: has {len(values)} entries for {count} {what}")
+    return [parse(value, at(f"{key}[{i}]")) for i, value in enumerate(values)]
+
+
+def answer_text(value: Any, at: str) -> str:
+    """A recorded answer: a string ('' when the recorder's parser found none)."""
+    if not isinstance(value, str):
+        raise RecordedError(f"{at}: must be a string, got {value!r:.80}")
+    return value
 
 
 def read_search_and_learn(path: Path, verifier: str) -> list[RecordedProblem]:
@@ -74,19 +96,10 @@ def read_search_and_learn(path: Path, verifier: str) -> list[RecordedProblem]:
     problems = []
     for line, record in rows(path):
         completions = text_list(record, "completions", where(path, line, "completions"))
-        scores = record.get("scores")
-        if not isinstance(scores, list):
-            raise RecordedError(
-                f"{where(path, line, 'scores')}: must be a list of step-score lists, got {scores!r:.80}"
-            )
-        same_length(scores, len(completions), "scores", "completions", where(path, line, "scores"))
-        step_scores = [scores_value(s, where(path, line, f"scores[{i}]")) for i, s in enumerate(scores)]
-        tokens = record.get("completion_tokens")
-        if isinstance(tokens, list):
-            same_length(
-                tokens, len(completions), "completion_tokens", "completions", where(path, line, "completion_tokens")
-            )
-            counts = [count_value(t, where(path, line, f"completion_tokens[{i}]")) for i, t in enumerate(tokens)]
+        samples, at = (len(completions), "completions"), partial(where, path, line)
+        step_scores = per_sample(record, "scores", samples, "step-score lists", scores_value, at)
+        if isinstance(record.get("completion_tokens"), list):
+            counts = per_sample(record, "completion_tokens", samples, "token counts", count_value, at)
         else:  # DVTS records one -1: not counted
             counts = [None] * len(completions)
         uid = record.get("unique_id")
@@ -116,17 +129,9 @@ def read_qwen_rm_maj(path: Path, verifier: str) -> list[RecordedProblem]:
     problems = []
     for line, record in rows(path):
         texts = text_list(record, "code", where(path, line, "code"))
-        preds = record.get("pred")
-        if not isinstance(preds, list) or not all(isinstance(p, str) for p in preds):
-            raise RecordedError(f"{where(path, line, 'pred')}: must be a list of strings, got {preds!r:.80}")
-        same_length(preds, len(texts), "pred", "code samples", where(path, line, "pred"))
-        scores = record.get("pred_score")
-        if not isinstance(scores, list):
-            raise RecordedError(
-                f"{where(path, line, 'pred_score')}: must be a list of [score] lists, got {scores!r:.80}"
-            )
-        same_length(scores, len(texts), "pred_score", "code samples", where(path, line, "pred_score"))
-        outcome = [outcome_score(s, where(path, line, f"pred_score[{i}]")) for i, s in enumerate(scores)]
+        samples, at = (len(texts), "code samples"), partial(where, path, line)
+        preds = per_sample(record, "pred", samples, "strings", answer_text, at)
+        outcome = per_sample(record, "pred_score", samples, "[score] lists", outcome_score, at)
         uid = record.get("unique_id", record.get("idx"))
         key = "unique_id" if "unique_id" in record else "idx"
         problems.append(

@@ -108,7 +108,7 @@ def outcome_rows(
     """The job's rows (`ttsearch.sweep.pools.pool_rows`): at its own budget, and at each of `budgets` below it
     when its strategy pools its samples."""
     problem, spec, budget, seed = outcome.key
-    budgets = [b for b in budgets or [budget] if b <= budget] if pooled(spec, budgets or []) else [budget]
+    budgets = [b for b in budgets if b <= budget] if budgets and pooled(spec, budgets) else [budget]
     return pool_rows(
         problem,
         spec,

@@ -100,8 +100,8 @@ def merged_usage(saved: SavedPool, added: Usage, shared_prompt: bool) -> Usage:
     total = Usage()
     total.merge(saved.usage)
     total.merge(added)
-    if shared_prompt:
-        total.prompt_tokens, total.cached_prompt_tokens = saved.usage.prompt_tokens, saved.usage.cached_prompt_tokens
+    for name in SHARED_PROMPT_FIELDS if shared_prompt else ():
+        setattr(total, name, getattr(saved.usage, name))
     return total
 
 

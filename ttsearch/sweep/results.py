@@ -379,8 +379,8 @@ class RunStore:
         """The same sweep with budgets added: every finished shard is reopened as a partial record, so the run
         computes the new budgets' jobs and extends the pools it saved (`ttsearch.sweep.pools.saved_pools`).
         Shards first, manifest last: a run killed in between finds the old budgets and reopens again."""
+        self.fs.create_dir(self.path(PARTIAL), recursive=True)
         for name in sorted(self._names(RESULTS)):
-            self.fs.create_dir(self.path(PARTIAL), recursive=True)
             self.fs.move(self.path(RESULTS, name), self.path(PARTIAL, name))
         self.write_text(saved_config(cfg), CONFIG)
         self.write_text(json.dumps(fingerprint, indent=2), MANIFEST)
